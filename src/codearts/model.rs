@@ -1,0 +1,742 @@
+//! Typed, tolerant models of the CodeArts responses, and their normalised form.
+//!
+//! Every field is optional: null, absent, wrongly typed and unknown fields never fail a parse.
+
+use chrono::FixedOffset;
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+
+use super::time::{RawTime, lenient_time};
+
+/// A string field that also accepts numbers and booleans (and turns anything else into `None`).
+fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::String(s) => Some(s),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    })
+}
+
+/// A non-negative integer field that also accepts digit strings.
+fn lenient_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    })
+}
+
+/// A signed integer field that also accepts digit strings.
+fn lenient_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    })
+}
+
+fn lenient_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::Bool(b) => Some(b),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    })
+}
+
+/// A list field: null or a non-array become empty, and elements that do not parse are dropped.
+fn lenient_vec<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    Ok(match Value::deserialize(d)? {
+        Value::Array(items) => items
+            .into_iter()
+            .filter_map(|item| serde_json::from_value(item).ok())
+            .collect(),
+        _ => Vec::new(),
+    })
+}
+
+/// Error body of every CodeArts API: `{"error_code": "...", "error_msg": "..."}`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ApiErrorBody {
+    /// E.g. `DEV.00000001`.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub error_code: Option<String>,
+    /// Human text.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub error_msg: Option<String>,
+}
+
+/// One entry of the v3 batch status response (reference 3.1).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct V3PipelineStatus {
+    /// Pipeline id.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub pipeline_id: Option<String>,
+    /// Pipeline name.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub pipeline_name: Option<String>,
+    /// Run number as a string, e.g. `"25"`.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub build_id: Option<String>,
+    /// Who started it.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub executor: Option<String>,
+    /// Console URL of the run.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub detail_url: Option<String>,
+    /// `yyyy-MM-dd HH:mm:ss`, zone-less.
+    #[serde(default, deserialize_with = "lenient_time")]
+    pub start_time: Option<RawTime>,
+    /// `yyyy-MM-dd HH:mm:ss`, zone-less; empty while running.
+    #[serde(default, deserialize_with = "lenient_time")]
+    pub end_time: Option<RawTime>,
+    /// `waiting|running|verifying|suspending|completed`.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub status: Option<String>,
+    /// `success|error|aborted`, empty while not completed.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub result: Option<String>,
+    /// Stages in order.
+    #[serde(default, deserialize_with = "lenient_vec")]
+    pub stages: Vec<V3Stage>,
+}
+
+/// A stage in the v3 batch status.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct V3Stage {
+    /// Internal name, e.g. `state_3`.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub name: Option<String>,
+    /// What people see, e.g. `构建`.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub display_name: Option<String>,
+    /// Position.
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub order: Option<i64>,
+    /// Stage type.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub dsl_method: Option<String>,
+    /// Same vocabulary as the run.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub status: Option<String>,
+    /// Same vocabulary as the run.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub result: Option<String>,
+}
+
+/// Build parameters of a v5 run.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct BuildParams {
+    /// Branch the run built.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub target_branch: Option<String>,
+    /// Source branch (merge requests).
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub source_branch: Option<String>,
+    /// Commit.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub commit_id: Option<String>,
+    /// `branch`, `tag`, ...
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub build_type: Option<String>,
+}
+
+/// A v5 run as in the batch latest status (3.2) and the run list (3.4).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct V5RunStatus {
+    /// Pipeline id.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub pipeline_id: Option<String>,
+    /// Run id.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub pipeline_run_id: Option<String>,
+    /// Run number (≥ 1).
+    #[serde(default, deserialize_with = "lenient_u64")]
+    pub run_number: Option<u64>,
+    /// Upper-case v5 status.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub status: Option<String>,
+    /// `Manual`, `Scheduler`, `MR`, ...
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub trigger_type: Option<String>,
+    /// Epoch ms.
+    #[serde(default, deserialize_with = "lenient_time")]
+    pub start_time: Option<RawTime>,
+    /// Epoch ms.
+    #[serde(default, deserialize_with = "lenient_time")]
+    pub end_time: Option<RawTime>,
+    /// Console URL of the run.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub detail_url: Option<String>,
+    /// Build parameters.
+    #[serde(default)]
+    pub build_params: Option<Lenient<BuildParams>>,
+    /// Stage states; times are strings.
+    #[serde(default, deserialize_with = "lenient_vec")]
+    pub stage_status_list: Vec<V5StageStatus>,
+}
+
+/// A stage in the v5 status and list APIs.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct V5StageStatus {
+    /// Stage id (list API only).
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub id: Option<String>,
+    /// Stage name.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub name: Option<String>,
+    /// Position.
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub sequence: Option<i64>,
+    /// Upper-case status.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub status: Option<String>,
+    /// Epoch-ms string or `yyyy-MM-dd HH:mm:ss`.
+    #[serde(default, deserialize_with = "lenient_time")]
+    pub start_time: Option<RawTime>,
+    /// Epoch-ms string or `yyyy-MM-dd HH:mm:ss`.
+    #[serde(default, deserialize_with = "lenient_time")]
+    pub end_time: Option<RawTime>,
+}
+
+/// A nested object that becomes `None`-like (default) instead of failing when it has the wrong shape.
+#[derive(Debug, Clone, Default)]
+pub struct Lenient<T>(pub T);
+
+impl<'de, T: serde::de::DeserializeOwned + Default> Deserialize<'de> for Lenient<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Lenient(
+            serde_json::from_value(Value::deserialize(d)?).unwrap_or_default(),
+        ))
+    }
+}
+
+/// The v5 run detail (reference 3.3).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RunDetail {
+    /// Run id.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub id: Option<String>,
+    /// Pipeline id.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub pipeline_id: Option<String>,
+    /// Pipeline name.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub name: Option<String>,
+    /// Upper-case v5 status.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub status: Option<String>,
+    /// `Manual`, `Scheduler`, ...
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub trigger_type: Option<String>,
+    /// Run number.
+    #[serde(default, deserialize_with = "lenient_u64")]
+    pub run_number: Option<u64>,
+    /// Epoch ms.
+    #[serde(default, deserialize_with = "lenient_time")]
+    pub start_time: Option<RawTime>,
+    /// Epoch ms.
+    #[serde(default, deserialize_with = "lenient_time")]
+    pub end_time: Option<RawTime>,
+    /// Server clock, epoch ms.
+    #[serde(default, deserialize_with = "lenient_time")]
+    pub current_system_time: Option<RawTime>,
+    /// Console URL of the run.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub detail_url: Option<String>,
+    /// Stages in order.
+    #[serde(default, deserialize_with = "lenient_vec")]
+    pub stages: Vec<DetailStage>,
+}
+
+/// A stage of the run detail.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct DetailStage {
+    /// Stage id.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub id: Option<String>,
+    /// What people see.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub name: Option<String>,
+    /// Position.
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub sequence: Option<i64>,
+    /// Upper-case status.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub status: Option<String>,
+    /// Epoch ms.
+    #[serde(default, deserialize_with = "lenient_time")]
+    pub start_time: Option<RawTime>,
+    /// Epoch ms.
+    #[serde(default, deserialize_with = "lenient_time")]
+    pub end_time: Option<RawTime>,
+    /// False when the user deselected the stage for this run.
+    #[serde(default, deserialize_with = "lenient_bool")]
+    pub is_select: Option<bool>,
+    /// Jobs in the stage.
+    #[serde(default, deserialize_with = "lenient_vec")]
+    pub jobs: Vec<DetailJob>,
+}
+
+/// A job of a stage.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct DetailJob {
+    /// Job id.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub id: Option<String>,
+    /// Job name.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub name: Option<String>,
+    /// Upper-case status.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub status: Option<String>,
+    /// Error text.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub message: Option<String>,
+    /// Epoch ms.
+    #[serde(default, deserialize_with = "lenient_time")]
+    pub start_time: Option<RawTime>,
+    /// Epoch ms.
+    #[serde(default, deserialize_with = "lenient_time")]
+    pub end_time: Option<RawTime>,
+}
+
+/// Normalised run state: the v3 vocabulary plus `unknown`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RunState {
+    /// Queued or initialising.
+    Waiting,
+    /// Executing.
+    Running,
+    /// Waiting for a manual review.
+    Verifying,
+    /// Suspended.
+    Suspending,
+    /// Finished, whatever the outcome.
+    Completed,
+    /// A value this exporter does not know.
+    Unknown,
+}
+
+impl RunState {
+    /// Every state, in exposition order (for one-hot gauges).
+    pub const ALL: [RunState; 6] = [
+        RunState::Waiting,
+        RunState::Running,
+        RunState::Verifying,
+        RunState::Suspending,
+        RunState::Completed,
+        RunState::Unknown,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Waiting => "waiting",
+            RunState::Running => "running",
+            RunState::Verifying => "verifying",
+            RunState::Suspending => "suspending",
+            RunState::Completed => "completed",
+            RunState::Unknown => "unknown",
+        }
+    }
+}
+
+/// Outcome of a completed run or stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RunResult {
+    /// Succeeded.
+    Success,
+    /// Failed.
+    Error,
+    /// Cancelled.
+    Aborted,
+}
+
+impl RunResult {
+    /// Every result, in exposition order.
+    pub const ALL: [RunResult; 3] = [RunResult::Success, RunResult::Error, RunResult::Aborted];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunResult::Success => "success",
+            RunResult::Error => "error",
+            RunResult::Aborted => "aborted",
+        }
+    }
+}
+
+/// Maps a v5 status (run, stage or job) to state and result.
+///
+/// `IGNORED`, `SKIPPED` and `UNSELECTED` are finished without a result: they are not outcomes.
+pub fn normalize_v5(status: Option<&str>) -> (RunState, Option<RunResult>) {
+    let Some(status) = status else {
+        return (RunState::Unknown, None);
+    };
+    match status.trim().to_ascii_uppercase().as_str() {
+        "INIT" | "QUEUED" | "REDISPATCH" => (RunState::Waiting, None),
+        "RUNNING" | "ASYNC_RUNNING" => (RunState::Running, None),
+        "PAUSED" => (RunState::Verifying, None),
+        "SUSPEND" => (RunState::Suspending, None),
+        "COMPLETED" | "SUCCESS" => (RunState::Completed, Some(RunResult::Success)),
+        "FAILED" | "ASYNC_FAILED" => (RunState::Completed, Some(RunResult::Error)),
+        "CANCELED" | "CANCELLED" => (RunState::Completed, Some(RunResult::Aborted)),
+        "IGNORED" | "SKIPPED" | "UNSELECTED" => (RunState::Completed, None),
+        _ => (RunState::Unknown, None),
+    }
+}
+
+/// Maps a v3 status and result (lower-case vocabulary) to state and result.
+pub fn normalize_v3(status: Option<&str>, result: Option<&str>) -> (RunState, Option<RunResult>) {
+    let state = match status.map(|s| s.trim().to_ascii_lowercase()).as_deref() {
+        Some("waiting") => RunState::Waiting,
+        Some("running") => RunState::Running,
+        Some("verifying") => RunState::Verifying,
+        Some("suspending") => RunState::Suspending,
+        Some("completed") => RunState::Completed,
+        _ => RunState::Unknown,
+    };
+    let result = match result.map(|s| s.trim().to_ascii_lowercase()).as_deref() {
+        Some("success") => Some(RunResult::Success),
+        Some("error") => Some(RunResult::Error),
+        Some("aborted") => Some(RunResult::Aborted),
+        _ => None,
+    };
+    // A result only means something once the run has finished.
+    (state, result.filter(|_| state == RunState::Completed))
+}
+
+/// A run, normalised from any of the APIs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Run {
+    /// Pipeline id.
+    pub pipeline_id: String,
+    /// Pipeline name, when the API gives it.
+    pub pipeline_name: Option<String>,
+    /// Run id (v5 only).
+    pub run_id: Option<String>,
+    /// Run number.
+    pub run_number: Option<u64>,
+    /// Normalised state.
+    pub state: RunState,
+    /// Outcome once completed.
+    pub result: Option<RunResult>,
+    /// Start, epoch seconds.
+    pub start: Option<f64>,
+    /// End, epoch seconds.
+    pub end: Option<f64>,
+    /// Console URL of the run.
+    pub detail_url: Option<String>,
+    /// Stages in order; empty when the API gave none.
+    pub stages: Vec<StageRun>,
+}
+
+/// A stage of a run, normalised.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageRun {
+    /// The name people see.
+    pub name: String,
+    /// Normalised state.
+    pub state: RunState,
+    /// Outcome once completed.
+    pub result: Option<RunResult>,
+    /// Start, epoch seconds.
+    pub start: Option<f64>,
+    /// End, epoch seconds.
+    pub end: Option<f64>,
+}
+
+impl StageRun {
+    /// Duration of a stage that actually ran and finished (skipped stages have none).
+    pub fn duration(&self) -> Option<f64> {
+        duration(self.start, self.end)
+    }
+}
+
+fn duration(start: Option<f64>, end: Option<f64>) -> Option<f64> {
+    match (start, end) {
+        (Some(start), Some(end)) if end >= start => Some(end - start),
+        _ => None,
+    }
+}
+
+impl Run {
+    /// Whether the run has finished.
+    pub fn is_completed(&self) -> bool {
+        self.state == RunState::Completed
+    }
+
+    /// Duration of a finished run.
+    pub fn duration(&self) -> Option<f64> {
+        duration(self.start, self.end)
+    }
+
+    /// From a v3 batch status entry; `None` without a pipeline id.
+    pub fn from_v3(entry: &V3PipelineStatus, zone: FixedOffset) -> Option<Run> {
+        let (state, result) = normalize_v3(entry.status.as_deref(), entry.result.as_deref());
+        let mut stages: Vec<(i64, StageRun)> = entry
+            .stages
+            .iter()
+            .enumerate()
+            .map(|(i, stage)| {
+                let (state, result) =
+                    normalize_v3(stage.status.as_deref(), stage.result.as_deref());
+                let name = non_empty(&stage.display_name)
+                    .or_else(|| non_empty(&stage.name))
+                    .unwrap_or_else(|| format!("stage_{}", i + 1));
+                let order = stage.order.unwrap_or(i as i64);
+                let run = StageRun {
+                    name,
+                    state,
+                    result,
+                    start: None,
+                    end: None,
+                };
+                (order, run)
+            })
+            .collect();
+        stages.sort_by_key(|(order, _)| *order);
+        Some(Run {
+            pipeline_id: non_empty(&entry.pipeline_id)?,
+            pipeline_name: non_empty(&entry.pipeline_name),
+            run_id: None,
+            run_number: entry
+                .build_id
+                .as_deref()
+                .and_then(|b| b.trim().parse().ok()),
+            state,
+            result,
+            start: epoch(&entry.start_time, zone),
+            end: epoch(&entry.end_time, zone).filter(|_| state == RunState::Completed),
+            detail_url: non_empty(&entry.detail_url),
+            stages: stages.into_iter().map(|(_, s)| s).collect(),
+        })
+    }
+
+    /// From a v5 batch status or run list entry; `None` without a pipeline id.
+    pub fn from_v5(entry: &V5RunStatus, zone: FixedOffset) -> Option<Run> {
+        let (state, result) = normalize_v5(entry.status.as_deref());
+        let mut stages: Vec<(i64, StageRun)> = entry
+            .stage_status_list
+            .iter()
+            .enumerate()
+            .map(|(i, stage)| {
+                let (state, result) = normalize_v5(stage.status.as_deref());
+                let run = StageRun {
+                    name: non_empty(&stage.name).unwrap_or_else(|| format!("stage_{}", i + 1)),
+                    state,
+                    result,
+                    start: epoch(&stage.start_time, zone),
+                    end: epoch(&stage.end_time, zone),
+                };
+                (stage.sequence.unwrap_or(i as i64), run)
+            })
+            .collect();
+        stages.sort_by_key(|(order, _)| *order);
+        Some(Run {
+            pipeline_id: non_empty(&entry.pipeline_id)?,
+            pipeline_name: None,
+            run_id: non_empty(&entry.pipeline_run_id),
+            run_number: entry.run_number,
+            state,
+            result,
+            start: epoch(&entry.start_time, zone),
+            end: epoch(&entry.end_time, zone).filter(|_| state == RunState::Completed),
+            detail_url: non_empty(&entry.detail_url),
+            stages: stages.into_iter().map(|(_, s)| s).collect(),
+        })
+    }
+
+    /// From the v5 run detail; `None` without a pipeline id.
+    pub fn from_detail(detail: &RunDetail, zone: FixedOffset) -> Option<Run> {
+        let (state, result) = normalize_v5(detail.status.as_deref());
+        let mut stages: Vec<(i64, StageRun)> = detail
+            .stages
+            .iter()
+            .enumerate()
+            .map(|(i, stage)| {
+                let (state, result) = if stage.is_select == Some(false) {
+                    normalize_v5(Some("UNSELECTED"))
+                } else {
+                    normalize_v5(stage.status.as_deref())
+                };
+                let run = StageRun {
+                    name: non_empty(&stage.name).unwrap_or_else(|| format!("stage_{}", i + 1)),
+                    state,
+                    result,
+                    start: epoch(&stage.start_time, zone),
+                    end: epoch(&stage.end_time, zone),
+                };
+                (stage.sequence.unwrap_or(i as i64), run)
+            })
+            .collect();
+        stages.sort_by_key(|(order, _)| *order);
+        Some(Run {
+            pipeline_id: non_empty(&detail.pipeline_id)?,
+            pipeline_name: non_empty(&detail.name),
+            run_id: non_empty(&detail.id),
+            run_number: detail.run_number,
+            state,
+            result,
+            start: epoch(&detail.start_time, zone),
+            end: epoch(&detail.end_time, zone).filter(|_| state == RunState::Completed),
+            detail_url: non_empty(&detail.detail_url),
+            stages: stages.into_iter().map(|(_, s)| s).collect(),
+        })
+    }
+}
+
+fn non_empty(value: &Option<String>) -> Option<String> {
+    value
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+fn epoch(raw: &Option<RawTime>, zone: FixedOffset) -> Option<f64> {
+    raw.as_ref().and_then(|t| t.epoch_seconds(zone))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc8() -> FixedOffset {
+        FixedOffset::east_opt(8 * 3600).expect("offset")
+    }
+
+    fn fixture(name: &str) -> String {
+        let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("{path}: {err}"))
+    }
+
+    #[test]
+    fn seed_v3_batch_status_example_parses() {
+        let entries: Vec<V3PipelineStatus> =
+            serde_json::from_str(&fixture("v3-batch-status.json")).expect("parses");
+        assert_eq!(entries.len(), 1);
+        let run = Run::from_v3(&entries[0], utc8()).expect("has an id");
+        assert_eq!(run.pipeline_id, "92a65e2337174fabbdbccda97ab7ffad");
+        assert_eq!(run.pipeline_name.as_deref(), Some("PipelineSvc测试勿删_继续执行"));
+        assert_eq!(run.run_number, Some(25));
+        assert_eq!(run.state, RunState::Completed);
+        assert_eq!(run.result, Some(RunResult::Error));
+        assert_eq!(run.duration(), Some(24.0));
+        let names: Vec<&str> = run.stages.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["源代码", "构建"]);
+        assert!(run.stages.iter().all(|s| s.result == Some(RunResult::Success)));
+    }
+
+    #[test]
+    fn seed_v5_run_detail_example_parses() {
+        let detail: RunDetail =
+            serde_json::from_str(&fixture("v5-run-detail.json")).expect("parses");
+        let run = Run::from_detail(&detail, utc8()).expect("has an id");
+        assert_eq!(run.pipeline_id, "98b6ea1536374df883bcc3b129bca4e9");
+        assert_eq!(run.pipeline_name.as_deref(), Some("子流水线qqq"));
+        assert_eq!(run.run_id.as_deref(), Some("25adfa6784124cfc9b9274ceaecf9957"));
+        assert_eq!(run.run_number, Some(1));
+        assert_eq!(run.state, RunState::Completed);
+        assert_eq!(run.result, Some(RunResult::Success));
+        assert_eq!(run.start, Some(1_674_207_197.0));
+        assert_eq!(run.duration(), Some(0.0));
+        assert_eq!(run.stages.len(), 1);
+        assert_eq!(run.stages[0].name, "阶段_1");
+        assert_eq!(run.stages[0].duration(), Some(0.0));
+        assert_eq!(detail.stages[0].jobs[0].name.as_deref(), Some("新建任务"));
+    }
+
+    #[test]
+    fn v5_batch_status_example_parses() {
+        let entries: Vec<V5RunStatus> =
+            serde_json::from_str(&fixture("v5-batch-status.json")).expect("parses");
+        let runs: Vec<Run> = entries
+            .iter()
+            .filter_map(|e| Run::from_v5(e, utc8()))
+            .collect();
+        assert_eq!(runs.len(), 2);
+        assert_eq!(runs[0].state, RunState::Completed);
+        assert_eq!(runs[0].result, Some(RunResult::Error));
+        assert_eq!(runs[0].run_number, Some(12));
+        // Stage times come as strings: an epoch-ms string and a zone-less date (UTC+8).
+        assert_eq!(runs[0].stages[0].duration(), Some(60.0));
+        assert_eq!(runs[0].stages[1].duration(), Some(90.0));
+        assert_eq!(runs[1].state, RunState::Running);
+        assert_eq!(runs[1].end, None);
+    }
+
+    #[test]
+    fn error_body_example_parses() {
+        let body: ApiErrorBody =
+            serde_json::from_str(&fixture("error-body.json")).expect("parses");
+        assert_eq!(body.error_code.as_deref(), Some("AS.0001"));
+        assert_eq!(body.error_msg.as_deref(), Some("The format of message is error"));
+    }
+
+    #[test]
+    fn nulls_wrong_types_and_unknown_fields_do_not_fail() {
+        let text = r#"{"id": null, "pipeline_id": "p", "run_number": "7", "status": 3,
+            "start_time": "garbage", "end_time": [], "stages": null, "surprise": {"x": 1},
+            "current_system_time": true}"#;
+        let detail: RunDetail = serde_json::from_str(text).expect("parses");
+        let run = Run::from_detail(&detail, utc8()).expect("has an id");
+        assert_eq!(run.run_number, Some(7));
+        assert_eq!(run.state, RunState::Unknown);
+        assert_eq!(run.start, None);
+        assert!(run.stages.is_empty());
+
+        let list: Vec<V5RunStatus> = serde_json::from_str(
+            r#"[{"pipeline_id": "a", "stage_status_list": [1, {"name": "ok"}], "build_params": 5}]"#,
+        )
+        .expect("parses");
+        assert_eq!(list[0].stage_status_list.len(), 1);
+        assert!(Run::from_v5(&V5RunStatus::default(), utc8()).is_none());
+    }
+
+    #[test]
+    fn v5_vocabulary_maps_as_documented() {
+        use RunResult::*;
+        use RunState::*;
+        let cases = [
+            ("INIT", Waiting, None),
+            ("QUEUED", Waiting, None),
+            ("RUNNING", Running, None),
+            ("ASYNC_RUNNING", Running, None),
+            ("PAUSED", Verifying, None),
+            ("SUSPEND", Suspending, None),
+            ("COMPLETED", Completed, Some(Success)),
+            ("FAILED", Completed, Some(Error)),
+            ("CANCELED", Completed, Some(Aborted)),
+            ("IGNORED", Completed, None),
+            ("completed", Completed, Some(Success)),
+            ("SOMETHING_NEW", Unknown, None),
+        ];
+        for (raw, state, result) in cases {
+            assert_eq!(normalize_v5(Some(raw)), (state, result), "{raw}");
+        }
+        assert_eq!(normalize_v5(None), (Unknown, None));
+    }
+
+    #[test]
+    fn v3_vocabulary_maps_and_ignores_result_until_completed() {
+        assert_eq!(
+            normalize_v3(Some("running"), Some("")),
+            (RunState::Running, None)
+        );
+        assert_eq!(
+            normalize_v3(Some("RUNNING"), Some("error")),
+            (RunState::Running, None)
+        );
+        assert_eq!(
+            normalize_v3(Some("completed"), Some("aborted")),
+            (RunState::Completed, Some(RunResult::Aborted))
+        );
+        assert_eq!(normalize_v3(Some("odd"), None), (RunState::Unknown, None));
+    }
+}

@@ -1,0 +1,131 @@
+//! Time values as CodeArts sends them: epoch ms (number or string), or zone-less dates.
+
+use chrono::{DateTime, FixedOffset, NaiveDateTime, TimeZone};
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+
+/// A time field as found in a response, kept raw until a zone is known.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RawTime {
+    /// A JSON number (epoch milliseconds, or seconds when small).
+    Number(f64),
+    /// A JSON string: epoch ms digits, `yyyy-MM-dd HH:mm:ss`, or RFC 3339.
+    Text(String),
+}
+
+/// Numbers below this are taken as epoch seconds rather than milliseconds (year 5138 in seconds).
+const SECONDS_LIMIT: f64 = 1e11;
+
+impl RawTime {
+    /// Epoch seconds, reading zone-less dates in `zone`; `None` for empty, zero or unreadable values.
+    pub fn epoch_seconds(&self, zone: FixedOffset) -> Option<f64> {
+        match self {
+            RawTime::Number(n) => from_number(*n),
+            RawTime::Text(text) => parse_text(text.trim(), zone),
+        }
+    }
+}
+
+fn from_number(n: f64) -> Option<f64> {
+    if !n.is_finite() || n <= 0.0 {
+        return None;
+    }
+    Some(if n < SECONDS_LIMIT { n } else { n / 1000.0 })
+}
+
+fn parse_text(text: &str, zone: FixedOffset) -> Option<f64> {
+    if text.is_empty() {
+        return None;
+    }
+    if text.bytes().all(|b| b.is_ascii_digit()) {
+        return text.parse::<f64>().ok().and_then(from_number);
+    }
+    if let Ok(with_zone) = DateTime::parse_from_rfc3339(text) {
+        return Some(with_zone.timestamp_millis() as f64 / 1000.0);
+    }
+    for format in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y/%m/%d %H:%M:%S"] {
+        if let Ok(naive) = NaiveDateTime::parse_from_str(text, format) {
+            return zone
+                .from_local_datetime(&naive)
+                .single()
+                .map(|t| t.timestamp_millis() as f64 / 1000.0);
+        }
+    }
+    None
+}
+
+/// Deserializes any JSON value into an optional [`RawTime`]; other types become `None`.
+pub fn lenient_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<RawTime>, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::Number(n) => n.as_f64().map(RawTime::Number),
+        Value::String(s) => Some(RawTime::Text(s)),
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc8() -> FixedOffset {
+        FixedOffset::east_opt(8 * 3600).expect("offset")
+    }
+
+    #[test]
+    fn every_documented_form_parses() {
+        let zone = utc8();
+        // 2023-01-20 09:33:17 UTC == 1674207197 s
+        let expected = Some(1_674_207_197.0);
+        assert_eq!(RawTime::Number(1_674_207_197_000.0).epoch_seconds(zone), expected);
+        assert_eq!(RawTime::Text("1674207197000".into()).epoch_seconds(zone), expected);
+        assert_eq!(RawTime::Text("2023-01-20 17:33:17".into()).epoch_seconds(zone), expected);
+        assert_eq!(
+            RawTime::Text("2023-01-20T09:33:17Z".into()).epoch_seconds(zone),
+            expected
+        );
+        assert_eq!(
+            RawTime::Text("2023-01-20 09:33:17".into())
+                .epoch_seconds(FixedOffset::east_opt(0).expect("utc")),
+            expected
+        );
+        assert_eq!(RawTime::Number(1_674_207_197.0).epoch_seconds(zone), expected);
+    }
+
+    #[test]
+    fn empty_zero_and_garbage_are_absent() {
+        let zone = utc8();
+        for raw in [
+            RawTime::Number(0.0),
+            RawTime::Number(-5.0),
+            RawTime::Text(String::new()),
+            RawTime::Text("  ".into()),
+            RawTime::Text("yesterday".into()),
+            RawTime::Text("2023-13-40 99:00:00".into()),
+            RawTime::Text("99999999999999999999999999999999999999".repeat(20)),
+        ] {
+            assert!(raw.epoch_seconds(zone).map_or(true, f64::is_finite), "{raw:?}");
+        }
+        assert_eq!(RawTime::Text("yesterday".into()).epoch_seconds(zone), None);
+        assert_eq!(RawTime::Number(0.0).epoch_seconds(zone), None);
+    }
+
+    #[test]
+    fn lenient_time_accepts_any_json() {
+        #[derive(Deserialize)]
+        struct Holder {
+            #[serde(default, deserialize_with = "lenient_time")]
+            t: Option<RawTime>,
+        }
+        for (text, some) in [
+            (r#"{"t": 1}"#, true),
+            (r#"{"t": "x"}"#, true),
+            (r#"{"t": null}"#, false),
+            (r#"{"t": [1]}"#, false),
+            (r#"{"t": {"a": 1}}"#, false),
+            (r#"{}"#, false),
+        ] {
+            let holder: Holder = serde_json::from_str(text).expect("parses");
+            assert_eq!(holder.t.is_some(), some, "{text}");
+        }
+    }
+}

@@ -1,0 +1,737 @@
+//! Configuration: load (TOML file + `CODEARTS_EXPORTER_*` env), defaults, validation.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Default listen port of the exporter's HTTP server.
+pub const DEFAULT_PORT: u16 = 9732;
+/// Prefix of environment variables that override the file.
+pub const ENV_PREFIX: &str = "CODEARTS_EXPORTER_";
+
+/// A configuration problem: which key, and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or environment could not be parsed into the expected shape.
+    #[error("{0}")]
+    Parse(String),
+    /// A value parsed but is not acceptable.
+    #[error("invalid value for `{key}`: {problem}")]
+    Invalid {
+        /// Dotted path of the offending key, e.g. `targets[0].schedule`.
+        key: String,
+        /// What is wrong, in words a user can act on.
+        problem: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        problem: problem.into(),
+    }
+}
+
+/// A secret string: printed as `***` by Debug, Display and Serialize.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The secret itself; call only where it is sent to the API.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("***")
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// HTTP server settings.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Where and how to reach CodeArts.
+    #[serde(default)]
+    pub codearts: CodeArtsConfig,
+    /// Credentials.
+    pub auth: AuthConfig,
+    /// Metric shaping (buckets).
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// What to poll.
+    #[serde(default)]
+    pub targets: Vec<TargetConfig>,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address the /metrics server listens on.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: default_listen(),
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT))
+}
+
+/// `[codearts]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodeArtsConfig {
+    /// Huawei Cloud region, e.g. `cn-north-4`; endpoints derive from it.
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Override of the CodeArts Pipeline endpoint (scheme + host[:port]).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Override of the IAM endpoint.
+    #[serde(default)]
+    pub iam_endpoint: Option<String>,
+    /// Per-request time-out.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// UTC offset of the zone-less `yyyy-MM-dd HH:mm:ss` times (v3 API, stage times).
+    #[serde(default = "default_time_zone")]
+    pub time_zone: String,
+}
+
+impl Default for CodeArtsConfig {
+    fn default() -> Self {
+        CodeArtsConfig {
+            region: default_region(),
+            endpoint: None,
+            iam_endpoint: None,
+            timeout: default_timeout(),
+            time_zone: default_time_zone(),
+        }
+    }
+}
+
+fn default_region() -> String {
+    "cn-north-4".into()
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_time_zone() -> String {
+    "+08:00".into()
+}
+
+impl CodeArtsConfig {
+    /// The CodeArts Pipeline base URL: the override, or the region's documented host.
+    pub fn pipeline_endpoint(&self) -> String {
+        if let Some(endpoint) = &self.endpoint {
+            return endpoint.trim_end_matches('/').to_string();
+        }
+        let region = self.region.as_str();
+        let host = match region {
+            "tr-west-1" | "la-south-2" => format!("pipeline-external.{region}.myhuaweicloud.com"),
+            "af-north-1" | "me-east-1" | "af-south-1" => {
+                format!("pipeline.{region}.myhuaweicloud.com")
+            }
+            _ => format!("cloudpipeline-ext.{region}.myhuaweicloud.com"),
+        };
+        format!("https://{host}")
+    }
+
+    /// The IAM base URL: the override, or `iam.{region}.myhuaweicloud.com`.
+    pub fn iam_endpoint(&self) -> String {
+        match &self.iam_endpoint {
+            Some(endpoint) => endpoint.trim_end_matches('/').to_string(),
+            None => format!("https://iam.{}.myhuaweicloud.com", self.region),
+        }
+    }
+
+    /// The configured zone of zone-less times, parsed (validated at load).
+    pub fn fixed_offset(&self) -> chrono::FixedOffset {
+        parse_offset(&self.time_zone).unwrap_or_else(|| {
+            chrono::FixedOffset::east_opt(8 * 3600).unwrap_or(chrono::Utc.fix())
+        })
+    }
+}
+
+use chrono::Offset as _;
+
+fn parse_offset(text: &str) -> Option<chrono::FixedOffset> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("utc") || text == "Z" {
+        return chrono::FixedOffset::east_opt(0);
+    }
+    let (sign, rest) = match text.as_bytes().first()? {
+        b'+' => (1, &text[1..]),
+        b'-' => (-1, &text[1..]),
+        _ => return None,
+    };
+    let (hours, minutes) = rest.split_once(':').unwrap_or((rest, "0"));
+    let hours: i32 = hours.parse().ok()?;
+    let minutes: i32 = minutes.parse().ok()?;
+    if hours > 14 || minutes > 59 {
+        return None;
+    }
+    chrono::FixedOffset::east_opt(sign * (hours * 3600 + minutes * 60))
+}
+
+/// How the exporter authenticates.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMethod {
+    /// A static IAM token sent as `X-Auth-Token`.
+    Token,
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Which method (see [`AuthMethod`]).
+    pub method: AuthMethod,
+    /// The token itself (method `token`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<Secret>,
+    /// A file holding the token (Kubernetes/Docker secrets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Buckets (seconds) of `codearts_pipeline_run_duration_seconds`.
+    #[serde(default = "default_run_buckets")]
+    pub run_duration_buckets: Vec<f64>,
+    /// Buckets (seconds) of `codearts_pipeline_stage_duration_seconds`.
+    #[serde(default = "default_stage_buckets")]
+    pub stage_duration_buckets: Vec<f64>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            run_duration_buckets: default_run_buckets(),
+            stage_duration_buckets: default_stage_buckets(),
+        }
+    }
+}
+
+/// 30 s to 4 h: the span of typical CI/CD runs.
+fn default_run_buckets() -> Vec<f64> {
+    vec![
+        30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0,
+    ]
+}
+
+/// 10 s to 2 h: stages are shorter than whole runs.
+fn default_stage_buckets() -> Vec<f64> {
+    vec![10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0]
+}
+
+/// Which batch status API a target polls.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StatusApi {
+    /// `POST /v5/{project_id}/api/pipelines/status` (current).
+    #[default]
+    V5,
+    /// `GET /v3/pipelines/status` (older).
+    V3,
+}
+
+/// One `[[targets]]` entry: pipelines of one CodeArts project polled on one schedule.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    /// Name used in the `target` label; defaults to the project id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// CodeArts project id (32 chars).
+    pub project_id: String,
+    /// Pipelines to poll (32 chars each).
+    #[serde(default)]
+    pub pipeline_ids: Vec<String>,
+    /// Cron expression with seconds (6 fields), e.g. `*/30 * * * * *`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// Plain interval, e.g. `30s`; exclusive with `schedule`.
+    #[serde(
+        default,
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub interval: Option<Duration>,
+    /// Batch status API version.
+    #[serde(default)]
+    pub status_api: StatusApi,
+    /// Pipeline ids per batch status call.
+    #[serde(default = "default_chunk_size")]
+    pub chunk_size: usize,
+    /// At start-up, runs that ended longer ago than this are not put in histograms.
+    #[serde(default = "default_backfill_window", with = "humantime_serde")]
+    pub backfill_window: Duration,
+}
+
+fn default_chunk_size() -> usize {
+    50
+}
+fn default_backfill_window() -> Duration {
+    Duration::from_secs(3600)
+}
+
+impl TargetConfig {
+    /// The value of the `target` label.
+    pub fn label(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.project_id)
+    }
+}
+
+/// When a target polls.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Schedule {
+    /// A 6-field cron expression.
+    Cron(String),
+    /// A fixed interval.
+    Every(Duration),
+}
+
+impl TargetConfig {
+    /// The validated schedule (exactly one of `schedule`/`interval` is set after validation).
+    pub fn poll_schedule(&self) -> Schedule {
+        match (&self.schedule, self.interval) {
+            (Some(cron), _) => Schedule::Cron(cron.clone()),
+            (None, Some(every)) => Schedule::Every(every),
+            (None, None) => Schedule::Every(Duration::from_secs(30)),
+        }
+    }
+}
+
+impl Config {
+    /// Loads `path` (TOML) overridden by `CODEARTS_EXPORTER_*` variables, then validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        if !path.exists() {
+            return Err(ConfigError::Parse(format!(
+                "configuration file {} does not exist",
+                path.display()
+            )));
+        }
+        Self::from_figment(Figment::new().merge(Toml::file_exact(path)))
+    }
+
+    /// Loads from a TOML string (plus env overrides); used by tests and the demo.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        Self::from_figment(Figment::new().merge(Toml::string(text)))
+    }
+
+    fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
+        let figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+        let mut config: Config = figment.extract().map_err(describe_figment_error)?;
+        config.resolve_secret_files()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads `*_file` secrets so the rest of the program sees one value.
+    fn resolve_secret_files(&mut self) -> Result<(), ConfigError> {
+        if let Some(path) = &self.auth.token_file {
+            if self.auth.token.is_some() {
+                return Err(invalid(
+                    "auth.token_file",
+                    "set either `auth.token` or `auth.token_file`, not both",
+                ));
+            }
+            let text = std::fs::read_to_string(path).map_err(|err| {
+                invalid(
+                    "auth.token_file",
+                    format!("cannot read {}: {err}", path.display()),
+                )
+            })?;
+            self.auth.token = Some(Secret::new(text.trim()));
+        }
+        Ok(())
+    }
+
+    /// Checks every value a parse cannot check; the first problem wins.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match self.auth.method {
+            AuthMethod::Token => match &self.auth.token {
+                None => {
+                    return Err(invalid(
+                        "auth.token",
+                        "missing: method \"token\" needs `auth.token` or `auth.token_file` \
+                         (or CODEARTS_EXPORTER_AUTH__TOKEN)",
+                    ));
+                }
+                Some(token) if token.expose().trim().is_empty() => {
+                    return Err(invalid("auth.token", "is empty"));
+                }
+                Some(_) => {}
+            },
+        }
+        if self.codearts.region.trim().is_empty() {
+            return Err(invalid("codearts.region", "is empty"));
+        }
+        for (key, value) in [
+            ("codearts.endpoint", &self.codearts.endpoint),
+            ("codearts.iam_endpoint", &self.codearts.iam_endpoint),
+        ] {
+            if let Some(url) = value {
+                check_url(key, url)?;
+            }
+        }
+        if self.codearts.timeout.is_zero() {
+            return Err(invalid("codearts.timeout", "must be greater than zero"));
+        }
+        if parse_offset(&self.codearts.time_zone).is_none() {
+            return Err(invalid(
+                "codearts.time_zone",
+                format!(
+                    "{:?} is not a UTC offset like \"+08:00\" or \"UTC\"",
+                    self.codearts.time_zone
+                ),
+            ));
+        }
+        check_buckets(
+            "metrics.run_duration_buckets",
+            &self.metrics.run_duration_buckets,
+        )?;
+        check_buckets(
+            "metrics.stage_duration_buckets",
+            &self.metrics.stage_duration_buckets,
+        )?;
+        if self.targets.is_empty() {
+            return Err(invalid(
+                "targets",
+                "no targets: add at least one [[targets]] with a project_id and pipeline_ids",
+            ));
+        }
+        let mut labels = HashSet::new();
+        for (index, target) in self.targets.iter().enumerate() {
+            let key = |field: &str| format!("targets[{index}].{field}");
+            check_id(&key("project_id"), &target.project_id)?;
+            if target.pipeline_ids.is_empty() {
+                return Err(invalid(key("pipeline_ids"), "is empty"));
+            }
+            let mut seen = HashSet::new();
+            for (i, id) in target.pipeline_ids.iter().enumerate() {
+                check_id(&format!("targets[{index}].pipeline_ids[{i}]"), id)?;
+                if !seen.insert(id) {
+                    return Err(invalid(
+                        format!("targets[{index}].pipeline_ids[{i}]"),
+                        format!("{id} is listed twice"),
+                    ));
+                }
+            }
+            match (&target.schedule, target.interval) {
+                (Some(_), Some(_)) => {
+                    return Err(invalid(
+                        key("schedule"),
+                        "set either `schedule` or `interval`, not both",
+                    ));
+                }
+                (None, None) => {
+                    return Err(invalid(
+                        key("schedule"),
+                        "missing: set `schedule` (cron with seconds) or `interval` (e.g. \"30s\")",
+                    ));
+                }
+                (Some(cron), None) => check_cron(&key("schedule"), cron)?,
+                (None, Some(every)) => {
+                    if every < Duration::from_secs(1) {
+                        return Err(invalid(key("interval"), "must be at least 1s (the scheduler ticks twice a second)"));
+                    }
+                }
+            }
+            if target.chunk_size == 0 {
+                return Err(invalid(key("chunk_size"), "must be at least 1"));
+            }
+            if let Some(name) = &target.name {
+                if name.trim().is_empty() {
+                    return Err(invalid(key("name"), "is empty"));
+                }
+            }
+            if !labels.insert(target.label().to_string()) {
+                return Err(invalid(
+                    key("name"),
+                    format!(
+                        "target name {:?} is used twice; give each target a distinct `name`",
+                        target.label()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, secrets shown as `***`.
+    pub fn redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|err| format!("# cannot render: {err}\n"))
+    }
+}
+
+/// Reduces a figment error to one line naming the key.
+fn describe_figment_error(err: figment::Error) -> ConfigError {
+    let mut lines = Vec::new();
+    for e in err {
+        let key = e.path.join(".");
+        let source = e
+            .metadata
+            .as_ref()
+            .map(|m| match &m.source {
+                Some(source) => format!(" (from {source})"),
+                None => format!(" (from {})", m.name),
+            })
+            .unwrap_or_default();
+        let kind = e.kind.to_string();
+        if key.is_empty() {
+            lines.push(format!("{kind}{source}"));
+        } else {
+            lines.push(format!("invalid value for `{key}`: {kind}{source}"));
+        }
+    }
+    ConfigError::Parse(lines.join("; "))
+}
+
+/// CodeArts ids are 32 characters of digits and lower-case letters.
+pub fn is_valid_id(id: &str) -> bool {
+    id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
+}
+
+fn check_id(key: &str, id: &str) -> Result<(), ConfigError> {
+    if is_valid_id(id) {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            format!("{id:?} is not a CodeArts id (32 characters of digits and lower-case letters)"),
+        ))
+    }
+}
+
+fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
+    match reqwest::Url::parse(url) {
+        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.has_host() => Ok(()),
+        Ok(_) => Err(invalid(key, format!("{url:?} must be an http:// or https:// URL"))),
+        Err(err) => Err(invalid(key, format!("{url:?} is not a URL: {err}"))),
+    }
+}
+
+fn check_cron(key: &str, cron: &str) -> Result<(), ConfigError> {
+    let fields = cron.split_whitespace().count();
+    if !(6..=7).contains(&fields) {
+        return Err(invalid(
+            key,
+            format!(
+                "{cron:?} has {fields} fields; use cron with seconds, e.g. \"*/30 * * * * *\""
+            ),
+        ));
+    }
+    // Same parser settings as tokio-cron-scheduler, so what passes here also schedules.
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .dom_and_dow(true)
+        .build()
+        .parse(cron)
+        .map(|_| ())
+        .map_err(|err| invalid(key, format!("{cron:?} is not a valid cron expression: {err}")))
+}
+
+fn check_buckets(key: &str, buckets: &[f64]) -> Result<(), ConfigError> {
+    if buckets.is_empty() {
+        return Err(invalid(key, "needs at least one bucket"));
+    }
+    if buckets.iter().any(|b| !b.is_finite() || *b <= 0.0) {
+        return Err(invalid(key, "buckets must be positive numbers"));
+    }
+    if buckets.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(invalid(key, "buckets must be strictly increasing"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PROJECT: &str = "0123456789abcdef0123456789abcdef";
+    const PIPELINE: &str = "fedcba9876543210fedcba9876543210";
+
+    fn minimal(extra_target: &str) -> String {
+        format!(
+            r#"
+[auth]
+method = "token"
+token = "secret-token-value"
+[[targets]]
+project_id = "{PROJECT}"
+pipeline_ids = ["{PIPELINE}"]
+{extra_target}
+"#
+        )
+    }
+
+    fn error_of(text: &str) -> String {
+        match Config::from_toml(text) {
+            Ok(_) => panic!("expected an error for:\n{text}"),
+            Err(err) => err.to_string(),
+        }
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let config = Config::from_toml(&minimal("interval = \"30s\"")).expect("valid");
+        assert_eq!(config.server.listen.port(), DEFAULT_PORT);
+        assert_eq!(config.codearts.region, "cn-north-4");
+        assert_eq!(
+            config.codearts.pipeline_endpoint(),
+            "https://cloudpipeline-ext.cn-north-4.myhuaweicloud.com"
+        );
+        assert_eq!(
+            config.codearts.iam_endpoint(),
+            "https://iam.cn-north-4.myhuaweicloud.com"
+        );
+        let target = &config.targets[0];
+        assert_eq!(target.status_api, StatusApi::V5);
+        assert_eq!(target.label(), PROJECT);
+        assert_eq!(
+            target.poll_schedule(),
+            Schedule::Every(Duration::from_secs(30))
+        );
+        assert_eq!(config.codearts.fixed_offset().local_minus_utc(), 8 * 3600);
+    }
+
+    #[test]
+    fn endpoints_follow_the_region_table() {
+        let mut c = CodeArtsConfig::default();
+        c.region = "tr-west-1".into();
+        assert_eq!(
+            c.pipeline_endpoint(),
+            "https://pipeline-external.tr-west-1.myhuaweicloud.com"
+        );
+        c.region = "af-south-1".into();
+        assert_eq!(
+            c.pipeline_endpoint(),
+            "https://pipeline.af-south-1.myhuaweicloud.com"
+        );
+        c.endpoint = Some("http://127.0.0.1:8080/".into());
+        assert_eq!(c.pipeline_endpoint(), "http://127.0.0.1:8080");
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_problem() {
+        let cases = [
+            (
+                minimal("interval = \"30s\"\nbogus = 1"),
+                "bogus",
+            ),
+            (minimal("schedule = \"every minute\""), "targets[0].schedule"),
+            (minimal("schedule = \"0 0 25 * * *\""), "targets[0].schedule"),
+            (minimal(""), "targets[0].schedule"),
+            (
+                minimal("interval = \"30s\"\nschedule = \"* * * * * *\""),
+                "targets[0].schedule",
+            ),
+            (minimal("interval = \"soon\""), "targets.0.interval"),
+            (
+                minimal("interval = \"30s\"").replace(PIPELINE, "not-an-id"),
+                "targets[0].pipeline_ids[0]",
+            ),
+            (
+                minimal("interval = \"30s\"").replace("token = \"secret-token-value\"", ""),
+                "auth.token",
+            ),
+            (
+                "[auth]\nmethod = \"token\"\ntoken = \"x\"\n".to_string(),
+                "targets",
+            ),
+            (
+                minimal("interval = \"30s\"").replace("method = \"token\"", "method = \"magic\""),
+                "auth.method",
+            ),
+        ];
+        for (text, key) in cases {
+            let message = error_of(&text);
+            assert!(
+                message.contains(&format!("`{key}`")),
+                "message {message:?} should name `{key}`"
+            );
+        }
+    }
+
+    #[test]
+    fn secrets_are_redacted_everywhere() {
+        let config = Config::from_toml(&minimal("interval = \"30s\"")).expect("valid");
+        let rendered = config.redacted_toml();
+        assert!(!rendered.contains("secret-token-value"));
+        assert!(rendered.contains("token = \"***\""));
+        assert!(!format!("{config:?}").contains("secret-token-value"));
+        assert_eq!(
+            config.auth.token.as_ref().map(Secret::expose),
+            Some("secret-token-value")
+        );
+    }
+
+    #[test]
+    fn token_file_is_read_and_trimmed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("token");
+        std::fs::write(&path, "from-file\n").expect("write");
+        let text = minimal("interval = \"30s\"").replace(
+            "token = \"secret-token-value\"",
+            &format!("token_file = {:?}", path.display().to_string()),
+        );
+        let config = Config::from_toml(&text).expect("valid");
+        assert_eq!(
+            config.auth.token.as_ref().map(Secret::expose),
+            Some("from-file")
+        );
+    }
+
+    #[test]
+    fn offsets_parse() {
+        assert_eq!(parse_offset("+08:00").map(|o| o.local_minus_utc()), Some(28800));
+        assert_eq!(parse_offset("-03:30").map(|o| o.local_minus_utc()), Some(-12600));
+        assert_eq!(parse_offset("UTC").map(|o| o.local_minus_utc()), Some(0));
+        assert!(parse_offset("Asia/Shanghai").is_none());
+    }
+}

@@ -1,0 +1,109 @@
+//! The built-in demo: configuration that points the exporter at an in-process simulator.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::config::{
+    AuthConfig, AuthMethod, CodeArtsConfig, Config, ConfigError, MetricsConfig, Secret,
+    ServerConfig, StatusApi, TargetConfig,
+};
+use crate::simulator::Simulator;
+
+/// How often demo targets poll.
+const DEMO_INTERVAL: Duration = Duration::from_secs(2);
+
+/// An exporter configuration for the simulator at `simulator_addr`.
+///
+/// Targets alternate between the v5 and v3 status APIs so both paths run; buckets are the
+/// defaults divided by `speed`, because the simulator compresses durations by that factor.
+pub fn config(
+    simulator: &Simulator,
+    simulator_addr: SocketAddr,
+    listen: SocketAddr,
+    speed: f64,
+) -> Result<Config, ConfigError> {
+    let endpoint = format!("http://{simulator_addr}");
+    let defaults = MetricsConfig::default();
+    let scale = |buckets: Vec<f64>| -> Vec<f64> {
+        buckets.into_iter().map(|b| round_bucket(b / speed.max(1.0))).collect()
+    };
+    let targets = simulator
+        .targets()
+        .into_iter()
+        .enumerate()
+        .map(|(index, (project_id, pipeline_ids))| TargetConfig {
+            name: Some(format!("demo-{}", index + 1)),
+            project_id,
+            pipeline_ids,
+            schedule: None,
+            interval: Some(DEMO_INTERVAL),
+            status_api: if index % 2 == 0 { StatusApi::V5 } else { StatusApi::V3 },
+            chunk_size: 10,
+            backfill_window: Duration::from_secs(3600),
+        })
+        .collect();
+    let mut run_buckets = scale(defaults.run_duration_buckets);
+    let mut stage_buckets = scale(defaults.stage_duration_buckets);
+    run_buckets.dedup();
+    stage_buckets.dedup();
+    let config = Config {
+        server: ServerConfig { listen },
+        codearts: CodeArtsConfig {
+            endpoint: Some(endpoint.clone()),
+            iam_endpoint: Some(endpoint),
+            timeout: Duration::from_secs(5),
+            ..CodeArtsConfig::default()
+        },
+        auth: AuthConfig {
+            method: AuthMethod::Token,
+            token: Some(Secret::new(simulator.static_token())),
+            token_file: None,
+        },
+        metrics: MetricsConfig {
+            run_duration_buckets: run_buckets,
+            stage_duration_buckets: stage_buckets,
+        },
+        targets,
+    };
+    config.validate()?;
+    Ok(config)
+}
+
+/// Rounds to two significant digits so scaled buckets stay readable.
+fn round_bucket(value: f64) -> f64 {
+    if value <= 0.0 {
+        return 0.01;
+    }
+    let magnitude = 10f64.powf(value.log10().floor() - 1.0);
+    ((value / magnitude).round() * magnitude).max(0.01)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::simulator::SimOptions;
+
+    #[test]
+    fn demo_config_is_valid_and_covers_every_simulated_pipeline() {
+        let sim = Simulator::new(SimOptions {
+            pipelines: 7,
+            projects: 2,
+            ..SimOptions::default()
+        });
+        let addr: SocketAddr = "127.0.0.1:1".parse().expect("addr");
+        let config = config(&sim, addr, addr, 60.0).expect("valid");
+        let total: usize = config.targets.iter().map(|t| t.pipeline_ids.len()).sum();
+        assert_eq!(total, 7);
+        assert_eq!(config.targets[0].status_api, StatusApi::V5);
+        assert_eq!(config.targets[1].status_api, StatusApi::V3);
+        assert_eq!(config.metrics.run_duration_buckets[0], 0.5);
+        assert_eq!(config.metrics.run_duration_buckets.last(), Some(&240.0));
+    }
+
+    #[test]
+    fn buckets_round_to_two_digits() {
+        assert_eq!(round_bucket(0.16666), 0.17);
+        assert_eq!(round_bucket(15.0), 15.0);
+        assert_eq!(round_bucket(123.4), 120.0);
+    }
+}

@@ -1,0 +1,13 @@
+//! codearts-exporter: a Prometheus exporter for Huawei Cloud CodeArts Pipeline.
+//!
+//! Data flows `config` → `codearts` (API client) → `poller` → `metrics` → `server`.
+//! `simulator` is a faithful stand-in for the CodeArts API used by tests and the demo.
+
+pub mod codearts;
+pub mod config;
+//TMP pub mod demo;
+pub mod http;
+pub mod metrics;
+pub mod poller;
+pub mod server;
+pub mod simulator;

@@ -1,0 +1,241 @@
+//! codearts-exporter: command line, logging, and wiring of the modules.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio::net::TcpListener;
+
+use codearts_exporter::codearts::Client;
+use codearts_exporter::config::{Config, DEFAULT_PORT};
+use codearts_exporter::metrics::Metrics;
+use codearts_exporter::poller::{self, TargetPoller};
+use codearts_exporter::server::{self, Exporter};
+use codearts_exporter::simulator::{self, SimOptions, Simulator};
+use codearts_exporter::demo;
+
+/// Exit code for an invalid configuration.
+const EXIT_CONFIG: u8 = 2;
+
+#[derive(Parser)]
+#[command(name = "codearts-exporter", version, about = "Prometheus exporter for Huawei Cloud CodeArts Pipeline")]
+struct Cli {
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    /// Configuration file (runs the daemon when no subcommand is given).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the exporter (the daemon).
+    Run {
+        /// Configuration file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run the exporter against a built-in simulator: no credentials needed.
+    Demo {
+        /// Where the exporter listens.
+        #[arg(long, default_value_t = SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)))]
+        listen: SocketAddr,
+        /// Number of simulated pipelines.
+        #[arg(long, default_value_t = 24)]
+        pipelines: usize,
+        /// Number of simulated projects.
+        #[arg(long, default_value_t = 2)]
+        projects: usize,
+        /// Simulated time runs this many times faster than real durations.
+        #[arg(long, default_value_t = 60.0)]
+        speed: f64,
+        /// Seed of the simulated world.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Run only the CodeArts API simulator.
+    Simulate {
+        /// Where the simulator listens (port 0 picks a free one).
+        #[arg(long)]
+        listen: SocketAddr,
+        /// Number of simulated pipelines.
+        #[arg(long, default_value_t = 24)]
+        pipelines: usize,
+        /// Number of simulated projects.
+        #[arg(long, default_value_t = 2)]
+        projects: usize,
+        /// Seed of the simulated world.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Simulated durations are divided by this.
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+    },
+    /// Validate a configuration and print it with secrets redacted.
+    CheckConfig {
+        /// Configuration file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let command = match (cli.command, cli.config) {
+        (Some(command), _) => command,
+        (None, Some(config)) => Command::Run { config },
+        (None, None) => {
+            eprintln!("error: give a subcommand or --config FILE (see --help)");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if let Command::CheckConfig { config } = &command {
+        return match Config::load(config) {
+            Ok(config) => {
+                print!("{}", config.redacted_toml());
+                ExitCode::SUCCESS
+            }
+            Err(err) => config_error(&err),
+        };
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async move {
+        match command {
+            Command::Run { config } => match Config::load(&config) {
+                Ok(config) => run_exporter(config, |_| {}).await,
+                Err(err) => return Ok(config_error(&err)),
+            },
+            Command::Demo { listen, pipelines, projects, speed, seed } => {
+                run_demo(listen, SimOptions { pipelines, projects, speed, seed, ..SimOptions::default() }).await
+            }
+            Command::Simulate { listen, pipelines, projects, seed, speed } => {
+                run_simulator(listen, SimOptions { pipelines, projects, speed, seed, ..SimOptions::default() }).await
+            }
+            Command::CheckConfig { .. } => Ok(()),
+        }
+        .map(|()| ExitCode::SUCCESS)
+    });
+    match outcome {
+        Ok(code) => code,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn config_error(err: &codearts_exporter::config::ConfigError) -> ExitCode {
+    eprintln!("configuration error: {err}");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// Runs the exporter until SIGINT/SIGTERM; `on_listening` learns the bound address.
+async fn run_exporter(config: Config, on_listening: impl FnOnce(SocketAddr)) -> anyhow::Result<()> {
+    let started_at = poller::unix_now();
+    let metrics = Arc::new(Metrics::new(&config.metrics)?);
+    let client = Client::new(&config.codearts, &config.auth, metrics.clone())?;
+    let pollers: Vec<Arc<TargetPoller>> = config
+        .targets
+        .iter()
+        .map(|target| Arc::new(TargetPoller::new(target.clone(), client.clone(), metrics.clone(), started_at)))
+        .collect();
+    let listener = TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (server.listen)", config.server.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(
+        %addr,
+        endpoint = %config.codearts.pipeline_endpoint(),
+        targets = pollers.len(),
+        version = env!("CARGO_PKG_VERSION"),
+        "serving metrics"
+    );
+    on_listening(addr);
+    let mut scheduler = poller::start(&pollers).await?;
+    let exporter = Arc::new(Exporter { metrics, pollers });
+    server::serve(listener, exporter, shutdown_signal()).await;
+    tracing::info!("shutting down");
+    if let Err(err) = scheduler.shutdown().await {
+        tracing::debug!(error = %err, "scheduler shutdown");
+    }
+    Ok(())
+}
+
+async fn run_demo(listen: SocketAddr, options: SimOptions) -> anyhow::Result<()> {
+    let speed = options.speed;
+    let simulator = Arc::new(Simulator::new(options));
+    let sim_listener = TcpListener::bind(("127.0.0.1", 0)).await.context("cannot start the simulator")?;
+    let sim_addr = sim_listener.local_addr()?;
+    tokio::spawn(simulator::serve(sim_listener, simulator.clone(), std::future::pending()));
+    let config = demo::config(&simulator, sim_addr, listen, speed)?;
+    run_exporter(config, |addr| {
+        println!("codearts-exporter demo: metrics at http://{addr}/metrics (simulated CodeArts at http://{sim_addr})");
+        let _ = std::io::stdout().flush();
+    })
+    .await
+}
+
+async fn run_simulator(listen: SocketAddr, options: SimOptions) -> anyhow::Result<()> {
+    let simulator = Arc::new(Simulator::new(options));
+    let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    println!("simulator listening on http://{addr} (token: {})", simulator.static_token());
+    let _ = std::io::stdout().flush();
+    simulator::serve(listener, simulator, shutdown_signal()).await;
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

@@ -1,0 +1,1 @@
+//! Simulator of the CodeArts Pipeline and IAM APIs (placeholder, being written).
