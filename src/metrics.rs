@@ -14,6 +14,9 @@ use crate::config::MetricsConfig;
 /// Labels on every pipeline series, in this order.
 const PIPELINE_LABELS: [&str; 3] = ["project_id", "pipeline_id", "pipeline_name"];
 
+/// Every `reason` of `codearts_exporter_api_retries_total`.
+const RETRY_REASONS: [&str; 6] = ["throttled", "server_error", "timeout", "connect", "error", "unauthorized"];
+
 /// Buckets of the API request latency histogram (seconds).
 const API_BUCKETS: [f64; 10] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 /// Buckets of the poll duration histogram (seconds).
@@ -40,6 +43,7 @@ pub struct Metrics {
     api_requests: IntCounterVec,
     api_request_duration: HistogramVec,
     api_retries: IntCounterVec,
+    auth_refreshes: IntCounterVec,
     poll_duration: HistogramVec,
     target_up: GaugeVec,
     last_successful_poll: GaugeVec,
@@ -144,6 +148,17 @@ impl Metrics {
             "Requests to the CodeArts API retried, by reason.",
             &["api", "reason"],
         )?;
+        // Known label sets start at 0, so rate() and alerts see them before the first retry.
+        for api in Api::ALL {
+            for reason in RETRY_REASONS {
+                api_retries.with_label_values(&[api.as_str(), reason]);
+            }
+        }
+        let auth_refreshes = counter(
+            "codearts_exporter_auth_refresh_total",
+            "Attempts to obtain an IAM token (method password), by result.",
+            &["result"],
+        )?;
         let polls_skipped = counter(
             "codearts_exporter_polls_skipped_total",
             "Polls not started because the previous poll of the target was still running.",
@@ -192,6 +207,7 @@ impl Metrics {
             api_requests,
             api_request_duration,
             api_retries,
+            auth_refreshes,
             poll_duration,
             target_up,
             last_successful_poll,
@@ -249,6 +265,11 @@ impl RequestObserver for Metrics {
         self.api_retries
             .with_label_values(&[api.as_str(), reason])
             .inc();
+    }
+
+    fn auth_refresh(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.auth_refreshes.with_label_values(&[result]).inc();
     }
 }
 

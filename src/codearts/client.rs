@@ -10,9 +10,10 @@ use reqwest::{RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use super::auth::Authenticator;
 use super::model::{ApiErrorBody, Run, RunDetail, V3PipelineStatus, V5RunStatus};
 use super::{Api, Error};
-use crate::config::{AuthConfig, AuthMethod, CodeArtsConfig, Secret};
+use crate::config::{AuthConfig, CodeArtsConfig};
 
 /// Attempts per request for transient failures (429, 5xx, time-outs, connection errors).
 const MAX_ATTEMPTS: u32 = 3;
@@ -29,6 +30,8 @@ pub trait RequestObserver: Send + Sync {
     fn request_done(&self, api: Api, code: &str, elapsed: Duration);
     /// A request is about to be retried because of `reason`.
     fn retried(&self, api: Api, reason: &str);
+    /// An attempt to obtain an IAM token succeeded or failed.
+    fn auth_refresh(&self, ok: bool);
 }
 
 /// Which run the detail API should return.
@@ -45,7 +48,7 @@ pub enum RunSelector<'a> {
 pub struct Client {
     http: reqwest::Client,
     endpoint: String,
-    token: Secret,
+    auth: Arc<Authenticator>,
     zone: FixedOffset,
     observer: Arc<dyn RequestObserver>,
 }
@@ -57,12 +60,6 @@ impl Client {
         auth: &AuthConfig,
         observer: Arc<dyn RequestObserver>,
     ) -> Result<Client, Error> {
-        let token = match auth.method {
-            AuthMethod::Token => auth
-                .token
-                .clone()
-                .ok_or_else(|| Error::Setup("auth.token is not set".into()))?,
-        };
         let http = reqwest::Client::builder()
             .user_agent(concat!("codearts-exporter/", env!("CARGO_PKG_VERSION")))
             .timeout(codearts.timeout)
@@ -70,10 +67,11 @@ impl Client {
             .pool_idle_timeout(Duration::from_secs(90))
             .build()
             .map_err(|err| Error::Setup(err.to_string()))?;
+        let auth = Authenticator::new(auth, codearts.iam_endpoint(), http.clone(), observer.clone())?;
         Ok(Client {
             http,
             endpoint: codearts.pipeline_endpoint(),
-            token,
+            auth: Arc::new(auth),
             zone: codearts.fixed_offset(),
             observer,
         })
@@ -142,20 +140,20 @@ impl Client {
         Ok(run)
     }
 
-    /// Sends a request built by `build`, retrying transient failures with backoff.
+    /// Sends a request built by `build`, retrying transient failures with backoff, and a 401
+    /// once when the authenticator can renew its credentials.
     async fn send(&self, api: Api, build: impl Fn() -> RequestBuilder) -> Result<Bytes, Error> {
         let mut attempt = 1;
+        let mut renewed = false;
         loop {
+            let mut request = build().build().map_err(|err| Error::Setup(err.to_string()))?;
+            let used = self.auth.authorize(&mut request).await?;
             let started = Instant::now();
-            let request = build().header("X-Auth-Token", self.token.expose());
-            let outcome = match request.send().await {
+            let outcome = match self.http.execute(request).await {
                 Ok(response) => {
                     let status = response.status();
                     let retry_after = response.headers().get(RETRY_AFTER).and_then(retry_after);
-                    match response.bytes().await {
-                        Ok(body) => Ok((status, retry_after, body)),
-                        Err(err) => Err(err),
-                    }
+                    response.bytes().await.map(|body| (status, retry_after, body))
                 }
                 Err(err) => Err(err),
             };
@@ -166,7 +164,15 @@ impl Client {
                     if status.is_success() {
                         return Ok(body);
                     }
-                    let error = http_error(api, status, &body);
+                    let error = http_error(api, status, &body, self.auth.rejection_hint());
+                    if status == StatusCode::UNAUTHORIZED {
+                        if !renewed && self.auth.rejected(&used).await {
+                            renewed = true;
+                            self.observer.retried(api, "unauthorized");
+                            continue;
+                        }
+                        return Err(error);
+                    }
                     let transient = status == StatusCode::TOO_MANY_REQUESTS
                         || status.is_server_error();
                     if !transient {
@@ -229,12 +235,18 @@ fn transport_error(api: Api, err: &reqwest::Error) -> (&'static str, Error) {
     }
 }
 
-fn http_error(api: Api, status: StatusCode, body: &[u8]) -> Error {
+/// An error from a non-2xx answer; `hint` says what to check on a 401.
+pub(crate) fn http_error(api: Api, status: StatusCode, body: &[u8], hint: &'static str) -> Error {
     let parsed: ApiErrorBody = serde_json::from_slice(body).unwrap_or_default();
     let code = parsed.error_code.unwrap_or_else(|| "-".into());
     let message = parsed.error_msg.unwrap_or_else(|| snippet(body));
     if status == StatusCode::UNAUTHORIZED {
-        Error::Unauthorized { api, code, message }
+        Error::Unauthorized {
+            api,
+            hint,
+            code,
+            message,
+        }
     } else {
         Error::Http {
             api,
@@ -321,10 +333,10 @@ mod tests {
     #[test]
     fn error_bodies_become_errors_with_code_and_message() {
         let body = br#"{"error_code":"DEV.00000003","error_msg":"expired"}"#;
-        let err = http_error(Api::V5Status, StatusCode::UNAUTHORIZED, body);
+        let err = http_error(Api::V5Status, StatusCode::UNAUTHORIZED, body, "token rejected or expired");
         assert!(matches!(err, Error::Unauthorized { .. }));
         assert!(err.to_string().contains("token rejected or expired"));
-        let err = http_error(Api::RunDetail, StatusCode::NOT_FOUND, b"<html>nope</html>");
+        let err = http_error(Api::RunDetail, StatusCode::NOT_FOUND, b"<html>nope</html>", "");
         assert_eq!(
             err.to_string(),
             "run_detail: HTTP 404 -: <html>nope</html>"

@@ -1,7 +1,9 @@
 //! CodeArts Pipeline API: client, authentication, typed models.
 
+mod auth;
 mod client;
 pub mod model;
+pub mod sign;
 pub mod time;
 
 pub use client::{Client, RequestObserver, RunSelector};
@@ -15,15 +17,21 @@ pub enum Api {
     V5Status,
     /// `GET .../pipeline-runs/detail` (3.3).
     RunDetail,
+    /// IAM `POST /v3/auth/tokens`.
+    IamToken,
 }
 
 impl Api {
+    /// Every API, for label sets created up front.
+    pub const ALL: [Api; 4] = [Api::V3Status, Api::V5Status, Api::RunDetail, Api::IamToken];
+
     /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {
             Api::V3Status => "v3_status",
             Api::V5Status => "v5_status",
             Api::RunDetail => "run_detail",
+            Api::IamToken => "iam_token",
         }
     }
 }
@@ -50,10 +58,12 @@ pub enum Error {
         message: String,
     },
     /// 401: the credentials were not accepted.
-    #[error("{api}: token rejected or expired (HTTP 401 {code}: {message})")]
+    #[error("{api}: {hint} (HTTP 401 {code}: {message})")]
     Unauthorized {
         /// Which API.
         api: Api,
+        /// What to check, depending on the auth method.
+        hint: &'static str,
         /// `error_code` of the body.
         code: String,
         /// `error_msg` of the body.
@@ -85,6 +95,9 @@ pub enum Error {
         /// First bytes of the body.
         snippet: String,
     },
+    /// No credentials could be obtained (IAM failing, backing off).
+    #[error("no valid IAM token: {0}")]
+    Auth(String),
     /// The client could not be built from the configuration.
     #[error("cannot build the HTTP client: {0}")]
     Setup(String),
@@ -94,7 +107,7 @@ impl Error {
     /// Short kind for logs and the errors metric: `http`, `transport` or `decode`.
     pub fn kind(&self) -> &'static str {
         match self {
-            Error::Http { .. } | Error::Unauthorized { .. } => "http",
+            Error::Http { .. } | Error::Unauthorized { .. } | Error::Auth(_) => "http",
             Error::Timeout { .. } | Error::Transport { .. } | Error::Setup(_) => "transport",
             Error::Decode { .. } => "decode",
         }

@@ -1,0 +1,301 @@
+//! Helpers for integration tests: start the binary's simulator and exporter on loopback,
+//! scrape over HTTP, parse the exposition format.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_codearts-exporter")
+}
+
+/// A child process killed when dropped, with its output collected in the background.
+pub struct Proc {
+    child: Child,
+    /// Every line the process wrote to stderr so far.
+    pub stderr: Arc<Mutex<Vec<String>>>,
+    /// Every line the process wrote to stdout so far.
+    pub stdout: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    /// Starts `args` and waits (up to 30 s) for a line on stdout or stderr matching `ready`;
+    /// returns the process and that line.
+    pub fn start(args: &[&str], envs: &[(&str, &str)], ready: impl Fn(&str) -> bool) -> (Proc, String) {
+        let mut command = Command::new(binary());
+        command
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env_remove("RUST_LOG");
+        for (key, value) in envs {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("spawn the binary");
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel::<String>();
+        let pipes: [(Box<dyn std::io::Read + Send>, Arc<Mutex<Vec<String>>>); 2] = [
+            (Box::new(child.stdout.take().expect("stdout")), stdout.clone()),
+            (Box::new(child.stderr.take().expect("stderr")), stderr.clone()),
+        ];
+        for (pipe, sink) in pipes {
+            let tx = tx.clone();
+            // Keep draining: a full pipe would block the child.
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines() {
+                    let Ok(line) = line else { break };
+                    let _ = tx.send(line.clone());
+                    sink.lock().expect("lock").push(line);
+                }
+            });
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut proc = Proc { child, stderr, stdout };
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if ready(&line) => return (proc, line),
+                Ok(_) => {}
+                Err(_) => {
+                    let _ = proc.child.kill();
+                    panic!(
+                        "{args:?} did not become ready; stderr:\n{}",
+                        proc.stderr.lock().expect("lock").join("\n")
+                    );
+                }
+            }
+        }
+    }
+
+    /// Process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits (up to 10 s) for the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "process did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// All output so far, stdout then stderr.
+    pub fn output(&self) -> String {
+        let mut all = self.stdout.lock().expect("lock").join("\n");
+        all.push('\n');
+        all.push_str(&self.stderr.lock().expect("lock").join("\n"));
+        all
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running simulator and its base URL.
+pub struct Sim {
+    /// The process.
+    pub proc: Proc,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+}
+
+/// Starts `codearts-exporter simulate` on a free loopback port.
+pub fn start_simulator(pipelines: usize, projects: usize, seed: u64, speed: f64) -> Sim {
+    let (pipelines, projects, seed, speed) = (
+        pipelines.to_string(),
+        projects.to_string(),
+        seed.to_string(),
+        speed.to_string(),
+    );
+    let args = [
+        "simulate", "--listen", "127.0.0.1:0", "--pipelines", &pipelines, "--projects", &projects,
+        "--seed", &seed, "--speed", &speed,
+    ];
+    let (proc, line) = Proc::start(&args, &[], |line| line.starts_with("simulator listening on "));
+    let url = line
+        .trim_start_matches("simulator listening on ")
+        .split_whitespace()
+        .next()
+        .expect("url")
+        .to_string();
+    Sim { proc, url }
+}
+
+/// A running exporter and its base URL.
+pub struct Exporter {
+    /// The process.
+    pub proc: Proc,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// Keeps the config file alive.
+    _dir: tempfile::TempDir,
+}
+
+/// Writes `config` to a file and starts `codearts-exporter run` with JSON logs.
+pub fn start_exporter(config: &str, envs: &[(&str, &str)]) -> Exporter {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, config).expect("write config");
+    let path = path.display().to_string();
+    let args = ["--log-format", "json", "run", "--config", &path];
+    let (proc, line) = Proc::start(&args, envs, |line| line.contains("\"serving metrics\""));
+    let event: serde_json::Value = serde_json::from_str(&line).expect("json log line");
+    let addr = event["addr"].as_str().expect("addr field").to_string();
+    Exporter { proc, url: format!("http://{addr}"), _dir: dir }
+}
+
+/// Runs the binary to completion with a config file; returns (exit code, stdout, stderr).
+pub fn run_with_config(subcommand: &str, config: &str, envs: &[(&str, &str)]) -> (i32, String, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path: PathBuf = dir.path().join("config.toml");
+    std::fs::write(&path, config).expect("write config");
+    let mut command = Command::new(binary());
+    command.arg(subcommand).arg("--config").arg(&path);
+    for (key, value) in envs {
+        command.env(key, value);
+    }
+    let output = command.output().expect("run the binary");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// GET a URL; returns status and body.
+pub async fn get(url: &str) -> (u16, String) {
+    let response = reqwest::get(url).await.unwrap_or_else(|err| panic!("GET {url}: {err}"));
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("body"))
+}
+
+/// GET a JSON document.
+pub async fn get_json(url: &str) -> serde_json::Value {
+    let (status, body) = get(url).await;
+    assert_eq!(status, 200, "GET {url}: {body}");
+    serde_json::from_str(&body).expect("json")
+}
+
+/// Polls `url` until it answers 200 (up to `timeout`).
+pub async fn wait_for_status_200(url: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(response) = reqwest::get(url).await {
+            if response.status() == 200 {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "{url} never answered 200");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// One sample of the text exposition format.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// Series name (with `_bucket`/`_sum`/`_count` suffixes).
+    pub name: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Value.
+    pub value: f64,
+}
+
+/// Parses the text exposition format (as written by the prometheus crate).
+pub fn parse_metrics(text: &str) -> Vec<Sample> {
+    let mut samples = Vec::new();
+    for line in text.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect("sample line has a value");
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v.parse().unwrap_or_else(|_| panic!("bad value in {line:?}")),
+        };
+        let (name, labels) = match series.split_once('{') {
+            None => (series.to_string(), BTreeMap::new()),
+            Some((name, rest)) => (name.to_string(), parse_labels(rest.trim_end_matches('}'))),
+        };
+        samples.push(Sample { name, labels, value });
+    }
+    samples
+}
+
+fn parse_labels(text: &str) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::new();
+    let mut chars = text.chars().peekable();
+    loop {
+        let name: String = chars.by_ref().take_while(|c| *c != '=').collect();
+        if name.is_empty() {
+            break;
+        }
+        assert_eq!(chars.next(), Some('"'));
+        let mut value = String::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some('n') => value.push('\n'),
+                    Some(other) => value.push(other),
+                    None => break,
+                },
+                '"' => break,
+                other => value.push(other),
+            }
+        }
+        labels.insert(name.trim_start_matches(',').to_string(), value);
+        if chars.peek() == Some(&',') {
+            chars.next();
+        }
+    }
+    labels
+}
+
+/// Samples of `name` whose labels include every pair of `labels`.
+pub fn select<'a>(samples: &'a [Sample], name: &str, labels: &[(&str, &str)]) -> Vec<&'a Sample> {
+    samples
+        .iter()
+        .filter(|s| s.name == name && labels.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v)))
+        .collect()
+}
+
+/// The single value of `name` with `labels`, if exactly one series matches.
+pub fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    match select(samples, name, labels).as_slice() {
+        [one] => Some(one.value),
+        _ => None,
+    }
+}
+
+#[test]
+fn the_exposition_parser_reads_escapes_and_unicode() {
+    let text = "# HELP x y\nx{a=\"1\",b=\"q\\\"uote 流水线\"} 2.5\ny 3\nz_bucket{le=\"+Inf\"} 4\n";
+    let samples = parse_metrics(text);
+    assert_eq!(samples.len(), 3);
+    assert_eq!(value(&samples, "x", &[("b", "q\"uote 流水线")]), Some(2.5));
+    assert_eq!(value(&samples, "y", &[]), Some(3.0));
+    assert_eq!(value(&samples, "z_bucket", &[("le", "+Inf")]), Some(4.0));
+}
