@@ -183,9 +183,8 @@ impl CodeArtsConfig {
 
     /// The configured zone of zone-less times, parsed (validated at load).
     pub fn fixed_offset(&self) -> chrono::FixedOffset {
-        parse_offset(&self.time_zone).unwrap_or_else(|| {
-            chrono::FixedOffset::east_opt(8 * 3600).unwrap_or(chrono::Utc.fix())
-        })
+        parse_offset(&self.time_zone)
+            .unwrap_or_else(|| chrono::FixedOffset::east_opt(8 * 3600).unwrap_or(chrono::Utc.fix()))
     }
 }
 
@@ -334,7 +333,10 @@ impl AuthConfig {
                 ));
             }
             let text = std::fs::read_to_string(path).map_err(|err| {
-                invalid(format!("{key}_file"), format!("cannot read {}: {err}", path.display()))
+                invalid(
+                    format!("{key}_file"),
+                    format!("cannot read {}: {err}", path.display()),
+                )
             })?;
             *value = Some(Secret::new(text.trim()));
         }
@@ -359,7 +361,10 @@ impl AuthConfig {
         };
         let required = |key: &str, value: &Option<String>| -> Result<(), ConfigError> {
             match value.as_deref().map(str::trim) {
-                None => Err(invalid(key, format!("missing: method \"{method}\" needs it"))),
+                None => Err(invalid(
+                    key,
+                    format!("missing: method \"{method}\" needs it"),
+                )),
                 Some("") => Err(invalid(key, "is empty")),
                 Some(_) => Ok(()),
             }
@@ -391,7 +396,9 @@ impl AuthConfig {
         let others: Vec<(&str, bool, &str)> = match self.method {
             AuthMethod::Token => {
                 required_secret("auth.token", &self.token)?;
-                aksk_keys.iter().map(|(k, p)| (*k, *p, "aksk"))
+                aksk_keys
+                    .iter()
+                    .map(|(k, p)| (*k, *p, "aksk"))
                     .chain(password_keys.iter().map(|(k, p)| (*k, *p, "password")))
                     .collect()
             }
@@ -401,7 +408,9 @@ impl AuthConfig {
                 if let Some(id) = &self.project_id {
                     check_id("auth.project_id", id)?;
                 }
-                token_keys.iter().map(|(k, p)| (*k, *p, "token"))
+                token_keys
+                    .iter()
+                    .map(|(k, p)| (*k, *p, "token"))
                     .chain(password_keys.iter().map(|(k, p)| (*k, *p, "password")))
                     .collect()
             }
@@ -425,7 +434,9 @@ impl AuthConfig {
                     (Some(name), None) => required("auth.project_name", &Some(name.clone()))?,
                     (None, Some(id)) => check_id("auth.iam_project_id", id)?,
                 }
-                token_keys.iter().map(|(k, p)| (*k, *p, "token"))
+                token_keys
+                    .iter()
+                    .map(|(k, p)| (*k, *p, "token"))
                     .chain(aksk_keys.iter().map(|(k, p)| (*k, *p, "aksk")))
                     .collect()
             }
@@ -467,7 +478,9 @@ fn default_run_buckets() -> Vec<f64> {
 
 /// 10 s to 2 h: stages are shorter than whole runs.
 fn default_stage_buckets() -> Vec<f64> {
-    vec![10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0]
+    vec![
+        10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0,
+    ]
 }
 
 /// Which batch status API a target polls.
@@ -646,17 +659,22 @@ impl Config {
                 (Some(cron), None) => check_cron(&key("schedule"), cron)?,
                 (None, Some(every)) => {
                     if every < Duration::from_secs(1) {
-                        return Err(invalid(key("interval"), "must be at least 1s (the scheduler ticks twice a second)"));
+                        return Err(invalid(
+                            key("interval"),
+                            "must be at least 1s (the scheduler ticks twice a second)",
+                        ));
                     }
                 }
             }
             if target.chunk_size == 0 {
                 return Err(invalid(key("chunk_size"), "must be at least 1"));
             }
-            if let Some(name) = &target.name {
-                if name.trim().is_empty() {
-                    return Err(invalid(key("name"), "is empty"));
-                }
+            if target
+                .name
+                .as_deref()
+                .is_some_and(|name| name.trim().is_empty())
+            {
+                return Err(invalid(key("name"), "is empty"));
             }
             if !labels.insert(target.label().to_string()) {
                 return Err(invalid(
@@ -722,7 +740,10 @@ fn check_id(key: &str, id: &str) -> Result<(), ConfigError> {
 fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
     match reqwest::Url::parse(url) {
         Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.has_host() => Ok(()),
-        Ok(_) => Err(invalid(key, format!("{url:?} must be an http:// or https:// URL"))),
+        Ok(_) => Err(invalid(
+            key,
+            format!("{url:?} must be an http:// or https:// URL"),
+        )),
         Err(err) => Err(invalid(key, format!("{url:?} is not a URL: {err}"))),
     }
 }
@@ -732,9 +753,7 @@ fn check_cron(key: &str, cron: &str) -> Result<(), ConfigError> {
     if !(6..=7).contains(&fields) {
         return Err(invalid(
             key,
-            format!(
-                "{cron:?} has {fields} fields; use cron with seconds, e.g. \"*/30 * * * * *\""
-            ),
+            format!("{cron:?} has {fields} fields; use cron with seconds, e.g. \"*/30 * * * * *\""),
         ));
     }
     // Same parser settings as tokio-cron-scheduler, so what passes here also schedules.
@@ -744,7 +763,12 @@ fn check_cron(key: &str, cron: &str) -> Result<(), ConfigError> {
         .build()
         .parse(cron)
         .map(|_| ())
-        .map_err(|err| invalid(key, format!("{cron:?} is not a valid cron expression: {err}")))
+        .map_err(|err| {
+            invalid(
+                key,
+                format!("{cron:?} is not a valid cron expression: {err}"),
+            )
+        })
 }
 
 fn check_buckets(key: &str, buckets: &[f64]) -> Result<(), ConfigError> {
@@ -813,8 +837,10 @@ pipeline_ids = ["{PIPELINE}"]
 
     #[test]
     fn endpoints_follow_the_region_table() {
-        let mut c = CodeArtsConfig::default();
-        c.region = "tr-west-1".into();
+        let mut c = CodeArtsConfig {
+            region: "tr-west-1".into(),
+            ..CodeArtsConfig::default()
+        };
         assert_eq!(
             c.pipeline_endpoint(),
             "https://pipeline-external.tr-west-1.myhuaweicloud.com"
@@ -831,12 +857,15 @@ pipeline_ids = ["{PIPELINE}"]
     #[test]
     fn errors_name_the_key_and_the_problem() {
         let cases = [
+            (minimal("interval = \"30s\"\nbogus = 1"), "bogus"),
             (
-                minimal("interval = \"30s\"\nbogus = 1"),
-                "bogus",
+                minimal("schedule = \"every minute\""),
+                "targets[0].schedule",
             ),
-            (minimal("schedule = \"every minute\""), "targets[0].schedule"),
-            (minimal("schedule = \"0 0 25 * * *\""), "targets[0].schedule"),
+            (
+                minimal("schedule = \"0 0 25 * * *\""),
+                "targets[0].schedule",
+            ),
             (minimal(""), "targets[0].schedule"),
             (
                 minimal("interval = \"30s\"\nschedule = \"* * * * * *\""),
@@ -890,11 +919,26 @@ pipeline_ids = ["{PIPELINE}"]
         let bad = [
             ("[auth]\nmethod = \"aksk\"\nak = \"AK\"", "auth.sk"),
             ("[auth]\nmethod = \"aksk\"\nsk = \"SK\"", "auth.ak"),
-            ("[auth]\nmethod = \"aksk\"\nak = \"AK\"\nsk = \"SK\"\nproject_id = \"x\"", "auth.project_id"),
-            ("[auth]\nmethod = \"password\"\nusername = \"u\"\npassword = \"p\"\ndomain = \"d\"", "auth.project_name"),
-            ("[auth]\nmethod = \"password\"\nusername = \"u\"\ndomain = \"d\"\nproject_name = \"x\"", "auth.password"),
-            ("[auth]\nmethod = \"token\"\ntoken = \"t\"\nak = \"AK\"", "auth.ak"),
-            ("[auth]\nmethod = \"aksk\"\nak = \"AK\"\nsk = \"SK\"\ntoken = \"t\"", "auth.token"),
+            (
+                "[auth]\nmethod = \"aksk\"\nak = \"AK\"\nsk = \"SK\"\nproject_id = \"x\"",
+                "auth.project_id",
+            ),
+            (
+                "[auth]\nmethod = \"password\"\nusername = \"u\"\npassword = \"p\"\ndomain = \"d\"",
+                "auth.project_name",
+            ),
+            (
+                "[auth]\nmethod = \"password\"\nusername = \"u\"\ndomain = \"d\"\nproject_name = \"x\"",
+                "auth.password",
+            ),
+            (
+                "[auth]\nmethod = \"token\"\ntoken = \"t\"\nak = \"AK\"",
+                "auth.ak",
+            ),
+            (
+                "[auth]\nmethod = \"aksk\"\nak = \"AK\"\nsk = \"SK\"\ntoken = \"t\"",
+                "auth.token",
+            ),
         ];
         for (auth, key) in bad {
             let message = error_of(&with_auth(auth));
@@ -941,8 +985,14 @@ pipeline_ids = ["{PIPELINE}"]
 
     #[test]
     fn offsets_parse() {
-        assert_eq!(parse_offset("+08:00").map(|o| o.local_minus_utc()), Some(28800));
-        assert_eq!(parse_offset("-03:30").map(|o| o.local_minus_utc()), Some(-12600));
+        assert_eq!(
+            parse_offset("+08:00").map(|o| o.local_minus_utc()),
+            Some(28800)
+        );
+        assert_eq!(
+            parse_offset("-03:30").map(|o| o.local_minus_utc()),
+            Some(-12600)
+        );
         assert_eq!(parse_offset("UTC").map(|o| o.local_minus_utc()), Some(0));
         assert!(parse_offset("Asia/Shanghai").is_none());
     }

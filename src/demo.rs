@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::config::{
-    AuthConfig, AuthMethod, CodeArtsConfig, Config, ConfigError, MetricsConfig, Secret,
-    ServerConfig, StatusApi, TargetConfig,
+    AuthConfig, CodeArtsConfig, Config, ConfigError, MetricsConfig, ServerConfig, StatusApi,
+    TargetConfig,
 };
 use crate::simulator::Simulator;
 
@@ -25,7 +25,10 @@ pub fn config(
     let endpoint = format!("http://{simulator_addr}");
     let defaults = MetricsConfig::default();
     let scale = |buckets: Vec<f64>| -> Vec<f64> {
-        buckets.into_iter().map(|b| round_bucket(b / speed.max(1.0))).collect()
+        buckets
+            .into_iter()
+            .map(|b| round_bucket(b / speed.max(1.0)))
+            .collect()
     };
     let targets = simulator
         .targets()
@@ -37,7 +40,11 @@ pub fn config(
             pipeline_ids,
             schedule: None,
             interval: Some(DEMO_INTERVAL),
-            status_api: if index % 2 == 0 { StatusApi::V5 } else { StatusApi::V3 },
+            status_api: if index % 2 == 0 {
+                StatusApi::V5
+            } else {
+                StatusApi::V3
+            },
             chunk_size: 10,
             backfill_window: Duration::from_secs(3600),
         })
@@ -54,11 +61,7 @@ pub fn config(
             timeout: Duration::from_secs(5),
             ..CodeArtsConfig::default()
         },
-        auth: AuthConfig {
-            method: AuthMethod::Token,
-            token: Some(Secret::new(simulator.static_token())),
-            token_file: None,
-        },
+        auth: AuthConfig::token(simulator.static_token()),
         metrics: MetricsConfig {
             run_duration_buckets: run_buckets,
             stage_duration_buckets: stage_buckets,

@@ -22,7 +22,8 @@ pub fn response(status: StatusCode, content_type: &str, body: impl Into<Bytes>) 
     let mut resp = Response::new(Full::new(body.into()));
     *resp.status_mut() = status;
     if let Ok(value) = content_type.parse() {
-        resp.headers_mut().insert(hyper::header::CONTENT_TYPE, value);
+        resp.headers_mut()
+            .insert(hyper::header::CONTENT_TYPE, value);
     }
     resp
 }

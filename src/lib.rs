@@ -5,7 +5,7 @@
 
 pub mod codearts;
 pub mod config;
-//TMP pub mod demo;
+pub mod demo;
 pub mod http;
 pub mod metrics;
 pub mod poller;

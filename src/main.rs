@@ -12,17 +12,21 @@ use tokio::net::TcpListener;
 
 use codearts_exporter::codearts::Client;
 use codearts_exporter::config::{Config, DEFAULT_PORT};
+use codearts_exporter::demo;
 use codearts_exporter::metrics::Metrics;
 use codearts_exporter::poller::{self, TargetPoller};
 use codearts_exporter::server::{self, Exporter};
 use codearts_exporter::simulator::{self, SimOptions, Simulator};
-use codearts_exporter::demo;
 
 /// Exit code for an invalid configuration.
 const EXIT_CONFIG: u8 = 2;
 
 #[derive(Parser)]
-#[command(name = "codearts-exporter", version, about = "Prometheus exporter for Huawei Cloud CodeArts Pipeline")]
+#[command(
+    name = "codearts-exporter",
+    version,
+    about = "Prometheus exporter for Huawei Cloud CodeArts Pipeline"
+)]
 struct Cli {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
@@ -83,6 +87,15 @@ enum Command {
         /// Simulated durations are divided by this.
         #[arg(long, default_value_t = 1.0)]
         speed: f64,
+        /// Lifetime of tokens issued by the simulated IAM, e.g. "30s".
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "24h")]
+        token_lifetime: std::time::Duration,
+    },
+    /// Exit 0 when the exporter at URL answers /healthz with 200, else 1 (for HEALTHCHECK).
+    Healthcheck {
+        /// Health endpoint to check.
+        #[arg(long, default_value_t = format!("http://127.0.0.1:{DEFAULT_PORT}/healthz"))]
+        url: String,
     },
     /// Validate a configuration and print it with secrets redacted.
     CheckConfig {
@@ -125,12 +138,44 @@ fn main() -> ExitCode {
                 Ok(config) => run_exporter(config, |_| {}).await,
                 Err(err) => return Ok(config_error(&err)),
             },
-            Command::Demo { listen, pipelines, projects, speed, seed } => {
-                run_demo(listen, SimOptions { pipelines, projects, speed, seed, ..SimOptions::default() }).await
+            Command::Demo {
+                listen,
+                pipelines,
+                projects,
+                speed,
+                seed,
+            } => {
+                run_demo(
+                    listen,
+                    SimOptions {
+                        pipelines,
+                        projects,
+                        speed,
+                        seed,
+                        ..SimOptions::default()
+                    },
+                )
+                .await
             }
-            Command::Simulate { listen, pipelines, projects, seed, speed } => {
-                run_simulator(listen, SimOptions { pipelines, projects, speed, seed, ..SimOptions::default() }).await
+            Command::Simulate {
+                listen,
+                pipelines,
+                projects,
+                seed,
+                speed,
+                token_lifetime,
+            } => {
+                let options = SimOptions {
+                    pipelines,
+                    projects,
+                    speed,
+                    seed,
+                    token_lifetime,
+                    ..SimOptions::default()
+                };
+                run_simulator(listen, options).await
             }
+            Command::Healthcheck { url } => return Ok(healthcheck(&url).await),
             Command::CheckConfig { .. } => Ok(()),
         }
         .map(|()| ExitCode::SUCCESS)
@@ -152,8 +197,10 @@ fn config_error(err: &codearts_exporter::config::ConfigError) -> ExitCode {
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tokio_cron_scheduler=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -168,7 +215,14 @@ async fn run_exporter(config: Config, on_listening: impl FnOnce(SocketAddr)) -> 
     let pollers: Vec<Arc<TargetPoller>> = config
         .targets
         .iter()
-        .map(|target| Arc::new(TargetPoller::new(target.clone(), client.clone(), metrics.clone(), started_at)))
+        .map(|target| {
+            Arc::new(TargetPoller::new(
+                target.clone(),
+                client.clone(),
+                metrics.clone(),
+                started_at,
+            ))
+        })
         .collect();
     let listener = TcpListener::bind(config.server.listen)
         .await
@@ -195,9 +249,15 @@ async fn run_exporter(config: Config, on_listening: impl FnOnce(SocketAddr)) -> 
 async fn run_demo(listen: SocketAddr, options: SimOptions) -> anyhow::Result<()> {
     let speed = options.speed;
     let simulator = Arc::new(Simulator::new(options));
-    let sim_listener = TcpListener::bind(("127.0.0.1", 0)).await.context("cannot start the simulator")?;
+    let sim_listener = TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .context("cannot start the simulator")?;
     let sim_addr = sim_listener.local_addr()?;
-    tokio::spawn(simulator::serve(sim_listener, simulator.clone(), std::future::pending()));
+    tokio::spawn(simulator::serve(
+        sim_listener,
+        simulator.clone(),
+        std::future::pending(),
+    ));
     let config = demo::config(&simulator, sim_addr, listen, speed)?;
     run_exporter(config, |addr| {
         println!("codearts-exporter demo: metrics at http://{addr}/metrics (simulated CodeArts at http://{sim_addr})");
@@ -208,12 +268,42 @@ async fn run_demo(listen: SocketAddr, options: SimOptions) -> anyhow::Result<()>
 
 async fn run_simulator(listen: SocketAddr, options: SimOptions) -> anyhow::Result<()> {
     let simulator = Arc::new(Simulator::new(options));
-    let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
-    println!("simulator listening on http://{addr} (token: {})", simulator.static_token());
+    println!(
+        "simulator listening on http://{addr} (token: {})",
+        simulator.static_token()
+    );
     let _ = std::io::stdout().flush();
     simulator::serve(listener, simulator, shutdown_signal()).await;
     Ok(())
+}
+
+/// GETs `url`; success only on a 200 within 3 seconds.
+async fn healthcheck(url: &str) -> ExitCode {
+    let client = match reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(3))
+        .build()
+    {
+        Ok(client) => client,
+        Err(err) => {
+            eprintln!("unhealthy: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match client.get(url).send().await {
+        Ok(response) if response.status().is_success() => ExitCode::SUCCESS,
+        Ok(response) => {
+            eprintln!("unhealthy: {url} answered {}", response.status());
+            ExitCode::FAILURE
+        }
+        Err(err) => {
+            eprintln!("unhealthy: {url}: {err}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -15,7 +15,14 @@ use crate::config::MetricsConfig;
 const PIPELINE_LABELS: [&str; 3] = ["project_id", "pipeline_id", "pipeline_name"];
 
 /// Every `reason` of `codearts_exporter_api_retries_total`.
-const RETRY_REASONS: [&str; 6] = ["throttled", "server_error", "timeout", "connect", "error", "unauthorized"];
+const RETRY_REASONS: [&str; 6] = [
+    "throttled",
+    "server_error",
+    "timeout",
+    "connect",
+    "error",
+    "unauthorized",
+];
 
 /// Buckets of the API request latency histogram (seconds).
 const API_BUCKETS: [f64; 10] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -58,11 +65,12 @@ impl Metrics {
     /// Creates and registers every family; buckets come from `[metrics]`.
     pub fn new(config: &MetricsConfig) -> Result<Metrics, MetricsError> {
         let registry = Registry::new();
-        let gauge = |name: &str, help: &str, extra: &[&'static str]| -> Result<GaugeVec, MetricsError> {
-            let vec = GaugeVec::new(Opts::new(name, help), &with_pipeline_labels(extra))?;
-            registry.register(Box::new(vec.clone()))?;
-            Ok(vec)
-        };
+        let gauge =
+            |name: &str, help: &str, extra: &[&'static str]| -> Result<GaugeVec, MetricsError> {
+                let vec = GaugeVec::new(Opts::new(name, help), &with_pipeline_labels(extra))?;
+                registry.register(Box::new(vec.clone()))?;
+                Ok(vec)
+            };
         let status = gauge(
             "codearts_pipeline_status",
             "State of the pipeline's latest run, one-hot (waiting, running, verifying, suspending, completed, unknown).",
@@ -103,7 +111,11 @@ impl Metrics {
             "Duration of each stage that ran in the last completed run.",
             &["stage"],
         )?;
-        let histogram = |name: &str, help: &str, buckets: &[f64], labels: &[&str]| -> Result<HistogramVec, MetricsError> {
+        let histogram = |name: &str,
+                         help: &str,
+                         buckets: &[f64],
+                         labels: &[&str]|
+         -> Result<HistogramVec, MetricsError> {
             let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
             let vec = HistogramVec::new(opts, labels)?;
             registry.register(Box::new(vec.clone()))?;
@@ -133,11 +145,12 @@ impl Metrics {
             &POLL_BUCKETS,
             &["target"],
         )?;
-        let counter = |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, MetricsError> {
-            let vec = IntCounterVec::new(Opts::new(name, help), labels)?;
-            registry.register(Box::new(vec.clone()))?;
-            Ok(vec)
-        };
+        let counter =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, MetricsError> {
+                let vec = IntCounterVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(vec.clone()))?;
+                Ok(vec)
+            };
         let api_requests = counter(
             "codearts_exporter_api_requests_total",
             "Requests to the CodeArts API by HTTP status code (or timeout, connect, error).",
@@ -377,7 +390,9 @@ impl PipelineSeries {
             .map(|s| s.name.clone())
             .collect();
         for gone in self.last_stages.difference(&ran) {
-            let _ = m.stage_last_duration.remove_label_values(&self.values(&[gone]));
+            let _ = m
+                .stage_last_duration
+                .remove_label_values(&self.values(&[gone]));
         }
         for stage in &run.stages {
             if let Some(duration) = stage.duration() {
@@ -403,7 +418,8 @@ impl PipelineSeries {
                 m.stage_duration
                     .with_label_values(&self.values(&[&stage.name, stage_result.as_str()]))
                     .observe(duration);
-                self.stage_results.insert((stage.name.clone(), stage_result));
+                self.stage_results
+                    .insert((stage.name.clone(), stage_result));
             }
         }
     }
@@ -412,7 +428,9 @@ impl PipelineSeries {
     pub fn remove(&mut self, m: &Metrics) {
         if self.has_status {
             for candidate in RunState::ALL {
-                let _ = m.status.remove_label_values(&self.values(&[candidate.as_str()]));
+                let _ = m
+                    .status
+                    .remove_label_values(&self.values(&[candidate.as_str()]));
             }
         }
         for stage in &self.current_stages {
@@ -433,10 +451,14 @@ impl PipelineSeries {
             }
         }
         for stage in &self.last_stages {
-            let _ = m.stage_last_duration.remove_label_values(&self.values(&[stage]));
+            let _ = m
+                .stage_last_duration
+                .remove_label_values(&self.values(&[stage]));
         }
         for result in &self.run_results {
-            let _ = m.run_duration.remove_label_values(&self.values(&[result.as_str()]));
+            let _ = m
+                .run_duration
+                .remove_label_values(&self.values(&[result.as_str()]));
         }
         for (stage, result) in &self.stage_results {
             let _ = m
@@ -456,7 +478,12 @@ mod tests {
     use super::*;
     use crate::codearts::model::StageRun;
 
-    fn stage(name: &str, state: RunState, result: Option<RunResult>, times: Option<(f64, f64)>) -> StageRun {
+    fn stage(
+        name: &str,
+        state: RunState,
+        result: Option<RunResult>,
+        times: Option<(f64, f64)>,
+    ) -> StageRun {
         StageRun {
             name: name.into(),
             state,
@@ -478,8 +505,18 @@ mod tests {
             end: Some(1100.5),
             detail_url: None,
             stages: vec![
-                stage("构建", RunState::Completed, Some(RunResult::Success), Some((1000.0, 1040.0))),
-                stage("test", RunState::Completed, Some(RunResult::Error), Some((1040.0, 1100.5))),
+                stage(
+                    "构建",
+                    RunState::Completed,
+                    Some(RunResult::Success),
+                    Some((1000.0, 1040.0)),
+                ),
+                stage(
+                    "test",
+                    RunState::Completed,
+                    Some(RunResult::Error),
+                    Some((1040.0, 1100.5)),
+                ),
                 stage("deploy", RunState::Waiting, None, None),
                 stage("skipped", RunState::Completed, None, None),
             ],
@@ -497,12 +534,19 @@ mod tests {
             _ => (family, None),
         };
         let mut labels = labels.to_vec();
-        labels.extend([("project_id", "proj"), ("pipeline_id", "p"), ("pipeline_name", NAME)]);
+        labels.extend([
+            ("project_id", "proj"),
+            ("pipeline_id", "p"),
+            ("pipeline_name", NAME),
+        ]);
         let families = m.registry.gather();
         let mf = families.iter().find(|mf| mf.name() == base)?;
         let metric = mf.get_metric().iter().find(|metric| {
             labels.iter().all(|(k, v)| {
-                metric.get_label().iter().any(|pair| pair.name() == *k && pair.value() == *v)
+                metric
+                    .get_label()
+                    .iter()
+                    .any(|pair| pair.name() == *k && pair.value() == *v)
             })
         })?;
         Some(match part {
@@ -524,23 +568,111 @@ mod tests {
         series.set_last_completed(&m, &run);
         series.observe_completed(&m, &run);
 
-        assert_eq!(sample(&m, "codearts_pipeline_status", &[("status", "completed")]), Some(1.0));
-        assert_eq!(sample(&m, "codearts_pipeline_status", &[("status", "running")]), Some(0.0));
-        assert_eq!(sample(&m, "codearts_pipeline_status", &[("status", "unknown")]), Some(0.0));
-        assert_eq!(sample(&m, "codearts_pipeline_last_run_result", &[("result", "error")]), Some(1.0));
-        assert_eq!(sample(&m, "codearts_pipeline_last_run_result", &[("result", "success")]), Some(0.0));
-        assert_eq!(sample(&m, "codearts_pipeline_last_run_duration_seconds", &[]), Some(100.5));
-        assert_eq!(sample(&m, "codearts_pipeline_last_run_number", &[]), Some(7.0));
-        assert_eq!(sample(&m, "codearts_pipeline_last_run_end_timestamp_seconds", &[]), Some(1100.5));
-        assert_eq!(sample(&m, "codearts_pipeline_run_duration_seconds_count", &[("result", "error")]), Some(1.0));
-        assert_eq!(sample(&m, "codearts_pipeline_run_duration_seconds_sum", &[("result", "error")]), Some(100.5));
-        assert_eq!(sample(&m, "codearts_pipeline_stage_duration_seconds_count", &[("stage", "构建"), ("result", "success")]), Some(1.0));
-        assert_eq!(sample(&m, "codearts_pipeline_stage_duration_seconds_sum", &[("stage", "test"), ("result", "error")]), Some(60.5));
-        assert_eq!(sample(&m, "codearts_pipeline_stage_status", &[("stage", "deploy"), ("status", "waiting")]), Some(1.0));
-        assert_eq!(sample(&m, "codearts_pipeline_stage_last_duration_seconds", &[("stage", "test")]), Some(60.5));
+        assert_eq!(
+            sample(&m, "codearts_pipeline_status", &[("status", "completed")]),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&m, "codearts_pipeline_status", &[("status", "running")]),
+            Some(0.0)
+        );
+        assert_eq!(
+            sample(&m, "codearts_pipeline_status", &[("status", "unknown")]),
+            Some(0.0)
+        );
+        assert_eq!(
+            sample(
+                &m,
+                "codearts_pipeline_last_run_result",
+                &[("result", "error")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &m,
+                "codearts_pipeline_last_run_result",
+                &[("result", "success")]
+            ),
+            Some(0.0)
+        );
+        assert_eq!(
+            sample(&m, "codearts_pipeline_last_run_duration_seconds", &[]),
+            Some(100.5)
+        );
+        assert_eq!(
+            sample(&m, "codearts_pipeline_last_run_number", &[]),
+            Some(7.0)
+        );
+        assert_eq!(
+            sample(&m, "codearts_pipeline_last_run_end_timestamp_seconds", &[]),
+            Some(1100.5)
+        );
+        assert_eq!(
+            sample(
+                &m,
+                "codearts_pipeline_run_duration_seconds_count",
+                &[("result", "error")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &m,
+                "codearts_pipeline_run_duration_seconds_sum",
+                &[("result", "error")]
+            ),
+            Some(100.5)
+        );
+        assert_eq!(
+            sample(
+                &m,
+                "codearts_pipeline_stage_duration_seconds_count",
+                &[("stage", "构建"), ("result", "success")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &m,
+                "codearts_pipeline_stage_duration_seconds_sum",
+                &[("stage", "test"), ("result", "error")]
+            ),
+            Some(60.5)
+        );
+        assert_eq!(
+            sample(
+                &m,
+                "codearts_pipeline_stage_status",
+                &[("stage", "deploy"), ("status", "waiting")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &m,
+                "codearts_pipeline_stage_last_duration_seconds",
+                &[("stage", "test")]
+            ),
+            Some(60.5)
+        );
         // Stages that never ran have no duration anywhere.
-        assert_eq!(sample(&m, "codearts_pipeline_stage_duration_seconds_count", &[("stage", "deploy")]), None);
-        assert_eq!(sample(&m, "codearts_pipeline_stage_last_duration_seconds", &[("stage", "skipped")]), None);
+        assert_eq!(
+            sample(
+                &m,
+                "codearts_pipeline_stage_duration_seconds_count",
+                &[("stage", "deploy")]
+            ),
+            None
+        );
+        assert_eq!(
+            sample(
+                &m,
+                "codearts_pipeline_stage_last_duration_seconds",
+                &[("stage", "skipped")]
+            ),
+            None
+        );
     }
 
     #[test]
@@ -557,9 +689,26 @@ mod tests {
         renamed.stages.truncate(1);
         series.set_stage_states(&m, &renamed);
         series.set_last_completed(&m, &renamed);
-        assert_eq!(sample(&m, "codearts_pipeline_stage_status", &[("stage", "deploy")]), None);
-        assert_eq!(sample(&m, "codearts_pipeline_stage_last_duration_seconds", &[("stage", "test")]), None);
-        assert_eq!(sample(&m, "codearts_pipeline_stage_last_duration_seconds", &[("stage", "构建")]), Some(40.0));
+        assert_eq!(
+            sample(&m, "codearts_pipeline_stage_status", &[("stage", "deploy")]),
+            None
+        );
+        assert_eq!(
+            sample(
+                &m,
+                "codearts_pipeline_stage_last_duration_seconds",
+                &[("stage", "test")]
+            ),
+            None
+        );
+        assert_eq!(
+            sample(
+                &m,
+                "codearts_pipeline_stage_last_duration_seconds",
+                &[("stage", "构建")]
+            ),
+            Some(40.0)
+        );
 
         series.remove(&m);
         let all = text(&m);

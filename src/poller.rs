@@ -123,7 +123,12 @@ pub struct TargetPoller {
 
 impl TargetPoller {
     /// A poller for `target`; `started_at` is the exporter's start, Unix seconds.
-    pub fn new(target: TargetConfig, client: Client, metrics: Arc<Metrics>, started_at: f64) -> Self {
+    pub fn new(
+        target: TargetConfig,
+        client: Client,
+        metrics: Arc<Metrics>,
+        started_at: f64,
+    ) -> Self {
         metrics.target_registered(target.label());
         let record_after = started_at - target.backfill_window.as_secs_f64();
         TargetPoller {
@@ -149,7 +154,10 @@ impl TargetPoller {
     /// Runs one poll, unless the previous one is still running (then counts a skip).
     pub async fn poll(&self) {
         let Ok(mut state) = self.state.try_lock() else {
-            tracing::warn!(target = self.label(), "previous poll still running; skipping this one");
+            tracing::warn!(
+                target = self.label(),
+                "previous poll still running; skipping this one"
+            );
             self.metrics.poll_skipped(self.label());
             return;
         };
@@ -161,7 +169,12 @@ impl TargetPoller {
         if ok {
             self.ready.store(true, Ordering::Relaxed);
         }
-        tracing::debug!(target = self.label(), ok, elapsed_ms = elapsed.as_millis() as u64, "poll finished");
+        tracing::debug!(
+            target = self.label(),
+            ok,
+            elapsed_ms = elapsed.as_millis() as u64,
+            "poll finished"
+        );
     }
 
     async fn poll_locked(&self, state: &mut HashMap<String, PipelineState>) -> bool {
@@ -199,7 +212,10 @@ impl TargetPoller {
                 } else if !run.is_completed() {
                     // First sight of a pipeline that is busy: fetch the run before it for `last_run_*`.
                     if let Some(n) = run.run_number.filter(|n| *n > 1) {
-                        let previous = RunKey { id: None, number: Some(n - 1) };
+                        let previous = RunKey {
+                            id: None,
+                            number: Some(n - 1),
+                        };
                         wanted.push((run.pipeline_id.clone(), previous, Purpose::Previous));
                     }
                 }
@@ -213,24 +229,27 @@ impl TargetPoller {
                 wanted.push((run.pipeline_id.clone(), key, Purpose::Latest));
             }
             for earlier in &pipeline.unfinished {
-                wanted.push((run.pipeline_id.clone(), earlier.clone(), Purpose::Superseded));
+                wanted.push((
+                    run.pipeline_id.clone(),
+                    earlier.clone(),
+                    Purpose::Superseded,
+                ));
             }
         }
 
         let client = &self.client;
         let project_id = self.target.project_id.as_str();
-        let mut fetched: Vec<(String, RunKey, Purpose, Result<Run, Error>)> =
-            stream::iter(wanted)
-                .map(|(pipeline_id, key, purpose)| async move {
-                    let result = match key.selector() {
-                        Some(selector) => client.run_detail(project_id, &pipeline_id, selector).await,
-                        None => Err(Error::Setup("run without id or number".into())),
-                    };
-                    (pipeline_id, key, purpose, result)
-                })
-                .buffer_unordered(DETAIL_CONCURRENCY)
-                .collect()
-                .await;
+        let mut fetched: Vec<(String, RunKey, Purpose, Result<Run, Error>)> = stream::iter(wanted)
+            .map(|(pipeline_id, key, purpose)| async move {
+                let result = match key.selector() {
+                    Some(selector) => client.run_detail(project_id, &pipeline_id, selector).await,
+                    None => Err(Error::Setup("run without id or number".into())),
+                };
+                (pipeline_id, key, purpose, result)
+            })
+            .buffer_unordered(DETAIL_CONCURRENCY)
+            .collect()
+            .await;
         // Oldest first, so that the newest completed run is the one left in `last_run_*`.
         fetched.sort_by_key(|(_, _, purpose, result)| {
             let number = result.as_ref().ok().and_then(|r| r.run_number).unwrap_or(0);
@@ -238,9 +257,16 @@ impl TargetPoller {
         });
 
         for (pipeline_id, key, purpose, result) in fetched {
-            let Some(pipeline) = state.get_mut(&pipeline_id) else { continue };
+            let Some(pipeline) = state.get_mut(&pipeline_id) else {
+                continue;
+            };
             match result {
                 Ok(run) => self.apply(pipeline, &key, purpose, &run),
+                Err(Error::Http { status: 404, .. }) if purpose != Purpose::Latest => {
+                    // An older run that no longer exists (deleted): nothing left to record.
+                    tracing::info!(target = self.label(), %pipeline_id, run = ?key, "run not found; forgetting it");
+                    pipeline.unfinished.retain(|k| k != &key);
+                }
                 Err(err) => {
                     if purpose != Purpose::Previous {
                         ok = false;
@@ -255,7 +281,10 @@ impl TargetPoller {
     /// Applies a fetched run detail to the pipeline's state and series.
     fn apply(&self, pipeline: &mut PipelineState, key: &RunKey, purpose: Purpose, run: &Run) {
         let m = &*self.metrics;
-        let name = run.pipeline_name.clone().unwrap_or_else(|| run.pipeline_id.clone());
+        let name = run
+            .pipeline_name
+            .clone()
+            .unwrap_or_else(|| run.pipeline_id.clone());
         let series = match pipeline.series.as_mut() {
             Some(series) if series.pipeline_name() == name => series,
             _ => {
@@ -263,7 +292,11 @@ impl TargetPoller {
                     tracing::info!(pipeline_id = %run.pipeline_id, old = old.pipeline_name(), new = %name, "pipeline renamed; its series start over");
                     old.remove(m);
                 }
-                pipeline.series.insert(PipelineSeries::new(&self.target.project_id, &run.pipeline_id, &name))
+                pipeline.series.insert(PipelineSeries::new(
+                    &self.target.project_id,
+                    &run.pipeline_id,
+                    &name,
+                ))
             }
         };
         let is_latest = purpose == Purpose::Latest && pipeline.latest.as_ref() == Some(key);
@@ -310,7 +343,9 @@ fn remember_unfinished(pipeline: &mut PipelineState, key: RunKey) {
 
 fn log_api_error(target: &str, err: &Error, what: &str) {
     match err {
-        Error::Unauthorized { .. } => tracing::error!(target, error = %err, "{what}: check auth.token"),
+        Error::Unauthorized { .. } => {
+            tracing::error!(target, error = %err, "{what}: check auth.token")
+        }
         _ => tracing::warn!(target, kind = err.kind(), error = %err, "{what}"),
     }
 }
@@ -339,7 +374,9 @@ pub async fn start(pollers: &[Arc<TargetPoller>]) -> Result<JobScheduler, Poller
         };
         let job = match poller.target.poll_schedule() {
             Schedule::Cron(cron) => Job::new_async(cron.as_str(), run)?,
-            Schedule::Every(every) => Job::new_repeated_async(every.max(Duration::from_secs(1)), run)?,
+            Schedule::Every(every) => {
+                Job::new_repeated_async(every.max(Duration::from_secs(1)), run)?
+            }
         };
         scheduler.add(job).await?;
     }
@@ -368,10 +405,25 @@ mod tests {
     fn unfinished_runs_stay_bounded() {
         let mut pipeline = PipelineState::default();
         for n in 0..40 {
-            remember_unfinished(&mut pipeline, RunKey { id: None, number: Some(n) });
+            remember_unfinished(
+                &mut pipeline,
+                RunKey {
+                    id: None,
+                    number: Some(n),
+                },
+            );
         }
-        remember_unfinished(&mut pipeline, RunKey { id: None, number: Some(39) });
+        remember_unfinished(
+            &mut pipeline,
+            RunKey {
+                id: None,
+                number: Some(39),
+            },
+        );
         assert_eq!(pipeline.unfinished.len(), MAX_UNFINISHED);
-        assert_eq!(pipeline.unfinished[0].number, Some(40 - MAX_UNFINISHED as u64));
+        assert_eq!(
+            pipeline.unfinished[0].number,
+            Some(40 - MAX_UNFINISHED as u64)
+        );
     }
 }

@@ -34,7 +34,11 @@ impl Exporter {
 }
 
 /// Serves the endpoints on `listener` until `shutdown` resolves; in-flight requests finish.
-pub async fn serve(listener: TcpListener, exporter: Arc<Exporter>, shutdown: impl Future<Output = ()>) {
+pub async fn serve(
+    listener: TcpListener,
+    exporter: Arc<Exporter>,
+    shutdown: impl Future<Output = ()>,
+) {
     http::serve(
         listener,
         move |req| {
@@ -48,7 +52,11 @@ pub async fn serve(listener: TcpListener, exporter: Arc<Exporter>, shutdown: imp
 
 fn route(exporter: &Exporter, req: &Request<Incoming>) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return http::response(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "method not allowed\n");
+        return http::response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "method not allowed\n",
+        );
     }
     match req.uri().path() {
         "/metrics" => http::response(StatusCode::OK, TEXT_FORMAT, exporter.metrics.render()),
@@ -58,7 +66,10 @@ fn route(exporter: &Exporter, req: &Request<Incoming>) -> Response<Body> {
             if waiting.is_empty() {
                 http::response(StatusCode::OK, "text/plain", "ready\n")
             } else {
-                let body = format!("waiting for a first successful poll of: {}\n", waiting.join(", "));
+                let body = format!(
+                    "waiting for a first successful poll of: {}\n",
+                    waiting.join(", ")
+                );
                 http::response(StatusCode::SERVICE_UNAVAILABLE, "text/plain", body)
             }
         }

@@ -50,24 +50,58 @@ fn environment_variables_override_the_file() {
 #[test]
 fn each_kind_of_mistake_exits_2_and_names_the_key() {
     let cases = [
-        ("unknown key", valid().replace("[codearts]", "[codearts]\nregoin = \"x\""), "regoin"),
-        ("bad cron", valid().replace("*/30 * * * * *", "every thirty seconds"), "targets[0].schedule"),
-        ("malformed id", valid().replace(PIPELINE, "short-id"), "targets[0].pipeline_ids[0]"),
-        ("missing token", valid().replace("token = \"very-secret-token-123\"", ""), "auth.token"),
+        (
+            "unknown key",
+            valid().replace("[codearts]", "[codearts]\nregoin = \"x\""),
+            "regoin",
+        ),
+        (
+            "bad cron",
+            valid().replace("*/30 * * * * *", "every thirty seconds"),
+            "targets[0].schedule",
+        ),
+        (
+            "malformed id",
+            valid().replace(PIPELINE, "short-id"),
+            "targets[0].pipeline_ids[0]",
+        ),
+        (
+            "missing token",
+            valid().replace("token = \"very-secret-token-123\"", ""),
+            "auth.token",
+        ),
         (
             "empty target list",
-            valid().split("[[targets]]").next().expect("head").to_string(),
+            valid()
+                .split("[[targets]]")
+                .next()
+                .expect("head")
+                .to_string(),
             "targets",
         ),
-        ("bad duration", valid().replace("[codearts]", "[codearts]\ntimeout = \"ten\""), "codearts.timeout"),
+        (
+            "bad duration",
+            valid().replace("[codearts]", "[codearts]\ntimeout = \"ten\""),
+            "codearts.timeout",
+        ),
     ];
     for (what, text, key) in cases {
         for subcommand in ["check-config", "run"] {
             let (code, _, stderr) = run_with_config(subcommand, &text, &[]);
             assert_eq!(code, 2, "{what} ({subcommand}): {stderr}");
-            assert!(stderr.contains(&format!("`{key}`")), "{what} ({subcommand}): {stderr:?} should name `{key}`");
-            assert_eq!(stderr.trim().lines().count(), 1, "{what}: one message, got {stderr:?}");
-            assert!(!stderr.contains("very-secret-token-123"), "{what}: secret in {stderr:?}");
+            assert!(
+                stderr.contains(&format!("`{key}`")),
+                "{what} ({subcommand}): {stderr:?} should name `{key}`"
+            );
+            assert_eq!(
+                stderr.trim().lines().count(),
+                1,
+                "{what}: one message, got {stderr:?}"
+            );
+            assert!(
+                !stderr.contains("very-secret-token-123"),
+                "{what}: secret in {stderr:?}"
+            );
         }
     }
 }

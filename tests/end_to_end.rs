@@ -5,7 +5,10 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{Sample, get, get_json, parse_metrics, select, start_exporter, start_simulator, value, wait_for_status_200};
+use common::{
+    Sample, get, get_json, parse_metrics, select, start_exporter, start_simulator, value,
+    wait_for_status_200,
+};
 use serde_json::Value;
 
 /// Polls often and the simulator runs fast, so many runs complete and many polls see each one.
@@ -45,8 +48,14 @@ token = "codearts-simulator-token"
 fn targets_of(truth: &Value) -> Value {
     let mut by_project: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for pipeline in truth["pipelines"].as_array().expect("pipelines") {
-        let project = pipeline["project_id"].as_str().expect("project").to_string();
-        by_project.entry(project).or_default().push(pipeline["pipeline_id"].clone());
+        let project = pipeline["project_id"]
+            .as_str()
+            .expect("project")
+            .to_string();
+        by_project
+            .entry(project)
+            .or_default()
+            .push(pipeline["pipeline_id"].clone());
     }
     Value::Array(
         by_project
@@ -58,7 +67,11 @@ fn targets_of(truth: &Value) -> Value {
 
 /// Pipeline series only, so two scrapes can be compared while exporter counters move.
 fn pipeline_samples(samples: &[Sample]) -> Vec<Sample> {
-    samples.iter().filter(|s| s.name.starts_with("codearts_pipeline_")).cloned().collect()
+    samples
+        .iter()
+        .filter(|s| s.name.starts_with("codearts_pipeline_"))
+        .cloned()
+        .collect()
 }
 
 /// Scrapes until two scrapes in a row agree on every pipeline series (no poll in between).
@@ -106,7 +119,10 @@ async fn every_completed_run_is_counted_once_and_matches_the_truth() {
         if completed_live_runs(&truth, sim_started_ms) >= 20 {
             break;
         }
-        assert!(Instant::now() < deadline, "the simulator completed too few runs");
+        assert!(
+            Instant::now() < deadline,
+            "the simulator completed too few runs"
+        );
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -125,7 +141,11 @@ async fn every_completed_run_is_counted_once_and_matches_the_truth() {
         // Exactly one state is hot, and the name label is the pipeline's (non-ASCII) name.
         let states = select(&samples, "codearts_pipeline_status", &labels);
         assert_eq!(states.len(), 6, "{name}: one series per state");
-        assert_eq!(states.iter().filter(|s| s.value == 1.0).count(), 1, "{name}: one-hot");
+        assert_eq!(
+            states.iter().filter(|s| s.value == 1.0).count(),
+            1,
+            "{name}: one-hot"
+        );
         assert!(states.iter().all(|s| s.labels["pipeline_name"] == name));
 
         let last_number = value(&samples, "codearts_pipeline_last_run_number", &labels)
@@ -136,25 +156,63 @@ async fn every_completed_run_is_counted_once_and_matches_the_truth() {
             .iter()
             .filter(|r| r["run_number"].as_f64().expect("number") <= last_number)
             .collect();
-        let last = runs.last().unwrap_or_else(|| panic!("{name}: run {last_number} not in truth"));
+        let last = runs
+            .last()
+            .unwrap_or_else(|| panic!("{name}: run {last_number} not in truth"));
         assert_eq!(last["run_number"].as_f64(), Some(last_number));
 
         // The last completed run, to the second.
         let result = last["result"].as_str().expect("result");
         for candidate in ["success", "error", "aborted"] {
-            let hot = value(&samples, "codearts_pipeline_last_run_result", &[("pipeline_id", id), ("result", candidate)]);
-            assert_eq!(hot, Some(if candidate == result { 1.0 } else { 0.0 }), "{name}: last result {candidate}");
+            let hot = value(
+                &samples,
+                "codearts_pipeline_last_run_result",
+                &[("pipeline_id", id), ("result", candidate)],
+            );
+            assert_eq!(
+                hot,
+                Some(if candidate == result { 1.0 } else { 0.0 }),
+                "{name}: last result {candidate}"
+            );
         }
-        let duration = value(&samples, "codearts_pipeline_last_run_duration_seconds", &labels).expect("duration");
-        assert!((duration - last["duration_seconds"].as_f64().expect("d")).abs() < 1.0, "{name}: duration");
-        let start = value(&samples, "codearts_pipeline_last_run_start_timestamp_seconds", &labels).expect("start");
-        assert!((start - last["start_ms"].as_f64().expect("s") / 1000.0).abs() < 1.0, "{name}: start");
-        let end = value(&samples, "codearts_pipeline_last_run_end_timestamp_seconds", &labels).expect("end");
-        assert!((end - last["end_ms"].as_f64().expect("e") / 1000.0).abs() < 1.0, "{name}: end");
+        let duration = value(
+            &samples,
+            "codearts_pipeline_last_run_duration_seconds",
+            &labels,
+        )
+        .expect("duration");
+        assert!(
+            (duration - last["duration_seconds"].as_f64().expect("d")).abs() < 1.0,
+            "{name}: duration"
+        );
+        let start = value(
+            &samples,
+            "codearts_pipeline_last_run_start_timestamp_seconds",
+            &labels,
+        )
+        .expect("start");
+        assert!(
+            (start - last["start_ms"].as_f64().expect("s") / 1000.0).abs() < 1.0,
+            "{name}: start"
+        );
+        let end = value(
+            &samples,
+            "codearts_pipeline_last_run_end_timestamp_seconds",
+            &labels,
+        )
+        .expect("end");
+        assert!(
+            (end - last["end_ms"].as_f64().expect("e") / 1000.0).abs() < 1.0,
+            "{name}: end"
+        );
         for stage in last["stages"].as_array().expect("stages") {
             let stage_name = stage["name"].as_str().expect("stage name");
-            let got = value(&samples, "codearts_pipeline_stage_last_duration_seconds", &[("pipeline_id", id), ("stage", stage_name)])
-                .unwrap_or_else(|| panic!("{name}/{stage_name}: no last duration"));
+            let got = value(
+                &samples,
+                "codearts_pipeline_stage_last_duration_seconds",
+                &[("pipeline_id", id), ("stage", stage_name)],
+            )
+            .unwrap_or_else(|| panic!("{name}/{stage_name}: no last duration"));
             assert!((got - stage["duration_seconds"].as_f64().expect("d")).abs() < 1.0);
         }
 
@@ -165,67 +223,148 @@ async fn every_completed_run_is_counted_once_and_matches_the_truth() {
             .collect();
         for candidate in ["success", "error", "aborted"] {
             let expected = recorded.iter().filter(|r| r["result"] == candidate).count() as f64;
-            let count = value(&samples, "codearts_pipeline_run_duration_seconds_count", &[("pipeline_id", id), ("result", candidate)])
-                .unwrap_or(0.0);
+            let count = value(
+                &samples,
+                "codearts_pipeline_run_duration_seconds_count",
+                &[("pipeline_id", id), ("result", candidate)],
+            )
+            .unwrap_or(0.0);
             assert_eq!(count, expected, "{name}: runs with result {candidate}");
             let expected_sum: f64 = recorded
                 .iter()
                 .filter(|r| r["result"] == candidate)
                 .map(|r| r["duration_seconds"].as_f64().expect("d"))
                 .sum();
-            let sum = value(&samples, "codearts_pipeline_run_duration_seconds_sum", &[("pipeline_id", id), ("result", candidate)])
-                .unwrap_or(0.0);
-            assert!((sum - expected_sum).abs() < 0.01 * recorded.len() as f64 + 0.01, "{name}: sum {candidate}");
+            let sum = value(
+                &samples,
+                "codearts_pipeline_run_duration_seconds_sum",
+                &[("pipeline_id", id), ("result", candidate)],
+            )
+            .unwrap_or(0.0);
+            assert!(
+                (sum - expected_sum).abs() < 0.01 * recorded.len() as f64 + 0.01,
+                "{name}: sum {candidate}"
+            );
         }
         let mut expected_stage_counts: BTreeMap<(String, String), f64> = BTreeMap::new();
         for run in &recorded {
             for stage in run["stages"].as_array().expect("stages") {
-                let key = (stage["name"].as_str().expect("n").to_string(), stage["result"].as_str().unwrap_or("").to_string());
+                let key = (
+                    stage["name"].as_str().expect("n").to_string(),
+                    stage["result"].as_str().unwrap_or("").to_string(),
+                );
                 *expected_stage_counts.entry(key).or_default() += 1.0;
             }
         }
-        let stage_counts: BTreeMap<(String, String), f64> = select(&samples, "codearts_pipeline_stage_duration_seconds_count", &labels)
-            .into_iter()
-            .map(|s| ((s.labels["stage"].clone(), s.labels["result"].clone()), s.value))
-            .collect();
-        assert_eq!(stage_counts, expected_stage_counts, "{name}: stage observations");
+        let stage_counts: BTreeMap<(String, String), f64> = select(
+            &samples,
+            "codearts_pipeline_stage_duration_seconds_count",
+            &labels,
+        )
+        .into_iter()
+        .map(|s| {
+            (
+                (s.labels["stage"].clone(), s.labels["result"].clone()),
+                s.value,
+            )
+        })
+        .collect();
+        assert_eq!(
+            stage_counts, expected_stage_counts,
+            "{name}: stage observations"
+        );
         checked_runs += recorded.len();
     }
     assert!(checked_runs >= 20, "only {checked_runs} runs were compared");
 
     // The exporter's own families.
     for target in ["t0", "t1"] {
-        assert_eq!(value(&samples, "codearts_exporter_target_up", &[("target", target)]), Some(1.0));
-        let last_poll = value(&samples, "codearts_exporter_last_successful_poll_timestamp_seconds", &[("target", target)]).expect("last poll");
+        assert_eq!(
+            value(
+                &samples,
+                "codearts_exporter_target_up",
+                &[("target", target)]
+            ),
+            Some(1.0)
+        );
+        let last_poll = value(
+            &samples,
+            "codearts_exporter_last_successful_poll_timestamp_seconds",
+            &[("target", target)],
+        )
+        .expect("last poll");
         assert!(last_poll * 1000.0 > sim_started_ms);
-        assert!(value(&samples, "codearts_exporter_poll_duration_seconds_count", &[("target", target)]).expect("polls") >= 5.0);
-        assert!(value(&samples, "codearts_exporter_polls_skipped_total", &[("target", target)]).is_some());
+        assert!(
+            value(
+                &samples,
+                "codearts_exporter_poll_duration_seconds_count",
+                &[("target", target)]
+            )
+            .expect("polls")
+                >= 5.0
+        );
+        assert!(
+            value(
+                &samples,
+                "codearts_exporter_polls_skipped_total",
+                &[("target", target)]
+            )
+            .is_some()
+        );
     }
     for api in ["v5_status", "v3_status", "run_detail"] {
-        assert!(value(&samples, "codearts_exporter_api_requests_total", &[("api", api), ("code", "200")]).expect("requests") > 0.0);
-        assert!(value(&samples, "codearts_exporter_api_request_duration_seconds_count", &[("api", api)]).is_some());
+        assert!(
+            value(
+                &samples,
+                "codearts_exporter_api_requests_total",
+                &[("api", api), ("code", "200")]
+            )
+            .expect("requests")
+                > 0.0
+        );
+        assert!(
+            value(
+                &samples,
+                "codearts_exporter_api_request_duration_seconds_count",
+                &[("api", api)]
+            )
+            .is_some()
+        );
     }
-    assert_eq!(select(&samples, "codearts_exporter_build_info", &[]).len(), 1);
+    assert_eq!(
+        select(&samples, "codearts_exporter_build_info", &[]).len(),
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejected_token_is_reported_and_the_exporter_stays_up() {
     let sim = start_simulator(2, 1, 3, 60.0);
     let truth = get_json(&format!("{}/_sim/truth", sim.url)).await;
-    let config = config(&sim.url, &targets_of(&truth)).replace("codearts-simulator-token", "wrong-token");
+    let config =
+        config(&sim.url, &targets_of(&truth)).replace("codearts-simulator-token", "wrong-token");
     let mut exporter = start_exporter(&config, &[]);
     let metrics_url = format!("{}/metrics", exporter.url);
 
     let deadline = Instant::now() + Duration::from_secs(30);
     let samples = loop {
         let samples = parse_metrics(&get(&metrics_url).await.1);
-        if value(&samples, "codearts_exporter_api_requests_total", &[("api", "v5_status"), ("code", "401")]).is_some() {
+        if value(
+            &samples,
+            "codearts_exporter_api_requests_total",
+            &[("api", "v5_status"), ("code", "401")],
+        )
+        .is_some()
+        {
             break samples;
         }
         assert!(Instant::now() < deadline, "no 401 was counted");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    assert_eq!(value(&samples, "codearts_exporter_target_up", &[("target", "t0")]), Some(0.0));
+    assert_eq!(
+        value(&samples, "codearts_exporter_target_up", &[("target", "t0")]),
+        Some(0.0)
+    );
     assert!(select(&samples, "codearts_pipeline_status", &[]).is_empty());
     let (status, body) = get(&format!("{}/readyz", exporter.url)).await;
     assert_eq!(status, 503);
@@ -233,7 +372,10 @@ async fn a_rejected_token_is_reported_and_the_exporter_stays_up() {
     let (status, _) = get(&format!("{}/healthz", exporter.url)).await;
     assert_eq!(status, 200);
     assert!(exporter.proc.output().contains("token rejected or expired"));
-    assert!(!exporter.proc.output().contains("wrong-token"), "the token leaked into the logs");
+    assert!(
+        !exporter.proc.output().contains("wrong-token"),
+        "the token leaked into the logs"
+    );
 
     // Graceful shutdown on SIGTERM: exit code 0.
     let status = exporter.proc.terminate();

@@ -45,7 +45,9 @@ impl Authenticator {
     ) -> Result<Authenticator, Error> {
         let missing = |key: &str| Error::Setup(format!("{key} is not set"));
         Ok(match auth.method {
-            AuthMethod::Token => Authenticator::Token(auth.token.clone().ok_or_else(|| missing("auth.token"))?),
+            AuthMethod::Token => {
+                Authenticator::Token(auth.token.clone().ok_or_else(|| missing("auth.token"))?)
+            }
             AuthMethod::Aksk => Authenticator::AkSk {
                 ak: auth.ak.clone().ok_or_else(|| missing("auth.ak"))?,
                 sk: auth.sk.clone().ok_or_else(|| missing("auth.sk"))?,
@@ -61,8 +63,14 @@ impl Authenticator {
                 Authenticator::Password(PasswordTokens {
                     http,
                     url: format!("{iam_endpoint}/v3/auth/tokens"),
-                    username: auth.username.clone().ok_or_else(|| missing("auth.username"))?,
-                    password: auth.password.clone().ok_or_else(|| missing("auth.password"))?,
+                    username: auth
+                        .username
+                        .clone()
+                        .ok_or_else(|| missing("auth.username"))?,
+                    password: auth
+                        .password
+                        .clone()
+                        .ok_or_else(|| missing("auth.password"))?,
                     domain: auth.domain.clone().ok_or_else(|| missing("auth.domain"))?,
                     scope,
                     observer,
@@ -84,7 +92,12 @@ impl Authenticator {
                 set_header(request, "x-auth-token", token.expose())?;
                 Ok(Used(Some(token)))
             }
-            Authenticator::AkSk { ak, sk, project_id, security_token } => {
+            Authenticator::AkSk {
+                ak,
+                sk,
+                project_id,
+                security_token,
+            } => {
                 if let Some(project_id) = project_id {
                     set_header(request, "x-project-id", project_id)?;
                 }
@@ -133,13 +146,21 @@ fn signature_of(request: &reqwest::Request, ak: &str, sk: &str, date: &str) -> s
         (Some(host), None) => host.to_string(),
         (None, _) => String::new(),
     };
-    let query: Vec<(String, String)> = url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    let query: Vec<(String, String)> = url
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
     let headers: Vec<(String, String)> = request
         .headers()
         .iter()
-        .filter_map(|(name, value)| Some((name.as_str().to_string(), value.to_str().ok()?.to_string())))
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_string(), value.to_str().ok()?.to_string()))
+        })
         .collect();
-    let body = request.body().and_then(|b| b.as_bytes()).unwrap_or_default();
+    let body = request
+        .body()
+        .and_then(|b| b.as_bytes())
+        .unwrap_or_default();
     let parts = RequestParts {
         method: request.method().as_str(),
         host: &host,
@@ -151,12 +172,21 @@ fn signature_of(request: &reqwest::Request, ak: &str, sk: &str, date: &str) -> s
     sign::sign(&parts, ak, sk, date)
 }
 
-fn set_header(request: &mut reqwest::Request, name: &'static str, value: &str) -> Result<(), Error> {
-    let value = HeaderValue::from_str(value)
-        .map_err(|_| Error::Setup(format!("the {name} header value has characters HTTP does not allow")))?;
+fn set_header(
+    request: &mut reqwest::Request,
+    name: &'static str,
+    value: &str,
+) -> Result<(), Error> {
+    let value = HeaderValue::from_str(value).map_err(|_| {
+        Error::Setup(format!(
+            "the {name} header value has characters HTTP does not allow"
+        ))
+    })?;
     let mut value = value;
     value.set_sensitive(true);
-    request.headers_mut().insert(HeaderName::from_static(name), value);
+    request
+        .headers_mut()
+        .insert(HeaderName::from_static(name), value);
     Ok(())
 }
 
@@ -192,26 +222,30 @@ impl PasswordTokens {
     async fn token(&self) -> Result<Secret, Error> {
         let mut state = self.state.lock().await;
         let now = SystemTime::now();
-        if let Some(cached) = &state.current {
-            if now < cached.refresh_at {
-                return Ok(cached.token.clone());
-            }
+        if let Some(cached) = state.current.as_ref().filter(|c| now < c.refresh_at) {
+            return Ok(cached.token.clone());
         }
         let still_valid = state
             .current
             .as_ref()
             .filter(|cached| now < cached.expires_at)
             .map(|cached| cached.token.clone());
-        if let Some(next) = state.next_attempt {
-            if Instant::now() < next {
-                // Backing off after a failure: use what is still valid, else fail fast.
-                return still_valid.ok_or_else(|| Error::Auth(state.last_error.clone().unwrap_or_default()));
-            }
+        if state.next_attempt.is_some_and(|next| Instant::now() < next) {
+            // Backing off after a failure: use what is still valid, else fail fast.
+            return still_valid
+                .ok_or_else(|| Error::Auth(state.last_error.clone().unwrap_or_default()));
         }
         match self.fetch().await {
             Ok(cached) => {
                 let token = cached.token.clone();
-                tracing::info!(expires_in_s = cached.expires_at.duration_since(now).map(|d| d.as_secs()).unwrap_or(0), "obtained an IAM token");
+                tracing::info!(
+                    expires_in_s = cached
+                        .expires_at
+                        .duration_since(now)
+                        .map(|d| d.as_secs())
+                        .unwrap_or(0),
+                    "obtained an IAM token"
+                );
                 state.current = Some(cached);
                 state.failures = 0;
                 state.next_attempt = None;
@@ -262,41 +296,68 @@ impl PasswordTokens {
         let response = match response {
             Ok(response) => response,
             Err(err) => {
-                let code = if err.is_timeout() { "timeout" } else if err.is_connect() { "connect" } else { "error" };
-                self.observer.request_done(Api::IamToken, code, started.elapsed());
-                return Err(Error::Transport { api: Api::IamToken, message: err.to_string() });
+                let code = if err.is_timeout() {
+                    "timeout"
+                } else if err.is_connect() {
+                    "connect"
+                } else {
+                    "error"
+                };
+                self.observer
+                    .request_done(Api::IamToken, code, started.elapsed());
+                return Err(Error::Transport {
+                    api: Api::IamToken,
+                    message: err.to_string(),
+                });
             }
         };
         let status = response.status();
-        self.observer.request_done(Api::IamToken, status.as_str(), started.elapsed());
+        self.observer
+            .request_done(Api::IamToken, status.as_str(), started.elapsed());
         let token = response
             .headers()
             .get("x-subject-token")
             .and_then(|v| v.to_str().ok())
             .map(|v| Secret::new(v.trim()));
-        let bytes = response.bytes().await.map_err(|err| Error::Transport { api: Api::IamToken, message: err.to_string() })?;
+        let bytes = response.bytes().await.map_err(|err| Error::Transport {
+            api: Api::IamToken,
+            message: err.to_string(),
+        })?;
         if !status.is_success() {
-            let mut error = super::client::http_error(Api::IamToken, status, &bytes, "IAM refused the credentials: check auth.username, auth.password, auth.domain and the scope");
+            let mut error = super::client::http_error(
+                Api::IamToken,
+                status,
+                &bytes,
+                "IAM refused the credentials: check auth.username, auth.password, auth.domain and the scope",
+            );
             if let Error::Http { message, .. } = &mut error {
                 *message = message.replace(self.password.expose(), "***");
             }
             return Err(error);
         }
-        let token = token.filter(|t| !t.expose().is_empty()).ok_or_else(|| Error::Decode {
-            api: Api::IamToken,
-            status: status.as_u16(),
-            message: "no X-Subject-Token header".into(),
-            snippet: String::new(),
-        })?;
+        let token = token
+            .filter(|t| !t.expose().is_empty())
+            .ok_or_else(|| Error::Decode {
+                api: Api::IamToken,
+                status: status.as_u16(),
+                message: "no X-Subject-Token header".into(),
+                snippet: String::new(),
+            })?;
         let expires_at = serde_json::from_slice::<serde_json::Value>(&bytes)
             .ok()
             .and_then(|v| v["token"]["expires_at"].as_str().map(str::to_string))
             .and_then(|text| chrono::DateTime::parse_from_rfc3339(&text).ok())
-            .map(|t| SystemTime::UNIX_EPOCH + Duration::from_millis(t.timestamp_millis().max(0) as u64))
+            .map(|t| {
+                SystemTime::UNIX_EPOCH + Duration::from_millis(t.timestamp_millis().max(0) as u64)
+            })
             // Without a readable expiry, assume the documented 24 hours.
             .unwrap_or(requested_at + Duration::from_secs(24 * 3600));
         let lifetime = expires_at.duration_since(requested_at).unwrap_or_default();
         let refresh_at = expires_at - lifetime.mul_f64(REFRESH_WHEN_LEFT);
-        Ok(CachedToken { token, refresh_at, expires_at })
+        Ok(CachedToken {
+            token,
+            refresh_at,
+            expires_at,
+        })
     }
 }

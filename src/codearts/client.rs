@@ -67,7 +67,12 @@ impl Client {
             .pool_idle_timeout(Duration::from_secs(90))
             .build()
             .map_err(|err| Error::Setup(err.to_string()))?;
-        let auth = Authenticator::new(auth, codearts.iam_endpoint(), http.clone(), observer.clone())?;
+        let auth = Authenticator::new(
+            auth,
+            codearts.iam_endpoint(),
+            http.clone(),
+            observer.clone(),
+        )?;
         Ok(Client {
             http,
             endpoint: codearts.pipeline_endpoint(),
@@ -146,14 +151,19 @@ impl Client {
         let mut attempt = 1;
         let mut renewed = false;
         loop {
-            let mut request = build().build().map_err(|err| Error::Setup(err.to_string()))?;
+            let mut request = build()
+                .build()
+                .map_err(|err| Error::Setup(err.to_string()))?;
             let used = self.auth.authorize(&mut request).await?;
             let started = Instant::now();
             let outcome = match self.http.execute(request).await {
                 Ok(response) => {
                     let status = response.status();
                     let retry_after = response.headers().get(RETRY_AFTER).and_then(retry_after);
-                    response.bytes().await.map(|body| (status, retry_after, body))
+                    response
+                        .bytes()
+                        .await
+                        .map(|body| (status, retry_after, body))
                 }
                 Err(err) => Err(err),
             };
@@ -173,8 +183,8 @@ impl Client {
                         }
                         return Err(error);
                     }
-                    let transient = status == StatusCode::TOO_MANY_REQUESTS
-                        || status.is_server_error();
+                    let transient =
+                        status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
                     if !transient {
                         return Err(error);
                     }
@@ -258,7 +268,10 @@ pub(crate) fn http_error(api: Api, status: StatusCode, body: &[u8], hint: &'stat
 }
 
 fn snippet(body: &[u8]) -> String {
-    String::from_utf8_lossy(body).chars().take(SNIPPET_CHARS).collect()
+    String::from_utf8_lossy(body)
+        .chars()
+        .take(SNIPPET_CHARS)
+        .collect()
 }
 
 fn decode<T: DeserializeOwned>(api: Api, body: &[u8]) -> Result<T, Error> {
@@ -287,7 +300,9 @@ fn decode_array<T: DeserializeOwned>(api: Api, body: &[u8]) -> Result<Vec<T>, Er
     for item in items {
         match serde_json::from_value(item) {
             Ok(entry) => decoded.push(entry),
-            Err(err) => tracing::warn!(%api, error = %err, "skipping an entry that does not decode"),
+            Err(err) => {
+                tracing::warn!(%api, error = %err, "skipping an entry that does not decode")
+            }
         }
     }
     Ok(decoded)
@@ -333,14 +348,21 @@ mod tests {
     #[test]
     fn error_bodies_become_errors_with_code_and_message() {
         let body = br#"{"error_code":"DEV.00000003","error_msg":"expired"}"#;
-        let err = http_error(Api::V5Status, StatusCode::UNAUTHORIZED, body, "token rejected or expired");
+        let err = http_error(
+            Api::V5Status,
+            StatusCode::UNAUTHORIZED,
+            body,
+            "token rejected or expired",
+        );
         assert!(matches!(err, Error::Unauthorized { .. }));
         assert!(err.to_string().contains("token rejected or expired"));
-        let err = http_error(Api::RunDetail, StatusCode::NOT_FOUND, b"<html>nope</html>", "");
-        assert_eq!(
-            err.to_string(),
-            "run_detail: HTTP 404 -: <html>nope</html>"
+        let err = http_error(
+            Api::RunDetail,
+            StatusCode::NOT_FOUND,
+            b"<html>nope</html>",
+            "",
         );
+        assert_eq!(err.to_string(), "run_detail: HTTP 404 -: <html>nope</html>");
     }
 
     #[test]
@@ -348,8 +370,8 @@ mod tests {
         let body = br#"[{"pipeline_id": "a"}, 5, {"pipeline_id": "b"}]"#;
         let entries: Vec<V5RunStatus> = decode_array(Api::V5Status, body).expect("decodes");
         assert_eq!(entries.len(), 2);
-        let err = decode_array::<V5RunStatus>(Api::V5Status, br#"{"a": 1}"#)
-            .expect_err("not an array");
+        let err =
+            decode_array::<V5RunStatus>(Api::V5Status, br#"{"a": 1}"#).expect_err("not an array");
         assert_eq!(err.kind(), "decode");
         let err = decode_array::<V5RunStatus>(Api::V5Status, b"[{\"pipeline_id\"")
             .expect_err("truncated");

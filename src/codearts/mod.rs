@@ -84,7 +84,9 @@ pub enum Error {
         message: String,
     },
     /// The body was not the JSON we expect.
-    #[error("{api}: cannot decode the response (HTTP {status}): {message}; body starts with {snippet:?}")]
+    #[error(
+        "{api}: cannot decode the response (HTTP {status}): {message}; body starts with {snippet:?}"
+    )]
     Decode {
         /// Which API.
         api: Api,

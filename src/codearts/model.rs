@@ -623,14 +623,21 @@ mod tests {
         assert_eq!(entries.len(), 1);
         let run = Run::from_v3(&entries[0], utc8()).expect("has an id");
         assert_eq!(run.pipeline_id, "92a65e2337174fabbdbccda97ab7ffad");
-        assert_eq!(run.pipeline_name.as_deref(), Some("PipelineSvc测试勿删_继续执行"));
+        assert_eq!(
+            run.pipeline_name.as_deref(),
+            Some("PipelineSvc测试勿删_继续执行")
+        );
         assert_eq!(run.run_number, Some(25));
         assert_eq!(run.state, RunState::Completed);
         assert_eq!(run.result, Some(RunResult::Error));
         assert_eq!(run.duration(), Some(24.0));
         let names: Vec<&str> = run.stages.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["源代码", "构建"]);
-        assert!(run.stages.iter().all(|s| s.result == Some(RunResult::Success)));
+        assert!(
+            run.stages
+                .iter()
+                .all(|s| s.result == Some(RunResult::Success))
+        );
     }
 
     #[test]
@@ -640,7 +647,10 @@ mod tests {
         let run = Run::from_detail(&detail, utc8()).expect("has an id");
         assert_eq!(run.pipeline_id, "98b6ea1536374df883bcc3b129bca4e9");
         assert_eq!(run.pipeline_name.as_deref(), Some("子流水线qqq"));
-        assert_eq!(run.run_id.as_deref(), Some("25adfa6784124cfc9b9274ceaecf9957"));
+        assert_eq!(
+            run.run_id.as_deref(),
+            Some("25adfa6784124cfc9b9274ceaecf9957")
+        );
         assert_eq!(run.run_number, Some(1));
         assert_eq!(run.state, RunState::Completed);
         assert_eq!(run.result, Some(RunResult::Success));
@@ -673,10 +683,12 @@ mod tests {
 
     #[test]
     fn error_body_example_parses() {
-        let body: ApiErrorBody =
-            serde_json::from_str(&fixture("error-body.json")).expect("parses");
+        let body: ApiErrorBody = serde_json::from_str(&fixture("error-body.json")).expect("parses");
         assert_eq!(body.error_code.as_deref(), Some("AS.0001"));
-        assert_eq!(body.error_msg.as_deref(), Some("The format of message is error"));
+        assert_eq!(
+            body.error_msg.as_deref(),
+            Some("The format of message is error")
+        );
     }
 
     #[test]

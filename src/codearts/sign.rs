@@ -15,7 +15,11 @@ pub const DATE_HEADER: &str = "X-Sdk-Date";
 pub const DATE_FORMAT: &str = "%Y%m%dT%H%M%SZ";
 
 /// RFC 3986: everything except `A-Z a-z 0-9 - _ . ~` is encoded.
-const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 /// The parts of a request that the signature covers.
 #[derive(Debug, Clone)]
@@ -148,14 +152,19 @@ mod tests {
     use serde_json::Value;
 
     fn vectors() -> Vec<Value> {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/aksk-signing-vectors.json");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/fixtures/aksk-signing-vectors.json"
+        );
         let text = std::fs::read_to_string(path).unwrap_or_else(|err| panic!("{path}: {err}"));
         let file: Value = serde_json::from_str(&text).expect("json");
         file["vectors"].as_array().expect("vectors").clone()
     }
 
     fn text<'a>(value: &'a Value, key: &str) -> &'a str {
-        value[key].as_str().unwrap_or_else(|| panic!("{key} missing"))
+        value[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("{key} missing"))
     }
 
     #[test]
@@ -199,11 +208,32 @@ mod tests {
                 headers: &headers,
                 body: text(vector, "body").as_bytes(),
             };
-            let signed = sign(&parts, text(vector, "ak"), text(vector, "sk"), text(expected, "x_sdk_date"));
-            assert_eq!(signed.canonical_request, text(expected, "canonical_request"), "{name}");
-            assert_eq!(signed.signed_headers, text(expected, "signed_headers"), "{name}");
-            assert_eq!(signed.string_to_sign, text(expected, "string_to_sign"), "{name}");
-            assert_eq!(signed.authorization, text(expected, "authorization"), "{name}");
+            let signed = sign(
+                &parts,
+                text(vector, "ak"),
+                text(vector, "sk"),
+                text(expected, "x_sdk_date"),
+            );
+            assert_eq!(
+                signed.canonical_request,
+                text(expected, "canonical_request"),
+                "{name}"
+            );
+            assert_eq!(
+                signed.signed_headers,
+                text(expected, "signed_headers"),
+                "{name}"
+            );
+            assert_eq!(
+                signed.string_to_sign,
+                text(expected, "string_to_sign"),
+                "{name}"
+            );
+            assert_eq!(
+                signed.authorization,
+                text(expected, "authorization"),
+                "{name}"
+            );
         }
     }
 
@@ -211,7 +241,11 @@ mod tests {
     fn paths_and_queries_are_canonicalised() {
         assert_eq!(canonical_uri("/a b/%E6%B5%81/"), "/a%20b/%E6%B5%81/");
         assert_eq!(canonical_uri(""), "/");
-        let query = [("b".to_string(), "2".to_string()), ("a".to_string(), "x,y".to_string()), ("a".to_string(), "1".to_string())];
+        let query = [
+            ("b".to_string(), "2".to_string()),
+            ("a".to_string(), "x,y".to_string()),
+            ("a".to_string(), "1".to_string()),
+        ];
         assert_eq!(canonical_query(&query), "a=1&a=x%2Cy&b=2");
     }
 }

@@ -1,1 +1,276 @@
-//! Simulator of the CodeArts Pipeline and IAM APIs (placeholder, being written).
+//! A deterministic simulator of the CodeArts Pipeline and IAM APIs, served over real HTTP.
+//!
+//! Integration tests, the demo mode and benchmarks point the exporter at it. For a given seed
+//! the pipelines, their runs and every id are the same; run times follow the wall clock (the
+//! simulator starts at [`Simulator::new`]) with nominal durations divided by
+//! [`SimOptions::speed`]. Responses are written by hand in the vendor's shapes, nulls included.
+//! `GET /_sim/truth` lists what really happened, so tests can compare the exporter with it.
+
+mod auth;
+mod render;
+mod routes;
+mod world;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use tokio::net::TcpListener;
+
+use crate::http::{self, Body};
+use auth::TokenStore;
+use world::World;
+
+/// Request bodies larger than this are refused.
+const MAX_BODY_BYTES: usize = 1 << 20;
+/// Nominal durations are divided by the speed; outside these bounds times degenerate.
+const SPEED_RANGE: (f64, f64) = (1e-3, 1e6);
+
+/// What to simulate.
+#[derive(Clone)]
+pub struct SimOptions {
+    /// Total pipelines.
+    pub pipelines: usize,
+    /// Projects; pipelines are spread over them round-robin.
+    pub projects: usize,
+    /// Seed of everything generated.
+    pub seed: u64,
+    /// Nominal durations are divided by this (e.g. 60: a minute lasts a second).
+    pub speed: f64,
+    /// Token always accepted in `X-Auth-Token`.
+    pub token: String,
+    /// Users IAM accepts for password logins.
+    pub users: Vec<SimUser>,
+    /// Lifetime of tokens issued by IAM.
+    pub token_lifetime: Duration,
+    /// Access keys accepted in `SDK-HMAC-SHA256` signatures.
+    pub access_keys: Vec<SimAccessKey>,
+}
+
+impl Default for SimOptions {
+    fn default() -> SimOptions {
+        SimOptions {
+            pipelines: 24,
+            projects: 2,
+            seed: 1,
+            speed: 1.0,
+            token: "codearts-simulator-token".to_string(),
+            users: vec![SimUser {
+                name: "demo-user".to_string(),
+                password: "demo-password".to_string(),
+                domain: "demo-account".to_string(),
+            }],
+            token_lifetime: Duration::from_secs(24 * 3600),
+            access_keys: vec![SimAccessKey {
+                ak: "SIMULATORAK000000001".to_string(),
+                sk: "simulator-secret-key-0000000000000000000".to_string(),
+            }],
+        }
+    }
+}
+
+/// An IAM user that may log in with a password.
+#[derive(Clone)]
+pub struct SimUser {
+    /// User name.
+    pub name: String,
+    /// Password.
+    pub password: String,
+    /// Account (domain) name.
+    pub domain: String,
+}
+
+/// An access key pair accepted for AK/SK signatures.
+#[derive(Clone)]
+pub struct SimAccessKey {
+    /// Access key id.
+    pub ak: String,
+    /// Secret key.
+    pub sk: String,
+}
+
+/// The simulated service: pipelines, runs and credentials. Shared between connections.
+pub struct Simulator {
+    options: SimOptions,
+    world: World,
+    tokens: TokenStore,
+}
+
+/// Wall clock in epoch ms.
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+impl Simulator {
+    /// A simulator whose clock starts now.
+    pub fn new(options: SimOptions) -> Simulator {
+        Simulator::starting_at(options, now_ms())
+    }
+
+    /// A simulator started at `started_at_ms`, so tests can pin time.
+    pub(crate) fn starting_at(mut options: SimOptions, started_at_ms: i64) -> Simulator {
+        options.speed = if options.speed.is_finite() && options.speed > 0.0 {
+            options.speed.clamp(SPEED_RANGE.0, SPEED_RANGE.1)
+        } else {
+            1.0
+        };
+        let world = World::new(
+            options.pipelines,
+            options.projects,
+            options.seed,
+            options.speed,
+            started_at_ms,
+        );
+        Simulator {
+            options,
+            world,
+            tokens: TokenStore::new(),
+        }
+    }
+
+    /// (project_id, pipeline_ids) for every project, in a stable order.
+    pub fn targets(&self) -> Vec<(String, Vec<String>)> {
+        self.world
+            .projects
+            .iter()
+            .map(|project| {
+                let ids = project
+                    .pipelines
+                    .iter()
+                    .map(|&i| self.world.pipelines[i].id.clone())
+                    .collect();
+                (project.id.clone(), ids)
+            })
+            .collect()
+    }
+
+    /// The token always accepted in `X-Auth-Token`.
+    pub fn static_token(&self) -> &str {
+        &self.options.token
+    }
+}
+
+/// Serves the simulator on `listener` until `shutdown` resolves.
+pub async fn serve(listener: TcpListener, sim: Arc<Simulator>, shutdown: impl Future<Output = ()>) {
+    http::serve(
+        listener,
+        move |request| {
+            let sim = sim.clone();
+            async move { respond(&sim, request).await }
+        },
+        shutdown,
+    )
+    .await;
+}
+
+async fn respond(sim: &Simulator, request: Request<Incoming>) -> Response<Body> {
+    let (parts, body) = request.into_parts();
+    let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => {
+            let error = render::error("DEVPIPE.00011001", "body : 非法参数");
+            return http::json(StatusCode::BAD_REQUEST, &error);
+        }
+    };
+    let request = routes::SimRequest {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query(),
+        headers: &parts.headers,
+        authority: parts.uri.authority().map(|a| a.as_str()),
+        body: &body,
+    };
+    let reply = sim.handle(&request, now_ms());
+    let mut response = http::json(reply.status, &reply.body);
+    if let Some(token) = reply.subject_token.and_then(|t| t.parse().ok()) {
+        response.headers_mut().insert("x-subject-token", token);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn serves_over_http_until_shutdown() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let sim = Arc::new(Simulator::new(SimOptions {
+            pipelines: 3,
+            ..SimOptions::default()
+        }));
+        let (project, ids) = sim.targets().remove(0);
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, sim.clone(), async {
+            let _ = stopped.await;
+        }));
+
+        let body = format!("[\"{}\"]", ids[0]);
+        let request = format!(
+            "POST /v5/{project}/api/pipelines/status HTTP/1.1\r\nHost: {addr}\r\nX-Auth-Token: {}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            sim.static_token(),
+            body.len()
+        );
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let mut text = String::new();
+        stream.read_to_string(&mut text).await.expect("read");
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(
+            text.to_ascii_lowercase()
+                .contains("content-type: application/json;charset=utf-8")
+        );
+        let json = text.split("\r\n\r\n").nth(1).expect("body");
+        let value: serde_json::Value = serde_json::from_str(json).expect("json");
+        assert_eq!(value[0]["pipeline_id"], ids[0].as_str());
+
+        let _ = stop.send(());
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("stops")
+            .expect("joins");
+    }
+
+    #[test]
+    fn targets_cover_every_pipeline_round_robin() {
+        let sim = Simulator::new(SimOptions {
+            pipelines: 7,
+            projects: 3,
+            ..SimOptions::default()
+        });
+        let targets = sim.targets();
+        assert_eq!(targets.len(), 3);
+        assert_eq!(
+            targets.iter().map(|(_, ids)| ids.len()).collect::<Vec<_>>(),
+            [3, 2, 2]
+        );
+        assert_eq!(sim.static_token(), "codearts-simulator-token");
+        let again = Simulator::new(SimOptions {
+            pipelines: 7,
+            projects: 3,
+            ..SimOptions::default()
+        });
+        assert_eq!(again.targets(), targets);
+    }
+
+    #[test]
+    fn silly_speeds_are_tamed() {
+        for speed in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e300] {
+            let sim = Simulator::new(SimOptions {
+                pipelines: 2,
+                speed,
+                ..SimOptions::default()
+            });
+            assert!(sim.options.speed.is_finite() && sim.options.speed > 0.0);
+        }
+    }
+}

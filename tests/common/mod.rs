@@ -28,7 +28,11 @@ pub struct Proc {
 impl Proc {
     /// Starts `args` and waits (up to 30 s) for a line on stdout or stderr matching `ready`;
     /// returns the process and that line.
-    pub fn start(args: &[&str], envs: &[(&str, &str)], ready: impl Fn(&str) -> bool) -> (Proc, String) {
+    pub fn start(
+        args: &[&str],
+        envs: &[(&str, &str)],
+        ready: impl Fn(&str) -> bool,
+    ) -> (Proc, String) {
         let mut command = Command::new(binary());
         command
             .args(args)
@@ -42,9 +46,16 @@ impl Proc {
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel::<String>();
-        let pipes: [(Box<dyn std::io::Read + Send>, Arc<Mutex<Vec<String>>>); 2] = [
-            (Box::new(child.stdout.take().expect("stdout")), stdout.clone()),
-            (Box::new(child.stderr.take().expect("stderr")), stderr.clone()),
+        type Pipe = (Box<dyn std::io::Read + Send>, Arc<Mutex<Vec<String>>>);
+        let pipes: [Pipe; 2] = [
+            (
+                Box::new(child.stdout.take().expect("stdout")),
+                stdout.clone(),
+            ),
+            (
+                Box::new(child.stderr.take().expect("stderr")),
+                stderr.clone(),
+            ),
         ];
         for (pipe, sink) in pipes {
             let tx = tx.clone();
@@ -58,7 +69,11 @@ impl Proc {
             });
         }
         let deadline = Instant::now() + Duration::from_secs(30);
-        let mut proc = Proc { child, stderr, stdout };
+        let mut proc = Proc {
+            child,
+            stderr,
+            stdout,
+        };
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
@@ -92,7 +107,10 @@ impl Proc {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 return status;
             }
-            assert!(Instant::now() < deadline, "process did not exit after SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "process did not exit after SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -123,17 +141,40 @@ pub struct Sim {
 
 /// Starts `codearts-exporter simulate` on a free loopback port.
 pub fn start_simulator(pipelines: usize, projects: usize, seed: u64, speed: f64) -> Sim {
+    start_simulator_with(pipelines, projects, seed, speed, &[])
+}
+
+/// Like [`start_simulator`], with extra command-line arguments.
+pub fn start_simulator_with(
+    pipelines: usize,
+    projects: usize,
+    seed: u64,
+    speed: f64,
+    extra: &[&str],
+) -> Sim {
     let (pipelines, projects, seed, speed) = (
         pipelines.to_string(),
         projects.to_string(),
         seed.to_string(),
         speed.to_string(),
     );
-    let args = [
-        "simulate", "--listen", "127.0.0.1:0", "--pipelines", &pipelines, "--projects", &projects,
-        "--seed", &seed, "--speed", &speed,
+    let mut args = vec![
+        "simulate",
+        "--listen",
+        "127.0.0.1:0",
+        "--pipelines",
+        &pipelines,
+        "--projects",
+        &projects,
+        "--seed",
+        &seed,
+        "--speed",
+        &speed,
     ];
-    let (proc, line) = Proc::start(&args, &[], |line| line.starts_with("simulator listening on "));
+    args.extend_from_slice(extra);
+    let (proc, line) = Proc::start(&args, &[], |line| {
+        line.starts_with("simulator listening on ")
+    });
     let url = line
         .trim_start_matches("simulator listening on ")
         .split_whitespace()
@@ -163,11 +204,19 @@ pub fn start_exporter(config: &str, envs: &[(&str, &str)]) -> Exporter {
     let (proc, line) = Proc::start(&args, envs, |line| line.contains("\"serving metrics\""));
     let event: serde_json::Value = serde_json::from_str(&line).expect("json log line");
     let addr = event["addr"].as_str().expect("addr field").to_string();
-    Exporter { proc, url: format!("http://{addr}"), _dir: dir }
+    Exporter {
+        proc,
+        url: format!("http://{addr}"),
+        _dir: dir,
+    }
 }
 
 /// Runs the binary to completion with a config file; returns (exit code, stdout, stderr).
-pub fn run_with_config(subcommand: &str, config: &str, envs: &[(&str, &str)]) -> (i32, String, String) {
+pub fn run_with_config(
+    subcommand: &str,
+    config: &str,
+    envs: &[(&str, &str)],
+) -> (i32, String, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path: PathBuf = dir.path().join("config.toml");
     std::fs::write(&path, config).expect("write config");
@@ -186,7 +235,9 @@ pub fn run_with_config(subcommand: &str, config: &str, envs: &[(&str, &str)]) ->
 
 /// GET a URL; returns status and body.
 pub async fn get(url: &str) -> (u16, String) {
-    let response = reqwest::get(url).await.unwrap_or_else(|err| panic!("GET {url}: {err}"));
+    let response = reqwest::get(url)
+        .await
+        .unwrap_or_else(|err| panic!("GET {url}: {err}"));
     let status = response.status().as_u16();
     (status, response.text().await.expect("body"))
 }
@@ -202,10 +253,8 @@ pub async fn get_json(url: &str) -> serde_json::Value {
 pub async fn wait_for_status_200(url: &str, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     loop {
-        if let Ok(response) = reqwest::get(url).await {
-            if response.status() == 200 {
-                return;
-            }
+        if reqwest::get(url).await.is_ok_and(|r| r.status() == 200) {
+            return;
         }
         assert!(Instant::now() < deadline, "{url} never answered 200");
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -234,13 +283,19 @@ pub fn parse_metrics(text: &str) -> Vec<Sample> {
         let value: f64 = match value {
             "+Inf" => f64::INFINITY,
             "-Inf" => f64::NEG_INFINITY,
-            v => v.parse().unwrap_or_else(|_| panic!("bad value in {line:?}")),
+            v => v
+                .parse()
+                .unwrap_or_else(|_| panic!("bad value in {line:?}")),
         };
         let (name, labels) = match series.split_once('{') {
             None => (series.to_string(), BTreeMap::new()),
             Some((name, rest)) => (name.to_string(), parse_labels(rest.trim_end_matches('}'))),
         };
-        samples.push(Sample { name, labels, value });
+        samples.push(Sample {
+            name,
+            labels,
+            value,
+        });
     }
     samples
 }
@@ -278,7 +333,12 @@ fn parse_labels(text: &str) -> BTreeMap<String, String> {
 pub fn select<'a>(samples: &'a [Sample], name: &str, labels: &[(&str, &str)]) -> Vec<&'a Sample> {
     samples
         .iter()
-        .filter(|s| s.name == name && labels.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v)))
+        .filter(|s| {
+            s.name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
         .collect()
 }
 

@@ -1,0 +1,230 @@
+//! The three authentication methods against the simulator, which checks them for real.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{
+    Exporter, Sim, get, get_json, parse_metrics, select, start_exporter, value, wait_for_status_200,
+};
+
+/// Credentials the simulator accepts (its defaults).
+const SIM_AK: &str = "SIMULATORAK000000001";
+const SIM_SK: &str = "simulator-secret-key-0000000000000000000";
+const SIM_USER: &str = "demo-user";
+const SIM_PASSWORD: &str = "demo-password";
+const SIM_DOMAIN: &str = "demo-account";
+
+fn config(sim: &Sim, truth: &serde_json::Value, auth: &str) -> String {
+    let pipeline = &truth["pipelines"][0];
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[codearts]
+endpoint = "{url}"
+iam_endpoint = "{url}"
+timeout = "5s"
+[auth]
+{auth}
+[[targets]]
+name = "t0"
+project_id = {project}
+pipeline_ids = [{pipeline}]
+interval = "1s"
+"#,
+        url = sim.url,
+        project = pipeline["project_id"],
+        pipeline = pipeline["pipeline_id"],
+    )
+}
+
+async fn scrape(exporter: &Exporter) -> Vec<common::Sample> {
+    parse_metrics(&get(&format!("{}/metrics", exporter.url)).await.1)
+}
+
+/// Waits until `check` holds on a scrape (up to 30 s).
+async fn wait_for(
+    exporter: &Exporter,
+    what: &str,
+    check: impl Fn(&[common::Sample]) -> bool,
+) -> Vec<common::Sample> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let samples = scrape(exporter).await;
+        if check(&samples) {
+            return samples;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}\n{}",
+            exporter.proc.output()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn assert_no_secret(exporter: &Exporter, metrics: &str, secrets: &[&str]) {
+    let logs = exporter.proc.output();
+    for secret in secrets {
+        assert!(
+            !logs.contains(secret),
+            "secret {secret:?} in the logs:\n{logs}"
+        );
+        assert!(!metrics.contains(secret), "secret {secret:?} in /metrics");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aksk_requests_are_signed_and_accepted() {
+    let sim = common::start_simulator_with(2, 1, 5, 60.0, &[]);
+    let truth = get_json(&format!("{}/_sim/truth", sim.url)).await;
+    let auth = format!(
+        "method = \"aksk\"\nak = \"{SIM_AK}\"\nsk = \"{SIM_SK}\"\nproject_id = \"0123456789abcdef0123456789abcdef\"\nsecurity_token = \"temporary-security-token-xyz\""
+    );
+    let exporter = start_exporter(&config(&sim, &truth, &auth), &[("RUST_LOG", "debug")]);
+    wait_for_status_200(&format!("{}/readyz", exporter.url), Duration::from_secs(30)).await;
+    let samples = scrape(&exporter).await;
+    assert_eq!(select(&samples, "codearts_pipeline_status", &[]).len(), 6);
+    assert!(
+        value(
+            &samples,
+            "codearts_exporter_api_requests_total",
+            &[("api", "v5_status"), ("code", "200")]
+        )
+        .is_some()
+    );
+    let metrics = get(&format!("{}/metrics", exporter.url)).await.1;
+    assert_no_secret(
+        &exporter,
+        &metrics,
+        &[SIM_SK, "temporary-security-token-xyz"],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_secret_key_gives_a_clear_error() {
+    let sim = common::start_simulator_with(2, 1, 5, 60.0, &[]);
+    let truth = get_json(&format!("{}/_sim/truth", sim.url)).await;
+    let auth = format!("method = \"aksk\"\nak = \"{SIM_AK}\"\nsk = \"not-the-right-secret-key\"");
+    let exporter = start_exporter(&config(&sim, &truth, &auth), &[("RUST_LOG", "debug")]);
+    let samples = wait_for(&exporter, "a 401", |s| {
+        value(
+            s,
+            "codearts_exporter_api_requests_total",
+            &[("api", "v5_status"), ("code", "401")],
+        )
+        .is_some()
+    })
+    .await;
+    assert_eq!(
+        value(&samples, "codearts_exporter_target_up", &[("target", "t0")]),
+        Some(0.0)
+    );
+    let (status, _) = get(&format!("{}/readyz", exporter.url)).await;
+    assert_eq!(status, 503);
+    assert!(
+        exporter.proc.output().contains("signature rejected"),
+        "{}",
+        exporter.proc.output()
+    );
+    let metrics = get(&format!("{}/metrics", exporter.url)).await.1;
+    assert_no_secret(&exporter, &metrics, &["not-the-right-secret-key"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_tokens_are_renewed_before_they_expire_without_a_gap() {
+    // Tokens live 4 s: over 12 s the exporter must renew several times and never fail a poll.
+    let sim = common::start_simulator_with(2, 1, 5, 60.0, &["--token-lifetime", "4s"]);
+    let truth = get_json(&format!("{}/_sim/truth", sim.url)).await;
+    let auth = format!(
+        "method = \"password\"\nusername = \"{SIM_USER}\"\npassword = \"{SIM_PASSWORD}\"\ndomain = \"{SIM_DOMAIN}\"\nproject_name = \"cn-north-4\""
+    );
+    let exporter = start_exporter(&config(&sim, &truth, &auth), &[("RUST_LOG", "debug")]);
+    wait_for_status_200(&format!("{}/readyz", exporter.url), Duration::from_secs(30)).await;
+    let until = Instant::now() + Duration::from_secs(12);
+    let mut scrapes = 0;
+    while Instant::now() < until {
+        let samples = scrape(&exporter).await;
+        assert_eq!(
+            value(&samples, "codearts_exporter_target_up", &[("target", "t0")]),
+            Some(1.0),
+            "a poll failed"
+        );
+        assert_eq!(
+            select(&samples, "codearts_pipeline_status", &[]).len(),
+            6,
+            "pipeline series vanished"
+        );
+        scrapes += 1;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(scrapes > 20);
+    let samples = scrape(&exporter).await;
+    let renewals = value(
+        &samples,
+        "codearts_exporter_auth_refresh_total",
+        &[("result", "success")],
+    )
+    .expect("refresh counter");
+    assert!(
+        renewals >= 3.0,
+        "only {renewals} tokens in 12 s of 4 s tokens"
+    );
+    assert!(
+        value(
+            &samples,
+            "codearts_exporter_api_requests_total",
+            &[("api", "v5_status"), ("code", "401")]
+        )
+        .is_none()
+    );
+    let metrics = get(&format!("{}/metrics", exporter.url)).await.1;
+    assert_no_secret(&exporter, &metrics, &[SIM_PASSWORD]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_gives_a_clear_error_and_backs_off() {
+    let sim = common::start_simulator_with(2, 1, 5, 60.0, &[]);
+    let truth = get_json(&format!("{}/_sim/truth", sim.url)).await;
+    let auth = format!(
+        "method = \"password\"\nusername = \"{SIM_USER}\"\npassword = \"wrong-password-123\"\ndomain = \"{SIM_DOMAIN}\"\nproject_name = \"cn-north-4\""
+    );
+    let exporter = start_exporter(&config(&sim, &truth, &auth), &[("RUST_LOG", "debug")]);
+    let samples = wait_for(&exporter, "a failed refresh", |s| {
+        value(
+            s,
+            "codearts_exporter_auth_refresh_total",
+            &[("result", "failure")],
+        )
+        .is_some()
+    })
+    .await;
+    assert_eq!(
+        value(&samples, "codearts_exporter_target_up", &[("target", "t0")]),
+        Some(0.0)
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let samples = scrape(&exporter).await;
+    // Polls every second, but IAM attempts back off: 1 s, 2 s, 4 s ...
+    let failures = value(
+        &samples,
+        "codearts_exporter_auth_refresh_total",
+        &[("result", "failure")],
+    )
+    .expect("failures");
+    let polls = value(
+        &samples,
+        "codearts_exporter_poll_duration_seconds_count",
+        &[("target", "t0")],
+    )
+    .expect("polls");
+    assert!(
+        failures < polls,
+        "{failures} IAM calls for {polls} polls: no backoff"
+    );
+    let logs = exporter.proc.output();
+    assert!(logs.contains("IAM refused the credentials"), "{logs}");
+    let metrics = get(&format!("{}/metrics", exporter.url)).await.1;
+    assert_no_secret(&exporter, &metrics, &["wrong-password-123"]);
+}
