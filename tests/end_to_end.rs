@@ -11,8 +11,8 @@ use common::{
 };
 use serde_json::Value;
 
-/// Polls often and the simulator runs fast, so many runs complete and many polls see each one.
-fn config(sim_url: &str, targets: &Value) -> String {
+/// A config polling every `interval` seconds.
+fn config(sim_url: &str, targets: &Value, interval: u32) -> String {
     let mut text = format!(
         r#"
 [server]
@@ -36,7 +36,7 @@ token = "codearts-simulator-token"
         // First project through the v5 batch API, the second through v3: both paths are checked.
         let api = if index % 2 == 0 { "v5" } else { "v3" };
         text.push_str(&format!(
-            "[[targets]]\nname = \"t{index}\"\nproject_id = {}\npipeline_ids = [{}]\ninterval = \"1s\"\nstatus_api = \"{api}\"\nchunk_size = 3\n",
+            "[[targets]]\nname = \"t{index}\"\nproject_id = {}\npipeline_ids = [{}]\ninterval = \"{interval}s\"\nstatus_api = \"{api}\"\nchunk_size = 3\n",
             project["project_id"],
             ids.join(", ")
         ));
@@ -98,12 +98,26 @@ fn completed_live_runs(truth: &Value, since_ms: f64) -> usize {
         .count()
 }
 
+/// Polls often: each run is seen by many polls, mostly while it runs and once completed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_completed_run_is_counted_once_and_matches_the_truth() {
-    let sim = start_simulator(10, 2, 7, 120.0);
+    check_against_truth(120.0, 1, 7).await;
+}
+
+/// Polls slower than runs change: a run is often superseded by the next between two polls,
+/// so its completion is only found by fetching it by id afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_superseded_between_polls_are_still_counted_once() {
+    // The simulator keeps each run the latest for ≥ 10 nominal minutes = 3 s at speed 200,
+    // longer than the 2 s interval, so every run is seen at least once.
+    check_against_truth(200.0, 2, 11).await;
+}
+
+async fn check_against_truth(speed: f64, interval: u32, seed: u64) {
+    let sim = start_simulator(10, 2, seed, speed);
     let truth = get_json(&format!("{}/_sim/truth", sim.url)).await;
     let sim_started_ms = truth["started_at_ms"].as_f64().expect("started_at_ms");
-    let exporter = start_exporter(&config(&sim.url, &targets_of(&truth)), &[]);
+    let exporter = start_exporter(&config(&sim.url, &targets_of(&truth), interval), &[]);
     let metrics_url = format!("{}/metrics", exporter.url);
 
     let (status, _) = get(&format!("{}/healthz", exporter.url)).await;
@@ -342,7 +356,7 @@ async fn a_rejected_token_is_reported_and_the_exporter_stays_up() {
     let sim = start_simulator(2, 1, 3, 60.0);
     let truth = get_json(&format!("{}/_sim/truth", sim.url)).await;
     let config =
-        config(&sim.url, &targets_of(&truth)).replace("codearts-simulator-token", "wrong-token");
+        config(&sim.url, &targets_of(&truth), 1).replace("codearts-simulator-token", "wrong-token");
     let mut exporter = start_exporter(&config, &[]);
     let metrics_url = format!("{}/metrics", exporter.url);
 
