@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::config::{
-    AuthConfig, CodeArtsConfig, Config, ConfigError, MetricsConfig, ServerConfig, StatusApi,
-    TargetConfig,
+    AuthConfig, AuthMethod, CodeArtsConfig, Config, ConfigError, MetricsConfig, Secret,
+    ServerConfig, StatusApi, TargetConfig,
 };
 use crate::simulator::Simulator;
 
@@ -61,7 +61,15 @@ pub fn config(
             timeout: Duration::from_secs(5),
             ..CodeArtsConfig::default()
         },
-        auth: AuthConfig::token(simulator.static_token()),
+        // AK/SK, the realistic production path: every request is signed and verified.
+        auth: match simulator.access_key() {
+            Some(key) => AuthConfig {
+                ak: Some(key.ak.clone()),
+                sk: Some(Secret::new(key.sk.clone())),
+                ..AuthConfig::empty(AuthMethod::Aksk)
+            },
+            None => AuthConfig::token(simulator.static_token()),
+        },
         metrics: MetricsConfig {
             run_duration_buckets: run_buckets,
             stage_duration_buckets: stage_buckets,
@@ -99,6 +107,7 @@ mod tests {
         assert_eq!(total, 7);
         assert_eq!(config.targets[0].status_api, StatusApi::V5);
         assert_eq!(config.targets[1].status_api, StatusApi::V3);
+        assert_eq!(config.auth.method, AuthMethod::Aksk);
         assert_eq!(config.metrics.run_duration_buckets[0], 0.5);
         assert_eq!(config.metrics.run_duration_buckets.last(), Some(&240.0));
     }

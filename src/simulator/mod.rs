@@ -153,6 +153,11 @@ impl Simulator {
     pub fn static_token(&self) -> &str {
         &self.options.token
     }
+
+    /// An access key accepted in signatures, if any is configured.
+    pub fn access_key(&self) -> Option<&SimAccessKey> {
+        self.options.access_keys.first()
+    }
 }
 
 /// Serves the simulator on `listener` until `shutdown` resolves.
