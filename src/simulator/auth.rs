@@ -40,6 +40,14 @@ impl TokenStore {
         tokens.get(token).is_some_and(|expires| *expires > now_ms)
     }
 
+    /// Invalidates every issued token (as IAM does when a password changes); returns how many.
+    pub fn revoke_all(&self) -> usize {
+        let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        let count = tokens.len();
+        tokens.clear();
+        count
+    }
+
     /// A new token valid until `expires_ms`.
     fn issue(&self, now_ms: i64, expires_ms: i64) -> String {
         let token = {

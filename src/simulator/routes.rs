@@ -200,6 +200,10 @@ impl Simulator {
         match (request.method, segments.as_slice()) {
             ("POST", ["v3", "auth", "tokens"]) => self.iam(request, now_ms),
             ("GET", ["_sim", "truth"]) => Reply::ok(self.truth(now_ms)),
+            ("POST", ["_sim", "revoke-tokens"]) => {
+                let revoked = self.tokens.revoke_all();
+                Reply::ok(serde_json::json!({ "revoked": revoked }))
+            }
             ("GET", ["v3", "pipelines", "status"]) => self
                 .authenticate(request, now_ms)
                 .unwrap_or_else(|| self.v3_status(request.query, now_ms)),
