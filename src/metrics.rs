@@ -44,6 +44,8 @@ pub struct Metrics {
     last_end: GaugeVec,
     last_number: GaugeVec,
     run_duration: HistogramVec,
+    runs: IntCounterVec,
+    runs_missed: IntCounterVec,
     stage_status: GaugeVec,
     stage_last_duration: GaugeVec,
     stage_duration: HistogramVec,
@@ -133,6 +135,22 @@ impl Metrics {
             &config.stage_duration_buckets,
             &with_pipeline_labels(&["stage", "result"]),
         )?;
+        let runs = IntCounterVec::new(
+            Opts::new(
+                "codearts_pipeline_runs_total",
+                "Completed runs recorded since the exporter started (equals the run duration histogram's _count).",
+            ),
+            &with_pipeline_labels(&["result"]),
+        )?;
+        registry.register(Box::new(runs.clone()))?;
+        let runs_missed = IntCounterVec::new(
+            Opts::new(
+                "codearts_pipeline_runs_missed_total",
+                "Completed runs found in the history only after they fell out of backfill_window; not recorded.",
+            ),
+            &with_pipeline_labels(&[]),
+        )?;
+        registry.register(Box::new(runs_missed.clone()))?;
         let api_request_duration = histogram(
             "codearts_exporter_api_request_duration_seconds",
             "Latency of requests to the CodeArts API.",
@@ -214,6 +232,8 @@ impl Metrics {
             last_end,
             last_number,
             run_duration,
+            runs,
+            runs_missed,
             stage_status,
             stage_last_duration,
             stage_duration,
@@ -292,6 +312,7 @@ pub struct PipelineSeries {
     labels: [String; 3],
     has_status: bool,
     has_last_run: bool,
+    has_missed: bool,
     current_stages: BTreeSet<String>,
     last_stages: BTreeSet<String>,
     run_results: BTreeSet<RunResult>,
@@ -309,6 +330,7 @@ impl PipelineSeries {
             ],
             has_status: false,
             has_last_run: false,
+            has_missed: false,
             current_stages: BTreeSet::new(),
             last_stages: BTreeSet::new(),
             run_results: BTreeSet::new(),
@@ -412,7 +434,13 @@ impl PipelineSeries {
         m.run_duration
             .with_label_values(&self.values(&[result.as_str()]))
             .observe(duration);
-        self.run_results.insert(result);
+        m.runs
+            .with_label_values(&self.values(&[result.as_str()]))
+            .inc();
+        if self.run_results.insert(result) {
+            // The missed counter appears with the first run, so it reads 0 rather than absent.
+            m.runs_missed.with_label_values(&self.values(&[]));
+        }
         for stage in &run.stages {
             if let (Some(stage_result), Some(duration)) = (stage.result, stage.duration()) {
                 m.stage_duration
@@ -422,6 +450,12 @@ impl PipelineSeries {
                     .insert((stage.name.clone(), stage_result));
             }
         }
+    }
+
+    /// Counts a completed run that was found too late to be recorded.
+    pub fn missed(&mut self, m: &Metrics) {
+        m.runs_missed.with_label_values(&self.values(&[])).inc();
+        self.has_missed = true;
     }
 
     /// Removes every series of this pipeline.
@@ -459,6 +493,10 @@ impl PipelineSeries {
             let _ = m
                 .run_duration
                 .remove_label_values(&self.values(&[result.as_str()]));
+            let _ = m.runs.remove_label_values(&self.values(&[result.as_str()]));
+        }
+        if self.has_missed || !self.run_results.is_empty() {
+            let _ = m.runs_missed.remove_label_values(&self.values(&[]));
         }
         for (stage, result) in &self.stage_results {
             let _ = m
@@ -554,6 +592,28 @@ mod tests {
             Some(_) => metric.get_histogram().get_sample_sum(),
             None => metric.get_gauge().get_value(),
         })
+    }
+
+    fn counter(m: &Metrics, family: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let mut labels = labels.to_vec();
+        labels.extend([
+            ("project_id", "proj"),
+            ("pipeline_id", "p"),
+            ("pipeline_name", NAME),
+        ]);
+        let families = m.registry.gather();
+        let mf = families.iter().find(|mf| mf.name() == family)?;
+        mf.get_metric()
+            .iter()
+            .find(|metric| {
+                labels.iter().all(|(k, v)| {
+                    metric
+                        .get_label()
+                        .iter()
+                        .any(|pair| pair.name() == *k && pair.value() == *v)
+                })
+            })
+            .map(|metric| metric.get_counter().get_value())
     }
 
     const NAME: &str = "Pipe \"one\" 流水线";
@@ -655,6 +715,19 @@ mod tests {
                 &[("stage", "test")]
             ),
             Some(60.5)
+        );
+        assert_eq!(
+            counter(&m, "codearts_pipeline_runs_total", &[("result", "error")]),
+            Some(1.0)
+        );
+        assert_eq!(
+            counter(&m, "codearts_pipeline_runs_missed_total", &[]),
+            Some(0.0)
+        );
+        series.missed(&m);
+        assert_eq!(
+            counter(&m, "codearts_pipeline_runs_missed_total", &[]),
+            Some(1.0)
         );
         // Stages that never ran have no duration anywhere.
         assert_eq!(

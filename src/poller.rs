@@ -1,8 +1,11 @@
 //! What to fetch when, and what has already been recorded, per target and pipeline.
 //!
-//! One poll = one batch status call per chunk of pipeline ids, then a run-detail call for
-//! each run that is new, still going, or was seen unfinished and has since been superseded.
-//! Every completed run is observed in the histograms exactly once.
+//! One poll = one batch status call per chunk of pipeline ids (the latest run's state and
+//! stages), a run-detail call the first time a v5 pipeline is seen (for its name), and a run
+//! history read for each pipeline where a run may have completed since the last poll (the
+//! latest run changed or completed). The history read goes back to the last run recorded, so
+//! runs that started and finished between two polls are found too. Every completed run is
+//! observed in the histograms exactly once.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -19,9 +22,13 @@ use crate::codearts::{Client, Error, RunSelector};
 use crate::config::{Schedule, StatusApi, TargetConfig};
 use crate::metrics::{Metrics, PipelineSeries};
 
-/// Detail calls in flight at once within one poll of one target.
-const DETAIL_CONCURRENCY: usize = 8;
-/// Superseded-but-unfinished runs remembered per pipeline (older ones are given up).
+/// Detail and history reads in flight at once within one poll of one target.
+const CONCURRENCY: usize = 8;
+/// Runs per history page.
+const HISTORY_PAGE: u64 = 20;
+/// History pages read per pipeline and poll at most.
+const MAX_HISTORY_PAGES: u64 = 10;
+/// Unfinished runs other than the latest remembered per pipeline (older ones are given up).
 const MAX_UNFINISHED: usize = 16;
 /// Recorded run numbers remembered per pipeline; anything older counts as recorded.
 const MAX_RECORDED: usize = 64;
@@ -88,26 +95,30 @@ impl RecordedRuns {
 #[derive(Debug, Default)]
 struct PipelineState {
     series: Option<PipelineSeries>,
-    /// The latest run as of the last batch status.
+    /// The latest run as of the last batch status, and whether it had completed.
     latest: Option<RunKey>,
-    /// True once the latest run has been seen completed and fully applied.
-    latest_done: bool,
-    /// Earlier runs seen unfinished whose completion is still to be recorded.
-    unfinished: Vec<RunKey>,
+    latest_completed: bool,
+    /// The run history must be read: something may have completed since the last read.
+    needs_scan: bool,
+    /// The history has been read once (the first read only looks back `backfill_window`).
+    scanned: bool,
+    /// Runs seen unfinished in the history that are not the latest (parallel runs).
+    unfinished: BTreeSet<u64>,
     recorded: RecordedRuns,
+    /// Highest run number recorded or passed over.
+    settled: u64,
     /// Run number behind the `last_run_*` gauges.
     last_completed: Option<u64>,
 }
 
-/// Why a run detail is being fetched.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Purpose {
-    /// The pipeline's latest run.
-    Latest,
-    /// An earlier run that was seen unfinished.
-    Superseded,
-    /// The run before the latest, fetched once at start-up to fill `last_run_*`.
-    Previous,
+impl PipelineState {
+    /// History reads stop at this run number: everything at or below it is settled.
+    fn floor(&self) -> u64 {
+        match self.unfinished.first() {
+            Some(oldest) => self.settled.min(oldest.saturating_sub(1)),
+            None => self.settled,
+        }
+    }
 }
 
 /// Polls one target on its schedule; owns the state of its pipelines.
@@ -115,8 +126,8 @@ pub struct TargetPoller {
     target: TargetConfig,
     client: Client,
     metrics: Arc<Metrics>,
-    /// Runs that ended before this (exporter start − backfill window) are not observed.
-    record_after: f64,
+    /// The exporter's start, Unix seconds.
+    started_at: f64,
     state: Mutex<HashMap<String, PipelineState>>,
     ready: AtomicBool,
 }
@@ -130,12 +141,11 @@ impl TargetPoller {
         started_at: f64,
     ) -> Self {
         metrics.target_registered(target.label());
-        let record_after = started_at - target.backfill_window.as_secs_f64();
         TargetPoller {
             target,
             client,
             metrics,
-            record_after,
+            started_at,
             state: Mutex::new(HashMap::new()),
             ready: AtomicBool::new(false),
         }
@@ -193,151 +203,195 @@ impl TargetPoller {
                 }
             }
         }
+        latest_runs.retain(|run| self.target.pipeline_ids.contains(&run.pipeline_id));
 
-        let mut wanted: Vec<(String, RunKey, Purpose)> = Vec::new();
+        // What changed since the last poll, and which names are still unknown.
+        let mut names_wanted = Vec::new();
         for run in &latest_runs {
-            if !self.target.pipeline_ids.contains(&run.pipeline_id) {
-                continue;
-            }
             let Some(key) = RunKey::of(run) else {
                 tracing::warn!(target = self.label(), pipeline_id = %run.pipeline_id, "latest run has neither id nor number");
                 continue;
             };
             let pipeline = state.entry(run.pipeline_id.clone()).or_default();
-            if pipeline.latest.as_ref() != Some(&key) {
-                if let Some(previous) = pipeline.latest.take() {
-                    if !pipeline.latest_done {
-                        remember_unfinished(pipeline, previous);
-                    }
-                } else if !run.is_completed() {
-                    // First sight of a pipeline that is busy: fetch the run before it for `last_run_*`.
-                    if let Some(n) = run.run_number.filter(|n| *n > 1) {
-                        let previous = RunKey {
-                            id: None,
-                            number: Some(n - 1),
-                        };
-                        wanted.push((run.pipeline_id.clone(), previous, Purpose::Previous));
-                    }
+            let changed = pipeline.latest.as_ref() != Some(&key);
+            let newly_completed = run.is_completed() && !pipeline.latest_completed;
+            if changed || newly_completed || !pipeline.unfinished.is_empty() {
+                pipeline.needs_scan = true;
+            }
+            pipeline.latest = Some(key.clone());
+            pipeline.latest_completed = run.is_completed();
+            if pipeline.series.is_none() {
+                match &run.pipeline_name {
+                    Some(name) => pipeline.series = Some(self.new_series(&run.pipeline_id, name)),
+                    // The v5 status carries no name: the run detail does.
+                    None => names_wanted.push((run.pipeline_id.clone(), key)),
                 }
-                pipeline.latest = Some(key.clone());
-                pipeline.latest_done = false;
-            }
-            if let Some(series) = pipeline.series.as_mut() {
-                series.set_state(&self.metrics, run.state);
-            }
-            if !pipeline.latest_done {
-                wanted.push((run.pipeline_id.clone(), key, Purpose::Latest));
-            }
-            for earlier in &pipeline.unfinished {
-                wanted.push((
-                    run.pipeline_id.clone(),
-                    earlier.clone(),
-                    Purpose::Superseded,
-                ));
             }
         }
-
         let client = &self.client;
         let project_id = self.target.project_id.as_str();
-        let mut fetched: Vec<(String, RunKey, Purpose, Result<Run, Error>)> = stream::iter(wanted)
-            .map(|(pipeline_id, key, purpose)| async move {
+        let named: Vec<(String, Result<Run, Error>)> = stream::iter(names_wanted)
+            .map(|(pipeline_id, key)| async move {
                 let result = match key.selector() {
                     Some(selector) => client.run_detail(project_id, &pipeline_id, selector).await,
                     None => Err(Error::Setup("run without id or number".into())),
                 };
-                (pipeline_id, key, purpose, result)
+                (pipeline_id, result)
             })
-            .buffer_unordered(DETAIL_CONCURRENCY)
+            .buffer_unordered(CONCURRENCY)
             .collect()
             .await;
-        // Oldest first, so that the newest completed run is the one left in `last_run_*`.
-        fetched.sort_by_key(|(_, _, purpose, result)| {
-            let number = result.as_ref().ok().and_then(|r| r.run_number).unwrap_or(0);
-            (number, *purpose == Purpose::Latest)
-        });
+        for (pipeline_id, result) in named {
+            match result {
+                Ok(detail) => {
+                    let name = detail.pipeline_name.unwrap_or_else(|| pipeline_id.clone());
+                    let series = self.new_series(&pipeline_id, &name);
+                    if let Some(pipeline) = state.get_mut(&pipeline_id) {
+                        pipeline.series = Some(series);
+                    }
+                }
+                Err(err) => {
+                    ok = false;
+                    log_api_error(self.label(), &err, "run detail (pipeline name) failed");
+                }
+            }
+        }
 
-        for (pipeline_id, key, purpose, result) in fetched {
+        // The latest run's state and stages come with the batch status.
+        for run in &latest_runs {
+            let Some(series) = state
+                .get_mut(&run.pipeline_id)
+                .and_then(|p| p.series.as_mut())
+            else {
+                continue;
+            };
+            series.set_state(&self.metrics, run.state);
+            if !run.stages.is_empty() {
+                series.set_stage_states(&self.metrics, run);
+            }
+        }
+
+        // Completed runs come from the history, read only where something may have completed.
+        let scans: Vec<(String, u64, bool)> = state
+            .iter()
+            .filter(|(_, p)| p.needs_scan && p.series.is_some())
+            .map(|(id, p)| (id.clone(), p.floor(), !p.scanned))
+            .collect();
+        let cutoff = self.cutoff();
+        let scanned: Vec<(String, Result<Vec<Run>, Error>)> = stream::iter(scans)
+            .map(|(pipeline_id, floor, first)| async move {
+                let result = self.read_history(&pipeline_id, floor, first, cutoff).await;
+                (pipeline_id, result)
+            })
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        for (pipeline_id, result) in scanned {
             let Some(pipeline) = state.get_mut(&pipeline_id) else {
                 continue;
             };
             match result {
-                Ok(run) => self.apply(pipeline, &key, purpose, &run),
-                Err(Error::Http { status: 404, .. }) if purpose != Purpose::Latest => {
-                    // An older run that no longer exists (deleted): nothing left to record.
-                    tracing::info!(target = self.label(), %pipeline_id, run = ?key, "run not found; forgetting it");
-                    pipeline.unfinished.retain(|k| k != &key);
-                }
+                Ok(runs) => self.apply_history(pipeline, runs, cutoff),
                 Err(err) => {
-                    if purpose != Purpose::Previous {
-                        ok = false;
-                    }
-                    log_api_error(self.label(), &err, "run detail failed");
+                    ok = false;
+                    log_api_error(self.label(), &err, "run history failed");
                 }
             }
         }
         ok
     }
 
-    /// Applies a fetched run detail to the pipeline's state and series.
-    fn apply(&self, pipeline: &mut PipelineState, key: &RunKey, purpose: Purpose, run: &Run) {
-        let m = &*self.metrics;
-        let name = run
-            .pipeline_name
-            .clone()
-            .unwrap_or_else(|| run.pipeline_id.clone());
-        let series = match pipeline.series.as_mut() {
-            Some(series) if series.pipeline_name() == name => series,
-            _ => {
-                if let Some(mut old) = pipeline.series.take() {
-                    tracing::info!(pipeline_id = %run.pipeline_id, old = old.pipeline_name(), new = %name, "pipeline renamed; its series start over");
-                    old.remove(m);
-                }
-                pipeline.series.insert(PipelineSeries::new(
-                    &self.target.project_id,
-                    &run.pipeline_id,
-                    &name,
-                ))
+    fn new_series(&self, pipeline_id: &str, name: &str) -> PipelineSeries {
+        PipelineSeries::new(&self.target.project_id, pipeline_id, name)
+    }
+
+    /// Runs that ended before this are not recorded: before the window at start-up, and
+    /// further back than the window later (those count as missed).
+    fn cutoff(&self) -> f64 {
+        let window = self.target.backfill_window.as_secs_f64();
+        (unix_now() - window).max(self.started_at - window)
+    }
+
+    /// Reads the history newest first down to run `floor` (or, the first time, to the cutoff).
+    async fn read_history(
+        &self,
+        pipeline_id: &str,
+        floor: u64,
+        first: bool,
+        cutoff: f64,
+    ) -> Result<Vec<Run>, Error> {
+        let mut runs: Vec<Run> = Vec::new();
+        for page in 0..MAX_HISTORY_PAGES {
+            let offset = page * HISTORY_PAGE;
+            let (batch, total) = self
+                .client
+                .run_history(&self.target.project_id, pipeline_id, offset, HISTORY_PAGE)
+                .await?;
+            let last_page = batch.len() < HISTORY_PAGE as usize || offset + HISTORY_PAGE >= total;
+            let reached_floor = batch
+                .iter()
+                .any(|run| run.run_number.is_some_and(|n| n <= floor));
+            let reached_cutoff = batch
+                .iter()
+                .any(|run| run.is_completed() && run.end.is_some_and(|end| end < cutoff));
+            runs.extend(batch);
+            let found_completed = runs.iter().any(Run::is_completed);
+            let done = if first {
+                // The first read also looks for the last completed run, for `last_run_*`.
+                reached_cutoff && found_completed
+            } else {
+                reached_floor || reached_cutoff
+            };
+            if done || last_page {
+                break;
             }
-        };
-        let is_latest = purpose == Purpose::Latest && pipeline.latest.as_ref() == Some(key);
-        if is_latest {
-            series.set_state(m, run.state);
-            series.set_stage_states(m, run);
         }
-        if !run.is_completed() {
+        runs.retain(|run| run.run_number.is_some_and(|n| n > floor));
+        Ok(runs)
+    }
+
+    /// Records the completed runs of a history read once each, oldest first.
+    fn apply_history(&self, pipeline: &mut PipelineState, mut runs: Vec<Run>, cutoff: f64) {
+        let Some(series) = pipeline.series.as_mut() else {
             return;
-        }
-        if let Some(number) = run.run_number {
+        };
+        let m = &*self.metrics;
+        let latest_number = pipeline.latest.as_ref().and_then(|k| k.number);
+        runs.sort_by_key(|run| run.run_number);
+        runs.dedup_by_key(|run| run.run_number);
+        for run in &runs {
+            let Some(number) = run.run_number else {
+                continue;
+            };
+            if !run.is_completed() {
+                if Some(number) != latest_number {
+                    pipeline.unfinished.insert(number);
+                    while pipeline.unfinished.len() > MAX_UNFINISHED {
+                        pipeline.unfinished.pop_first();
+                    }
+                }
+                continue;
+            }
+            pipeline.unfinished.remove(&number);
             if !pipeline.recorded.contains(number) {
-                // Runs seen unfinished ended after we started watching; others must be recent enough.
-                let seen_running = purpose == Purpose::Superseded;
-                let recent = run.end.is_some_and(|end| end >= self.record_after);
-                if seen_running || recent {
+                if run.end.is_some_and(|end| end >= cutoff) {
                     series.observe_completed(m, run);
                     tracing::debug!(pipeline_id = %run.pipeline_id, run_number = number, result = ?run.result, "run recorded");
+                } else if pipeline.scanned {
+                    // Completed while we watched, but found too late to record.
+                    series.missed(m);
+                    tracing::warn!(pipeline_id = %run.pipeline_id, run_number = number, "run older than backfill_window when found; not recorded");
                 }
                 pipeline.recorded.insert(number);
             }
+            pipeline.settled = pipeline.settled.max(number);
             if pipeline.last_completed.is_none_or(|last| number >= last) {
                 series.set_last_completed(m, run);
                 pipeline.last_completed = Some(number);
             }
         }
-        pipeline.unfinished.retain(|k| k != key);
-        if is_latest {
-            pipeline.latest_done = true;
-        }
-    }
-}
-
-fn remember_unfinished(pipeline: &mut PipelineState, key: RunKey) {
-    if pipeline.unfinished.contains(&key) {
-        return;
-    }
-    pipeline.unfinished.push(key);
-    if pipeline.unfinished.len() > MAX_UNFINISHED {
-        let dropped = pipeline.unfinished.remove(0);
-        tracing::warn!(run = ?dropped, "too many unfinished runs; giving up on the oldest");
+        pipeline.needs_scan = false;
+        pipeline.scanned = true;
     }
 }
 
@@ -402,28 +456,13 @@ mod tests {
     }
 
     #[test]
-    fn unfinished_runs_stay_bounded() {
-        let mut pipeline = PipelineState::default();
-        for n in 0..40 {
-            remember_unfinished(
-                &mut pipeline,
-                RunKey {
-                    id: None,
-                    number: Some(n),
-                },
-            );
-        }
-        remember_unfinished(
-            &mut pipeline,
-            RunKey {
-                id: None,
-                number: Some(39),
-            },
-        );
-        assert_eq!(pipeline.unfinished.len(), MAX_UNFINISHED);
-        assert_eq!(
-            pipeline.unfinished[0].number,
-            Some(40 - MAX_UNFINISHED as u64)
-        );
+    fn the_history_floor_stays_below_unfinished_runs() {
+        let mut pipeline = PipelineState {
+            settled: 9,
+            ..PipelineState::default()
+        };
+        assert_eq!(pipeline.floor(), 9);
+        pipeline.unfinished.insert(7);
+        assert_eq!(pipeline.floor(), 6);
     }
 }

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::auth::Authenticator;
-use super::model::{ApiErrorBody, Run, RunDetail, V3PipelineStatus, V5RunStatus};
+use super::model::{ApiErrorBody, Run, RunDetail, RunList, V3PipelineStatus, V5RunStatus};
 use super::{Api, Error};
 use crate::config::{AuthConfig, CodeArtsConfig};
 
@@ -143,6 +143,42 @@ impl Client {
         // The path names the pipeline; trust it over a missing or odd body field.
         run.pipeline_id = pipeline_id.to_string();
         Ok(run)
+    }
+
+    /// One page of a pipeline's run history, newest first; returns the runs and the total.
+    pub async fn run_history(
+        &self,
+        project_id: &str,
+        pipeline_id: &str,
+        offset: u64,
+        limit: u64,
+    ) -> Result<(Vec<Run>, u64), Error> {
+        let url = format!(
+            "{}/v5/{project_id}/api/pipelines/{pipeline_id}/pipeline-runs/list",
+            self.endpoint
+        );
+        let query = serde_json::json!({
+            "offset": offset,
+            "limit": limit,
+            "sort_key": "start_time",
+            "sort_dir": "desc",
+        });
+        let body = self
+            .send(Api::RunList, || self.http.post(&url).json(&query))
+            .await?;
+        let page: RunList = decode(Api::RunList, &body)?;
+        let runs: Vec<Run> = page
+            .pipeline_runs
+            .iter()
+            .filter_map(|entry| {
+                // The path names the pipeline; entries need not repeat it.
+                let mut entry = entry.clone();
+                entry.pipeline_id = Some(pipeline_id.to_string());
+                Run::from_v5(&entry, self.zone)
+            })
+            .collect();
+        let total = page.total.unwrap_or(offset + runs.len() as u64);
+        Ok((runs, total))
     }
 
     /// Sends a request built by `build`, retrying transient failures with backoff, and a 401

@@ -17,13 +17,21 @@ pub enum Api {
     V5Status,
     /// `GET .../pipeline-runs/detail` (3.3).
     RunDetail,
+    /// `POST .../pipeline-runs/list` (3.4).
+    RunList,
     /// IAM `POST /v3/auth/tokens`.
     IamToken,
 }
 
 impl Api {
     /// Every API, for label sets created up front.
-    pub const ALL: [Api; 4] = [Api::V3Status, Api::V5Status, Api::RunDetail, Api::IamToken];
+    pub const ALL: [Api; 5] = [
+        Api::V3Status,
+        Api::V5Status,
+        Api::RunDetail,
+        Api::RunList,
+        Api::IamToken,
+    ];
 
     /// The label value.
     pub fn as_str(self) -> &'static str {
@@ -31,6 +39,7 @@ impl Api {
             Api::V3Status => "v3_status",
             Api::V5Status => "v5_status",
             Api::RunDetail => "run_detail",
+            Api::RunList => "run_list",
             Api::IamToken => "iam_token",
         }
     }

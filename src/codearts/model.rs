@@ -203,6 +203,17 @@ pub struct V5StageStatus {
     pub end_time: Option<RawTime>,
 }
 
+/// The run history page (reference 3.4).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RunList {
+    /// Runs matching the query in all pages.
+    #[serde(default, deserialize_with = "lenient_u64")]
+    pub total: Option<u64>,
+    /// This page, in the requested order; entries that do not parse are dropped.
+    #[serde(default, deserialize_with = "lenient_vec")]
+    pub pipeline_runs: Vec<V5RunStatus>,
+}
+
 /// A nested object that becomes `None`-like (default) instead of failing when it has the wrong shape.
 #[derive(Debug, Clone, Default)]
 pub struct Lenient<T>(pub T);
