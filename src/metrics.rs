@@ -43,6 +43,7 @@ pub struct Metrics {
     last_start: GaugeVec,
     last_end: GaugeVec,
     last_number: GaugeVec,
+    last_info: GaugeVec,
     run_duration: HistogramVec,
     runs: IntCounterVec,
     runs_missed: IntCounterVec,
@@ -102,6 +103,11 @@ impl Metrics {
             "codearts_pipeline_last_run_number",
             "Run number of the last completed run.",
             &[],
+        )?;
+        let last_info = gauge(
+            "codearts_pipeline_last_run_info",
+            "Always 1: the console link of the last completed run, for dashboard tables.",
+            &["detail_url"],
         )?;
         let stage_status = gauge(
             "codearts_pipeline_stage_status",
@@ -231,6 +237,7 @@ impl Metrics {
             last_start,
             last_end,
             last_number,
+            last_info,
             run_duration,
             runs,
             runs_missed,
@@ -313,6 +320,8 @@ pub struct PipelineSeries {
     has_status: bool,
     has_last_run: bool,
     has_missed: bool,
+    /// `detail_url` label of the info series, so a new run's link replaces the old one.
+    last_url: Option<String>,
     current_stages: BTreeSet<String>,
     last_stages: BTreeSet<String>,
     run_results: BTreeSet<RunResult>,
@@ -331,6 +340,7 @@ impl PipelineSeries {
             has_status: false,
             has_last_run: false,
             has_missed: false,
+            last_url: None,
             current_stages: BTreeSet::new(),
             last_stages: BTreeSet::new(),
             run_results: BTreeSet::new(),
@@ -405,6 +415,13 @@ impl PipelineSeries {
             }
         }
         self.has_last_run = true;
+        if run.detail_url != self.last_url {
+            self.remove_last_info(m);
+            if let Some(url) = &run.detail_url {
+                m.last_info.with_label_values(&self.values(&[url])).set(1.0);
+            }
+            self.last_url = run.detail_url.clone();
+        }
         let ran: BTreeSet<String> = run
             .stages
             .iter()
@@ -458,8 +475,15 @@ impl PipelineSeries {
         self.has_missed = true;
     }
 
+    fn remove_last_info(&self, m: &Metrics) {
+        if let Some(url) = &self.last_url {
+            let _ = m.last_info.remove_label_values(&self.values(&[url]));
+        }
+    }
+
     /// Removes every series of this pipeline.
     pub fn remove(&mut self, m: &Metrics) {
+        self.remove_last_info(m);
         if self.has_status {
             for candidate in RunState::ALL {
                 let _ = m
@@ -541,7 +565,7 @@ mod tests {
             result: Some(RunResult::Error),
             start: Some(1000.0),
             end: Some(1100.5),
-            detail_url: None,
+            detail_url: Some("https://console.example/run/7".into()),
             stages: vec![
                 stage(
                     "构建",
@@ -717,6 +741,14 @@ mod tests {
             Some(60.5)
         );
         assert_eq!(
+            sample(
+                &m,
+                "codearts_pipeline_last_run_info",
+                &[("detail_url", "https://console.example/run/7")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
             counter(&m, "codearts_pipeline_runs_total", &[("result", "error")]),
             Some(1.0)
         );
@@ -760,6 +792,7 @@ mod tests {
 
         let mut renamed = run.clone();
         renamed.stages.truncate(1);
+        renamed.detail_url = Some("https://console.example/run/8".into());
         series.set_stage_states(&m, &renamed);
         series.set_last_completed(&m, &renamed);
         assert_eq!(
@@ -781,6 +814,12 @@ mod tests {
                 &[("stage", "构建")]
             ),
             Some(40.0)
+        );
+
+        let all = text(&m);
+        assert!(
+            all.contains("run/8") && !all.contains("run/7"),
+            "one info series, the newest link:\n{all}"
         );
 
         series.remove(&m);

@@ -1,0 +1,38 @@
+# syntax=docker/dockerfile:1
+# codearts-exporter container image.
+#
+#   docker build -t codearts-exporter .
+#   docker run -p 9732:9732 \
+#     -v "$PWD/codearts.toml:/etc/codearts-exporter/config.toml:ro" \
+#     -e CODEARTS_EXPORTER_AUTH__TOKEN=... codearts-exporter
+#   docker run -p 9732:9732 codearts-exporter demo --listen 0.0.0.0:9732   # no credentials
+
+# ---- build: the official Rust toolchain image, the same build command as CI ----
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+COPY config/example.toml ./config/example.toml
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked \
+    && install -D -m 0755 target/release/codearts-exporter /out/codearts-exporter
+
+# ---- run: glibc + libgcc, no shell, uid 65532 ----
+FROM gcr.io/distroless/cc-debian12:nonroot
+LABEL org.opencontainers.image.title="codearts-exporter" \
+      org.opencontainers.image.description="Prometheus exporter for Huawei Cloud CodeArts Pipeline"
+COPY --from=build /out/codearts-exporter /usr/local/bin/codearts-exporter
+# Every key documented, for reference; mount the real file at /etc/codearts-exporter/config.toml.
+COPY --from=build /src/config/example.toml /etc/codearts-exporter/config.example.toml
+# The base image's "nonroot" user.
+USER 65532:65532
+EXPOSE 9732
+# Secrets come from the environment (CODEARTS_EXPORTER_AUTH__TOKEN, CODEARTS_EXPORTER_AUTH__SK,
+# CODEARTS_EXPORTER_AUTH__PASSWORD, ...) or from files named by token_file/sk_file/password_file
+# (Docker and Kubernetes secrets), never from the image.
+# `healthcheck` GETs http://127.0.0.1:9732/healthz (add --url when server.listen uses another port).
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
+    CMD ["/usr/local/bin/codearts-exporter", "healthcheck"]
+ENTRYPOINT ["/usr/local/bin/codearts-exporter"]
+CMD ["run", "--config", "/etc/codearts-exporter/config.toml"]
