@@ -6,6 +6,7 @@
 pub mod codearts;
 pub mod config;
 pub mod demo;
+pub mod exposition;
 pub mod http;
 pub mod metrics;
 pub mod poller;

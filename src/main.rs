@@ -237,7 +237,7 @@ async fn run_exporter(config: Config, on_listening: impl FnOnce(SocketAddr)) -> 
     );
     on_listening(addr);
     let mut scheduler = poller::start(&pollers).await?;
-    let exporter = Arc::new(Exporter { metrics, pollers });
+    let exporter = Arc::new(Exporter::new(metrics, pollers));
     server::serve(listener, exporter, shutdown_signal()).await;
     tracing::info!("shutting down");
     if let Err(err) = scheduler.shutdown().await {

@@ -1,10 +1,12 @@
 //! Metric families, and how a run becomes samples.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
+    TextEncoder,
 };
 
 use crate::codearts::model::{Run, RunResult, RunState};
@@ -37,6 +39,9 @@ pub struct MetricsError(#[from] prometheus::Error);
 /// Every metric family the exporter exposes, in one registry.
 pub struct Metrics {
     registry: Registry,
+    /// Bumped when a poll ends (or state changes outside a poll): cached renderings expire.
+    version: AtomicU64,
+    renders: IntCounter,
     status: GaugeVec,
     last_result: GaugeVec,
     last_duration: GaugeVec,
@@ -225,12 +230,19 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1.0);
         registry.register(Box::new(build_info))?;
+        let renders = IntCounter::new(
+            "codearts_exporter_metrics_renders_total",
+            "Renderings of /metrics; scrapes between changes share one.",
+        )?;
+        registry.register(Box::new(renders.clone()))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
         Ok(Metrics {
             registry,
+            version: AtomicU64::new(0),
+            renders,
             status,
             last_result,
             last_duration,
@@ -257,11 +269,23 @@ impl Metrics {
 
     /// The text exposition of every family.
     pub fn render(&self) -> Vec<u8> {
+        self.renders.inc();
         let mut buffer = Vec::with_capacity(64 * 1024);
         if let Err(err) = TextEncoder::new().encode(&self.registry.gather(), &mut buffer) {
             tracing::error!(error = %err, "cannot encode metrics");
         }
         buffer
+    }
+
+    /// Changes with every [`Metrics::changed`]; a rendering of an older version is stale.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    /// Marks the metrics changed. Polls call it when they end, so a scrape sees whole polls and
+    /// scrapes between polls share one rendering.
+    pub fn changed(&self) {
+        self.version.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Records the end of a poll of `target`.
@@ -277,17 +301,20 @@ impl Metrics {
                 .with_label_values(&[target])
                 .set(now_seconds);
         }
+        self.changed();
     }
 
     /// Counts a poll that was skipped because the previous one still ran.
     pub fn poll_skipped(&self, target: &str) {
         self.polls_skipped.with_label_values(&[target]).inc();
+        self.changed();
     }
 
     /// Creates the target's series before its first poll (down until proven up).
     pub fn target_registered(&self, target: &str) {
         self.target_up.with_label_values(&[target]).set(0.0);
         self.polls_skipped.with_label_values(&[target]);
+        self.changed();
     }
 }
 

@@ -7,6 +7,7 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
 
+use crate::exposition::Exposition;
 use crate::http::{self, Body};
 use crate::metrics::Metrics;
 use crate::poller::TargetPoller;
@@ -16,13 +17,21 @@ const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// What the endpoints read.
 pub struct Exporter {
-    /// All metric families.
-    pub metrics: Arc<Metrics>,
+    /// The /metrics body, cached between changes.
+    exposition: Exposition,
     /// One poller per target, for readiness.
-    pub pollers: Vec<Arc<TargetPoller>>,
+    pollers: Vec<Arc<TargetPoller>>,
 }
 
 impl Exporter {
+    /// Endpoints over `metrics` and the readiness of `pollers`.
+    pub fn new(metrics: Arc<Metrics>, pollers: Vec<Arc<TargetPoller>>) -> Self {
+        Exporter {
+            exposition: Exposition::new(metrics),
+            pollers,
+        }
+    }
+
     /// Targets that have not completed a successful poll yet.
     pub fn not_ready(&self) -> Vec<&str> {
         self.pollers
@@ -59,7 +68,24 @@ fn route(exporter: &Exporter, req: &Request<Incoming>) -> Response<Body> {
         );
     }
     match req.uri().path() {
-        "/metrics" => http::response(StatusCode::OK, TEXT_FORMAT, exporter.metrics.render()),
+        "/metrics" => {
+            let rendered = exporter.exposition.current();
+            if accepts_gzip(req) {
+                let mut response = http::response(StatusCode::OK, TEXT_FORMAT, rendered.gzip());
+                let headers = response.headers_mut();
+                headers.insert(
+                    hyper::header::CONTENT_ENCODING,
+                    hyper::header::HeaderValue::from_static("gzip"),
+                );
+                headers.insert(
+                    hyper::header::VARY,
+                    hyper::header::HeaderValue::from_static("Accept-Encoding"),
+                );
+                response
+            } else {
+                http::response(StatusCode::OK, TEXT_FORMAT, rendered.text())
+            }
+        }
         "/healthz" => http::response(StatusCode::OK, "text/plain", "ok\n"),
         "/readyz" => {
             let waiting = exporter.not_ready();
@@ -80,5 +106,43 @@ fn route(exporter: &Exporter, req: &Request<Incoming>) -> Response<Body> {
              <a href=\"/healthz\">/healthz</a> · <a href=\"/readyz\">/readyz</a></p></body></html>\n",
         ),
         _ => http::response(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+    }
+}
+
+/// True when the request's `Accept-Encoding` lists gzip with a non-zero quality.
+fn accepts_gzip(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get_all(hyper::header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(accepts_gzip_value)
+}
+
+fn accepts_gzip_value(value: &str) -> bool {
+    value.split(',').any(|item| {
+        let mut parts = item.split(';').map(str::trim);
+        let coding = parts.next().unwrap_or_default();
+        let refused = parts.any(|param| {
+            param
+                .strip_prefix("q=")
+                .and_then(|q| q.parse::<f64>().ok())
+                .is_some_and(|q| q <= 0.0)
+        });
+        (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !refused
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::accepts_gzip_value;
+
+    #[test]
+    fn gzip_is_used_only_when_accepted() {
+        assert!(accepts_gzip_value("gzip"));
+        assert!(accepts_gzip_value("deflate, GZIP;q=0.5"));
+        assert!(accepts_gzip_value("*"));
+        assert!(!accepts_gzip_value("identity"));
+        assert!(!accepts_gzip_value("gzip;q=0"));
+        assert!(!accepts_gzip_value("br, deflate"));
     }
 }
