@@ -528,6 +528,7 @@ mod tests {
             result,
             start: times.map(|t| t.0),
             end: times.map(|t| t.1),
+            jobs: Vec::new(),
         }
     }
 
@@ -542,6 +543,8 @@ mod tests {
             start: Some(1000.0),
             end: Some(1100.5),
             detail_url: None,
+            trigger: Some("Push".into()),
+            branch: Some("feature/x".into()),
             stages: vec![
                 stage(
                     "构建",
