@@ -261,9 +261,13 @@ impl TargetPoller {
                 continue;
             };
             let pipeline = state.entry(run.pipeline_id.clone()).or_default();
-            let changed = pipeline.latest.as_ref() != Some(&key);
-            let newly_completed = run.is_completed() && !pipeline.latest_completed;
-            if changed || newly_completed || !pipeline.unfinished.is_empty() {
+            let may_have_completed = history_may_have_news(
+                pipeline.latest.as_ref(),
+                pipeline.latest_completed,
+                &key,
+                run.is_completed(),
+            );
+            if may_have_completed || !pipeline.unfinished.is_empty() {
                 pipeline.needs_scan = true;
             }
             pipeline.latest = Some(key.clone());
@@ -599,6 +603,27 @@ impl TargetPoller {
     }
 }
 
+/// Whether a run may have completed since the last poll, given the latest run then (and
+/// whether it had completed) and now. A new latest run that directly follows a completed one
+/// hides nothing: any run in between would have a number in between.
+fn history_may_have_news(
+    previous: Option<&RunKey>,
+    previous_completed: bool,
+    latest: &RunKey,
+    completed: bool,
+) -> bool {
+    let changed = previous != Some(latest);
+    if completed && (changed || !previous_completed) {
+        return true;
+    }
+    let successor = previous_completed
+        && previous
+            .and_then(|p| p.number)
+            .zip(latest.number)
+            .is_some_and(|(before, now)| now == before + 1);
+    changed && !successor
+}
+
 /// Whether discovery keeps `pipeline`: `include` matches its name, `exclude` does not, and it
 /// carries one of `tags` (each filter only when set).
 fn selects(target: &TargetConfig, pipeline: &PipelineInfo) -> bool {
@@ -735,6 +760,53 @@ mod tests {
             .collect();
         assert_eq!(tracked(&config, &discovered), [ids[1], ids[0], ids[2]]);
         assert_eq!(tracked(&config, &BTreeMap::new()), [ids[1], ids[0]]);
+    }
+
+    #[test]
+    fn the_history_is_read_only_when_a_run_may_have_completed() {
+        let key = |number: u64| RunKey {
+            id: Some(format!("run-{number}")),
+            number: Some(number),
+        };
+        let read = |previous: Option<(u64, bool)>, now: (u64, bool)| {
+            let previous_key = previous.map(|(n, _)| key(n));
+            history_may_have_news(
+                previous_key.as_ref(),
+                previous.is_some_and(|(_, done)| done),
+                &key(now.0),
+                now.1,
+            )
+        };
+        // First sight: read (back to the window).
+        assert!(read(None, (5, false)));
+        assert!(read(None, (5, true)));
+        // Nothing changed.
+        assert!(!read(Some((5, false)), (5, false)));
+        assert!(!read(Some((5, true)), (5, true)));
+        // The latest run completed.
+        assert!(read(Some((5, false)), (5, true)));
+        // The next run started after a completed one: nothing to record yet.
+        assert!(!read(Some((5, true)), (6, false)));
+        // ... or already completed too.
+        assert!(read(Some((5, true)), (6, true)));
+        // The previous one completed unseen, or runs happened in between.
+        assert!(read(Some((5, false)), (6, false)));
+        assert!(read(Some((5, true)), (7, false)));
+        // Without run numbers nothing can be ruled out.
+        let unnumbered = RunKey {
+            id: Some("b".into()),
+            number: None,
+        };
+        let previous = RunKey {
+            id: Some("a".into()),
+            number: None,
+        };
+        assert!(history_may_have_news(
+            Some(&previous),
+            true,
+            &unnumbered,
+            false
+        ));
     }
 
     #[test]
