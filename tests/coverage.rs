@@ -239,7 +239,7 @@ async fn discovery_follows_created_and_deleted_pipelines_through_its_filters() {
 /// counted again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_exporter_does_not_count_old_runs_again() {
-    const WINDOW_MS: f64 = 8000.0;
+    const WINDOW_MS: f64 = 12_000.0;
     let sim = start_simulator(5, 1, 31, 600.0);
     let truth = get_json(&format!("{}/_sim/truth", sim.url)).await;
     let project = pipelines(&truth)[0]["project_id"]
