@@ -458,6 +458,21 @@ pub struct MetricsConfig {
     /// Buckets (seconds) of `codearts_pipeline_stage_duration_seconds`.
     #[serde(default = "default_stage_buckets")]
     pub stage_duration_buckets: Vec<f64>,
+    /// Buckets (seconds) of `codearts_pipeline_run_queue_seconds`.
+    #[serde(default = "default_queue_buckets")]
+    pub queue_duration_buckets: Vec<f64>,
+    /// Observe every job of each recorded run (one run-detail request per run).
+    #[serde(default)]
+    pub jobs: bool,
+    /// Buckets (seconds) of `codearts_pipeline_job_duration_seconds`.
+    #[serde(default = "default_job_buckets")]
+    pub job_duration_buckets: Vec<f64>,
+    /// Extra labels of the run histogram and counter.
+    #[serde(default)]
+    pub run_labels: Vec<RunLabel>,
+    /// Branches kept as `branch` label values; every other branch is `other`.
+    #[serde(default = "default_branches")]
+    pub branches: Vec<String>,
 }
 
 impl Default for MetricsConfig {
@@ -465,8 +480,49 @@ impl Default for MetricsConfig {
         MetricsConfig {
             run_duration_buckets: default_run_buckets(),
             stage_duration_buckets: default_stage_buckets(),
+            queue_duration_buckets: default_queue_buckets(),
+            jobs: false,
+            job_duration_buckets: default_job_buckets(),
+            run_labels: Vec::new(),
+            branches: default_branches(),
         }
     }
+}
+
+/// An optional label of `codearts_pipeline_run_duration_seconds` and `codearts_pipeline_runs_total`.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum RunLabel {
+    /// What started the run, from a fixed vocabulary.
+    TriggerType,
+    /// The branch built, collapsed to `other` outside `metrics.branches`.
+    Branch,
+}
+
+impl RunLabel {
+    /// The label name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunLabel::TriggerType => "trigger_type",
+            RunLabel::Branch => "branch",
+        }
+    }
+}
+
+/// 1 s to 1 h: waiting for an executor is usually short, but a busy pool queues for long.
+fn default_queue_buckets() -> Vec<f64> {
+    vec![
+        1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+    ]
+}
+
+/// 5 s to 1 h: jobs are parts of stages.
+fn default_job_buckets() -> Vec<f64> {
+    vec![5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0]
+}
+
+fn default_branches() -> Vec<String> {
+    vec!["main".into(), "master".into()]
 }
 
 /// 30 s to 4 h: the span of typical CI/CD runs.
@@ -525,6 +581,24 @@ pub struct TargetConfig {
     /// At start-up, runs that ended longer ago than this are not put in histograms.
     #[serde(default = "default_backfill_window", with = "humantime_serde")]
     pub backfill_window: Duration,
+    /// Also poll the pipelines the project's pipeline list returns.
+    #[serde(default)]
+    pub discover: bool,
+    /// Discovery keeps pipelines whose name matches this (unanchored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include: Option<Pattern>,
+    /// Discovery drops pipelines whose name matches this (unanchored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclude: Option<Pattern>,
+    /// Discovery keeps pipelines carrying at least one of these tags.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// How often discovery reads the pipeline list again.
+    #[serde(default = "default_discover_every", with = "humantime_serde")]
+    pub discover_every: Duration,
+    /// Series of a pipeline no longer polled (or no longer found) are removed after this.
+    #[serde(default = "default_gc_after", with = "humantime_serde")]
+    pub gc_after: Duration,
 }
 
 fn default_chunk_size() -> usize {
@@ -532,6 +606,64 @@ fn default_chunk_size() -> usize {
 }
 fn default_backfill_window() -> Duration {
     Duration::from_secs(3600)
+}
+fn default_discover_every() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_gc_after() -> Duration {
+    Duration::from_secs(600)
+}
+
+/// A regular expression, compiled when the configuration is read (so a bad one names its key).
+#[derive(Clone)]
+pub struct Pattern(regex::Regex);
+
+impl Pattern {
+    /// Compiles `text`; the error is one line.
+    pub fn new(text: &str) -> Result<Pattern, String> {
+        regex::Regex::new(text).map(Pattern).map_err(|err| {
+            // regex's message spans several lines (the pattern, a caret, the error): keep the error.
+            let message = err.to_string();
+            let reason = message
+                .lines()
+                .rev()
+                .map(str::trim)
+                .find(|line| !line.is_empty())
+                .unwrap_or("invalid")
+                .trim_start_matches("error: ")
+                .to_string();
+            format!("{text:?} is not a valid regular expression: {reason}")
+        })
+    }
+
+    /// Whether the expression matches anywhere in `text`.
+    pub fn is_match(&self, text: &str) -> bool {
+        self.0.is_match(text)
+    }
+
+    /// The expression as written.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl fmt::Debug for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Pattern {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Pattern::new(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for Pattern {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
 }
 
 impl TargetConfig {
@@ -620,18 +752,60 @@ impl Config {
             "metrics.stage_duration_buckets",
             &self.metrics.stage_duration_buckets,
         )?;
+        check_buckets(
+            "metrics.queue_duration_buckets",
+            &self.metrics.queue_duration_buckets,
+        )?;
+        check_buckets(
+            "metrics.job_duration_buckets",
+            &self.metrics.job_duration_buckets,
+        )?;
+        let mut run_labels = HashSet::new();
+        for label in &self.metrics.run_labels {
+            if !run_labels.insert(label) {
+                return Err(invalid(
+                    "metrics.run_labels",
+                    format!("{:?} is listed twice", label.as_str()),
+                ));
+            }
+        }
+        if self.metrics.branches.iter().any(|b| b.trim().is_empty()) {
+            return Err(invalid(
+                "metrics.branches",
+                "branch names must not be empty",
+            ));
+        }
         if self.targets.is_empty() {
             return Err(invalid(
                 "targets",
-                "no targets: add at least one [[targets]] with a project_id and pipeline_ids",
+                "no targets: add at least one [[targets]] with a project_id and pipeline_ids (or discover = true)",
             ));
         }
         let mut labels = HashSet::new();
         for (index, target) in self.targets.iter().enumerate() {
             let key = |field: &str| format!("targets[{index}].{field}");
             check_id(&key("project_id"), &target.project_id)?;
-            if target.pipeline_ids.is_empty() {
-                return Err(invalid(key("pipeline_ids"), "is empty"));
+            if target.pipeline_ids.is_empty() && !target.discover {
+                return Err(invalid(
+                    key("pipeline_ids"),
+                    "is empty: list the pipelines to poll, or set `discover = true`",
+                ));
+            }
+            if !target.discover {
+                let discovery_keys = [
+                    ("include", target.include.is_some()),
+                    ("exclude", target.exclude.is_some()),
+                    ("tags", !target.tags.is_empty()),
+                ];
+                if let Some((field, _)) = discovery_keys.iter().find(|(_, set)| *set) {
+                    return Err(invalid(key(field), "is only used with `discover = true`"));
+                }
+            }
+            if target.tags.iter().any(|t| t.trim().is_empty()) {
+                return Err(invalid(key("tags"), "tag names must not be empty"));
+            }
+            if target.discover_every < Duration::from_secs(1) {
+                return Err(invalid(key("discover_every"), "must be at least 1s"));
             }
             let mut seen = HashSet::new();
             for (i, id) in target.pipeline_ids.iter().enumerate() {
@@ -896,6 +1070,102 @@ pipeline_ids = ["{PIPELINE}"]
                 "message {message:?} should name `{key}`"
             );
         }
+    }
+
+    #[test]
+    fn discovery_and_metric_options_parse_and_default() {
+        let config = Config::from_toml(&minimal("interval = \"30s\"")).expect("valid");
+        let target = &config.targets[0];
+        assert!(!target.discover);
+        assert_eq!(target.discover_every, Duration::from_secs(600));
+        assert_eq!(target.gc_after, Duration::from_secs(600));
+        assert!(!config.metrics.jobs);
+        assert!(config.metrics.run_labels.is_empty());
+        assert_eq!(config.metrics.branches, ["main", "master"]);
+
+        let text = format!(
+            "[auth]\nmethod = \"token\"\ntoken = \"t\"\n\
+             [metrics]\njobs = true\nrun_labels = [\"branch\", \"trigger_type\"]\nbranches = [\"develop\"]\n\
+             [[targets]]\nproject_id = \"{PROJECT}\"\ninterval = \"30s\"\ndiscover = true\n\
+             include = \"^(订单|pay)\"\nexclude = \"(?i)nightly\"\ntags = [\"backend\"]\n\
+             discover_every = \"1m\"\ngc_after = \"0s\"\n"
+        );
+        let config = Config::from_toml(&text).expect("valid");
+        let target = &config.targets[0];
+        assert!(target.discover && target.pipeline_ids.is_empty());
+        let include = target.include.as_ref().expect("include");
+        assert!(include.is_match("订单服务-build") && !include.is_match("x-订单"));
+        let exclude = target.exclude.as_ref().expect("exclude");
+        assert!(exclude.is_match("Nightly build"));
+        assert_eq!(target.gc_after, Duration::ZERO);
+        assert_eq!(
+            config.metrics.run_labels,
+            [RunLabel::Branch, RunLabel::TriggerType]
+        );
+        // The effective configuration prints the expressions as written.
+        let rendered = config.redacted_toml();
+        assert!(rendered.contains("include = \"^(订单|pay)\""), "{rendered}");
+        assert!(rendered.contains("discover = true"), "{rendered}");
+    }
+
+    #[test]
+    fn discovery_mistakes_name_the_key() {
+        let discover = |extra: &str| {
+            minimal(&format!("interval = \"30s\"\ndiscover = true\n{extra}"))
+                .replace(&format!("pipeline_ids = [\"{PIPELINE}\"]"), "")
+        };
+        let cases = [
+            (discover("include = \"(unclosed\""), "targets.0.include"),
+            (discover("exclude = \"[z-a]\""), "targets.0.exclude"),
+            (
+                discover("discover_every = \"500ms\""),
+                "targets[0].discover_every",
+            ),
+            (discover("gc_after = \"-1s\""), "targets.0.gc_after"),
+            (discover("tags = [\"\"]"), "targets[0].tags"),
+            (
+                minimal("interval = \"30s\"\ninclude = \"x\""),
+                "targets[0].include",
+            ),
+            (
+                minimal("interval = \"30s\"\ntags = [\"x\"]"),
+                "targets[0].tags",
+            ),
+            (
+                minimal("interval = \"30s\"").replace(&format!("[\"{PIPELINE}\"]"), "[]"),
+                "targets[0].pipeline_ids",
+            ),
+            (
+                minimal("interval = \"30s\"").replace(
+                    "[[targets]]",
+                    "[metrics]\nrun_labels = [\"branch\", \"branch\"]\n[[targets]]",
+                ),
+                "metrics.run_labels",
+            ),
+            (
+                minimal("interval = \"30s\"").replace(
+                    "[[targets]]",
+                    "[metrics]\nrun_labels = [\"executor\"]\n[[targets]]",
+                ),
+                "metrics.run_labels",
+            ),
+            (
+                minimal("interval = \"30s\"").replace(
+                    "[[targets]]",
+                    "[metrics]\njob_duration_buckets = [5, 1]\n[[targets]]",
+                ),
+                "metrics.job_duration_buckets",
+            ),
+        ];
+        for (text, key) in cases {
+            let message = error_of(&text);
+            assert!(
+                message.contains(&format!("`{key}")),
+                "message {message:?} should name `{key}`"
+            );
+            assert_eq!(message.lines().count(), 1, "{message:?}");
+        }
+        assert!(error_of(&discover("include = \"(unclosed\"")).contains("regular expression"));
     }
 
     #[test]

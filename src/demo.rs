@@ -47,12 +47,26 @@ pub fn config(
             },
             chunk_size: 10,
             backfill_window: Duration::from_secs(3600),
+            discover: false,
+            include: None,
+            exclude: None,
+            tags: Vec::new(),
+            discover_every: Duration::from_secs(600),
+            gc_after: Duration::from_secs(600),
         })
         .collect();
     let mut run_buckets = scale(defaults.run_duration_buckets);
     let mut stage_buckets = scale(defaults.stage_duration_buckets);
-    run_buckets.dedup();
-    stage_buckets.dedup();
+    let mut queue_buckets = scale(defaults.queue_duration_buckets);
+    let mut job_buckets = scale(defaults.job_duration_buckets);
+    for buckets in [
+        &mut run_buckets,
+        &mut stage_buckets,
+        &mut queue_buckets,
+        &mut job_buckets,
+    ] {
+        buckets.dedup();
+    }
     let config = Config {
         server: ServerConfig { listen },
         codearts: CodeArtsConfig {
@@ -70,9 +84,14 @@ pub fn config(
             },
             None => AuthConfig::token(simulator.static_token()),
         },
+        // Jobs are on, so the demo shows every family; run labels keep their default (none).
         metrics: MetricsConfig {
             run_duration_buckets: run_buckets,
             stage_duration_buckets: stage_buckets,
+            queue_duration_buckets: queue_buckets,
+            jobs: true,
+            job_duration_buckets: job_buckets,
+            ..defaults
         },
         targets,
     };

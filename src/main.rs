@@ -221,6 +221,7 @@ async fn run_exporter(config: Config, on_listening: impl FnOnce(SocketAddr)) -> 
                 client.clone(),
                 metrics.clone(),
                 started_at,
+                config.metrics.jobs,
             ))
         })
         .collect();

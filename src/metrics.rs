@@ -11,7 +11,7 @@ use prometheus::{
 
 use crate::codearts::model::{Run, RunResult, RunState};
 use crate::codearts::{Api, RequestObserver};
-use crate::config::MetricsConfig;
+use crate::config::{MetricsConfig, RunLabel};
 
 /// Labels on every pipeline series, in this order.
 const PIPELINE_LABELS: [&str; 3] = ["project_id", "pipeline_id", "pipeline_name"];
@@ -30,6 +30,82 @@ const RETRY_REASONS: [&str; 6] = [
 const API_BUCKETS: [f64; 10] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 /// Buckets of the poll duration histogram (seconds).
 const POLL_BUCKETS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+
+/// `trigger_type` label values: the reference's vocabulary (3.2), lower-cased, plus `other`.
+const TRIGGER_TYPES: [(&str, &str); 7] = [
+    ("manual", "manual"),
+    ("scheduler", "scheduler"),
+    ("mr", "mr"),
+    ("push", "push"),
+    ("createtag", "create_tag"),
+    ("issue", "issue"),
+    ("note", "note"),
+];
+/// Label value of anything outside a bounded vocabulary.
+const OTHER: &str = "other";
+
+/// The `trigger_type` label of a run's trigger: a known value, or `other`.
+pub fn trigger_label(trigger: Option<&str>) -> &'static str {
+    let Some(trigger) = trigger else {
+        return OTHER;
+    };
+    let key: String = trigger
+        .trim()
+        .chars()
+        .filter(|c| *c != '_' && *c != '-')
+        .flat_map(char::to_lowercase)
+        .collect();
+    TRIGGER_TYPES
+        .iter()
+        .find(|(raw, _)| *raw == key)
+        .map_or(OTHER, |(_, label)| label)
+}
+
+/// Which extra labels runs get, and the branches kept as values.
+#[derive(Debug, Clone)]
+struct RunLabels {
+    /// Label names in exposition order.
+    names: Vec<&'static str>,
+    trigger: bool,
+    branch: bool,
+    branches: BTreeSet<String>,
+}
+
+impl RunLabels {
+    fn new(config: &MetricsConfig) -> RunLabels {
+        let trigger = config.run_labels.contains(&RunLabel::TriggerType);
+        let branch = config.run_labels.contains(&RunLabel::Branch);
+        // A fixed order whatever the configuration lists first.
+        let names = [(trigger, RunLabel::TriggerType), (branch, RunLabel::Branch)]
+            .into_iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, label)| label.as_str())
+            .collect();
+        RunLabels {
+            names,
+            trigger,
+            branch,
+            branches: config.branches.iter().cloned().collect(),
+        }
+    }
+
+    /// The values of the extra labels of `run`, in the order of `names`.
+    fn values(&self, run: &Run) -> Vec<String> {
+        let mut values = Vec::with_capacity(2);
+        if self.trigger {
+            values.push(trigger_label(run.trigger.as_deref()).to_string());
+        }
+        if self.branch {
+            let branch = run
+                .branch
+                .as_deref()
+                .filter(|b| self.branches.contains(*b))
+                .unwrap_or(OTHER);
+            values.push(branch.to_string());
+        }
+        values
+    }
+}
 
 /// Could not create or register a metric family (a programming error, reported at start-up).
 #[derive(Debug, thiserror::Error)]
@@ -52,9 +128,12 @@ pub struct Metrics {
     run_duration: HistogramVec,
     runs: IntCounterVec,
     runs_missed: IntCounterVec,
+    run_queue: HistogramVec,
+    run_labels: RunLabels,
     stage_status: GaugeVec,
     stage_last_duration: GaugeVec,
     stage_duration: HistogramVec,
+    job_duration: HistogramVec,
     api_requests: IntCounterVec,
     api_request_duration: HistogramVec,
     api_retries: IntCounterVec,
@@ -134,11 +213,26 @@ impl Metrics {
             registry.register(Box::new(vec.clone()))?;
             Ok(vec)
         };
+        let run_labels = RunLabels::new(config);
+        let mut run_extra = run_labels.names.clone();
+        run_extra.push("result");
         let run_duration = histogram(
             "codearts_pipeline_run_duration_seconds",
             "Duration of completed runs, one observation per run.",
             &config.run_duration_buckets,
-            &with_pipeline_labels(&["result"]),
+            &with_pipeline_labels(&run_extra),
+        )?;
+        let run_queue = histogram(
+            "codearts_pipeline_run_queue_seconds",
+            "Time from a run's start to its first stage's start (initialisation and waiting for an executor), one observation per completed run.",
+            &config.queue_duration_buckets,
+            &with_pipeline_labels(&[]),
+        )?;
+        let job_duration = histogram(
+            "codearts_pipeline_job_duration_seconds",
+            "Duration of jobs that ran, one observation per job of each completed run (metrics.jobs).",
+            &config.job_duration_buckets,
+            &with_pipeline_labels(&["stage", "job", "result"]),
         )?;
         let stage_duration = histogram(
             "codearts_pipeline_stage_duration_seconds",
@@ -151,7 +245,7 @@ impl Metrics {
                 "codearts_pipeline_runs_total",
                 "Completed runs recorded since the exporter started (equals the run duration histogram's _count).",
             ),
-            &with_pipeline_labels(&["result"]),
+            &with_pipeline_labels(&run_extra),
         )?;
         registry.register(Box::new(runs.clone()))?;
         let runs_missed = IntCounterVec::new(
@@ -253,9 +347,12 @@ impl Metrics {
             run_duration,
             runs,
             runs_missed,
+            run_queue,
+            run_labels,
             stage_status,
             stage_last_duration,
             stage_duration,
+            job_duration,
             api_requests,
             api_request_duration,
             api_retries,
@@ -349,10 +446,13 @@ pub struct PipelineSeries {
     has_missed: bool,
     /// `detail_url` label of the info series, so a new run's link replaces the old one.
     last_url: Option<String>,
+    has_queue: bool,
     current_stages: BTreeSet<String>,
     last_stages: BTreeSet<String>,
-    run_results: BTreeSet<RunResult>,
+    /// Values after the pipeline labels of each run series created (run labels, result).
+    run_series: BTreeSet<Vec<String>>,
     stage_results: BTreeSet<(String, RunResult)>,
+    job_results: BTreeSet<(String, String, RunResult)>,
 }
 
 impl PipelineSeries {
@@ -368,10 +468,12 @@ impl PipelineSeries {
             has_last_run: false,
             has_missed: false,
             last_url: None,
+            has_queue: false,
             current_stages: BTreeSet::new(),
             last_stages: BTreeSet::new(),
-            run_results: BTreeSet::new(),
+            run_series: BTreeSet::new(),
             stage_results: BTreeSet::new(),
+            job_results: BTreeSet::new(),
         }
     }
 
@@ -475,15 +577,23 @@ impl PipelineSeries {
         let (Some(result), Some(duration)) = (run.result, run.duration()) else {
             return;
         };
+        let mut extra = m.run_labels.values(run);
+        extra.push(result.as_str().to_string());
+        let extra_refs: Vec<&str> = extra.iter().map(String::as_str).collect();
         m.run_duration
-            .with_label_values(&self.values(&[result.as_str()]))
+            .with_label_values(&self.values(&extra_refs))
             .observe(duration);
-        m.runs
-            .with_label_values(&self.values(&[result.as_str()]))
-            .inc();
-        if self.run_results.insert(result) {
+        m.runs.with_label_values(&self.values(&extra_refs)).inc();
+        if self.run_series.is_empty() {
             // The missed counter appears with the first run, so it reads 0 rather than absent.
             m.runs_missed.with_label_values(&self.values(&[]));
+        }
+        self.run_series.insert(extra);
+        if let Some(queue) = run.queue() {
+            m.run_queue
+                .with_label_values(&self.values(&[]))
+                .observe(queue);
+            self.has_queue = true;
         }
         for stage in &run.stages {
             if let (Some(stage_result), Some(duration)) = (stage.result, stage.duration()) {
@@ -492,6 +602,21 @@ impl PipelineSeries {
                     .observe(duration);
                 self.stage_results
                     .insert((stage.name.clone(), stage_result));
+            }
+        }
+    }
+
+    /// Observes each job that ran in `detail` (the run detail of a run recorded once).
+    pub fn observe_jobs(&mut self, m: &Metrics, detail: &Run) {
+        for stage in &detail.stages {
+            for job in &stage.jobs {
+                if let (Some(result), Some(duration)) = (job.result, job.duration()) {
+                    m.job_duration
+                        .with_label_values(&self.values(&[&stage.name, &job.name, result.as_str()]))
+                        .observe(duration);
+                    self.job_results
+                        .insert((stage.name.clone(), job.name.clone(), result));
+                }
             }
         }
     }
@@ -540,19 +665,26 @@ impl PipelineSeries {
                 .stage_last_duration
                 .remove_label_values(&self.values(&[stage]));
         }
-        for result in &self.run_results {
-            let _ = m
-                .run_duration
-                .remove_label_values(&self.values(&[result.as_str()]));
-            let _ = m.runs.remove_label_values(&self.values(&[result.as_str()]));
+        for extra in &self.run_series {
+            let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+            let _ = m.run_duration.remove_label_values(&self.values(&extra));
+            let _ = m.runs.remove_label_values(&self.values(&extra));
         }
-        if self.has_missed || !self.run_results.is_empty() {
+        if self.has_missed || !self.run_series.is_empty() {
             let _ = m.runs_missed.remove_label_values(&self.values(&[]));
+        }
+        if self.has_queue {
+            let _ = m.run_queue.remove_label_values(&self.values(&[]));
         }
         for (stage, result) in &self.stage_results {
             let _ = m
                 .stage_duration
                 .remove_label_values(&self.values(&[stage, result.as_str()]));
+        }
+        for (stage, job, result) in &self.job_results {
+            let _ =
+                m.job_duration
+                    .remove_label_values(&self.values(&[stage, job, result.as_str()]));
         }
         *self = PipelineSeries::new(&self.labels[0], &self.labels[1], &self.labels[2]);
     }
@@ -579,6 +711,7 @@ mod tests {
             result,
             start: times.map(|t| t.0),
             end: times.map(|t| t.1),
+            jobs: Vec::new(),
         }
     }
 
@@ -593,6 +726,8 @@ mod tests {
             start: Some(1000.0),
             end: Some(1100.5),
             detail_url: Some("https://console.example/run/7".into()),
+            trigger: Some("Push".into()),
+            branch: Some("feature/x".into()),
             stages: vec![
                 stage(
                     "构建",
@@ -849,6 +984,157 @@ mod tests {
             "one info series, the newest link:\n{all}"
         );
 
+        series.remove(&m);
+        let all = text(&m);
+        assert!(!all.contains("pipeline_id=\"p\""), "left over:\n{all}");
+    }
+
+    #[test]
+    fn trigger_types_map_to_a_fixed_vocabulary() {
+        let cases = [
+            (Some("Manual"), "manual"),
+            (Some("Scheduler"), "scheduler"),
+            (Some("MR"), "mr"),
+            (Some("Push"), "push"),
+            (Some("CreateTag"), "create_tag"),
+            (Some("Issue"), "issue"),
+            (Some("Note"), "note"),
+            (Some(" push "), "push"),
+            (Some("Webhook"), "other"),
+            (Some(""), "other"),
+            (None, "other"),
+        ];
+        for (raw, label) in cases {
+            assert_eq!(trigger_label(raw), label, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn run_labels_are_added_with_bounded_values() {
+        let config = MetricsConfig {
+            run_labels: vec![RunLabel::Branch, RunLabel::TriggerType],
+            branches: vec!["main".into()],
+            ..MetricsConfig::default()
+        };
+        let m = Metrics::new(&config).expect("metrics");
+        let mut series = PipelineSeries::new("proj", "p", NAME);
+        let mut run = failed_run();
+        series.observe_completed(&m, &run);
+        run.run_number = Some(8);
+        run.branch = Some("main".into());
+        run.trigger = Some("Scheduler".into());
+        series.observe_completed(&m, &run);
+        run.run_number = Some(9);
+        run.branch = None;
+        run.trigger = Some("SomethingNew".into());
+        series.observe_completed(&m, &run);
+        for (trigger, branch) in [("push", "other"), ("scheduler", "main"), ("other", "other")] {
+            let labels = [
+                ("trigger_type", trigger),
+                ("branch", branch),
+                ("result", "error"),
+            ];
+            assert_eq!(
+                counter(&m, "codearts_pipeline_runs_total", &labels),
+                Some(1.0),
+                "{labels:?}"
+            );
+            assert_eq!(
+                sample(&m, "codearts_pipeline_run_duration_seconds_count", &labels),
+                Some(1.0),
+                "{labels:?}"
+            );
+        }
+        let all = text(&m);
+        assert_eq!(
+            all.lines()
+                .filter(|l| l.starts_with("codearts_pipeline_runs_total{"))
+                .count(),
+            3
+        );
+        series.remove(&m);
+        assert!(!text(&m).contains("pipeline_id=\"p\""));
+
+        // Without run labels, the families keep their plain label set.
+        let m = Metrics::new(&MetricsConfig::default()).expect("metrics");
+        let mut series = PipelineSeries::new("proj", "p", NAME);
+        series.observe_completed(&m, &failed_run());
+        assert_eq!(
+            counter(&m, "codearts_pipeline_runs_total", &[("result", "error")]),
+            Some(1.0)
+        );
+        let all = text(&m);
+        assert!(!all.contains("trigger_type="));
+    }
+
+    #[test]
+    fn jobs_and_queue_time_are_observed_and_removed() {
+        use crate::codearts::model::JobRun;
+        let m = Metrics::new(&MetricsConfig::default()).expect("metrics");
+        let mut series = PipelineSeries::new("proj", "p", NAME);
+        let mut run = failed_run();
+        run.start = Some(990.0);
+        series.observe_completed(&m, &run);
+        assert_eq!(
+            sample(&m, "codearts_pipeline_run_queue_seconds_count", &[]),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&m, "codearts_pipeline_run_queue_seconds_sum", &[]),
+            Some(10.0)
+        );
+        let job = |name: &str, result: Option<RunResult>, times: Option<(f64, f64)>| JobRun {
+            name: name.into(),
+            state: RunState::Completed,
+            result,
+            start: times.map(|t| t.0),
+            end: times.map(|t| t.1),
+        };
+        run.stages[0].jobs = vec![
+            job(
+                "Maven构建",
+                Some(RunResult::Success),
+                Some((1000.0, 1030.0)),
+            ),
+            job(
+                "Docker 镜像",
+                Some(RunResult::Success),
+                Some((1030.0, 1040.0)),
+            ),
+        ];
+        run.stages[1].jobs = vec![
+            job("JUnit", Some(RunResult::Error), Some((1040.0, 1100.5))),
+            job("never ran", None, None),
+        ];
+        series.observe_jobs(&m, &run);
+        assert_eq!(
+            sample(
+                &m,
+                "codearts_pipeline_job_duration_seconds_sum",
+                &[
+                    ("stage", "构建"),
+                    ("job", "Maven构建"),
+                    ("result", "success")
+                ]
+            ),
+            Some(30.0)
+        );
+        assert_eq!(
+            sample(
+                &m,
+                "codearts_pipeline_job_duration_seconds_count",
+                &[("stage", "test"), ("job", "JUnit"), ("result", "error")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &m,
+                "codearts_pipeline_job_duration_seconds_count",
+                &[("job", "never ran")]
+            ),
+            None
+        );
         series.remove(&m);
         let all = text(&m);
         assert!(!all.contains("pipeline_id=\"p\""), "left over:\n{all}");

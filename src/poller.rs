@@ -1,13 +1,16 @@
 //! What to fetch when, and what has already been recorded, per target and pipeline.
 //!
-//! One poll = one batch status call per chunk of pipeline ids (the latest run's state and
-//! stages), a run-detail call the first time a v5 pipeline is seen (for its name), and a run
-//! history read for each pipeline where a run may have completed since the last poll (the
-//! latest run changed or completed). The history read goes back to the last run recorded, so
-//! runs that started and finished between two polls are found too. Every completed run is
-//! observed in the histograms exactly once.
+//! One poll = a refresh of the project's pipeline list when discovery is on and
+//! `discover_every` has passed; one batch status call per chunk of pipeline ids (the latest
+//! run's state and stages); a run-detail call the first time a v5 pipeline is seen, unless
+//! discovery named it; and a run history read for each pipeline where a run may have completed
+//! since the last poll (the latest run changed or completed). The history read goes back to the
+//! last run recorded, so runs that started and finished between two polls are found too. Every
+//! completed run is observed in the histograms exactly once; with `metrics.jobs` the detail of
+//! each run about to be recorded is read for its jobs. Pipelines no longer polled, or no longer
+//! answered by the batch status, lose their series after `gc_after`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -17,7 +20,7 @@ use futures_util::stream;
 use tokio::sync::Mutex;
 use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 
-use crate::codearts::model::Run;
+use crate::codearts::model::{PipelineInfo, Run};
 use crate::codearts::{Client, Error, RunSelector};
 use crate::config::{Schedule, StatusApi, TargetConfig};
 use crate::metrics::{Metrics, PipelineSeries};
@@ -91,10 +94,22 @@ impl RecordedRuns {
     }
 }
 
+/// What the poller knows about one target.
+#[derive(Debug, Default)]
+struct TargetState {
+    pipelines: HashMap<String, PipelineState>,
+    /// Pipelines kept by the last successful discovery: id → name.
+    discovered: BTreeMap<String, String>,
+    /// When discovery last succeeded.
+    discovered_at: Option<Instant>,
+}
+
 /// What the poller knows about one pipeline.
 #[derive(Debug, Default)]
 struct PipelineState {
     series: Option<PipelineSeries>,
+    /// Since when the pipeline is no longer polled or no longer answered by the batch status.
+    absent_since: Option<Instant>,
     /// The latest run as of the last batch status, and whether it had completed.
     latest: Option<RunKey>,
     latest_completed: bool,
@@ -119,7 +134,19 @@ impl PipelineState {
             None => self.settled,
         }
     }
+
+    /// Whether `run`, found in the history, is observed now (not before, never again).
+    fn will_record(&self, run: &Run, cutoff: f64) -> bool {
+        run.is_completed()
+            && run
+                .run_number
+                .is_some_and(|number| !self.recorded.contains(number))
+            && run.end.is_some_and(|end| end >= cutoff)
+    }
 }
+
+/// Run details of the runs about to be recorded, by run number (for their jobs).
+type Details = HashMap<u64, Run>;
 
 /// Polls one target on its schedule; owns the state of its pipelines.
 pub struct TargetPoller {
@@ -128,7 +155,9 @@ pub struct TargetPoller {
     metrics: Arc<Metrics>,
     /// The exporter's start, Unix seconds.
     started_at: f64,
-    state: Mutex<HashMap<String, PipelineState>>,
+    /// Read the run detail of each recorded run for its jobs (`metrics.jobs`).
+    record_jobs: bool,
+    state: Mutex<TargetState>,
     ready: AtomicBool,
 }
 
@@ -139,6 +168,7 @@ impl TargetPoller {
         client: Client,
         metrics: Arc<Metrics>,
         started_at: f64,
+        record_jobs: bool,
     ) -> Self {
         metrics.target_registered(target.label());
         TargetPoller {
@@ -146,7 +176,8 @@ impl TargetPoller {
             client,
             metrics,
             started_at,
-            state: Mutex::new(HashMap::new()),
+            record_jobs,
+            state: Mutex::new(TargetState::default()),
             ready: AtomicBool::new(false),
         }
     }
@@ -187,10 +218,26 @@ impl TargetPoller {
         );
     }
 
-    async fn poll_locked(&self, state: &mut HashMap<String, PipelineState>) -> bool {
+    async fn poll_locked(&self, target_state: &mut TargetState) -> bool {
         let mut ok = true;
+        if self.target.discover && self.discovery_due(target_state) {
+            match self.client.list_pipelines(&self.target.project_id).await {
+                Ok(pipelines) => self.apply_discovery(target_state, pipelines),
+                Err(err) => {
+                    ok = false;
+                    log_api_error(self.label(), &err, "pipeline list (discovery) failed");
+                }
+            }
+        }
+        let tracked = tracked(&self.target, &target_state.discovered);
+        let tracked_set: HashSet<&str> = tracked.iter().map(String::as_str).collect();
+        let discovered = &target_state.discovered;
+        let state = &mut target_state.pipelines;
+
         let mut latest_runs = Vec::new();
-        for chunk in self.target.pipeline_ids.chunks(self.target.chunk_size) {
+        // Pipelines of chunks that failed: not answered, but not gone either.
+        let mut unanswered: HashSet<String> = HashSet::new();
+        for chunk in tracked.chunks(self.target.chunk_size) {
             let result = match self.target.status_api {
                 StatusApi::V5 => self.client.v5_status(&self.target.project_id, chunk).await,
                 StatusApi::V3 => self.client.v3_status(chunk).await,
@@ -199,11 +246,12 @@ impl TargetPoller {
                 Ok(runs) => latest_runs.extend(runs),
                 Err(err) => {
                     ok = false;
+                    unanswered.extend(chunk.iter().cloned());
                     log_api_error(self.label(), &err, "batch status failed");
                 }
             }
         }
-        latest_runs.retain(|run| self.target.pipeline_ids.contains(&run.pipeline_id));
+        latest_runs.retain(|run| tracked_set.contains(run.pipeline_id.as_str()));
 
         // What changed since the last poll, and which names are still unknown.
         let mut names_wanted = Vec::new();
@@ -213,17 +261,25 @@ impl TargetPoller {
                 continue;
             };
             let pipeline = state.entry(run.pipeline_id.clone()).or_default();
-            let changed = pipeline.latest.as_ref() != Some(&key);
-            let newly_completed = run.is_completed() && !pipeline.latest_completed;
-            if changed || newly_completed || !pipeline.unfinished.is_empty() {
+            let may_have_completed = history_may_have_news(
+                pipeline.latest.as_ref(),
+                pipeline.latest_completed,
+                &key,
+                run.is_completed(),
+            );
+            if may_have_completed || !pipeline.unfinished.is_empty() {
                 pipeline.needs_scan = true;
             }
             pipeline.latest = Some(key.clone());
             pipeline.latest_completed = run.is_completed();
             if pipeline.series.is_none() {
-                match &run.pipeline_name {
+                let name = run
+                    .pipeline_name
+                    .as_ref()
+                    .or_else(|| discovered.get(&run.pipeline_id));
+                match name {
                     Some(name) => pipeline.series = Some(self.new_series(&run.pipeline_id, name)),
-                    // The v5 status carries no name: the run detail does.
+                    // The v5 status carries no name: discovery or the run detail does.
                     None => names_wanted.push((run.pipeline_id.clone(), key)),
                 }
             }
@@ -272,9 +328,11 @@ impl TargetPoller {
         }
 
         // Completed runs come from the history, read only where something may have completed.
+        // Only pipelines the batch status just answered: others may be gone.
+        let answered: HashSet<&str> = latest_runs.iter().map(|r| r.pipeline_id.as_str()).collect();
         let scans: Vec<(String, u64, bool)> = state
             .iter()
-            .filter(|(_, p)| p.needs_scan && p.series.is_some())
+            .filter(|(id, p)| p.needs_scan && p.series.is_some() && answered.contains(id.as_str()))
             .map(|(id, p)| (id.clone(), p.floor(), !p.scanned))
             .collect();
         let cutoff = self.cutoff();
@@ -286,19 +344,159 @@ impl TargetPoller {
             .buffer_unordered(CONCURRENCY)
             .collect()
             .await;
+        let mut histories = Vec::with_capacity(scanned.len());
         for (pipeline_id, result) in scanned {
-            let Some(pipeline) = state.get_mut(&pipeline_id) else {
-                continue;
-            };
             match result {
-                Ok(runs) => self.apply_history(pipeline, runs, cutoff),
+                Ok(runs) => histories.push((pipeline_id, runs)),
                 Err(err) => {
                     ok = false;
                     log_api_error(self.label(), &err, "run history failed");
                 }
             }
         }
+        let mut details = if self.record_jobs {
+            let (details, fetched) = self.read_details(state, &histories, cutoff).await;
+            ok &= fetched;
+            details
+        } else {
+            HashMap::new()
+        };
+        for (pipeline_id, runs) in histories {
+            let Some(pipeline) = state.get_mut(&pipeline_id) else {
+                continue;
+            };
+            let pipeline_details = match details.remove(&pipeline_id) {
+                Some(Some(found)) => found,
+                // A detail failed: nothing of this pipeline is recorded before it can be whole.
+                Some(None) => continue,
+                None => Details::new(),
+            };
+            self.apply_history(pipeline, runs, cutoff, &pipeline_details);
+        }
+
+        self.collect_absent(state, &tracked_set, &answered, &unanswered);
         ok
+    }
+
+    /// Whether the pipeline list must be read again.
+    fn discovery_due(&self, state: &TargetState) -> bool {
+        state
+            .discovered_at
+            .is_none_or(|at| at.elapsed() >= self.target.discover_every)
+    }
+
+    /// Keeps the pipelines the target's filters select.
+    fn apply_discovery(&self, state: &mut TargetState, pipelines: Vec<PipelineInfo>) {
+        let listed = pipelines.len();
+        let kept: BTreeMap<String, String> = pipelines
+            .into_iter()
+            .filter(|p| selects(&self.target, p))
+            .map(|p| (p.id, p.name))
+            .collect();
+        let added = kept
+            .keys()
+            .filter(|id| !state.discovered.contains_key(*id))
+            .count();
+        let dropped = state
+            .discovered
+            .keys()
+            .filter(|id| !kept.contains_key(*id))
+            .count();
+        if added > 0 || dropped > 0 {
+            tracing::info!(
+                target = self.label(),
+                listed,
+                kept = kept.len(),
+                added,
+                dropped,
+                "discovered pipelines changed"
+            );
+        }
+        state.discovered = kept;
+        state.discovered_at = Some(Instant::now());
+    }
+
+    /// Reads the run detail of every run about to be recorded. Per pipeline: the details, or
+    /// `None` when one failed; and whether every read succeeded.
+    async fn read_details(
+        &self,
+        state: &HashMap<String, PipelineState>,
+        histories: &[(String, Vec<Run>)],
+        cutoff: f64,
+    ) -> (HashMap<String, Option<Details>>, bool) {
+        let mut wanted: Vec<(String, u64, RunKey)> = Vec::new();
+        for (pipeline_id, runs) in histories {
+            let Some(pipeline) = state.get(pipeline_id) else {
+                continue;
+            };
+            for run in runs.iter().filter(|run| pipeline.will_record(run, cutoff)) {
+                if let (Some(number), Some(key)) = (run.run_number, RunKey::of(run)) {
+                    wanted.push((pipeline_id.clone(), number, key));
+                }
+            }
+        }
+        let client = &self.client;
+        let project_id = self.target.project_id.as_str();
+        let fetched: Vec<(String, u64, Result<Run, Error>)> = stream::iter(wanted)
+            .map(|(pipeline_id, number, key)| async move {
+                let result = match key.selector() {
+                    Some(selector) => client.run_detail(project_id, &pipeline_id, selector).await,
+                    None => Err(Error::Setup("run without id or number".into())),
+                };
+                (pipeline_id, number, result)
+            })
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        let mut details: HashMap<String, Option<Details>> = HashMap::new();
+        let mut all_ok = true;
+        for (pipeline_id, number, result) in fetched {
+            let entry = details
+                .entry(pipeline_id)
+                .or_insert_with(|| Some(Details::new()));
+            match result {
+                Ok(detail) => {
+                    if let Some(found) = entry {
+                        found.insert(number, detail);
+                    }
+                }
+                Err(err) => {
+                    all_ok = false;
+                    *entry = None;
+                    log_api_error(self.label(), &err, "run detail (jobs) failed");
+                }
+            }
+        }
+        (details, all_ok)
+    }
+
+    /// Starts the grace period of pipelines no longer polled or no longer answered, and removes
+    /// the series of those whose grace period is over.
+    fn collect_absent(
+        &self,
+        state: &mut HashMap<String, PipelineState>,
+        tracked: &HashSet<&str>,
+        answered: &HashSet<&str>,
+        unanswered: &HashSet<String>,
+    ) {
+        let now = Instant::now();
+        state.retain(|id, pipeline| {
+            let present = tracked.contains(id.as_str())
+                && (answered.contains(id.as_str()) || unanswered.contains(id));
+            if present {
+                pipeline.absent_since = None;
+                return true;
+            }
+            let since = *pipeline.absent_since.get_or_insert(now);
+            if now.duration_since(since) < self.target.gc_after {
+                return true;
+            }
+            if let Some(series) = pipeline.series.as_mut() {
+                series.remove(&self.metrics);
+            }
+            tracing::info!(target = self.label(), pipeline_id = %id, "pipeline gone; its series are removed");
+            false
+        });
     }
 
     fn new_series(&self, pipeline_id: &str, name: &str) -> PipelineSeries {
@@ -350,8 +548,15 @@ impl TargetPoller {
         Ok(runs)
     }
 
-    /// Records the completed runs of a history read once each, oldest first.
-    fn apply_history(&self, pipeline: &mut PipelineState, mut runs: Vec<Run>, cutoff: f64) {
+    /// Records the completed runs of a history read once each, oldest first; `details` holds
+    /// the run details (for jobs) of the runs recorded now, when jobs are observed.
+    fn apply_history(
+        &self,
+        pipeline: &mut PipelineState,
+        mut runs: Vec<Run>,
+        cutoff: f64,
+        details: &Details,
+    ) {
         let Some(series) = pipeline.series.as_mut() else {
             return;
         };
@@ -376,6 +581,9 @@ impl TargetPoller {
             if !pipeline.recorded.contains(number) {
                 if run.end.is_some_and(|end| end >= cutoff) {
                     series.observe_completed(m, run);
+                    if let Some(detail) = details.get(&number) {
+                        series.observe_jobs(m, detail);
+                    }
                     tracing::debug!(pipeline_id = %run.pipeline_id, run_number = number, result = ?run.result, "run recorded");
                 } else if pipeline.scanned {
                     // Completed while we watched, but found too late to record.
@@ -393,6 +601,53 @@ impl TargetPoller {
         pipeline.needs_scan = false;
         pipeline.scanned = true;
     }
+}
+
+/// Whether a run may have completed since the last poll, given the latest run then (and
+/// whether it had completed) and now. A new latest run that directly follows a completed one
+/// hides nothing: any run in between would have a number in between.
+fn history_may_have_news(
+    previous: Option<&RunKey>,
+    previous_completed: bool,
+    latest: &RunKey,
+    completed: bool,
+) -> bool {
+    let changed = previous != Some(latest);
+    if completed && (changed || !previous_completed) {
+        return true;
+    }
+    let successor = previous_completed
+        && previous
+            .and_then(|p| p.number)
+            .zip(latest.number)
+            .is_some_and(|(before, now)| now == before + 1);
+    changed && !successor
+}
+
+/// Whether discovery keeps `pipeline`: `include` matches its name, `exclude` does not, and it
+/// carries one of `tags` (each filter only when set).
+fn selects(target: &TargetConfig, pipeline: &PipelineInfo) -> bool {
+    target
+        .include
+        .as_ref()
+        .is_none_or(|p| p.is_match(&pipeline.name))
+        && !target
+            .exclude
+            .as_ref()
+            .is_some_and(|p| p.is_match(&pipeline.name))
+        && (target.tags.is_empty() || pipeline.tags.iter().any(|t| target.tags.contains(t)))
+}
+
+/// The pipelines to poll: the configured ids, then discovered ones, each once.
+fn tracked(target: &TargetConfig, discovered: &BTreeMap<String, String>) -> Vec<String> {
+    let mut seen = HashSet::new();
+    target
+        .pipeline_ids
+        .iter()
+        .chain(discovered.keys())
+        .filter(|id| seen.insert(id.as_str()))
+        .cloned()
+        .collect()
 }
 
 fn log_api_error(target: &str, err: &Error, what: &str) {
@@ -453,6 +708,105 @@ mod tests {
         assert_eq!(recorded.numbers.len(), MAX_RECORDED);
         assert!(recorded.contains(1));
         assert!(!recorded.contains(201));
+    }
+
+    fn target(extra: &str) -> TargetConfig {
+        let text = format!(
+            "[auth]\nmethod = \"token\"\ntoken = \"t\"\n[[targets]]\n\
+             project_id = \"0123456789abcdef0123456789abcdef\"\ninterval = \"1s\"\n{extra}\n"
+        );
+        match crate::config::Config::from_toml(&text) {
+            Ok(mut config) => config.targets.remove(0),
+            Err(err) => panic!("{err}"),
+        }
+    }
+
+    fn info(id: &str, name: &str, tags: &[&str]) -> PipelineInfo {
+        PipelineInfo {
+            id: id.into(),
+            name: name.into(),
+            tags: tags.iter().map(|t| (*t).to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn discovery_filters_by_name_and_tags() {
+        let all = target("discover = true");
+        assert!(selects(&all, &info("a", "anything", &[])));
+        let named = target("discover = true\ninclude = \"^订单\"\nexclude = \"(?i)nightly\"");
+        assert!(selects(&named, &info("a", "订单服务-build", &[])));
+        assert!(!selects(&named, &info("b", "订单服务-Nightly", &[])));
+        assert!(!selects(&named, &info("c", "支付-订单", &[])));
+        let tagged = target("discover = true\ntags = [\"backend\", \"发布\"]");
+        assert!(selects(&tagged, &info("a", "x", &["frontend", "发布"])));
+        assert!(!selects(&tagged, &info("b", "x", &["frontend"])));
+        assert!(!selects(&tagged, &info("c", "x", &[])));
+    }
+
+    #[test]
+    fn configured_and_discovered_ids_are_polled_once_each() {
+        let ids = [
+            "11111111111111111111111111111111",
+            "22222222222222222222222222222222",
+            "33333333333333333333333333333333",
+        ];
+        let config = target(&format!(
+            "discover = true\npipeline_ids = [\"{}\", \"{}\"]",
+            ids[1], ids[0]
+        ));
+        let discovered: BTreeMap<String, String> = [ids[0], ids[2]]
+            .iter()
+            .map(|id| ((*id).to_string(), format!("name of {id}")))
+            .collect();
+        assert_eq!(tracked(&config, &discovered), [ids[1], ids[0], ids[2]]);
+        assert_eq!(tracked(&config, &BTreeMap::new()), [ids[1], ids[0]]);
+    }
+
+    #[test]
+    fn the_history_is_read_only_when_a_run_may_have_completed() {
+        let key = |number: u64| RunKey {
+            id: Some(format!("run-{number}")),
+            number: Some(number),
+        };
+        let read = |previous: Option<(u64, bool)>, now: (u64, bool)| {
+            let previous_key = previous.map(|(n, _)| key(n));
+            history_may_have_news(
+                previous_key.as_ref(),
+                previous.is_some_and(|(_, done)| done),
+                &key(now.0),
+                now.1,
+            )
+        };
+        // First sight: read (back to the window).
+        assert!(read(None, (5, false)));
+        assert!(read(None, (5, true)));
+        // Nothing changed.
+        assert!(!read(Some((5, false)), (5, false)));
+        assert!(!read(Some((5, true)), (5, true)));
+        // The latest run completed.
+        assert!(read(Some((5, false)), (5, true)));
+        // The next run started after a completed one: nothing to record yet.
+        assert!(!read(Some((5, true)), (6, false)));
+        // ... or already completed too.
+        assert!(read(Some((5, true)), (6, true)));
+        // The previous one completed unseen, or runs happened in between.
+        assert!(read(Some((5, false)), (6, false)));
+        assert!(read(Some((5, true)), (7, false)));
+        // Without run numbers nothing can be ruled out.
+        let unnumbered = RunKey {
+            id: Some("b".into()),
+            number: None,
+        };
+        let previous = RunKey {
+            id: Some("a".into()),
+            number: None,
+        };
+        assert!(history_may_have_news(
+            Some(&previous),
+            true,
+            &unnumbered,
+            false
+        ));
     }
 
     #[test]

@@ -84,6 +84,19 @@ fn each_kind_of_mistake_exits_2_and_names_the_key() {
             valid().replace("[codearts]", "[codearts]\ntimeout = \"ten\""),
             "codearts.timeout",
         ),
+        (
+            "bad regular expression",
+            valid().replace(
+                "schedule = ",
+                "discover = true\ninclude = \"(unclosed\"\nschedule = ",
+            ),
+            "targets.0.include",
+        ),
+        (
+            "neither ids nor discovery",
+            valid().replace(&format!("[\"{PIPELINE}\"]"), "[]"),
+            "targets[0].pipeline_ids",
+        ),
     ];
     for (what, text, key) in cases {
         for subcommand in ["check-config", "run"] {

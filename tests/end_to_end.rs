@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::{
-    Sample, get, get_json, parse_metrics, select, start_exporter, start_simulator, value,
+    get, get_json, parse_metrics, select, stable_scrape, start_exporter, start_simulator, value,
     wait_for_status_200,
 };
 use serde_json::Value;
@@ -63,29 +63,6 @@ fn targets_of(truth: &Value) -> Value {
             .map(|(project, ids)| serde_json::json!({"project_id": project, "pipeline_ids": ids}))
             .collect(),
     )
-}
-
-/// Pipeline series only, so two scrapes can be compared while exporter counters move.
-fn pipeline_samples(samples: &[Sample]) -> Vec<Sample> {
-    samples
-        .iter()
-        .filter(|s| s.name.starts_with("codearts_pipeline_"))
-        .cloned()
-        .collect()
-}
-
-/// Scrapes until two scrapes in a row agree on every pipeline series (no poll in between).
-async fn stable_scrape(url: &str) -> Vec<Sample> {
-    let mut previous = parse_metrics(&get(url).await.1);
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let current = parse_metrics(&get(url).await.1);
-        if pipeline_samples(&current) == pipeline_samples(&previous) {
-            return current;
-        }
-        previous = current;
-    }
-    panic!("metrics never settled");
 }
 
 fn completed_live_runs(truth: &Value, since_ms: f64) -> usize {

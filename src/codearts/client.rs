@@ -11,7 +11,10 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::auth::Authenticator;
-use super::model::{ApiErrorBody, Run, RunDetail, RunList, V3PipelineStatus, V5RunStatus};
+use super::model::{
+    ApiErrorBody, PipelineInfo, PipelineListPage, Run, RunDetail, RunList, V3PipelineStatus,
+    V5RunStatus,
+};
 use super::{Api, Error};
 use crate::config::{AuthConfig, CodeArtsConfig};
 
@@ -21,6 +24,10 @@ const MAX_ATTEMPTS: u32 = 3;
 const BASE_BACKOFF: Duration = Duration::from_millis(500);
 /// Longest wait between attempts, whatever `Retry-After` says.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Pipelines per page of the project pipeline list.
+const PIPELINE_PAGE: u64 = 50;
+/// Pages of the pipeline list read at most (a guard against a `total` that never comes).
+const MAX_PIPELINE_PAGES: u64 = 200;
 /// How much of an unreadable body goes into an error message.
 const SNIPPET_CHARS: usize = 200;
 
@@ -179,6 +186,58 @@ impl Client {
             .collect();
         let total = page.total.unwrap_or(offset + runs.len() as u64);
         Ok((runs, total))
+    }
+
+    /// One page of the pipelines of a project; returns the pipelines and the total.
+    pub async fn pipeline_page(
+        &self,
+        project_id: &str,
+        offset: u64,
+        limit: u64,
+    ) -> Result<(Vec<PipelineInfo>, u64), Error> {
+        let url = format!("{}/v5/{project_id}/api/pipelines/list", self.endpoint);
+        // Sorted by creation so pages stay stable while pipelines run (update_time moves).
+        let query = serde_json::json!({
+            "offset": offset,
+            "limit": limit,
+            "sort_key": "create_time",
+            "sort_dir": "asc",
+        });
+        let body = self
+            .send(Api::PipelineList, || self.http.post(&url).json(&query))
+            .await?;
+        let page: PipelineListPage = decode(Api::PipelineList, &body)?;
+        let pipelines: Vec<PipelineInfo> = page
+            .pipelines
+            .iter()
+            .filter_map(PipelineInfo::from_entry)
+            .collect();
+        let total = page.total.unwrap_or(offset + pipelines.len() as u64);
+        Ok((pipelines, total))
+    }
+
+    /// Every pipeline of a project, page by page until `total` (ids de-duplicated, first wins).
+    pub async fn list_pipelines(&self, project_id: &str) -> Result<Vec<PipelineInfo>, Error> {
+        let mut all: Vec<PipelineInfo> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut offset = 0;
+        for _ in 0..MAX_PIPELINE_PAGES {
+            let (page, total) = self
+                .pipeline_page(project_id, offset, PIPELINE_PAGE)
+                .await?;
+            // Advance by what came back: the service may cap the page below what was asked.
+            offset += page.len() as u64;
+            let empty = page.is_empty();
+            for pipeline in page {
+                if seen.insert(pipeline.id.clone()) {
+                    all.push(pipeline);
+                }
+            }
+            if empty || offset >= total {
+                break;
+            }
+        }
+        Ok(all)
     }
 
     /// Sends a request built by `build`, retrying transient failures with backoff, and a 401

@@ -19,17 +19,20 @@ pub enum Api {
     RunDetail,
     /// `POST .../pipeline-runs/list` (3.4).
     RunList,
+    /// `POST /v5/{project_id}/api/pipelines/list` (3.5, discovery).
+    PipelineList,
     /// IAM `POST /v3/auth/tokens`.
     IamToken,
 }
 
 impl Api {
     /// Every API, for label sets created up front.
-    pub const ALL: [Api; 5] = [
+    pub const ALL: [Api; 6] = [
         Api::V3Status,
         Api::V5Status,
         Api::RunDetail,
         Api::RunList,
+        Api::PipelineList,
         Api::IamToken,
     ];
 
@@ -40,6 +43,7 @@ impl Api {
             Api::V5Status => "v5_status",
             Api::RunDetail => "run_detail",
             Api::RunList => "run_list",
+            Api::PipelineList => "pipeline_list",
             Api::IamToken => "iam_token",
         }
     }

@@ -214,6 +214,71 @@ pub struct RunList {
     pub pipeline_runs: Vec<V5RunStatus>,
 }
 
+/// The pipelines of a project, one page (reference 3.5).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct PipelineListPage {
+    /// Pipelines matching the query in all pages.
+    #[serde(default, deserialize_with = "lenient_u64")]
+    pub total: Option<u64>,
+    /// This page; entries that do not parse are dropped.
+    #[serde(default, deserialize_with = "lenient_vec")]
+    pub pipelines: Vec<PipelineEntry>,
+}
+
+/// One pipeline of the project pipeline list.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct PipelineEntry {
+    /// Pipeline id.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub pipeline_id: Option<String>,
+    /// Pipeline name.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub name: Option<String>,
+    /// Tags; the reference does not say whether elements are names or objects: both are read.
+    #[serde(default, deserialize_with = "lenient_tags")]
+    pub tag_list: Vec<String>,
+}
+
+/// Tag names from strings, or from objects' `name` (or `tag_name`); anything else is dropped.
+fn lenient_tags<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let Value::Array(items) = Value::deserialize(d)? else {
+        return Ok(Vec::new());
+    };
+    Ok(items
+        .into_iter()
+        .filter_map(|item| match item {
+            Value::String(name) => Some(name),
+            Value::Object(map) => ["name", "tag_name"]
+                .iter()
+                .find_map(|key| map.get(*key).and_then(Value::as_str).map(str::to_string)),
+            _ => None,
+        })
+        .collect())
+}
+
+/// A pipeline found by discovery, normalised.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipelineInfo {
+    /// Pipeline id.
+    pub id: String,
+    /// Pipeline name (the id when the API gave none).
+    pub name: String,
+    /// Tag names.
+    pub tags: Vec<String>,
+}
+
+impl PipelineInfo {
+    /// From a list entry; `None` without an id.
+    pub fn from_entry(entry: &PipelineEntry) -> Option<PipelineInfo> {
+        let id = non_empty(&entry.pipeline_id)?;
+        Some(PipelineInfo {
+            name: non_empty(&entry.name).unwrap_or_else(|| id.clone()),
+            id,
+            tags: entry.tag_list.clone(),
+        })
+    }
+}
+
 /// A nested object that becomes `None`-like (default) instead of failing when it has the wrong shape.
 #[derive(Debug, Clone, Default)]
 pub struct Lenient<T>(pub T);
@@ -259,9 +324,34 @@ pub struct RunDetail {
     /// Console URL of the run.
     #[serde(default, deserialize_with = "lenient_string")]
     pub detail_url: Option<String>,
+    /// Code sources; the first one's `params.build_params.target_branch` is the branch built.
+    #[serde(default, deserialize_with = "lenient_vec")]
+    pub sources: Vec<DetailSource>,
     /// Stages in order.
     #[serde(default, deserialize_with = "lenient_vec")]
     pub stages: Vec<DetailStage>,
+}
+
+/// A code source of the run detail (`sources[]`).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct DetailSource {
+    /// `code`, ...
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub r#type: Option<String>,
+    /// Repository and build parameters.
+    #[serde(default)]
+    pub params: Option<Lenient<SourceParams>>,
+}
+
+/// `sources[].params` of the run detail.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct SourceParams {
+    /// The repository's default branch (not necessarily the one built).
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub default_branch: Option<String>,
+    /// What this run built.
+    #[serde(default)]
+    pub build_params: Option<Lenient<BuildParams>>,
 }
 
 /// A stage of the run detail.
@@ -308,6 +398,9 @@ pub struct DetailJob {
     /// Error text.
     #[serde(default, deserialize_with = "lenient_string")]
     pub message: Option<String>,
+    /// False when the job (or its stage) was deselected for this run.
+    #[serde(default, deserialize_with = "lenient_bool")]
+    pub is_select: Option<bool>,
     /// Epoch ms.
     #[serde(default, deserialize_with = "lenient_time")]
     pub start_time: Option<RawTime>,
@@ -443,6 +536,10 @@ pub struct Run {
     pub end: Option<f64>,
     /// Console URL of the run.
     pub detail_url: Option<String>,
+    /// What started it (`Manual`, `Scheduler`, `MR`, ...), v5 only.
+    pub trigger: Option<String>,
+    /// The branch built (`target_branch` of the build parameters), v5 only.
+    pub branch: Option<String>,
     /// Stages in order; empty when the API gave none.
     pub stages: Vec<StageRun>,
 }
@@ -460,6 +557,30 @@ pub struct StageRun {
     pub start: Option<f64>,
     /// End, epoch seconds.
     pub end: Option<f64>,
+    /// Jobs in order; only the run detail has them.
+    pub jobs: Vec<JobRun>,
+}
+
+/// A job of a stage, normalised (run detail only).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRun {
+    /// Job name.
+    pub name: String,
+    /// Normalised state.
+    pub state: RunState,
+    /// Outcome once completed.
+    pub result: Option<RunResult>,
+    /// Start, epoch seconds.
+    pub start: Option<f64>,
+    /// End, epoch seconds.
+    pub end: Option<f64>,
+}
+
+impl JobRun {
+    /// Duration of a job that actually ran and finished.
+    pub fn duration(&self) -> Option<f64> {
+        duration(self.start, self.end)
+    }
 }
 
 impl StageRun {
@@ -487,6 +608,19 @@ impl Run {
         duration(self.start, self.end)
     }
 
+    /// Time from the run's start to its first stage's start: initialisation and the wait for
+    /// an executor. `None` when no stage started. Stage times may have whole seconds only, so
+    /// a start a fraction before the run's counts as no wait.
+    pub fn queue(&self) -> Option<f64> {
+        let start = self.start?;
+        let first = self
+            .stages
+            .iter()
+            .filter_map(|s| s.start)
+            .min_by(f64::total_cmp)?;
+        Some((first - start).max(0.0))
+    }
+
     /// From a v3 batch status entry; `None` without a pipeline id.
     pub fn from_v3(entry: &V3PipelineStatus, zone: FixedOffset) -> Option<Run> {
         let (state, result) = normalize_v3(entry.status.as_deref(), entry.result.as_deref());
@@ -507,6 +641,7 @@ impl Run {
                     result,
                     start: None,
                     end: None,
+                    jobs: Vec::new(),
                 };
                 (order, run)
             })
@@ -525,6 +660,8 @@ impl Run {
             start: epoch(&entry.start_time, zone),
             end: epoch(&entry.end_time, zone).filter(|_| state == RunState::Completed),
             detail_url: non_empty(&entry.detail_url),
+            trigger: None,
+            branch: None,
             stages: stages.into_iter().map(|(_, s)| s).collect(),
         })
     }
@@ -544,11 +681,16 @@ impl Run {
                     result,
                     start: epoch(&stage.start_time, zone),
                     end: epoch(&stage.end_time, zone),
+                    jobs: Vec::new(),
                 };
                 (stage.sequence.unwrap_or(i as i64), run)
             })
             .collect();
         stages.sort_by_key(|(order, _)| *order);
+        let branch = entry
+            .build_params
+            .as_ref()
+            .and_then(|params| non_empty(&params.0.target_branch));
         Some(Run {
             pipeline_id: non_empty(&entry.pipeline_id)?,
             pipeline_name: None,
@@ -559,6 +701,8 @@ impl Run {
             start: epoch(&entry.start_time, zone),
             end: epoch(&entry.end_time, zone).filter(|_| state == RunState::Completed),
             detail_url: non_empty(&entry.detail_url),
+            trigger: non_empty(&entry.trigger_type),
+            branch,
             stages: stages.into_iter().map(|(_, s)| s).collect(),
         })
     }
@@ -576,17 +720,43 @@ impl Run {
                 } else {
                     normalize_v5(stage.status.as_deref())
                 };
+                let unselected = stage.is_select == Some(false);
+                let jobs = stage
+                    .jobs
+                    .iter()
+                    .enumerate()
+                    .map(|(j, job)| {
+                        let (state, result) = if unselected || job.is_select == Some(false) {
+                            normalize_v5(Some("UNSELECTED"))
+                        } else {
+                            normalize_v5(job.status.as_deref())
+                        };
+                        JobRun {
+                            name: non_empty(&job.name).unwrap_or_else(|| format!("job_{}", j + 1)),
+                            state,
+                            result,
+                            start: epoch(&job.start_time, zone),
+                            end: epoch(&job.end_time, zone),
+                        }
+                    })
+                    .collect();
                 let run = StageRun {
                     name: non_empty(&stage.name).unwrap_or_else(|| format!("stage_{}", i + 1)),
                     state,
                     result,
                     start: epoch(&stage.start_time, zone),
                     end: epoch(&stage.end_time, zone),
+                    jobs,
                 };
                 (stage.sequence.unwrap_or(i as i64), run)
             })
             .collect();
         stages.sort_by_key(|(order, _)| *order);
+        // The code source's build parameters name the branch built (reference 3.3).
+        let branch = detail.sources.iter().find_map(|source| {
+            let params = &source.params.as_ref()?.0;
+            non_empty(&params.build_params.as_ref()?.0.target_branch)
+        });
         Some(Run {
             pipeline_id: non_empty(&detail.pipeline_id)?,
             pipeline_name: non_empty(&detail.name),
@@ -597,6 +767,8 @@ impl Run {
             start: epoch(&detail.start_time, zone),
             end: epoch(&detail.end_time, zone).filter(|_| state == RunState::Completed),
             detail_url: non_empty(&detail.detail_url),
+            trigger: non_empty(&detail.trigger_type),
+            branch,
             stages: stages.into_iter().map(|(_, s)| s).collect(),
         })
     }
@@ -690,6 +862,109 @@ mod tests {
         assert_eq!(runs[0].stages[1].duration(), Some(90.0));
         assert_eq!(runs[1].state, RunState::Running);
         assert_eq!(runs[1].end, None);
+    }
+
+    #[test]
+    fn the_run_detail_gives_trigger_branch_jobs_and_queue_time() {
+        let detail: RunDetail =
+            serde_json::from_str(&fixture("v5-run-detail.json")).expect("parses");
+        let run = Run::from_detail(&detail, utc8()).expect("has an id");
+        assert_eq!(run.trigger.as_deref(), Some("Manual"));
+        // sources[].params.build_params.target_branch, not the repository's default_branch.
+        assert_eq!(run.branch.as_deref(), Some("master"));
+        let job = &run.stages[0].jobs[0];
+        assert_eq!(job.name, "新建任务");
+        assert_eq!(job.result, Some(RunResult::Success));
+        assert_eq!(job.duration(), Some(0.0));
+        assert_eq!(run.queue(), Some(0.0));
+
+        let text = r#"{"pipeline_id": "p", "status": "FAILED", "start_time": 1700000000000,
+            "end_time": 1700000090000, "trigger_type": "MR",
+            "sources": [{"type": "code", "params": {"default_branch": "master",
+                "build_params": {"target_branch": "develop", "source_branch": "feature/x"}}}],
+            "stages": [
+              {"name": "b", "sequence": 1, "status": "FAILED", "start_time": 1700000030000,
+               "end_time": 1700000090000, "jobs": [
+                 {"name": "j1", "status": "COMPLETED", "start_time": 1700000030000, "end_time": 1700000050000},
+                 {"name": "j2", "status": "FAILED", "start_time": 1700000050000, "end_time": 1700000090000},
+                 {"name": "j3", "status": "INIT", "start_time": null, "end_time": null}]},
+              {"name": "a", "sequence": 0, "status": "COMPLETED", "start_time": 1700000012000,
+               "end_time": 1700000030000, "jobs": []},
+              {"name": "c", "sequence": 2, "status": "UNSELECTED", "is_select": false,
+               "start_time": 0, "end_time": 0, "jobs": [
+                 {"name": "j4", "status": "INIT", "is_select": false, "start_time": 0}]}]}"#;
+        let detail: RunDetail = serde_json::from_str(text).expect("parses");
+        let run = Run::from_detail(&detail, utc8()).expect("has an id");
+        assert_eq!(run.branch.as_deref(), Some("develop"));
+        assert_eq!(run.trigger.as_deref(), Some("MR"));
+        assert_eq!(run.queue(), Some(12.0));
+        let jobs: Vec<(&str, Option<RunResult>, Option<f64>)> = run
+            .stages
+            .iter()
+            .flat_map(|s| s.jobs.iter())
+            .map(|j| (j.name.as_str(), j.result, j.duration()))
+            .collect();
+        assert_eq!(
+            jobs,
+            [
+                ("j1", Some(RunResult::Success), Some(20.0)),
+                ("j2", Some(RunResult::Error), Some(40.0)),
+                ("j3", None, None),
+                ("j4", None, None),
+            ]
+        );
+    }
+
+    #[test]
+    fn history_entries_give_trigger_and_branch() {
+        let entries: Vec<V5RunStatus> =
+            serde_json::from_str(&fixture("v5-batch-status.json")).expect("parses");
+        let run = Run::from_v5(&entries[0], utc8()).expect("has an id");
+        assert!(run.trigger.is_some());
+        assert_eq!(
+            run.branch,
+            entries[0]
+                .build_params
+                .as_ref()
+                .and_then(|p| p.0.target_branch.clone())
+        );
+        let none: Vec<V5RunStatus> =
+            serde_json::from_str(r#"[{"pipeline_id": "p", "build_params": null}]"#)
+                .expect("parses");
+        let run = Run::from_v5(&none[0], utc8()).expect("has an id");
+        assert_eq!((run.queue(), run.trigger, run.branch), (None, None, None));
+    }
+
+    #[test]
+    fn pipeline_list_pages_parse_with_either_form_of_tags() {
+        let text = r#"{"offset": 0, "limit": 10, "total": 3, "current_system_time": 1,
+            "pipelines": [
+              {"pipeline_id": "a", "name": "构建-a", "tag_list": ["nightly", 5, {"name": "发布"}]},
+              {"pipeline_id": "b", "name": null, "tag_list": null, "latest_run": {"x": 1}},
+              {"name": "no id"},
+              7]}"#;
+        let page: PipelineListPage = serde_json::from_str(text).expect("parses");
+        assert_eq!(page.total, Some(3));
+        let infos: Vec<PipelineInfo> = page
+            .pipelines
+            .iter()
+            .filter_map(PipelineInfo::from_entry)
+            .collect();
+        assert_eq!(
+            infos,
+            [
+                PipelineInfo {
+                    id: "a".into(),
+                    name: "构建-a".into(),
+                    tags: vec!["nightly".into(), "发布".into()],
+                },
+                PipelineInfo {
+                    id: "b".into(),
+                    name: "b".into(),
+                    tags: vec![],
+                },
+            ]
+        );
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! the pipelines, their runs and every id are the same; run times follow the wall clock (the
 //! simulator starts at [`Simulator::new`]) with nominal durations divided by
 //! [`SimOptions::speed`]. Responses are written by hand in the vendor's shapes, nulls included.
-//! `GET /_sim/truth` lists what really happened, so tests can compare the exporter with it.
+//! `GET /_sim/truth` lists what really happened, so tests can compare the exporter with it;
+//! `POST /_sim/pipelines` and `DELETE /_sim/pipelines/{id}` create and delete pipelines while
+//! it runs.
 
 mod auth;
 mod render;
@@ -12,7 +14,7 @@ mod routes;
 mod world;
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http_body_util::{BodyExt, Limited};
@@ -95,7 +97,8 @@ pub struct SimAccessKey {
 /// The simulated service: pipelines, runs and credentials. Shared between connections.
 pub struct Simulator {
     options: SimOptions,
-    world: World,
+    /// Written only by the test endpoints that add and delete pipelines.
+    world: RwLock<World>,
     tokens: TokenStore,
 }
 
@@ -128,21 +131,32 @@ impl Simulator {
         );
         Simulator {
             options,
-            world,
+            world: RwLock::new(world),
             tokens: TokenStore::new(),
         }
     }
 
+    /// The world for reading; a panic elsewhere cannot leave it half-changed, so poison is harmless.
+    fn world(&self) -> RwLockReadGuard<'_, World> {
+        self.world.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The world for adding or deleting pipelines.
+    fn world_mut(&self) -> RwLockWriteGuard<'_, World> {
+        self.world.write().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// (project_id, pipeline_ids) for every project, in a stable order.
     pub fn targets(&self) -> Vec<(String, Vec<String>)> {
-        self.world
+        let world = self.world();
+        world
             .projects
             .iter()
             .map(|project| {
                 let ids = project
                     .pipelines
                     .iter()
-                    .map(|&i| self.world.pipelines[i].id.clone())
+                    .map(|&i| world.pipelines[i].id.clone())
                     .collect();
                 (project.id.clone(), ids)
             })

@@ -427,7 +427,8 @@ pub(crate) fn pipeline_entry(
         "banned": false,
         "description": def.description,
         "manifest_version": "3.0",
-        "tag_list": [],
+        // The reference names the field but not its elements; tag names are the plain reading.
+        "tag_list": def.tags,
         "latest_run": latest.map_or(Value::Null, |(run, view)| v5_run(world, def, run, view, false)),
     })
 }
@@ -449,6 +450,22 @@ pub(crate) fn truth_run(def: &PipelineDef, run: &RunPlan, view: &RunView) -> Val
         .zip(&view.stages)
         .filter_map(|(stage, state)| {
             let (start, end) = (state.item.start?, state.item.end?);
+            let jobs: Vec<Value> = stage
+                .jobs
+                .iter()
+                .zip(&state.jobs)
+                .filter_map(|(job, job_state)| {
+                    let (start, end) = (job_state.item.start?, job_state.item.end?);
+                    Some(json!({
+                        "name": job.name,
+                        "status": job_state.item.status,
+                        "result": result_of(job_state.item.status),
+                        "start_ms": start,
+                        "end_ms": end,
+                        "duration_seconds": seconds_between(start, end),
+                    }))
+                })
+                .collect();
             Some(json!({
                 "name": stage.name,
                 "status": state.item.status,
@@ -456,9 +473,17 @@ pub(crate) fn truth_run(def: &PipelineDef, run: &RunPlan, view: &RunView) -> Val
                 "start_ms": start,
                 "end_ms": end,
                 "duration_seconds": seconds_between(start, end),
+                "jobs": jobs,
             }))
         })
         .collect();
+    // Queued until the first stage starts (initialisation and waiting for an executor).
+    let queue_seconds = view
+        .stages
+        .iter()
+        .filter_map(|s| s.item.start)
+        .min()
+        .map(|first| seconds_between(view.start, first));
     json!({
         "run_id": run.id,
         "run_number": run.number,
@@ -469,6 +494,7 @@ pub(crate) fn truth_run(def: &PipelineDef, run: &RunPlan, view: &RunView) -> Val
         "start_ms": view.start,
         "end_ms": end,
         "duration_seconds": seconds_between(view.start, end),
+        "queue_seconds": queue_seconds,
         "stages": stages,
     })
 }

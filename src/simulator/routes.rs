@@ -4,10 +4,10 @@ use chrono::NaiveDateTime;
 use hyper::{HeaderMap, StatusCode};
 use serde_json::{Map, Value, json};
 
-use super::Simulator;
-use super::auth::{self, IamReply, Signed, query_pairs};
+use super::auth::{self, IamReply, Signed, TokenStore, query_pairs};
 use super::render::{self, error};
-use super::world::{RunPlan, RunView};
+use super::world::{RunPlan, RunView, World};
+use super::{SimOptions, Simulator};
 
 /// Default and largest page sizes of the list APIs.
 const DEFAULT_LIMIT: u64 = 10;
@@ -197,7 +197,89 @@ impl Simulator {
     pub(crate) fn handle(&self, request: &SimRequest<'_>, now_ms: i64) -> Reply {
         let path = request.path.strip_prefix('/').unwrap_or(request.path);
         let segments: Vec<&str> = path.split('/').collect();
+        // Test-only changes to the world take the write lock; everything else reads.
         match (request.method, segments.as_slice()) {
+            ("POST", ["_sim", "pipelines"]) => self.add_pipeline(request.body, now_ms),
+            ("DELETE", ["_sim", "pipelines", id]) => {
+                if self.world_mut().remove_pipeline(id) {
+                    Reply::ok(json!({ "pipeline_id": id, "deleted": true }))
+                } else {
+                    no_pipeline()
+                }
+            }
+            _ => {
+                let world = self.world();
+                let service = Service {
+                    world: &world,
+                    options: &self.options,
+                    tokens: &self.tokens,
+                };
+                service.route(request, &segments, now_ms)
+            }
+        }
+    }
+
+    /// Every completed run, per pipeline (what `GET /_sim/truth` answers).
+    #[cfg(test)]
+    pub(crate) fn truth(&self, now_ms: i64) -> Value {
+        let world = self.world();
+        let service = Service {
+            world: &world,
+            options: &self.options,
+            tokens: &self.tokens,
+        };
+        service.truth(now_ms)
+    }
+
+    /// `POST /_sim/pipelines` `{"name", "project_id", "tags"}` (all optional): creates a
+    /// pipeline whose first run starts now.
+    fn add_pipeline(&self, body: &[u8], now_ms: i64) -> Reply {
+        let body = match body_object(body) {
+            Ok(body) => body,
+            Err(reply) => return reply,
+        };
+        let name = match body.get("name") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_string()),
+            Some(_) => return bad_param("name"),
+        };
+        let tags = match field_list(&body, "tags") {
+            Ok(tags) => tags,
+            Err(reply) => return reply,
+        };
+        let mut world = self.world_mut();
+        let project = match body.get("project_id") {
+            None | Some(Value::Null) => 0,
+            Some(Value::String(id)) => match world.project(id) {
+                Some(project) => project,
+                None => return no_project(),
+            },
+            Some(_) => return bad_param("project_id"),
+        };
+        if world.projects.is_empty() {
+            return no_project();
+        }
+        let index = world.add_pipeline(project, name, tags, now_ms);
+        let def = &world.pipelines[index];
+        Reply::ok(json!({
+            "pipeline_id": def.id,
+            "name": def.name,
+            "project_id": world.projects[project].id,
+            "tag_list": def.tags,
+        }))
+    }
+}
+
+/// The simulator's APIs over one consistent view of the world.
+struct Service<'a> {
+    world: &'a World,
+    options: &'a SimOptions,
+    tokens: &'a TokenStore,
+}
+
+impl Service<'_> {
+    fn route(&self, request: &SimRequest<'_>, segments: &[&str], now_ms: i64) -> Reply {
+        match (request.method, segments) {
             ("POST", ["v3", "auth", "tokens"]) => self.iam(request, now_ms),
             ("GET", ["_sim", "truth"]) => Reply::ok(self.truth(now_ms)),
             ("POST", ["_sim", "revoke-tokens"]) => {
@@ -291,7 +373,7 @@ impl Simulator {
             self.world.iam_project_id.as_str(),
         );
         match auth::iam_login(
-            &self.tokens,
+            self.tokens,
             &self.options.users,
             request.body,
             now_ms,
@@ -352,7 +434,7 @@ impl Simulator {
             .filter_map(|id| self.world.pipeline(id))
             .filter_map(|index| {
                 self.latest(index, now_ms, |def, run, view| {
-                    render::v3_status(&self.world, def, run, view)
+                    render::v3_status(self.world, def, run, view)
                 })
             })
             .collect();
@@ -387,7 +469,7 @@ impl Simulator {
             .filter(|&index| self.world.pipelines[index].project == project)
             .filter_map(|index| {
                 self.latest(index, now_ms, |def, run, view| {
-                    render::v5_run(&self.world, def, run, view, false)
+                    render::v5_run(self.world, def, run, view, false)
                 })
             })
             .collect();
@@ -421,7 +503,7 @@ impl Simulator {
             };
             match run {
                 Some(run) => Reply::ok(render::run_detail(
-                    &self.world,
+                    self.world,
                     def,
                     run,
                     &run.view(now_ms),
@@ -490,7 +572,7 @@ impl Simulator {
             let total = rows.len();
             let runs: Vec<Value> = page(rows, offset, limit)
                 .into_iter()
-                .map(|(run, _)| render::v5_run(&self.world, def, run, &run.view(now_ms), true))
+                .map(|(run, _)| render::v5_run(self.world, def, run, &run.view(now_ms), true))
                 .collect();
             Reply::ok(
                 json!({"offset": offset, "limit": limit, "total": total, "pipeline_runs": runs}),
@@ -514,6 +596,8 @@ impl Simulator {
             Some(_) => return Err(bad_param("name")),
         };
         let statuses = field_list(&body, "status")?;
+        // Pipelines carrying any of these tags.
+        let tags = field_list(&body, "tag_list")?;
         let sort_key = field_choice(
             &body,
             "sort_key",
@@ -538,6 +622,12 @@ impl Simulator {
             {
                 continue;
             }
+            if tags
+                .as_ref()
+                .is_some_and(|wanted| !def.tags.iter().any(|t| wanted.contains(t)))
+            {
+                continue;
+            }
             let row = self.world.with_runs(index, now_ms, |def, log| {
                 let latest = log.latest(now_ms).map(|run| (run, run.view(now_ms)));
                 let status = latest.as_ref().map(|(_, view)| view.status);
@@ -552,7 +642,7 @@ impl Simulator {
                         .map_or(def.create_ms, |(_, view)| view.update),
                     index,
                     entry: render::pipeline_entry(
-                        &self.world,
+                        self.world,
                         def,
                         latest.as_ref().map(|(r, v)| (*r, v)),
                     ),
@@ -597,6 +687,7 @@ impl Simulator {
                         "project_id": project.id,
                         "pipeline_id": def.id,
                         "name": def.name,
+                        "tags": def.tags,
                         "stage_count": def.stages.len(),
                         "runs": runs,
                     })
@@ -1018,6 +1109,128 @@ mod tests {
     }
 
     #[test]
+    fn pipelines_list_filters_by_tag() {
+        let sim = sim();
+        let (project, ids) = sim.targets().remove(0);
+        let uri = format!("/v5/{project}/api/pipelines/list");
+        let all = call(&sim, "POST", &uri, "{\"limit\": 100}", START);
+        let pipelines = all.body["pipelines"].as_array().expect("pipelines");
+        assert_eq!(pipelines.len(), ids.len());
+        let tagged = pipelines
+            .iter()
+            .find(|p| !p["tag_list"].as_array().expect("tags").is_empty())
+            .expect("a tagged pipeline");
+        let tag = tagged["tag_list"][0].as_str().expect("tag").to_string();
+        let filtered = call(
+            &sim,
+            "POST",
+            &uri,
+            &json!({"tag_list": [tag.clone()], "limit": 100}).to_string(),
+            START,
+        );
+        let kept = filtered.body["pipelines"].as_array().expect("pipelines");
+        assert!(!kept.is_empty());
+        assert!(kept.iter().all(|p| {
+            p["tag_list"]
+                .as_array()
+                .expect("tags")
+                .iter()
+                .any(|t| t == tag.as_str())
+        }));
+        assert_eq!(
+            call(&sim, "POST", &uri, "{\"tag_list\": 5}", START).status,
+            StatusCode::BAD_REQUEST
+        );
+    }
+
+    #[test]
+    fn pipelines_can_be_added_and_deleted_at_run_time() {
+        let sim = sim();
+        let (project, ids) = sim.targets().remove(0);
+        let list_uri = format!("/v5/{project}/api/pipelines/list");
+        let body = json!({"name": "新流水线 added", "project_id": project, "tags": ["nightly"]});
+        let added = call_with(
+            &sim,
+            "POST",
+            "/_sim/pipelines",
+            None,
+            &body.to_string(),
+            START,
+        );
+        assert_eq!(added.status, StatusCode::OK);
+        let id = added.body["pipeline_id"].as_str().expect("id").to_string();
+        assert_eq!(id.len(), 32);
+        assert!(!ids.contains(&id));
+        assert_eq!(added.body["tag_list"], json!(["nightly"]));
+
+        // Listed, with a run that starts at creation and no history before it.
+        let later = START + 1000;
+        let list = call(&sim, "POST", &list_uri, "{\"limit\": 100}", later);
+        assert_eq!(list.body["total"], ids.len() + 1);
+        let entry = list.body["pipelines"]
+            .as_array()
+            .expect("pipelines")
+            .iter()
+            .find(|p| p["pipeline_id"] == id.as_str())
+            .expect("listed")
+            .clone();
+        assert_eq!(entry["name"], "新流水线 added");
+        assert_eq!(entry["latest_run"]["run_number"], 1);
+        assert_eq!(entry["latest_run"]["start_time"], START);
+        let status_uri = format!("/v5/{project}/api/pipelines/status");
+        let status = call(&sim, "POST", &status_uri, &json!([id]).to_string(), later);
+        assert_eq!(status.body.as_array().expect("array").len(), 1);
+
+        // Deleted: gone from every API and from the truth.
+        let deleted = call_with(
+            &sim,
+            "DELETE",
+            &format!("/_sim/pipelines/{id}"),
+            None,
+            "",
+            later,
+        );
+        assert_eq!(deleted.status, StatusCode::OK);
+        let again = call_with(
+            &sim,
+            "DELETE",
+            &format!("/_sim/pipelines/{id}"),
+            None,
+            "",
+            later,
+        );
+        assert_eq!(again.status, StatusCode::NOT_FOUND);
+        let list = call(&sim, "POST", &list_uri, "{\"limit\": 100}", later);
+        assert_eq!(list.body["total"], ids.len());
+        let status = call(&sim, "POST", &status_uri, &json!([id]).to_string(), later);
+        assert!(status.body.as_array().expect("array").is_empty());
+        let detail = call(
+            &sim,
+            "GET",
+            &format!("/v5/{project}/api/pipelines/{id}/pipeline-runs/detail"),
+            "",
+            later,
+        );
+        assert_eq!(detail.status, StatusCode::NOT_FOUND);
+        let truth = sim.truth(later);
+        assert!(
+            truth["pipelines"]
+                .as_array()
+                .expect("pipelines")
+                .iter()
+                .all(|p| p["pipeline_id"] != id.as_str())
+        );
+
+        for bad in ["{\"name\": 5}", "{\"project_id\": 5}", "[]"] {
+            let reply = call_with(&sim, "POST", "/_sim/pipelines", None, bad, START);
+            assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{bad}");
+        }
+        let unknown = json!({"project_id": "0123456789abcdef0123456789abcdef"}).to_string();
+        let reply = call_with(&sim, "POST", "/_sim/pipelines", None, &unknown, START);
+        assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    }
+
+    #[test]
     fn truth_lists_only_completed_runs_and_matches_the_apis() {
         let sim = sim();
         let now = START + HOUR;
@@ -1079,6 +1292,33 @@ mod tests {
                 .filter(|s| s["end_time"].as_i64().unwrap_or(0) > 0)
                 .count();
             assert_eq!(ran, last["stages"].as_array().expect("stages").len());
+            // Jobs and the queue time say what the detail says.
+            let first_stage_start = detail["stages"][0]["start_time"].as_i64().expect("start");
+            let queue = last["queue_seconds"].as_f64().expect("queue");
+            let start = last["start_ms"].as_i64().expect("start");
+            assert!((queue - (first_stage_start - start) as f64 / 1000.0).abs() < 1e-9);
+            assert!(queue > 0.0);
+            for (stage, truth_stage) in detail["stages"]
+                .as_array()
+                .expect("stages")
+                .iter()
+                .filter(|s| s["end_time"].as_i64().unwrap_or(0) > 0)
+                .zip(last["stages"].as_array().expect("stages"))
+            {
+                let ran_jobs: Vec<&Value> = stage["jobs"]
+                    .as_array()
+                    .expect("jobs")
+                    .iter()
+                    .filter(|j| j["end_time"].as_i64().unwrap_or(0) > 0)
+                    .collect();
+                let truth_jobs = truth_stage["jobs"].as_array().expect("jobs");
+                assert_eq!(ran_jobs.len(), truth_jobs.len());
+                for (job, truth_job) in ran_jobs.iter().zip(truth_jobs) {
+                    assert_eq!(job["name"], truth_job["name"]);
+                    assert_eq!(job["status"], truth_job["status"]);
+                    assert_eq!(job["end_time"], truth_job["end_ms"]);
+                }
+            }
         }
         // Later, more runs have completed.
         let later = sim.truth(now + 2 * HOUR);

@@ -92,6 +92,22 @@ const DESCRIPTIONS: [&str; 5] = [
     "每次合入后自动部署到预发环境",
 ];
 
+/// Tags of pipelines; drawn from their own RNG so adding them changed no existing world.
+const TAGS: [&str; 5] = ["backend", "frontend", "nightly", "发布", "mobile"];
+/// Salt of the tag RNG of each pipeline.
+const TAG_SALT: u64 = 0x7461_6773;
+
+/// Zero to two tags for pipeline `index`.
+fn tags_for(seed: u64, index: usize) -> Vec<String> {
+    let mut rng = Rng::with_seed(mix(seed ^ TAG_SALT, index as u64));
+    let mut pool = TAGS;
+    rng.shuffle(&mut pool);
+    pool[..rng.usize(0..=2)]
+        .iter()
+        .map(|t| (*t).to_string())
+        .collect()
+}
+
 const INITIAL_STAGES: [&str; 4] = ["源代码", "代码检出", "Checkout", "准备"];
 const REVIEW_STAGES: [&str; 3] = ["人工审核", "Revue manuelle", "发布审批"];
 /// Non-initial, non-review stages in the order a pipeline would run them.
@@ -270,6 +286,8 @@ pub(crate) struct PipelineDef {
     pub repo: &'static str,
     pub codehub_id: String,
     pub creator: usize,
+    /// Labels users put on pipelines (the list API's `tag_list`).
+    pub tags: Vec<String>,
 }
 
 impl PipelineDef {
@@ -380,6 +398,7 @@ impl PipelineDef {
             repo,
             codehub_id: (0..10).map(|_| rng.digit(10)).collect(),
             creator: rng.usize(..executors.max(1)),
+            tags: Vec::new(),
         }
     }
 }
@@ -1056,6 +1075,20 @@ impl RunLog {
         }
     }
 
+    /// No history: the first run starts at `now_ms` (a pipeline created at run time).
+    fn fresh(def: &PipelineDef, mut rng: Rng, speed: f64, now_ms: i64, executors: usize) -> RunLog {
+        let mut first = RunPlan::generate(def, &mut rng, speed, executors);
+        first.number = 1;
+        first.start_ms = now_ms;
+        let next_start_ms = first.end_ms() + gap_ms(&mut rng, first.duration_ms, speed);
+        RunLog {
+            rng,
+            runs: VecDeque::from([first]),
+            next_number: 2,
+            next_start_ms,
+        }
+    }
+
     /// Plans every run that starts by `now_ms`.
     fn advance(&mut self, def: &PipelineDef, speed: f64, executors: usize, now_ms: i64) {
         while self.next_start_ms <= now_ms {
@@ -1103,6 +1136,8 @@ pub(crate) struct Executor {
 pub(crate) struct World {
     pub started_at_ms: i64,
     pub speed: f64,
+    /// Seed of everything generated, kept for pipelines created at run time.
+    seed: u64,
     pub domain_id: String,
     pub iam_project_id: String,
     pub projects: Vec<Project>,
@@ -1149,8 +1184,9 @@ impl World {
         for index in 0..pipelines {
             let project = index % projects;
             let mut def_rng = Rng::with_seed(mix(seed, 2 * index as u64));
-            let def =
+            let mut def =
                 PipelineDef::generate(index, project, &mut def_rng, started_at_ms, executors.len());
+            def.tags = tags_for(seed, index);
             let run_rng = Rng::with_seed(mix(seed, 2 * index as u64 + 1));
             logs.push(Mutex::new(RunLog::new(
                 &def,
@@ -1165,6 +1201,7 @@ impl World {
         World {
             started_at_ms,
             speed,
+            seed,
             domain_id,
             iam_project_id,
             pipeline_index: defs.iter().map(|d| (d.id.clone(), d.index)).collect(),
@@ -1178,6 +1215,50 @@ impl World {
             executors,
             logs,
         }
+    }
+
+    /// Creates a pipeline in `project` whose first run starts at `now_ms`; returns its index.
+    pub fn add_pipeline(
+        &mut self,
+        project: usize,
+        name: Option<String>,
+        tags: Option<Vec<String>>,
+        now_ms: i64,
+    ) -> usize {
+        let index = self.pipelines.len();
+        let seed = self.seed;
+        let mut def_rng = Rng::with_seed(mix(seed, 2 * index as u64));
+        let mut def =
+            PipelineDef::generate(index, project, &mut def_rng, now_ms, self.executors.len());
+        def.create_ms = now_ms;
+        if let Some(name) = name {
+            def.name = name;
+        }
+        def.tags = tags.unwrap_or_else(|| tags_for(seed, index));
+        let run_rng = Rng::with_seed(mix(seed, 2 * index as u64 + 1));
+        let log = RunLog::fresh(&def, run_rng, self.speed, now_ms, self.executors.len());
+        self.pipeline_index.insert(def.id.clone(), index);
+        self.projects[project].pipelines.push(index);
+        self.pipelines.push(def);
+        self.logs.push(Mutex::new(log));
+        index
+    }
+
+    /// Deletes the pipeline with `id`: every API forgets it. False when there is none.
+    pub fn remove_pipeline(&mut self, id: &str) -> bool {
+        let Some(index) = self.pipeline_index.remove(id) else {
+            return false;
+        };
+        for project in &mut self.projects {
+            project.pipelines.retain(|&i| i != index);
+        }
+        // The definition stays so indices stay valid; its runs are no longer needed.
+        if let Some(log) = self.logs.get_mut(index) {
+            let log = log.get_mut().unwrap_or_else(|e| e.into_inner());
+            log.runs.clear();
+            log.next_start_ms = i64::MAX;
+        }
+        true
     }
 
     /// Index of the project with `id`.

@@ -261,6 +261,68 @@ pub async fn wait_for_status_200(url: &str, timeout: Duration) {
     }
 }
 
+/// Sends `method` to `url` with a JSON body; returns status and the JSON answer.
+pub async fn send_json(
+    method: &str,
+    url: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+    let response = reqwest::Client::new()
+        .request(method, url)
+        .json(body)
+        .send()
+        .await
+        .unwrap_or_else(|err| panic!("{url}: {err}"));
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// Pipeline series only, so two scrapes can be compared while exporter counters move.
+pub fn pipeline_samples(samples: &[Sample]) -> Vec<Sample> {
+    samples
+        .iter()
+        .filter(|s| s.name.starts_with("codearts_pipeline_"))
+        .cloned()
+        .collect()
+}
+
+/// Scrapes until two scrapes in a row agree on every pipeline series (no poll in between).
+pub async fn stable_scrape(url: &str) -> Vec<Sample> {
+    let mut previous = parse_metrics(&get(url).await.1);
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let current = parse_metrics(&get(url).await.1);
+        if pipeline_samples(&current) == pipeline_samples(&previous) {
+            return current;
+        }
+        previous = current;
+    }
+    panic!("metrics never settled");
+}
+
+/// Scrapes `url` until `done` holds for the samples (up to `timeout`); returns those samples.
+pub async fn scrape_until(
+    url: &str,
+    timeout: Duration,
+    what: &str,
+    done: impl Fn(&[Sample]) -> bool,
+) -> Vec<Sample> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let samples = parse_metrics(&get(url).await.1);
+        if done(&samples) {
+            return samples;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// One sample of the text exposition format.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
