@@ -1,12 +1,14 @@
 //! codearts-exporter: a Prometheus exporter for Huawei Cloud CodeArts Pipeline.
 //!
-//! Data flows `config` → `codearts` (API client) → `poller` → `metrics` → `server`.
+//! Data flows `config` → `codearts` (API client) → `poller` (run on schedules by `fleet`) →
+//! `metrics` → `exposition` → `server`.
 //! `simulator` is a faithful stand-in for the CodeArts API used by tests and the demo.
 
 pub mod codearts;
 pub mod config;
 pub mod demo;
 pub mod exposition;
+pub mod fleet;
 pub mod http;
 pub mod metrics;
 pub mod poller;

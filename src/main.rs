@@ -13,8 +13,9 @@ use tokio::net::TcpListener;
 use codearts_exporter::codearts::Client;
 use codearts_exporter::config::{Config, DEFAULT_PORT};
 use codearts_exporter::demo;
+use codearts_exporter::fleet::Fleet;
 use codearts_exporter::metrics::Metrics;
-use codearts_exporter::poller::{self, TargetPoller};
+use codearts_exporter::poller;
 use codearts_exporter::server::{self, Exporter};
 use codearts_exporter::simulator::{self, SimOptions, Simulator};
 
@@ -135,7 +136,7 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(async move {
         match command {
             Command::Run { config } => match Config::load(&config) {
-                Ok(config) => run_exporter(config, |_| {}).await,
+                Ok(loaded) => run_exporter(loaded, Some(config), |_| {}).await,
                 Err(err) => return Ok(config_error(&err)),
             },
             Command::Demo {
@@ -207,24 +208,16 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// Runs the exporter until SIGINT/SIGTERM; `on_listening` learns the bound address.
-async fn run_exporter(config: Config, on_listening: impl FnOnce(SocketAddr)) -> anyhow::Result<()> {
+/// Runs the exporter until SIGINT/SIGTERM; `on_listening` learns the bound address. With a
+/// configuration file, reloads it on SIGHUP and when it changes.
+async fn run_exporter(
+    config: Config,
+    path: Option<PathBuf>,
+    on_listening: impl FnOnce(SocketAddr),
+) -> anyhow::Result<()> {
     let started_at = poller::unix_now();
     let metrics = Arc::new(Metrics::new(&config.metrics)?);
     let client = Client::new(&config.codearts, &config.auth, metrics.clone())?;
-    let pollers: Vec<Arc<TargetPoller>> = config
-        .targets
-        .iter()
-        .map(|target| {
-            Arc::new(TargetPoller::new(
-                target.clone(),
-                client.clone(),
-                metrics.clone(),
-                started_at,
-                config.metrics.jobs,
-            ))
-        })
-        .collect();
     let listener = TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {} (server.listen)", config.server.listen))?;
@@ -232,18 +225,19 @@ async fn run_exporter(config: Config, on_listening: impl FnOnce(SocketAddr)) -> 
     tracing::info!(
         %addr,
         endpoint = %config.codearts.pipeline_endpoint(),
-        targets = pollers.len(),
+        targets = config.targets.len(),
         version = env!("CARGO_PKG_VERSION"),
         "serving metrics"
     );
     on_listening(addr);
-    let mut scheduler = poller::start(&pollers).await?;
-    let exporter = Arc::new(Exporter::new(metrics, pollers));
+    let fleet = Fleet::start(config, client, metrics.clone(), started_at).await?;
+    if let Some(path) = path {
+        tokio::spawn(fleet.clone().watch(path));
+    }
+    let exporter = Arc::new(Exporter::new(metrics, fleet.clone()));
     server::serve(listener, exporter, shutdown_signal()).await;
     tracing::info!("shutting down");
-    if let Err(err) = scheduler.shutdown().await {
-        tracing::debug!(error = %err, "scheduler shutdown");
-    }
+    fleet.shutdown().await;
     Ok(())
 }
 
@@ -260,7 +254,7 @@ async fn run_demo(listen: SocketAddr, options: SimOptions) -> anyhow::Result<()>
         std::future::pending(),
     ));
     let config = demo::config(&simulator, sim_addr, listen, speed)?;
-    run_exporter(config, |addr| {
+    run_exporter(config, None, |addr| {
         println!("codearts-exporter demo: metrics at http://{addr}/metrics (simulated CodeArts at http://{sim_addr})");
         let _ = std::io::stdout().flush();
     })

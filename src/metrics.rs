@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::codearts::model::{Run, RunResult, RunState};
@@ -142,6 +142,8 @@ pub struct Metrics {
     target_up: GaugeVec,
     last_successful_poll: GaugeVec,
     polls_skipped: IntCounterVec,
+    config_reloads: IntCounterVec,
+    config_reload_ok: Gauge,
 }
 
 fn with_pipeline_labels(extra: &[&'static str]) -> Vec<&'static str> {
@@ -329,6 +331,23 @@ impl Metrics {
             "Renderings of /metrics; scrapes between changes share one.",
         )?;
         registry.register(Box::new(renders.clone()))?;
+        let config_reloads = IntCounterVec::new(
+            Opts::new(
+                "codearts_exporter_config_reload_total",
+                "Configuration reloads (SIGHUP or a changed file) by result.",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(config_reloads.clone()))?;
+        for result in ["success", "failure"] {
+            config_reloads.with_label_values(&[result]);
+        }
+        let config_reload_ok = Gauge::new(
+            "codearts_exporter_config_last_reload_successful",
+            "1 when the last configuration reload succeeded (or none happened), else 0.",
+        )?;
+        registry.register(Box::new(config_reload_ok.clone()))?;
+        config_reload_ok.set(1.0);
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -361,6 +380,8 @@ impl Metrics {
             target_up,
             last_successful_poll,
             polls_skipped,
+            config_reloads,
+            config_reload_ok,
         })
     }
 
@@ -404,6 +425,23 @@ impl Metrics {
     /// Counts a poll that was skipped because the previous one still ran.
     pub fn poll_skipped(&self, target: &str) {
         self.polls_skipped.with_label_values(&[target]).inc();
+        self.changed();
+    }
+
+    /// Counts a configuration reload.
+    pub fn config_reloaded(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.config_reloads.with_label_values(&[result]).inc();
+        self.config_reload_ok.set(if ok { 1.0 } else { 0.0 });
+        self.changed();
+    }
+
+    /// Removes the series of a target that left the configuration.
+    pub fn target_removed(&self, target: &str) {
+        let _ = self.target_up.remove_label_values(&[target]);
+        let _ = self.last_successful_poll.remove_label_values(&[target]);
+        let _ = self.polls_skipped.remove_label_values(&[target]);
+        let _ = self.poll_duration.remove_label_values(&[target]);
         self.changed();
     }
 

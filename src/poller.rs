@@ -13,16 +13,15 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
 use futures_util::stream;
 use tokio::sync::Mutex;
-use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 
 use crate::codearts::model::{PipelineInfo, Run};
 use crate::codearts::{Client, Error, RunSelector};
-use crate::config::{Schedule, StatusApi, TargetConfig};
+use crate::config::{StatusApi, TargetConfig};
 use crate::metrics::{Metrics, PipelineSeries};
 
 /// Detail and history reads in flight at once within one poll of one target.
@@ -35,14 +34,6 @@ const MAX_HISTORY_PAGES: u64 = 10;
 const MAX_UNFINISHED: usize = 16;
 /// Recorded run numbers remembered per pipeline; anything older counts as recorded.
 const MAX_RECORDED: usize = 64;
-
-/// Could not set up the schedule.
-#[derive(Debug, thiserror::Error)]
-pub enum PollerError {
-    /// tokio-cron-scheduler refused a job or could not start.
-    #[error("scheduler: {0}")]
-    Scheduler(#[from] JobSchedulerError),
-}
 
 /// Identifies a run: by id (v5) or by number (v3).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,6 +150,25 @@ pub struct TargetPoller {
     record_jobs: bool,
     state: Mutex<TargetState>,
     ready: AtomicBool,
+    /// Set when a reload replaced this poller: a poll still scheduled must not run.
+    retired: AtomicBool,
+}
+
+/// What one poller hands to its successor on a reload: its pipelines' state and series.
+pub struct Handover {
+    state: TargetState,
+    ready: bool,
+}
+
+impl Handover {
+    /// Removes every pipeline series of the handed-over target.
+    pub fn remove_series(mut self, metrics: &Metrics) {
+        for pipeline in self.state.pipelines.values_mut() {
+            if let Some(series) = pipeline.series.as_mut() {
+                series.remove(metrics);
+            }
+        }
+    }
 }
 
 impl TargetPoller {
@@ -179,7 +189,45 @@ impl TargetPoller {
             record_jobs,
             state: Mutex::new(TargetState::default()),
             ready: AtomicBool::new(false),
+            retired: AtomicBool::new(false),
         }
+    }
+
+    /// A poller that carries on from a retired one (after a reload): the runs it recorded stay
+    /// recorded and its series are kept.
+    pub fn resume(
+        target: TargetConfig,
+        client: Client,
+        metrics: Arc<Metrics>,
+        started_at: f64,
+        record_jobs: bool,
+        handover: Handover,
+    ) -> Self {
+        TargetPoller {
+            target,
+            client,
+            metrics,
+            started_at,
+            record_jobs,
+            state: Mutex::new(handover.state),
+            ready: AtomicBool::new(handover.ready),
+            retired: AtomicBool::new(false),
+        }
+    }
+
+    /// Stops this poller once its poll in flight (if any) ends, and hands over its state.
+    pub async fn retire(&self) -> Handover {
+        let mut state = self.state.lock().await;
+        self.retired.store(true, Ordering::Relaxed);
+        Handover {
+            state: std::mem::take(&mut *state),
+            ready: self.is_ready(),
+        }
+    }
+
+    /// The target's configuration.
+    pub fn target(&self) -> &TargetConfig {
+        &self.target
     }
 
     /// True once a poll of this target has succeeded.
@@ -202,6 +250,9 @@ impl TargetPoller {
             self.metrics.poll_skipped(self.label());
             return;
         };
+        if self.retired.load(Ordering::Relaxed) {
+            return;
+        }
         let started = Instant::now();
         let ok = self.poll_locked(&mut state).await;
         let elapsed = started.elapsed();
@@ -665,32 +716,6 @@ pub fn unix_now() -> f64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
-}
-
-/// Starts every target: one immediate poll each, then on its own schedule.
-pub async fn start(pollers: &[Arc<TargetPoller>]) -> Result<JobScheduler, PollerError> {
-    let scheduler = JobScheduler::new().await?;
-    for poller in pollers {
-        let immediate = poller.clone();
-        tokio::spawn(async move { immediate.poll().await });
-        let scheduled = poller.clone();
-        let run = move |_id, _scheduler| {
-            let poller = scheduled.clone();
-            Box::pin(async move {
-                // Each poll in its own task: a slow target never delays another.
-                tokio::spawn(async move { poller.poll().await });
-            }) as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
-        };
-        let job = match poller.target.poll_schedule() {
-            Schedule::Cron(cron) => Job::new_async(cron.as_str(), run)?,
-            Schedule::Every(every) => {
-                Job::new_repeated_async(every.max(Duration::from_secs(1)), run)?
-            }
-        };
-        scheduler.add(job).await?;
-    }
-    scheduler.start().await?;
-    Ok(scheduler)
 }
 
 #[cfg(test)]

@@ -8,9 +8,9 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
 
 use crate::exposition::Exposition;
+use crate::fleet::Fleet;
 use crate::http::{self, Body};
 use crate::metrics::Metrics;
-use crate::poller::TargetPoller;
 
 /// Content type of the Prometheus text exposition format.
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -19,26 +19,22 @@ const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub struct Exporter {
     /// The /metrics body, cached between changes.
     exposition: Exposition,
-    /// One poller per target, for readiness.
-    pollers: Vec<Arc<TargetPoller>>,
+    /// The pollers, for readiness.
+    fleet: Arc<Fleet>,
 }
 
 impl Exporter {
-    /// Endpoints over `metrics` and the readiness of `pollers`.
-    pub fn new(metrics: Arc<Metrics>, pollers: Vec<Arc<TargetPoller>>) -> Self {
+    /// Endpoints over `metrics` and the readiness of the `fleet`'s pollers.
+    pub fn new(metrics: Arc<Metrics>, fleet: Arc<Fleet>) -> Self {
         Exporter {
             exposition: Exposition::new(metrics),
-            pollers,
+            fleet,
         }
     }
 
     /// Targets that have not completed a successful poll yet.
-    pub fn not_ready(&self) -> Vec<&str> {
-        self.pollers
-            .iter()
-            .filter(|p| !p.is_ready())
-            .map(|p| p.label())
-            .collect()
+    pub fn not_ready(&self) -> Vec<String> {
+        self.fleet.not_ready()
     }
 }
 

@@ -190,6 +190,8 @@ pub struct Exporter {
     pub proc: Proc,
     /// `http://127.0.0.1:PORT`.
     pub url: String,
+    /// The configuration file it runs with (rewrite it to reload).
+    pub config_path: PathBuf,
     /// Keeps the config file alive.
     _dir: tempfile::TempDir,
 }
@@ -197,9 +199,9 @@ pub struct Exporter {
 /// Writes `config` to a file and starts `codearts-exporter run` with JSON logs.
 pub fn start_exporter(config: &str, envs: &[(&str, &str)]) -> Exporter {
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("config.toml");
-    std::fs::write(&path, config).expect("write config");
-    let path = path.display().to_string();
+    let config_path = dir.path().join("config.toml");
+    std::fs::write(&config_path, config).expect("write config");
+    let path = config_path.display().to_string();
     let args = ["--log-format", "json", "run", "--config", &path];
     let (proc, line) = Proc::start(&args, envs, |line| line.contains("\"serving metrics\""));
     let event: serde_json::Value = serde_json::from_str(&line).expect("json log line");
@@ -207,6 +209,7 @@ pub fn start_exporter(config: &str, envs: &[(&str, &str)]) -> Exporter {
     Exporter {
         proc,
         url: format!("http://{addr}"),
+        config_path,
         _dir: dir,
     }
 }
