@@ -6,6 +6,7 @@ use serde_json::{Map, Value, json};
 
 use super::Simulator;
 use super::auth::{self, IamReply, Signed, query_pairs};
+use super::faults::FaultSpec;
 use super::render::{self, error};
 use super::world::{RunPlan, RunView};
 
@@ -200,6 +201,29 @@ impl Simulator {
         match (request.method, segments.as_slice()) {
             ("POST", ["v3", "auth", "tokens"]) => self.iam(request, now_ms),
             ("GET", ["_sim", "truth"]) => Reply::ok(self.truth(now_ms)),
+            ("GET", ["_sim", "faults"]) => Reply::ok(self.faults.describe(now_ms)),
+            ("POST", ["_sim", "faults"]) => match FaultSpec::from_json(request.body) {
+                Ok(spec) => {
+                    self.faults.set(&spec, now_ms);
+                    Reply::ok(self.faults.describe(now_ms))
+                }
+                Err(problem) => Reply::new(
+                    StatusCode::BAD_REQUEST,
+                    error("DEVPIPE.00011001", &format!("body : {problem}")),
+                ),
+            },
+            ("DELETE", ["_sim", "faults"]) => {
+                self.faults.set(&FaultSpec::default(), now_ms);
+                Reply::ok(self.faults.describe(now_ms))
+            }
+            ("GET", ["_sim", "requests"]) => {
+                let api = query_value(request.query, "api");
+                Reply::ok(self.requests.to_json(api.as_deref()))
+            }
+            ("DELETE", ["_sim", "requests"]) => {
+                self.requests.clear();
+                Reply::ok(json!({ "requests": [] }))
+            }
             ("POST", ["_sim", "revoke-tokens"]) => {
                 let revoked = self.tokens.revoke_all();
                 Reply::ok(serde_json::json!({ "revoked": revoked }))
