@@ -291,7 +291,11 @@ impl TargetPoller {
                 continue;
             };
             match result {
-                Ok(runs) => self.apply_history(pipeline, runs, cutoff),
+                Ok(runs) => {
+                    if !self.apply_history(pipeline, runs, cutoff) {
+                        tracing::warn!(target = self.label(), %pipeline_id, "run history lacks the latest run; reading it again next poll");
+                    }
+                }
                 Err(err) => {
                     ok = false;
                     log_api_error(self.label(), &err, "run history failed");
@@ -350,13 +354,19 @@ impl TargetPoller {
         Ok(runs)
     }
 
-    /// Records the completed runs of a history read once each, oldest first.
-    fn apply_history(&self, pipeline: &mut PipelineState, mut runs: Vec<Run>, cutoff: f64) {
+    /// Records the completed runs of a history read once each, oldest first; false when the
+    /// read lacked the latest run (it is read again next poll).
+    fn apply_history(&self, pipeline: &mut PipelineState, mut runs: Vec<Run>, cutoff: f64) -> bool {
+        let floor = pipeline.floor();
         let Some(series) = pipeline.series.as_mut() else {
-            return;
+            return true;
         };
         let m = &*self.metrics;
         let latest_number = pipeline.latest.as_ref().and_then(|k| k.number);
+        // The history must reach the latest run; an empty or stale answer is read again.
+        let complete = latest_number.is_none_or(|latest| {
+            latest <= floor || runs.iter().any(|run| run.run_number == Some(latest))
+        });
         runs.sort_by_key(|run| run.run_number);
         runs.dedup_by_key(|run| run.run_number);
         for run in &runs {
@@ -390,8 +400,11 @@ impl TargetPoller {
                 pipeline.last_completed = Some(number);
             }
         }
-        pipeline.needs_scan = false;
-        pipeline.scanned = true;
+        if complete {
+            pipeline.needs_scan = false;
+            pipeline.scanned = true;
+        }
+        complete
     }
 }
 
