@@ -1,5 +1,8 @@
 //! codearts-exporter: command line, logging, and wiring of the modules.
 
+// Input from the network, files and users must never panic the exporter; tests may unwrap.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;

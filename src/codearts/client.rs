@@ -848,4 +848,36 @@ mod tests {
         assert!(!snippet(body.as_bytes()).contains("MIIZ"));
         assert_eq!(snippet(&[0xff, 0xfe, b'{']), "\u{fffd}\u{fffd}{");
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Any body gives a short snippet without long token-like runs, and decodes or fails
+            /// cleanly through every path of the client.
+            #[test]
+            fn any_body_is_handled(
+                body in prop_oneof![
+                    prop::collection::vec(any::<u8>(), 0..2048),
+                    any::<String>().prop_map(String::into_bytes),
+                    "[\\[{}\\]\",:a-zA-Z0-9+/= ]{0,600}".prop_map(String::into_bytes),
+                ],
+            ) {
+                let text = snippet(&body);
+                prop_assert!(text.chars().count() <= SNIPPET_CHARS);
+                let longest = text
+                    .split(|c: char| !(c.is_ascii_alphanumeric() || "+/=_-%".contains(c)))
+                    .map(str::len)
+                    .max()
+                    .unwrap_or(0);
+                prop_assert!(longest < REDACT_RUN, "{text}");
+                let ok = StatusCode::OK;
+                let _ = decode_array::<V5RunStatus>(Api::V5Status, ok, &body);
+                let _ = decode_array::<V3PipelineStatus>(Api::V3Status, ok, &body);
+                let _ = decode::<RunDetail>(Api::RunDetail, ok, &body);
+                let _ = http_error(Api::RunList, StatusCode::BAD_GATEWAY, &body, "");
+            }
+        }
+    }
 }

@@ -726,4 +726,15 @@ mod tests {
         log.clear();
         assert_eq!(log.to_json(None)["requests"], json!([]));
     }
+
+    proptest::proptest! {
+        /// Any body posted to `/_sim/faults` is a spec or a message, never a panic.
+        #[test]
+        fn any_spec_text_is_accepted_or_refused(text in "\\PC{0,200}", share in -1.0f64..2.0) {
+            let _ = FaultSpec::from_json(text.as_bytes());
+            let spec = format!(r#"{{"faults":[{{"kind":"error","share":{share}}}]}}"#);
+            let parsed = FaultSpec::from_json(spec.as_bytes());
+            proptest::prop_assert_eq!(parsed.is_ok(), (0.0..=1.0).contains(&share));
+        }
+    }
 }
