@@ -409,3 +409,45 @@ async fn retry_after_is_honoured_and_random_faults_lose_no_run() {
     let log = exporter.proc.output();
     assert!(!log.contains("panicked"), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iam_failing_at_start_up_is_retried_until_a_token_comes() {
+    // Faults set on the command line: the first two logins fail with a 503.
+    let faults =
+        r#"{"faults": [{"api": "iam_token", "kind": "error", "status": 503, "count": 2}]}"#;
+    let sim = common::start_simulator_with(4, 1, 24, 60.0, &["--faults", faults]);
+    let truth = get_json(&format!("{}/_sim/truth", sim.url)).await;
+    let endpoint = format!("endpoint = \"{}\"", sim.url);
+    let text = config(&sim.url, &targets_of(&truth), 1)
+        .replace(&endpoint, &format!("{endpoint}\niam_{endpoint}"))
+        .replace(
+            "method = \"token\"\ntoken = \"codearts-simulator-token\"",
+            "method = \"password\"\nusername = \"demo-user\"\npassword = \"demo-password\"\n\
+             domain = \"demo-account\"\nproject_name = \"cn-north-4\"",
+        );
+    let exporter = start_exporter(&text, &[]);
+    wait_for_status_200(&format!("{}/readyz", exporter.url), Duration::from_secs(30)).await;
+    let samples = scrape(&exporter.url).await;
+    let refresh = "codearts_exporter_auth_refresh_total";
+    assert_eq!(
+        value(&samples, refresh, &[("result", "failure")]),
+        Some(2.0)
+    );
+    assert_eq!(
+        value(&samples, refresh, &[("result", "success")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&samples, ERRORS, &[("api", "iam_token"), ("kind", "http")]),
+        Some(2.0)
+    );
+    let log = get_json(&format!("{}/_sim/requests?api=iam_token", sim.url)).await;
+    let codes: Vec<i64> = log["requests"]
+        .as_array()
+        .expect("requests")
+        .iter()
+        .filter_map(|r| r["status"].as_i64())
+        .collect();
+    assert_eq!(codes, [503, 503, 201]);
+    assert!(!exporter.proc.output().contains("demo-password"));
+}
