@@ -256,7 +256,7 @@ async fn broken_bodies_and_rejected_credentials_leave_the_last_values() {
     );
 
     // Credentials rejected for a while; the period ends by itself.
-    let rejected = json!({"faults": [{"kind": "unauthorized", "for": "8s"}]});
+    let rejected = json!({"faults": [{"kind": "unauthorized", "for": "12s"}]});
     let (before, during) = outage(&sim, &exporter, "401", rejected, false).await;
     assert!(grew(&before, &during, REQUESTS, &[("code", "401")]));
     assert!(grew(&before, &during, ERRORS, &[("kind", "http")]));
