@@ -454,6 +454,7 @@ pub async fn stable_scrape(url: &str) -> Vec<Sample> {
     panic!("metrics never settled");
 }
 
+/// Completed runs in the truth that ended at or after `since_ms`.
 pub fn completed_live_runs(truth: &Value, since_ms: f64) -> usize {
     truth["pipelines"]
         .as_array()
