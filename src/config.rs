@@ -14,6 +14,11 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_PORT: u16 = 9732;
 /// Prefix of environment variables that override the file.
 pub const ENV_PREFIX: &str = "CODEARTS_EXPORTER_";
+/// Bounds of `codearts.max_requests_per_second`: one request an hour to no limit worth the name.
+const MIN_RATE: f64 = 1.0 / 3600.0;
+const MAX_RATE: f64 = 10_000.0;
+/// Most retries of one request: more only delays the next poll.
+const MAX_RETRIES: u32 = 10;
 
 /// A configuration problem: which key, and what is wrong with it.
 #[derive(Debug, thiserror::Error)]
@@ -129,9 +134,27 @@ pub struct CodeArtsConfig {
     /// Per-request time-out.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// Time-out of establishing a connection.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
     /// UTC offset of the zone-less `yyyy-MM-dd HH:mm:ss` times (v3 API, stage times).
     #[serde(default = "default_time_zone")]
     pub time_zone: String,
+    /// Requests per second to CodeArts at most, over all targets.
+    #[serde(default = "default_max_requests_per_second")]
+    pub max_requests_per_second: f64,
+    /// Requests to CodeArts in flight at once at most, over all targets.
+    #[serde(default = "default_max_concurrent_requests")]
+    pub max_concurrent_requests: usize,
+    /// Retries of a request after a 429, 5xx, time-out or connection error.
+    #[serde(default = "default_max_retries")]
+    pub max_retries: u32,
+    /// First wait before a retry; doubles with each retry, with jitter.
+    #[serde(default = "default_retry_backoff", with = "humantime_serde")]
+    pub retry_backoff: Duration,
+    /// Longest wait before a retry, whatever the backoff or `Retry-After` says.
+    #[serde(default = "default_max_retry_wait", with = "humantime_serde")]
+    pub max_retry_wait: Duration,
 }
 
 impl Default for CodeArtsConfig {
@@ -141,7 +164,13 @@ impl Default for CodeArtsConfig {
             endpoint: None,
             iam_endpoint: None,
             timeout: default_timeout(),
+            connect_timeout: default_connect_timeout(),
             time_zone: default_time_zone(),
+            max_requests_per_second: default_max_requests_per_second(),
+            max_concurrent_requests: default_max_concurrent_requests(),
+            max_retries: default_max_retries(),
+            retry_backoff: default_retry_backoff(),
+            max_retry_wait: default_max_retry_wait(),
         }
     }
 }
@@ -154,6 +183,25 @@ fn default_timeout() -> Duration {
 }
 fn default_time_zone() -> String {
     "+08:00".into()
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+/// Conservative: the vendor publishes no limit, and its gateway answers 429 when exceeded.
+fn default_max_requests_per_second() -> f64 {
+    10.0
+}
+fn default_max_concurrent_requests() -> usize {
+    8
+}
+fn default_max_retries() -> u32 {
+    3
+}
+fn default_retry_backoff() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_max_retry_wait() -> Duration {
+    Duration::from_secs(30)
 }
 
 impl CodeArtsConfig {
@@ -735,6 +783,43 @@ impl Config {
         if self.codearts.timeout.is_zero() {
             return Err(invalid("codearts.timeout", "must be greater than zero"));
         }
+        if self.codearts.connect_timeout.is_zero() {
+            return Err(invalid(
+                "codearts.connect_timeout",
+                "must be greater than zero",
+            ));
+        }
+        let rate = self.codearts.max_requests_per_second;
+        if !(rate.is_finite() && (MIN_RATE..=MAX_RATE).contains(&rate)) {
+            return Err(invalid(
+                "codearts.max_requests_per_second",
+                format!("{rate} is not between {MIN_RATE} and {MAX_RATE}"),
+            ));
+        }
+        if self.codearts.max_concurrent_requests == 0 {
+            return Err(invalid(
+                "codearts.max_concurrent_requests",
+                "must be at least 1",
+            ));
+        }
+        if self.codearts.max_retries > MAX_RETRIES {
+            return Err(invalid(
+                "codearts.max_retries",
+                format!("{} is more than {MAX_RETRIES}", self.codearts.max_retries),
+            ));
+        }
+        if self.codearts.retry_backoff.is_zero() {
+            return Err(invalid(
+                "codearts.retry_backoff",
+                "must be greater than zero",
+            ));
+        }
+        if self.codearts.max_retry_wait < self.codearts.retry_backoff {
+            return Err(invalid(
+                "codearts.max_retry_wait",
+                "must be at least `codearts.retry_backoff`",
+            ));
+        }
         if parse_offset(&self.codearts.time_zone).is_none() {
             return Err(invalid(
                 "codearts.time_zone",
@@ -1214,6 +1299,52 @@ pipeline_ids = ["{PIPELINE}"]
             let message = error_of(&with_auth(auth));
             assert!(message.contains(&format!("`{key}`")), "{auth}: {message}");
         }
+    }
+
+    #[test]
+    fn client_limits_have_defaults_and_are_checked() {
+        let config = Config::from_toml(&minimal("interval = \"30s\"")).expect("valid");
+        let c = &config.codearts;
+        assert_eq!(c.max_requests_per_second, 10.0);
+        assert_eq!(c.max_concurrent_requests, 8);
+        assert_eq!(c.max_retries, 3);
+        assert_eq!(c.connect_timeout, Duration::from_secs(5));
+        assert_eq!(c.retry_backoff, Duration::from_millis(500));
+        assert_eq!(c.max_retry_wait, Duration::from_secs(30));
+        let with = |line: &str| format!("[codearts]\n{line}\n{}", minimal("interval = \"30s\""));
+        for (line, key) in [
+            (
+                "max_requests_per_second = 0",
+                "codearts.max_requests_per_second",
+            ),
+            (
+                "max_requests_per_second = -3",
+                "codearts.max_requests_per_second",
+            ),
+            (
+                "max_requests_per_second = nan",
+                "codearts.max_requests_per_second",
+            ),
+            (
+                "max_concurrent_requests = 0",
+                "codearts.max_concurrent_requests",
+            ),
+            ("max_retries = 11", "codearts.max_retries"),
+            ("connect_timeout = \"0s\"", "codearts.connect_timeout"),
+            ("retry_backoff = \"0s\"", "codearts.retry_backoff"),
+            (
+                "retry_backoff = \"2s\"\nmax_retry_wait = \"1s\"",
+                "codearts.max_retry_wait",
+            ),
+        ] {
+            let message = error_of(&with(line));
+            assert!(message.contains(&format!("`{key}`")), "{line}: {message}");
+        }
+        let config = Config::from_toml(&with(
+            "max_requests_per_second = 0.5\nmax_retries = 0\nmax_concurrent_requests = 1",
+        ))
+        .expect("valid");
+        assert_eq!(config.codearts.max_requests_per_second, 0.5);
     }
 
     #[test]

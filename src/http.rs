@@ -35,10 +35,13 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
 
 /// Serves connections from `listener` with `handler` until `shutdown` resolves,
 /// then lets in-flight requests finish.
-pub async fn serve<H, Fut>(listener: TcpListener, handler: H, shutdown: impl Future<Output = ()>)
+pub async fn serve<H, Fut, B>(listener: TcpListener, handler: H, shutdown: impl Future<Output = ()>)
 where
     H: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Response<Body>> + Send + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let handler = Arc::new(handler);
     let graceful = GracefulShutdown::new();

@@ -4,6 +4,9 @@
 //! `metrics` → `exposition` → `server`.
 //! `simulator` is a faithful stand-in for the CodeArts API used by tests and the demo.
 
+// Input from the network, files and users must never panic the exporter; tests may unwrap.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod codearts;
 pub mod config;
 pub mod demo;

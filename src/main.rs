@@ -1,5 +1,8 @@
 //! codearts-exporter: command line, logging, and wiring of the modules.
 
+// Input from the network, files and users must never panic the exporter; tests may unwrap.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,6 +20,7 @@ use codearts_exporter::fleet::Fleet;
 use codearts_exporter::metrics::Metrics;
 use codearts_exporter::poller;
 use codearts_exporter::server::{self, Exporter};
+use codearts_exporter::simulator::faults::FaultSpec;
 use codearts_exporter::simulator::{self, SimOptions, Simulator};
 
 /// Exit code for an invalid configuration.
@@ -91,6 +95,15 @@ enum Command {
         /// Lifetime of tokens issued by the simulated IAM, e.g. "30s".
         #[arg(long, value_parser = humantime::parse_duration, default_value = "24h")]
         token_lifetime: std::time::Duration,
+        /// Faults to inject, as JSON (`{"faults": [...]}`, as `POST /_sim/faults` takes) or @FILE.
+        #[arg(long, value_parser = parse_fault_spec)]
+        faults: Option<FaultSpec>,
+        /// Share of requests (0 to 1) hit by a fault, spread evenly over every fault kind.
+        #[arg(long)]
+        fault_share: Option<f64>,
+        /// How long a simulated time-out holds a request.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+        fault_hang: std::time::Duration,
     },
     /// Exit 0 when the exporter at URL answers /healthz with 200, else 1 (for HEALTHCHECK).
     Healthcheck {
@@ -165,13 +178,21 @@ fn main() -> ExitCode {
                 seed,
                 speed,
                 token_lifetime,
+                faults,
+                fault_share,
+                fault_hang,
             } => {
+                let mut spec = faults.unwrap_or_default();
+                if let Some(share) = fault_share {
+                    spec.faults.extend(FaultSpec::mix(share, fault_hang).faults);
+                }
                 let options = SimOptions {
                     pipelines,
                     projects,
                     speed,
                     seed,
                     token_lifetime,
+                    faults: spec,
                     ..SimOptions::default()
                 };
                 run_simulator(listen, options).await
@@ -274,6 +295,15 @@ async fn run_simulator(listen: SocketAddr, options: SimOptions) -> anyhow::Resul
     let _ = std::io::stdout().flush();
     simulator::serve(listener, simulator, shutdown_signal()).await;
     Ok(())
+}
+
+/// A fault spec from JSON text, or from the file named after `@`.
+fn parse_fault_spec(arg: &str) -> Result<FaultSpec, String> {
+    let text = match arg.strip_prefix('@') {
+        Some(path) => std::fs::read(path).map_err(|err| format!("cannot read {path}: {err}"))?,
+        None => arg.as_bytes().to_vec(),
+    };
+    FaultSpec::from_json(&text)
 }
 
 /// GETs `url`; success only on a 200 within 3 seconds.

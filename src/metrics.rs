@@ -26,6 +26,9 @@ const RETRY_REASONS: [&str; 6] = [
     "unauthorized",
 ];
 
+/// Every `kind` of `codearts_exporter_api_errors_total` (see `codearts::Error::kind`).
+const ERROR_KINDS: [&str; 3] = ["http", "transport", "decode"];
+
 /// Buckets of the API request latency histogram (seconds).
 const API_BUCKETS: [f64; 10] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 /// Buckets of the poll duration histogram (seconds).
@@ -137,6 +140,7 @@ pub struct Metrics {
     api_requests: IntCounterVec,
     api_request_duration: HistogramVec,
     api_retries: IntCounterVec,
+    api_errors: IntCounterVec,
     auth_refreshes: IntCounterVec,
     poll_duration: HistogramVec,
     target_up: GaugeVec,
@@ -286,10 +290,18 @@ impl Metrics {
             "Requests to the CodeArts API retried, by reason.",
             &["api", "reason"],
         )?;
+        let api_errors = counter(
+            "codearts_exporter_api_errors_total",
+            "Calls to the CodeArts API that failed after any retries, by kind (http: an error status; transport: time-out or connection; decode: unreadable body or list entry).",
+            &["api", "kind"],
+        )?;
         // Known label sets start at 0, so rate() and alerts see them before the first retry.
         for api in Api::ALL {
             for reason in RETRY_REASONS {
                 api_retries.with_label_values(&[api.as_str(), reason]);
+            }
+            for kind in ERROR_KINDS {
+                api_errors.with_label_values(&[api.as_str(), kind]);
             }
         }
         let auth_refreshes = counter(
@@ -375,6 +387,7 @@ impl Metrics {
             api_requests,
             api_request_duration,
             api_retries,
+            api_errors,
             auth_refreshes,
             poll_duration,
             target_up,
@@ -466,6 +479,12 @@ impl RequestObserver for Metrics {
     fn retried(&self, api: Api, reason: &str) {
         self.api_retries
             .with_label_values(&[api.as_str(), reason])
+            .inc();
+    }
+
+    fn failed(&self, api: Api, kind: &'static str) {
+        self.api_errors
+            .with_label_values(&[api.as_str(), kind])
             .inc();
     }
 
@@ -1184,6 +1203,7 @@ mod tests {
         m.target_registered("t");
         m.request_done(Api::V5Status, "200", Duration::from_millis(20));
         m.retried(Api::RunDetail, "throttled");
+        m.failed(Api::RunList, "decode");
         m.poll_finished("t", Duration::from_millis(30), true, 1234.0);
         m.poll_skipped("t");
         let all = text(&m);
@@ -1191,6 +1211,8 @@ mod tests {
             "codearts_exporter_build_info{version=",
             "codearts_exporter_api_requests_total{api=\"v5_status\",code=\"200\"} 1",
             "codearts_exporter_api_retries_total{api=\"run_detail\",reason=\"throttled\"} 1",
+            "codearts_exporter_api_errors_total{api=\"run_list\",kind=\"decode\"} 1",
+            "codearts_exporter_api_errors_total{api=\"v5_status\",kind=\"transport\"} 0",
             "codearts_exporter_api_request_duration_seconds_count{api=\"v5_status\"} 1",
             "codearts_exporter_poll_duration_seconds_count{target=\"t\"} 1",
             "codearts_exporter_target_up{target=\"t\"} 1",

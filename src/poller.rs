@@ -422,7 +422,9 @@ impl TargetPoller {
                 Some(None) => continue,
                 None => Details::new(),
             };
-            self.apply_history(pipeline, runs, cutoff, &pipeline_details);
+            if !self.apply_history(pipeline, runs, cutoff, &pipeline_details) {
+                tracing::warn!(target = self.label(), %pipeline_id, "run history lacks the latest run; reading it again next poll");
+            }
         }
 
         self.collect_absent(state, &tracked_set, &answered, &unanswered);
@@ -600,19 +602,25 @@ impl TargetPoller {
     }
 
     /// Records the completed runs of a history read once each, oldest first; `details` holds
-    /// the run details (for jobs) of the runs recorded now, when jobs are observed.
+    /// the run details (for jobs) of the runs recorded now, when jobs are observed. False when
+    /// the read lacked the latest run (it is read again next poll).
     fn apply_history(
         &self,
         pipeline: &mut PipelineState,
         mut runs: Vec<Run>,
         cutoff: f64,
         details: &Details,
-    ) {
+    ) -> bool {
+        let floor = pipeline.floor();
         let Some(series) = pipeline.series.as_mut() else {
-            return;
+            return true;
         };
         let m = &*self.metrics;
         let latest_number = pipeline.latest.as_ref().and_then(|k| k.number);
+        // The history must reach the latest run; an empty or stale answer is read again.
+        let complete = latest_number.is_none_or(|latest| {
+            latest <= floor || runs.iter().any(|run| run.run_number == Some(latest))
+        });
         runs.sort_by_key(|run| run.run_number);
         runs.dedup_by_key(|run| run.run_number);
         for run in &runs {
@@ -649,8 +657,11 @@ impl TargetPoller {
                 pipeline.last_completed = Some(number);
             }
         }
-        pipeline.needs_scan = false;
-        pipeline.scanned = true;
+        if complete {
+            pipeline.needs_scan = false;
+            pipeline.scanned = true;
+        }
+        complete
     }
 }
 

@@ -97,6 +97,16 @@ fn each_kind_of_mistake_exits_2_and_names_the_key() {
             valid().replace(&format!("[\"{PIPELINE}\"]"), "[]"),
             "targets[0].pipeline_ids",
         ),
+        (
+            "no request rate",
+            valid().replace("[codearts]", "[codearts]\nmax_requests_per_second = 0"),
+            "codearts.max_requests_per_second",
+        ),
+        (
+            "no request slots",
+            valid().replace("[codearts]", "[codearts]\nmax_concurrent_requests = 0"),
+            "codearts.max_concurrent_requests",
+        ),
     ];
     for (what, text, key) in cases {
         for subcommand in ["check-config", "run"] {

@@ -658,6 +658,7 @@ impl codearts_exporter::codearts::RequestObserver for CountingObserver {
         }
     }
     fn retried(&self, _: codearts_exporter::codearts::Api, _: &str) {}
+    fn failed(&self, _: codearts_exporter::codearts::Api, _: &'static str) {}
     fn auth_refresh(&self, _: bool) {}
 }
 

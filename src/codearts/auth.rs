@@ -255,6 +255,7 @@ impl PasswordTokens {
             }
             Err(err) => {
                 self.observer.auth_refresh(false);
+                self.observer.failed(Api::IamToken, err.kind());
                 state.failures += 1;
                 let wait = BASE_IAM_BACKOFF
                     .saturating_mul(1 << (state.failures - 1).min(16))

@@ -1,14 +1,19 @@
-//! HTTP client for the CodeArts APIs: one shared connection pool, token auth, bounded retries.
+//! HTTP client for the CodeArts APIs: one shared connection pool, auth, a global rate limit and
+//! concurrency cap, bounded retries honouring `Retry-After`.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use chrono::FixedOffset;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::header::{HeaderValue, RETRY_AFTER};
 use reqwest::{RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use tokio::sync::Semaphore;
 
 use super::auth::Authenticator;
 use super::model::{
@@ -18,18 +23,14 @@ use super::model::{
 use super::{Api, Error};
 use crate::config::{AuthConfig, CodeArtsConfig};
 
-/// Attempts per request for transient failures (429, 5xx, time-outs, connection errors).
-const MAX_ATTEMPTS: u32 = 3;
-/// First retry delay; doubles each attempt.
-const BASE_BACKOFF: Duration = Duration::from_millis(500);
-/// Longest wait between attempts, whatever `Retry-After` says.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Pipelines per page of the project pipeline list.
 const PIPELINE_PAGE: u64 = 50;
 /// Pages of the pipeline list read at most (a guard against a `total` that never comes).
 const MAX_PIPELINE_PAGES: u64 = 200;
 /// How much of an unreadable body goes into an error message.
 const SNIPPET_CHARS: usize = 200;
+/// Runs of token-like characters at least this long are redacted from body snippets.
+const REDACT_RUN: usize = 48;
 
 /// Receives one call per HTTP exchange, for the exporter's own metrics.
 pub trait RequestObserver: Send + Sync {
@@ -37,6 +38,8 @@ pub trait RequestObserver: Send + Sync {
     fn request_done(&self, api: Api, code: &str, elapsed: Duration);
     /// A request is about to be retried because of `reason`.
     fn retried(&self, api: Api, reason: &str);
+    /// A call failed for good (after any retries); `kind` is [`Error::kind`].
+    fn failed(&self, api: Api, kind: &'static str);
     /// An attempt to obtain an IAM token succeeded or failed.
     fn auth_refresh(&self, ok: bool);
 }
@@ -50,7 +53,7 @@ pub enum RunSelector<'a> {
     Number(u64),
 }
 
-/// A CodeArts Pipeline API client; cheap to clone, clones share the pool.
+/// A CodeArts Pipeline API client; cheap to clone, clones share the pool and the limits.
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
@@ -58,6 +61,72 @@ pub struct Client {
     auth: Arc<Authenticator>,
     zone: FixedOffset,
     observer: Arc<dyn RequestObserver>,
+    limits: Arc<Limits>,
+}
+
+/// What every request of every clone waits for, and how retries are spaced.
+struct Limits {
+    rate: DefaultDirectRateLimiter,
+    slots: Semaphore,
+    /// No request to an API before this instant (its last `Retry-After`).
+    paused: Mutex<HashMap<Api, Instant>>,
+    max_retries: u32,
+    backoff: Duration,
+    max_wait: Duration,
+}
+
+impl Limits {
+    fn new(codearts: &CodeArtsConfig) -> Result<Limits, Error> {
+        let rate = codearts.max_requests_per_second;
+        let bad_rate = || Error::Setup(format!("max_requests_per_second {rate} is not usable"));
+        if !(rate.is_finite() && rate > 0.0) {
+            return Err(bad_rate());
+        }
+        // A burst of one second's worth, so a poll may start with a few requests at once.
+        let burst = NonZeroU32::new(rate.ceil().clamp(1.0, f64::from(u32::MAX)) as u32)
+            .ok_or_else(bad_rate)?;
+        let period = Duration::try_from_secs_f64(1.0 / rate).map_err(|_| bad_rate())?;
+        let quota = Quota::with_period(period)
+            .ok_or_else(bad_rate)?
+            .allow_burst(burst);
+        Ok(Limits {
+            rate: RateLimiter::direct(quota),
+            slots: Semaphore::new(codearts.max_concurrent_requests.max(1)),
+            paused: Mutex::new(HashMap::new()),
+            max_retries: codearts.max_retries,
+            backoff: codearts.retry_backoff,
+            max_wait: codearts.max_retry_wait,
+        })
+    }
+
+    fn paused_until(&self, api: Api) -> Option<Instant> {
+        let paused = self.paused.lock().unwrap_or_else(|e| e.into_inner());
+        paused.get(&api).copied()
+    }
+
+    /// After a 429 with `Retry-After`: hold back every request to `api` until then.
+    fn pause(&self, api: Api, until: Instant) {
+        let mut paused = self.paused.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = paused.entry(api).or_insert(until);
+        *entry = (*entry).max(until);
+    }
+
+    /// Waits out a pause of `api`, then for a request slot and the rate limit.
+    async fn turn(&self, api: Api) -> Result<tokio::sync::SemaphorePermit<'_>, Error> {
+        while let Some(until) = self.paused_until(api) {
+            if until <= Instant::now() {
+                break;
+            }
+            tokio::time::sleep_until(until.into()).await;
+        }
+        let permit = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| Error::Setup("request slots closed".into()))?;
+        self.rate.until_ready().await;
+        Ok(permit)
+    }
 }
 
 impl Client {
@@ -70,7 +139,7 @@ impl Client {
         let http = reqwest::Client::builder()
             .user_agent(concat!("codearts-exporter/", env!("CARGO_PKG_VERSION")))
             .timeout(codearts.timeout)
-            .connect_timeout(codearts.timeout.min(Duration::from_secs(5)))
+            .connect_timeout(codearts.connect_timeout.min(codearts.timeout))
             .pool_idle_timeout(Duration::from_secs(90))
             .build()
             .map_err(|err| Error::Setup(err.to_string()))?;
@@ -86,23 +155,24 @@ impl Client {
             auth: Arc::new(auth),
             zone: codearts.fixed_offset(),
             observer,
+            limits: Arc::new(Limits::new(codearts)?),
         })
     }
 
     /// Latest run of each pipeline through the v3 batch status API.
     pub async fn v3_status(&self, pipeline_ids: &[String]) -> Result<Vec<Run>, Error> {
+        let api = Api::V3Status;
         let url = format!("{}/v3/pipelines/status", self.endpoint);
         let ids = pipeline_ids.join(",");
-        let body = self
-            .send(Api::V3Status, || {
-                self.http.get(&url).query(&[("pipeline_ids", ids.as_str())])
-            })
-            .await?;
-        let entries: Vec<V3PipelineStatus> = decode_array(Api::V3Status, &body)?;
-        Ok(entries
-            .iter()
-            .filter_map(|entry| Run::from_v3(entry, self.zone))
-            .collect())
+        let build = || self.http.get(&url).query(&[("pipeline_ids", ids.as_str())]);
+        self.call(api, build, |status, body| {
+            let entries: Vec<V3PipelineStatus> = self.decode_array(api, status, body)?;
+            Ok(entries
+                .iter()
+                .filter_map(|entry| Run::from_v3(entry, self.zone))
+                .collect())
+        })
+        .await
     }
 
     /// Latest run of each pipeline through the v5 batch status API.
@@ -111,15 +181,17 @@ impl Client {
         project_id: &str,
         pipeline_ids: &[String],
     ) -> Result<Vec<Run>, Error> {
+        let api = Api::V5Status;
         let url = format!("{}/v5/{project_id}/api/pipelines/status", self.endpoint);
-        let body = self
-            .send(Api::V5Status, || self.http.post(&url).json(pipeline_ids))
-            .await?;
-        let entries: Vec<V5RunStatus> = decode_array(Api::V5Status, &body)?;
-        Ok(entries
-            .iter()
-            .filter_map(|entry| Run::from_v5(entry, self.zone))
-            .collect())
+        let build = || self.http.post(&url).json(pipeline_ids);
+        self.call(api, build, |status, body| {
+            let entries: Vec<V5RunStatus> = self.decode_array(api, status, body)?;
+            Ok(entries
+                .iter()
+                .filter_map(|entry| Run::from_v5(entry, self.zone))
+                .collect())
+        })
+        .await
     }
 
     /// One run of a pipeline, with stages, through the v5 run detail API.
@@ -129,6 +201,7 @@ impl Client {
         pipeline_id: &str,
         run: RunSelector<'_>,
     ) -> Result<Run, Error> {
+        let api = Api::RunDetail;
         let url = format!(
             "{}/v5/{project_id}/api/pipelines/{pipeline_id}/pipeline-runs/detail",
             self.endpoint
@@ -137,19 +210,17 @@ impl Client {
             RunSelector::Id(id) => ("pipeline_run_id", id.to_string()),
             RunSelector::Number(n) => ("pipeline_run_number", n.to_string()),
         };
-        let body = self
-            .send(Api::RunDetail, || self.http.get(&url).query(&[&query]))
-            .await?;
-        let detail: RunDetail = decode(Api::RunDetail, &body)?;
-        let mut run = Run::from_detail(&detail, self.zone).ok_or_else(|| Error::Decode {
-            api: Api::RunDetail,
-            status: 200,
-            message: "the run has no pipeline_id".into(),
-            snippet: snippet(&body),
-        })?;
-        // The path names the pipeline; trust it over a missing or odd body field.
-        run.pipeline_id = pipeline_id.to_string();
-        Ok(run)
+        let build = || self.http.get(&url).query(&[&query]);
+        self.call(api, build, |status, body| {
+            let detail: RunDetail = decode(api, status, body)?;
+            let mut run = Run::from_detail(&detail, self.zone).ok_or_else(|| {
+                decode_error(api, status, "the run has no pipeline_id".into(), body)
+            })?;
+            // The path names the pipeline; trust it over a missing or odd body field.
+            run.pipeline_id = pipeline_id.to_string();
+            Ok(run)
+        })
+        .await
     }
 
     /// One page of a pipeline's run history, newest first; returns the runs and the total.
@@ -160,6 +231,7 @@ impl Client {
         offset: u64,
         limit: u64,
     ) -> Result<(Vec<Run>, u64), Error> {
+        let api = Api::RunList;
         let url = format!(
             "{}/v5/{project_id}/api/pipelines/{pipeline_id}/pipeline-runs/list",
             self.endpoint
@@ -170,22 +242,65 @@ impl Client {
             "sort_key": "start_time",
             "sort_dir": "desc",
         });
-        let body = self
-            .send(Api::RunList, || self.http.post(&url).json(&query))
-            .await?;
-        let page: RunList = decode(Api::RunList, &body)?;
-        let runs: Vec<Run> = page
-            .pipeline_runs
-            .iter()
-            .filter_map(|entry| {
-                // The path names the pipeline; entries need not repeat it.
-                let mut entry = entry.clone();
-                entry.pipeline_id = Some(pipeline_id.to_string());
-                Run::from_v5(&entry, self.zone)
-            })
-            .collect();
-        let total = page.total.unwrap_or(offset + runs.len() as u64);
-        Ok((runs, total))
+        let build = || self.http.post(&url).json(&query);
+        self.call(api, build, |status, body| {
+            // Fields are lenient, the shape is not: a page without its list is no empty page.
+            let value: Value = decode(api, status, body)?;
+            if !value.get("pipeline_runs").is_some_and(Value::is_array) {
+                let message = format!(
+                    "expected an object with a pipeline_runs list, got {}",
+                    json_kind(&value)
+                );
+                return Err(decode_error(api, status, message, body));
+            }
+            let page: RunList = serde_json::from_value(value)
+                .map_err(|err| decode_error(api, status, err.to_string(), body))?;
+            let runs: Vec<Run> = page
+                .pipeline_runs
+                .iter()
+                .filter_map(|entry| {
+                    // The path names the pipeline; entries need not repeat it.
+                    let mut entry = entry.clone();
+                    entry.pipeline_id = Some(pipeline_id.to_string());
+                    Run::from_v5(&entry, self.zone)
+                })
+                .collect();
+            let total = page.total.unwrap_or(offset + runs.len() as u64);
+            Ok((runs, total))
+        })
+        .await
+    }
+
+    /// Sends a request and decodes the answer; counts a call that fails for good.
+    async fn call<T>(
+        &self,
+        api: Api,
+        build: impl Fn() -> RequestBuilder,
+        decode: impl FnOnce(StatusCode, &[u8]) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let result = match self.send(api, build).await {
+            Ok((status, body)) => decode(status, &body),
+            Err(err) => Err(err),
+        };
+        if let Err(err) = &result {
+            self.observer.failed(api, err.kind());
+        }
+        result
+    }
+
+    /// Decodes a JSON array element by element, so one bad entry does not spoil the rest;
+    /// each entry skipped is logged and counted as a decode error.
+    fn decode_array<T: DeserializeOwned>(
+        &self,
+        api: Api,
+        status: StatusCode,
+        body: &[u8],
+    ) -> Result<Vec<T>, Error> {
+        let (decoded, skipped) = decode_array(api, status, body)?;
+        for _ in 0..skipped {
+            self.observer.failed(api, "decode");
+        }
+        Ok(decoded)
     }
 
     /// One page of the pipelines of a project; returns the pipelines and the total.
@@ -203,17 +318,22 @@ impl Client {
             "sort_key": "create_time",
             "sort_dir": "asc",
         });
-        let body = self
-            .send(Api::PipelineList, || self.http.post(&url).json(&query))
-            .await?;
-        let page: PipelineListPage = decode(Api::PipelineList, &body)?;
-        let pipelines: Vec<PipelineInfo> = page
-            .pipelines
-            .iter()
-            .filter_map(PipelineInfo::from_entry)
-            .collect();
-        let total = page.total.unwrap_or(offset + pipelines.len() as u64);
-        Ok((pipelines, total))
+        let api = Api::PipelineList;
+        self.call(
+            api,
+            || self.http.post(&url).json(&query),
+            |status, body| {
+                let page: PipelineListPage = decode(api, status, body)?;
+                let pipelines: Vec<PipelineInfo> = page
+                    .pipelines
+                    .iter()
+                    .filter_map(PipelineInfo::from_entry)
+                    .collect();
+                let total = page.total.unwrap_or(offset + pipelines.len() as u64);
+                Ok((pipelines, total))
+            },
+        )
+        .await
     }
 
     /// Every pipeline of a project, page by page until `total` (ids de-duplicated, first wins).
@@ -241,15 +361,22 @@ impl Client {
     }
 
     /// Sends a request built by `build`, retrying transient failures with backoff, and a 401
-    /// once when the authenticator can renew its credentials.
-    async fn send(&self, api: Api, build: impl Fn() -> RequestBuilder) -> Result<Bytes, Error> {
-        let mut attempt = 1;
+    /// once when the authenticator can renew its credentials. Every attempt waits for its turn
+    /// under the global rate limit and concurrency cap.
+    async fn send(
+        &self,
+        api: Api,
+        build: impl Fn() -> RequestBuilder,
+    ) -> Result<(StatusCode, Bytes), Error> {
+        let limits = &*self.limits;
+        let mut retries = 0;
         let mut renewed = false;
         loop {
             let mut request = build()
                 .build()
                 .map_err(|err| Error::Setup(err.to_string()))?;
             let used = self.auth.authorize(&mut request).await?;
+            let permit = limits.turn(api).await?;
             let started = Instant::now();
             let outcome = match self.http.execute(request).await {
                 Ok(response) => {
@@ -263,11 +390,12 @@ impl Client {
                 Err(err) => Err(err),
             };
             let elapsed = started.elapsed();
+            drop(permit);
             let (retry_reason, wait, error) = match outcome {
                 Ok((status, retry_after, body)) => {
                     self.observer.request_done(api, status.as_str(), elapsed);
                     if status.is_success() {
-                        return Ok(body);
+                        return Ok((status, body));
                     }
                     let error = http_error(api, status, &body, self.auth.rejection_hint());
                     if status == StatusCode::UNAUTHORIZED {
@@ -284,6 +412,10 @@ impl Client {
                         return Err(error);
                     }
                     let reason = if status == StatusCode::TOO_MANY_REQUESTS {
+                        if let Some(wait) = retry_after {
+                            // The gateway throttles the API, not this request: hold back all.
+                            limits.pause(api, Instant::now() + wait.min(limits.max_wait));
+                        }
                         "throttled"
                     } else {
                         "server_error"
@@ -296,21 +428,23 @@ impl Client {
                     (code, None, error)
                 }
             };
-            if attempt >= MAX_ATTEMPTS {
+            if retries >= limits.max_retries {
                 return Err(error);
             }
-            let wait = wait.unwrap_or_else(|| backoff(attempt)).min(MAX_BACKOFF);
-            tracing::debug!(%api, attempt, reason = retry_reason, wait_ms = wait.as_millis() as u64, error = %error, "retrying");
+            retries += 1;
+            let wait = wait
+                .unwrap_or_else(|| backoff(limits.backoff, retries))
+                .min(limits.max_wait);
+            tracing::debug!(%api, retry = retries, reason = retry_reason, wait_ms = wait.as_millis() as u64, error = %error, "retrying");
             self.observer.retried(api, retry_reason);
             tokio::time::sleep(wait).await;
-            attempt += 1;
         }
     }
 }
 
-/// Exponential backoff with jitter: 50–100% of `BASE_BACKOFF · 2^(attempt-1)`.
-fn backoff(attempt: u32) -> Duration {
-    let full = BASE_BACKOFF.saturating_mul(1 << (attempt - 1).min(16));
+/// Exponential backoff with jitter: 50–100% of `base · 2^(retry-1)`.
+fn backoff(base: Duration, retry: u32) -> Duration {
+    let full = base.saturating_mul(1 << retry.saturating_sub(1).min(16));
     full.mul_f64(0.5 + fastrand::f64() * 0.5)
 }
 
@@ -362,45 +496,85 @@ pub(crate) fn http_error(api: Api, status: StatusCode, body: &[u8], hint: &'stat
     }
 }
 
+/// The start of a body for logs and errors, with anything token-like redacted.
 fn snippet(body: &[u8]) -> String {
-    String::from_utf8_lossy(body)
+    // Redact before cutting, so a token straddling the cut is still recognised.
+    let head: String = String::from_utf8_lossy(&body[..body.len().min(SNIPPET_CHARS * 8)])
         .chars()
-        .take(SNIPPET_CHARS)
-        .collect()
+        .take(SNIPPET_CHARS * 4)
+        .collect();
+    redact(&head).chars().take(SNIPPET_CHARS).collect()
 }
 
-fn decode<T: DeserializeOwned>(api: Api, body: &[u8]) -> Result<T, Error> {
-    serde_json::from_slice(body).map_err(|err| Error::Decode {
+/// Replaces long runs of base64/hex-like characters (tokens, signatures, keys) with `<redacted>`.
+fn redact(text: &str) -> String {
+    let token_like = |c: char| c.is_ascii_alphanumeric() || "+/=_-%".contains(c);
+    let mut out = String::with_capacity(text.len());
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        if run.chars().count() >= REDACT_RUN {
+            out.push_str("<redacted>");
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    };
+    for c in text.chars() {
+        if token_like(c) {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
+}
+
+fn decode_error(api: Api, status: StatusCode, message: String, body: &[u8]) -> Error {
+    Error::Decode {
         api,
-        status: 200,
-        message: err.to_string(),
+        status: status.as_u16(),
+        message,
         snippet: snippet(body),
-    })
+    }
 }
 
-/// Decodes a JSON array element by element, so one bad entry does not spoil the rest.
-fn decode_array<T: DeserializeOwned>(api: Api, body: &[u8]) -> Result<Vec<T>, Error> {
-    let items = match decode::<Value>(api, body)? {
+fn decode<T: DeserializeOwned>(api: Api, status: StatusCode, body: &[u8]) -> Result<T, Error> {
+    serde_json::from_slice(body).map_err(|err| decode_error(api, status, err.to_string(), body))
+}
+
+/// Decodes a JSON array element by element; returns the entries that decode and how many did not.
+fn decode_array<T: DeserializeOwned>(
+    api: Api,
+    status: StatusCode,
+    body: &[u8],
+) -> Result<(Vec<T>, usize), Error> {
+    let items = match decode::<Value>(api, status, body)? {
         Value::Array(items) => items,
         other => {
-            return Err(Error::Decode {
-                api,
-                status: 200,
-                message: format!("expected a JSON array, got {}", json_kind(&other)),
-                snippet: snippet(body),
-            });
+            let message = format!("expected a JSON array, got {}", json_kind(&other));
+            return Err(decode_error(api, status, message, body));
         }
     };
     let mut decoded = Vec::with_capacity(items.len());
+    let mut skipped = 0;
     for item in items {
-        match serde_json::from_value(item) {
+        let text = item.to_string();
+        // Entries are objects; serde would also read a struct from an array, by position.
+        let entry = match item {
+            Value::Object(_) => serde_json::from_value(item).map_err(|err| err.to_string()),
+            other => Err(format!("expected an object, got {}", json_kind(&other))),
+        };
+        match entry {
             Ok(entry) => decoded.push(entry),
             Err(err) => {
-                tracing::warn!(%api, error = %err, "skipping an entry that does not decode")
+                skipped += 1;
+                tracing::warn!(%api, status = status.as_u16(), error = %err, entry = %snippet(text.as_bytes()), "skipping an entry that does not decode");
             }
         }
     }
-    Ok(decoded)
+    Ok((decoded, skipped))
 }
 
 fn json_kind(value: &Value) -> &'static str {
@@ -417,14 +591,264 @@ fn json_kind(value: &Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::AuthConfig;
+    use std::collections::VecDeque;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Counts what the client reports.
+    #[derive(Default)]
+    struct Counts {
+        requests: Mutex<Vec<String>>,
+        retries: Mutex<Vec<String>>,
+        failures: Mutex<Vec<String>>,
+    }
+
+    impl RequestObserver for Counts {
+        fn request_done(&self, api: Api, code: &str, _elapsed: Duration) {
+            self.requests
+                .lock()
+                .expect("lock")
+                .push(format!("{api} {code}"));
+        }
+        fn retried(&self, api: Api, reason: &str) {
+            self.retries
+                .lock()
+                .expect("lock")
+                .push(format!("{api} {reason}"));
+        }
+        fn failed(&self, api: Api, kind: &'static str) {
+            self.failures
+                .lock()
+                .expect("lock")
+                .push(format!("{api} {kind}"));
+        }
+        fn auth_refresh(&self, _ok: bool) {}
+    }
+
+    /// One scripted answer: status, `Retry-After`, body.
+    type Answer = (u16, Option<&'static str>, &'static str);
+
+    /// Serves `answers` in order (the last one again when they run out) on loopback; returns
+    /// the endpoint and the number of requests served.
+    async fn script(answers: Vec<Answer>) -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let served = Arc::new(AtomicUsize::new(0));
+        let answers = Arc::new(Mutex::new(VecDeque::from(answers)));
+        let count = served.clone();
+        tokio::spawn(crate::http::serve(
+            listener,
+            move |_request| {
+                count.fetch_add(1, Ordering::SeqCst);
+                let answers = answers.clone();
+                async move {
+                    let mut answers = answers.lock().expect("lock");
+                    let (status, retry_after, body) = if answers.len() > 1 {
+                        answers.pop_front().expect("an answer")
+                    } else {
+                        *answers.front().expect("an answer")
+                    };
+                    let status = hyper::StatusCode::from_u16(status).expect("status");
+                    let mut response = crate::http::response(status, "application/json", body);
+                    if let Some(value) = retry_after {
+                        response
+                            .headers_mut()
+                            .insert(RETRY_AFTER, HeaderValue::from_static(value));
+                    }
+                    response
+                }
+            },
+            std::future::pending(),
+        ));
+        (format!("http://{addr}"), served)
+    }
+
+    fn client(endpoint: &str, counts: Arc<Counts>) -> Client {
+        let codearts = CodeArtsConfig {
+            endpoint: Some(endpoint.to_string()),
+            timeout: Duration::from_secs(5),
+            max_retries: 2,
+            retry_backoff: Duration::from_millis(10),
+            ..CodeArtsConfig::default()
+        };
+        Client::new(&codearts, &AuthConfig::token("t"), counts).expect("client")
+    }
+
+    const PROJECT: &str = "0123456789abcdef0123456789abcdef";
+
+    #[tokio::test]
+    async fn one_bad_entry_does_not_spoil_the_batch() {
+        let body = r#"[{"pipeline_id":"a","run_number":3,"status":"RUNNING"},7,
+            {"pipeline_id":"b","run_number":"x","status":{"odd":1}},["c"],{"pipeline_id":"d"}]"#;
+        let (endpoint, _) = script(vec![(200, None, body)]).await;
+        let counts = Arc::new(Counts::default());
+        let runs = client(&endpoint, counts.clone())
+            .v5_status(PROJECT, &["a".into()])
+            .await
+            .expect("the good entries");
+        let ids: Vec<&str> = runs.iter().map(|r| r.pipeline_id.as_str()).collect();
+        assert_eq!(ids, ["a", "b", "d"], "one bad field spoils no entry either");
+        assert_eq!(runs[0].run_number, Some(3));
+        assert_eq!(runs[1].run_number, None);
+        assert_eq!(
+            *counts.failures.lock().expect("lock"),
+            ["v5_status decode", "v5_status decode"]
+        );
+        assert!(
+            runs.iter().all(|r| r.pipeline_id != "c"),
+            "arrays are no entries"
+        );
+    }
+
+    #[tokio::test]
+    async fn transient_failures_are_retried_a_bounded_number_of_times() {
+        let (endpoint, served) = script(vec![
+            (
+                503,
+                None,
+                r#"{"error_code":"APIG.0203","error_msg":"busy"}"#,
+            ),
+            (429, None, "{}"),
+            (200, None, "[]"),
+        ])
+        .await;
+        let counts = Arc::new(Counts::default());
+        let runs = client(&endpoint, counts.clone())
+            .v3_status(&["a".into()])
+            .await
+            .expect("third time lucky");
+        assert!(runs.is_empty());
+        assert_eq!(served.load(Ordering::SeqCst), 3);
+        assert_eq!(
+            *counts.retries.lock().expect("lock"),
+            ["v3_status server_error", "v3_status throttled"]
+        );
+        assert!(counts.failures.lock().expect("lock").is_empty());
+
+        let (endpoint, served) = script(vec![(502, None, "bad gateway")]).await;
+        let counts = Arc::new(Counts::default());
+        let err = client(&endpoint, counts.clone())
+            .v3_status(&["a".into()])
+            .await
+            .expect_err("always 502");
+        assert_eq!(served.load(Ordering::SeqCst), 3, "max_retries = 2");
+        assert!(err.to_string().contains("HTTP 502"), "{err}");
+        assert_eq!(*counts.failures.lock().expect("lock"), ["v3_status http"]);
+    }
+
+    #[tokio::test]
+    async fn other_client_errors_are_not_retried() {
+        let (endpoint, served) = script(vec![(
+            404,
+            None,
+            r#"{"error_code":"DEVPIPE.00011103","error_msg":"no such pipeline"}"#,
+        )])
+        .await;
+        let counts = Arc::new(Counts::default());
+        let err = client(&endpoint, counts.clone())
+            .run_detail(PROJECT, PROJECT, RunSelector::Number(1))
+            .await
+            .expect_err("404");
+        assert_eq!(served.load(Ordering::SeqCst), 1);
+        assert!(err.to_string().contains("DEVPIPE.00011103"));
+        assert_eq!(*counts.requests.lock().expect("lock"), ["run_detail 404"]);
+        assert!(counts.retries.lock().expect("lock").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_history_page_of_the_wrong_shape_is_a_decode_error() {
+        for body in [
+            "[]",
+            r#"{"total": 3}"#,
+            r#"[{"pipeline_runs": []}]"#,
+            "{\"pipeline_runs\": [{",
+        ] {
+            let (endpoint, _) = script(vec![(200, None, body)]).await;
+            let counts = Arc::new(Counts::default());
+            let err = client(&endpoint, counts.clone())
+                .run_history(PROJECT, PROJECT, 0, 20)
+                .await
+                .expect_err(body);
+            assert_eq!(err.kind(), "decode", "{body}");
+            assert_eq!(*counts.failures.lock().expect("lock"), ["run_list decode"]);
+        }
+        let (endpoint, _) = script(vec![(200, None, r#"{"total":0,"pipeline_runs":[]}"#)]).await;
+        let page = client(&endpoint, Arc::new(Counts::default()))
+            .run_history(PROJECT, PROJECT, 0, 20)
+            .await
+            .expect("an empty page is a page");
+        assert_eq!(page.1, 0);
+    }
+
+    #[tokio::test]
+    async fn retry_after_holds_back_every_request_to_that_api() {
+        let (endpoint, served) = script(vec![(429, Some("1"), "{}"), (200, None, "[]")]).await;
+        let counts = Arc::new(Counts::default());
+        let client = client(&endpoint, counts.clone());
+        let started = Instant::now();
+        client
+            .v3_status(&["a".into()])
+            .await
+            .expect("retried after a second");
+        assert!(started.elapsed() >= Duration::from_secs(1));
+        // The pause covers the API, not just the request that was throttled.
+        client
+            .limits
+            .pause(Api::RunList, Instant::now() + Duration::from_millis(300));
+        let waited = Instant::now();
+        drop(client.limits.turn(Api::RunList).await.expect("a turn"));
+        assert!(waited.elapsed() >= Duration::from_millis(300));
+        assert_eq!(
+            client.limits.paused_until(Api::V5Status),
+            None,
+            "other APIs go on"
+        );
+        assert_eq!(served.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn requests_wait_for_the_rate_limit_and_the_concurrency_cap() {
+        let limits = Limits::new(&CodeArtsConfig {
+            max_requests_per_second: 20.0,
+            max_concurrent_requests: 2,
+            ..CodeArtsConfig::default()
+        })
+        .expect("limits");
+        let started = Instant::now();
+        // The burst is one second's worth (20); the next 10 come at 20 per second.
+        for _ in 0..30 {
+            drop(limits.turn(Api::V5Status).await.expect("a turn"));
+        }
+        assert!(
+            started.elapsed() >= Duration::from_millis(400),
+            "{:?}",
+            started.elapsed()
+        );
+        for silly in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e-300] {
+            let config = CodeArtsConfig {
+                max_requests_per_second: silly,
+                ..CodeArtsConfig::default()
+            };
+            assert!(Limits::new(&config).is_err(), "{silly}");
+        }
+        let first = limits.turn(Api::V5Status).await.expect("a turn");
+        let second = limits.turn(Api::RunList).await.expect("a turn");
+        assert_eq!(limits.slots.available_permits(), 0);
+        drop((first, second));
+        assert_eq!(limits.slots.available_permits(), 2);
+    }
 
     #[test]
     fn backoff_grows_and_is_jittered() {
-        for attempt in 1..6 {
-            let wait = backoff(attempt);
-            let full = BASE_BACKOFF * (1 << (attempt - 1));
-            assert!(wait >= full / 2 && wait <= full, "{attempt}: {wait:?}");
+        let base = Duration::from_millis(500);
+        for retry in 1..6 {
+            let wait = backoff(base, retry);
+            let full = base * (1 << (retry - 1));
+            assert!(wait >= full / 2 && wait <= full, "{retry}: {wait:?}");
         }
+        assert!(backoff(base, 200) <= base * (1 << 16));
     }
 
     #[test]
@@ -462,14 +886,69 @@ mod tests {
 
     #[test]
     fn arrays_decode_entry_by_entry() {
-        let body = br#"[{"pipeline_id": "a"}, 5, {"pipeline_id": "b"}]"#;
-        let entries: Vec<V5RunStatus> = decode_array(Api::V5Status, body).expect("decodes");
-        assert_eq!(entries.len(), 2);
-        let err =
-            decode_array::<V5RunStatus>(Api::V5Status, br#"{"a": 1}"#).expect_err("not an array");
+        let ok = StatusCode::OK;
+        let body = br#"[{"pipeline_id": "a"}, 5, {"pipeline_id": "b"}, "x"]"#;
+        let (entries, skipped): (Vec<V5RunStatus>, usize) =
+            decode_array(Api::V5Status, ok, body).expect("decodes");
+        assert_eq!((entries.len(), skipped), (2, 2));
+        let err = decode_array::<V5RunStatus>(Api::V5Status, ok, br#"{"a": 1}"#)
+            .expect_err("not an array");
         assert_eq!(err.kind(), "decode");
-        let err = decode_array::<V5RunStatus>(Api::V5Status, b"[{\"pipeline_id\"")
+        let err = decode_array::<V5RunStatus>(Api::V5Status, ok, b"[{\"pipeline_id\"")
             .expect_err("truncated");
         assert!(err.to_string().contains("body starts with"));
+        assert!(err.to_string().contains("HTTP 200"));
+    }
+
+    #[test]
+    fn snippets_are_short_and_redact_tokens() {
+        let token = format!("MIIZ{}", "aB3+/x".repeat(40));
+        let body =
+            format!(r#"{{"token": "{token}", "pipeline_id": "0123456789abcdef0123456789abcdef"}}"#);
+        let text = snippet(body.as_bytes());
+        assert!(!text.contains("MIIZ"), "{text}");
+        assert!(text.contains("<redacted>"));
+        assert!(
+            text.contains("0123456789abcdef0123456789abcdef"),
+            "ids stay readable"
+        );
+        let long = "x ".repeat(1000);
+        assert_eq!(snippet(long.as_bytes()).chars().count(), SNIPPET_CHARS);
+        // A token cut by the snippet's end is still redacted.
+        let body = format!("{}{token}", "a ".repeat(90));
+        assert!(!snippet(body.as_bytes()).contains("MIIZ"));
+        assert_eq!(snippet(&[0xff, 0xfe, b'{']), "\u{fffd}\u{fffd}{");
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Any body gives a short snippet without long token-like runs, and decodes or fails
+            /// cleanly through every path of the client.
+            #[test]
+            fn any_body_is_handled(
+                body in prop_oneof![
+                    prop::collection::vec(any::<u8>(), 0..2048),
+                    any::<String>().prop_map(String::into_bytes),
+                    "[\\[{}\\]\",:a-zA-Z0-9+/= ]{0,600}".prop_map(String::into_bytes),
+                ],
+            ) {
+                let text = snippet(&body);
+                prop_assert!(text.chars().count() <= SNIPPET_CHARS);
+                let longest = text
+                    .split(|c: char| !(c.is_ascii_alphanumeric() || "+/=_-%".contains(c)))
+                    .map(str::len)
+                    .max()
+                    .unwrap_or(0);
+                prop_assert!(longest < REDACT_RUN, "{text}");
+                let ok = StatusCode::OK;
+                let _ = decode_array::<V5RunStatus>(Api::V5Status, ok, &body);
+                let _ = decode_array::<V3PipelineStatus>(Api::V3Status, ok, &body);
+                let _ = decode::<RunDetail>(Api::RunDetail, ok, &body);
+                let _ = http_error(Api::RunList, StatusCode::BAD_GATEWAY, &body, "");
+            }
+        }
     }
 }

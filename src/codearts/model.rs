@@ -1037,4 +1037,129 @@ mod tests {
         );
         assert_eq!(normalize_v3(Some("odd"), None), (RunState::Unknown, None));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Every field name the models know, so generated objects hit real fields often.
+        const FIELDS: [&str; 30] = [
+            "pipeline_id",
+            "pipeline_name",
+            "build_id",
+            "executor",
+            "detail_url",
+            "start_time",
+            "end_time",
+            "status",
+            "result",
+            "stages",
+            "name",
+            "display_name",
+            "order",
+            "dsl_method",
+            "pipeline_run_id",
+            "run_number",
+            "trigger_type",
+            "build_params",
+            "stage_status_list",
+            "id",
+            "sequence",
+            "total",
+            "pipeline_runs",
+            "current_system_time",
+            "is_select",
+            "jobs",
+            "message",
+            "error_code",
+            "error_msg",
+            "target_branch",
+        ];
+
+        fn key() -> impl Strategy<Value = String> {
+            prop_oneof![
+                3 => prop::sample::select(&FIELDS[..]).prop_map(str::to_string),
+                1 => "[a-z_]{0,12}",
+            ]
+        }
+
+        fn leaf() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(Value::from),
+                any::<u64>().prop_map(Value::from),
+                any::<f64>().prop_filter_map("finite", |f| {
+                    serde_json::Number::from_f64(f).map(Value::Number)
+                }),
+                any::<String>().prop_map(Value::String),
+                "[0-9]{0,25}".prop_map(Value::String),
+                "[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})?"
+                    .prop_map(Value::String),
+                prop::sample::select(vec![
+                    "COMPLETED", "FAILED", "RUNNING", "PAUSED", "CANCELED", "UNSELECTED",
+                    "completed", "success", "error", "aborted", " Running ", "",
+                ])
+                .prop_map(|s| Value::String(s.to_string())),
+            ]
+        }
+
+        /// Any JSON, objects keyed mostly by real field names, nested a few levels.
+        fn json() -> impl Strategy<Value = Value> {
+            leaf().prop_recursive(4, 64, 8, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                    prop::collection::vec((key(), inner), 0..10)
+                        .prop_map(|pairs| Value::Object(pairs.into_iter().collect())),
+                ]
+            })
+        }
+
+        fn zone() -> impl Strategy<Value = FixedOffset> {
+            (-14 * 3600..=14 * 3600).prop_filter_map("offset", FixedOffset::east_opt)
+        }
+
+        proptest! {
+            /// Any object decodes into every model (lenient fields), and normalising never panics.
+            #[test]
+            fn any_object_decodes_into_every_model(value in json(), zone in zone()) {
+                if value.is_object() {
+                    let v3: V3PipelineStatus = serde_json::from_value(value.clone()).expect("v3");
+                    let v5: V5RunStatus = serde_json::from_value(value.clone()).expect("v5");
+                    let detail: RunDetail = serde_json::from_value(value.clone()).expect("detail");
+                    let _: RunList = serde_json::from_value(value.clone()).expect("list");
+                    let _: ApiErrorBody = serde_json::from_value(value.clone()).expect("error");
+                    for run in [
+                        Run::from_v3(&v3, zone),
+                        Run::from_v5(&v5, zone),
+                        Run::from_detail(&detail, zone),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    {
+                        prop_assert!(!run.pipeline_id.trim().is_empty());
+                        prop_assert!(run.start.is_none_or(f64::is_finite));
+                        prop_assert!(run.duration().is_none_or(f64::is_finite));
+                        prop_assert!(run.end.is_none() || run.state == RunState::Completed);
+                        for stage in &run.stages {
+                            prop_assert!(stage.duration().is_none_or(f64::is_finite));
+                        }
+                    }
+                }
+            }
+
+            /// Decoding any JSON text, or any bytes, as any model returns a result, never panics.
+            #[test]
+            fn any_text_decodes_or_fails_cleanly(value in json(), bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+                let text = value.to_string();
+                for input in [text.as_bytes(), &text.as_bytes()[..text.len() / 2], &bytes[..]] {
+                    let _ = serde_json::from_slice::<V3PipelineStatus>(input);
+                    let _ = serde_json::from_slice::<Vec<V5RunStatus>>(input);
+                    let _ = serde_json::from_slice::<RunDetail>(input);
+                    let _ = serde_json::from_slice::<RunList>(input);
+                    let _ = serde_json::from_slice::<ApiErrorBody>(input);
+                }
+            }
+        }
+    }
 }

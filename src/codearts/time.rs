@@ -147,4 +147,59 @@ mod tests {
             assert_eq!(holder.t.is_some(), some, "{text}");
         }
     }
+
+    mod properties {
+        use super::*;
+        use chrono::NaiveDate;
+        use proptest::prelude::*;
+
+        fn zone() -> impl Strategy<Value = FixedOffset> {
+            (-14 * 3600..=14 * 3600).prop_filter_map("offset", FixedOffset::east_opt)
+        }
+
+        proptest! {
+            /// Any text or number gives a finite, positive time or none; never a panic.
+            #[test]
+            fn any_value_parses_to_a_finite_time_or_none(
+                text in prop_oneof![
+                    any::<String>(),
+                    "[0-9]{0,40}",
+                    "[0-9 :./TZ+-]{0,30}",
+                ],
+                number in any::<f64>(),
+                zone in zone(),
+            ) {
+                for raw in [RawTime::Text(text), RawTime::Number(number)] {
+                    if let Some(seconds) = raw.epoch_seconds(zone) {
+                        prop_assert!(seconds.is_finite() && seconds > 0.0, "{raw:?}: {seconds}");
+                    }
+                }
+            }
+
+            /// Zone-less dates are read in the given zone, in every layout the API uses; epoch ms
+            /// agree (from 2000 on: small numbers are read as seconds).
+            #[test]
+            fn zone_less_dates_round_trip(
+                days in 0i64..40_000,
+                second in 0u32..86_400,
+                zone in zone(),
+            ) {
+                let date = NaiveDate::from_ymd_opt(2000, 1, 1).expect("date")
+                    + chrono::Duration::days(days);
+                let naive = date.and_hms_opt(second / 3600, second / 60 % 60, second % 60).expect("time");
+                let Some(expected) = zone.from_local_datetime(&naive).single() else {
+                    return Ok(());
+                };
+                let expected = expected.timestamp() as f64;
+                prop_assume!(expected > 0.0);
+                for layout in ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y/%m/%d %H:%M:%S", "%Y-%m-%d %H:%M:%S%.3f"] {
+                    let text = naive.format(layout).to_string();
+                    prop_assert_eq!(RawTime::Text(text.clone()).epoch_seconds(zone), Some(expected), "{}", text);
+                }
+                let millis = expected * 1000.0;
+                prop_assert_eq!(RawTime::Number(millis).epoch_seconds(zone), Some(expected));
+                prop_assert_eq!(RawTime::Text(format!("{millis:.0}")).epoch_seconds(zone), Some(expected));
+            }
+        }
+    }
 }

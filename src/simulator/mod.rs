@@ -6,9 +6,11 @@
 //! [`SimOptions::speed`]. Responses are written by hand in the vendor's shapes, nulls included.
 //! `GET /_sim/truth` lists what really happened, so tests can compare the exporter with it;
 //! `POST /_sim/pipelines` and `DELETE /_sim/pipelines/{id}` create and delete pipelines while
-//! it runs.
+//! it runs. Faults (errors, throttling, time-outs, broken bodies) can be injected per API, see
+//! [`faults`].
 
 mod auth;
+pub mod faults;
 mod render;
 mod routes;
 mod world;
@@ -17,13 +19,23 @@ use std::future::Future;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures_util::StreamExt;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use tokio::net::TcpListener;
 
-use crate::http::{self, Body};
+use crate::http;
+
+/// Response body of the simulator: whole, or cut off by a fault.
+type Body = http_body_util::combinators::BoxBody<bytes::Bytes, std::io::Error>;
+
+/// A whole body.
+fn whole(response: Response<http::Body>) -> Response<Body> {
+    response.map(|body| body.map_err(|never| match never {}).boxed())
+}
 use auth::TokenStore;
+use faults::{Decision, Effect, FaultSpec, Faults, LoggedRequest, RequestLog, RetryAfterForm};
 use world::World;
 
 /// Request bodies larger than this are refused.
@@ -50,6 +62,8 @@ pub struct SimOptions {
     pub token_lifetime: Duration,
     /// Access keys accepted in `SDK-HMAC-SHA256` signatures.
     pub access_keys: Vec<SimAccessKey>,
+    /// Faults injected from the start (replaced by `POST /_sim/faults`).
+    pub faults: FaultSpec,
 }
 
 impl Default for SimOptions {
@@ -70,6 +84,7 @@ impl Default for SimOptions {
                 ak: "SIMULATORAK000000001".to_string(),
                 sk: "simulator-secret-key-0000000000000000000".to_string(),
             }],
+            faults: FaultSpec::default(),
         }
     }
 }
@@ -100,6 +115,8 @@ pub struct Simulator {
     /// Written only by the test endpoints that add and delete pipelines.
     world: RwLock<World>,
     tokens: TokenStore,
+    faults: Faults,
+    requests: RequestLog,
 }
 
 /// Wall clock in epoch ms.
@@ -129,10 +146,13 @@ impl Simulator {
             options.speed,
             started_at_ms,
         );
+        let faults = Faults::new(&options.faults, options.seed, started_at_ms);
         Simulator {
             options,
             world: RwLock::new(world),
             tokens: TokenStore::new(),
+            faults,
+            requests: RequestLog::default(),
         }
     }
 
@@ -189,13 +209,22 @@ pub async fn serve(listener: TcpListener, sim: Arc<Simulator>, shutdown: impl Fu
 
 async fn respond(sim: &Simulator, request: Request<Incoming>) -> Response<Body> {
     let (parts, body) = request.into_parts();
+    let arrived_ms = now_ms();
+    let api = faults::api_of(parts.method.as_str(), parts.uri.path());
+    let decision = match api {
+        Some(api) => sim.faults.decide(api, arrived_ms),
+        None => Decision::default(),
+    };
     let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(_) => {
             let error = render::error("DEVPIPE.00011001", "body : 非法参数");
-            return http::json(StatusCode::BAD_REQUEST, &error);
+            return whole(http::json(StatusCode::BAD_REQUEST, &error));
         }
     };
+    if !decision.latency.is_zero() {
+        tokio::time::sleep(decision.latency).await;
+    }
     let request = routes::SimRequest {
         method: parts.method.as_str(),
         path: parts.uri.path(),
@@ -204,12 +233,118 @@ async fn respond(sim: &Simulator, request: Request<Incoming>) -> Response<Body> 
         authority: parts.uri.authority().map(|a| a.as_str()),
         body: &body,
     };
-    let reply = sim.handle(&request, now_ms());
+    let response = match &decision.effect {
+        None => reply_to_response(sim.handle(&request, now_ms())),
+        Some(effect) => faulty_response(sim, &request, effect).await,
+    };
+    sim.requests.push(LoggedRequest {
+        t_ms: arrived_ms,
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_string(),
+        api,
+        status: response.status().as_u16(),
+        fault: decision.effect.as_ref().map(Effect::kind),
+        retry_after: response
+            .headers()
+            .get(hyper::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+    });
+    response
+}
+
+fn reply_to_response(reply: routes::Reply) -> Response<Body> {
     let mut response = http::json(reply.status, &reply.body);
     if let Some(token) = reply.subject_token.and_then(|t| t.parse().ok()) {
         response.headers_mut().insert("x-subject-token", token);
     }
-    response
+    whole(response)
+}
+
+/// The answer to a request hit by a fault.
+async fn faulty_response(
+    sim: &Simulator,
+    request: &routes::SimRequest<'_>,
+    effect: &Effect,
+) -> Response<Body> {
+    let error = |status: u16| {
+        let code = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        whole(http::json(code, &faults::error_body(status)))
+    };
+    match effect {
+        Effect::Status(status) => error(*status),
+        Effect::Throttle(retry_after) => {
+            let mut response = error(429);
+            let header = retry_after.map(|(seconds, form)| match form {
+                RetryAfterForm::Seconds => seconds.to_string(),
+                RetryAfterForm::Date => {
+                    httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(seconds))
+                }
+            });
+            if let Some(value) = header.and_then(|h| h.parse().ok()) {
+                response
+                    .headers_mut()
+                    .insert(hyper::header::RETRY_AFTER, value);
+            }
+            response
+        }
+        Effect::Timeout(hang) => {
+            tokio::time::sleep(*hang).await;
+            error(504)
+        }
+        Effect::Unauthorized => whole(http::json(
+            StatusCode::UNAUTHORIZED,
+            &render::error("DEV.00000003", "认证信息过期"),
+        )),
+        Effect::Drop | Effect::Malformed | Effect::WrongShape | Effect::Empty => {
+            let mut reply = sim.handle(request, now_ms());
+            match effect {
+                Effect::WrongShape => reply.body = faults::wrong_shape(reply.body),
+                Effect::Empty => reply.body = faults::emptied(reply.body),
+                _ => {}
+            }
+            let full = reply.body.to_string();
+            if matches!(effect, Effect::WrongShape | Effect::Empty) {
+                return reply_to_response(reply);
+            }
+            let half = full.len() / 2;
+            // Cut on a character boundary, so the body stays text.
+            let cut = (0..=half)
+                .rev()
+                .find(|&i| full.is_char_boundary(i))
+                .unwrap_or(0);
+            let start = bytes::Bytes::from(full[..cut].to_string());
+            if !matches!(effect, Effect::Drop) {
+                return whole(http::response(
+                    reply.status,
+                    "application/json;charset=UTF-8",
+                    start,
+                ));
+            }
+            // Promise the whole body, send half, then fail the body: the server closes the
+            // connection mid-transfer.
+            // The pause lets the first half reach the client before the connection breaks.
+            let frames = futures_util::stream::iter([Ok(hyper::body::Frame::data(start))]).chain(
+                futures_util::stream::once(async {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionAborted,
+                        "simulated connection drop",
+                    ))
+                }),
+            );
+            let mut response =
+                Response::new(BodyExt::boxed(http_body_util::StreamBody::new(frames)));
+            *response.status_mut() = reply.status;
+            let headers = response.headers_mut();
+            headers.insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("application/json;charset=UTF-8"),
+            );
+            headers.insert(hyper::header::CONTENT_LENGTH, full.len().into());
+            response
+        }
+    }
 }
 
 #[cfg(test)]

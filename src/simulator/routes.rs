@@ -5,6 +5,7 @@ use hyper::{HeaderMap, StatusCode};
 use serde_json::{Map, Value, json};
 
 use super::auth::{self, IamReply, Signed, TokenStore, query_pairs};
+use super::faults::FaultSpec;
 use super::render::{self, error};
 use super::world::{RunPlan, RunView, World};
 use super::{SimOptions, Simulator};
@@ -200,6 +201,29 @@ impl Simulator {
         // Test-only changes to the world take the write lock; everything else reads.
         match (request.method, segments.as_slice()) {
             ("POST", ["_sim", "pipelines"]) => self.add_pipeline(request.body, now_ms),
+            ("GET", ["_sim", "faults"]) => Reply::ok(self.faults.describe(now_ms)),
+            ("POST", ["_sim", "faults"]) => match FaultSpec::from_json(request.body) {
+                Ok(spec) => {
+                    self.faults.set(&spec, now_ms);
+                    Reply::ok(self.faults.describe(now_ms))
+                }
+                Err(problem) => Reply::new(
+                    StatusCode::BAD_REQUEST,
+                    error("DEVPIPE.00011001", &format!("body : {problem}")),
+                ),
+            },
+            ("DELETE", ["_sim", "faults"]) => {
+                self.faults.set(&FaultSpec::default(), now_ms);
+                Reply::ok(self.faults.describe(now_ms))
+            }
+            ("GET", ["_sim", "requests"]) => {
+                let api = query_value(request.query, "api");
+                Reply::ok(self.requests.to_json(api.as_deref()))
+            }
+            ("DELETE", ["_sim", "requests"]) => {
+                self.requests.clear();
+                Reply::ok(json!({ "requests": [] }))
+            }
             ("DELETE", ["_sim", "pipelines", id]) => {
                 if self.world_mut().remove_pipeline(id) {
                     Reply::ok(json!({ "pipeline_id": id, "deleted": true }))

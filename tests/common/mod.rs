@@ -11,6 +11,8 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
+
 /// The binary under test.
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_codearts-exporter")
@@ -252,6 +254,26 @@ pub async fn get_json(url: &str) -> serde_json::Value {
     serde_json::from_str(&body).expect("json")
 }
 
+/// Sends `method` to `url` with an optional JSON body; returns status and body.
+pub async fn request(method: &str, url: &str, body: Option<&Value>) -> (u16, String) {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+    let mut builder = reqwest::Client::new().request(method, url);
+    if let Some(body) = body {
+        builder = builder.json(body);
+    }
+    let response = builder
+        .send()
+        .await
+        .unwrap_or_else(|err| panic!("{url}: {err}"));
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("body"))
+}
+
+/// Scrapes and parses `/metrics` of the exporter at `base`.
+pub async fn scrape(base: &str) -> Vec<Sample> {
+    parse_metrics(&get(&format!("{base}/metrics")).await.1)
+}
+
 /// Polls `url` until it answers 200 (up to `timeout`).
 pub async fn wait_for_status_200(url: &str, timeout: Duration) {
     let deadline = Instant::now() + timeout;
@@ -407,12 +429,250 @@ pub fn select<'a>(samples: &'a [Sample], name: &str, labels: &[(&str, &str)]) ->
         .collect()
 }
 
+/// The sum of every series of `name` whose labels include `labels` (0 when there is none).
+pub fn sum(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    select(samples, name, labels).iter().map(|s| s.value).sum()
+}
+
 /// The single value of `name` with `labels`, if exactly one series matches.
 pub fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     match select(samples, name, labels).as_slice() {
         [one] => Some(one.value),
         _ => None,
     }
+}
+
+/// A config polling every `interval` seconds.
+pub fn config(sim_url: &str, targets: &Value, interval: u32) -> String {
+    let mut text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[codearts]
+endpoint = "{sim_url}"
+timeout = "5s"
+[auth]
+method = "token"
+token = "codearts-simulator-token"
+"#
+    );
+    let projects = targets.as_array().expect("targets");
+    for (index, project) in projects.iter().enumerate() {
+        let ids: Vec<String> = project["pipeline_ids"]
+            .as_array()
+            .expect("ids")
+            .iter()
+            .map(|id| format!("{id}"))
+            .collect();
+        // First project through the v5 batch API, the second through v3: both paths are checked.
+        let api = if index % 2 == 0 { "v5" } else { "v3" };
+        text.push_str(&format!(
+            "[[targets]]\nname = \"t{index}\"\nproject_id = {}\npipeline_ids = [{}]\ninterval = \"{interval}s\"\nstatus_api = \"{api}\"\nchunk_size = 3\n",
+            project["project_id"],
+            ids.join(", ")
+        ));
+    }
+    text
+}
+
+/// Project and pipeline ids as the simulator's truth lists them.
+pub fn targets_of(truth: &Value) -> Value {
+    let mut by_project: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for pipeline in truth["pipelines"].as_array().expect("pipelines") {
+        let project = pipeline["project_id"]
+            .as_str()
+            .expect("project")
+            .to_string();
+        by_project
+            .entry(project)
+            .or_default()
+            .push(pipeline["pipeline_id"].clone());
+    }
+    Value::Array(
+        by_project
+            .into_iter()
+            .map(|(project, ids)| serde_json::json!({"project_id": project, "pipeline_ids": ids}))
+            .collect(),
+    )
+}
+
+/// Completed runs in the truth that ended at or after `since_ms`.
+pub fn completed_live_runs(truth: &Value, since_ms: f64) -> usize {
+    truth["pipelines"]
+        .as_array()
+        .expect("pipelines")
+        .iter()
+        .flat_map(|p| p["runs"].as_array().expect("runs").iter())
+        .filter(|r| r["end_ms"].as_f64().unwrap_or(0.0) >= since_ms)
+        .count()
+}
+
+/// Compares a scrape with the simulator's truth, pipeline by pipeline: the state is one-hot,
+/// the `last_run_*` gauges describe the run the exporter last recorded, and every completed run
+/// up to that one that ended after `window_start_ms` is in the histograms and `runs_total`
+/// exactly once. Returns how many runs were compared.
+pub fn compare_with_truth(samples: &[Sample], truth: &Value, window_start_ms: f64) -> usize {
+    let mut checked_runs = 0;
+    for pipeline in truth["pipelines"].as_array().expect("pipelines") {
+        let id = pipeline["pipeline_id"].as_str().expect("id");
+        let name = pipeline["name"].as_str().expect("name");
+        let labels = [("pipeline_id", id)];
+
+        // Exactly one state is hot, and the name label is the pipeline's (non-ASCII) name.
+        let states = select(samples, "codearts_pipeline_status", &labels);
+        assert_eq!(states.len(), 6, "{name}: one series per state");
+        assert_eq!(
+            states.iter().filter(|s| s.value == 1.0).count(),
+            1,
+            "{name}: one-hot"
+        );
+        assert!(states.iter().all(|s| s.labels["pipeline_name"] == name));
+
+        let last_number = value(samples, "codearts_pipeline_last_run_number", &labels)
+            .unwrap_or_else(|| panic!("{name}: no last_run_number"));
+        let runs: Vec<&Value> = pipeline["runs"]
+            .as_array()
+            .expect("runs")
+            .iter()
+            .filter(|r| r["run_number"].as_f64().expect("number") <= last_number)
+            .collect();
+        let last = runs
+            .last()
+            .unwrap_or_else(|| panic!("{name}: run {last_number} not in truth"));
+        assert_eq!(last["run_number"].as_f64(), Some(last_number));
+
+        // The last completed run, to the second.
+        let result = last["result"].as_str().expect("result");
+        for candidate in ["success", "error", "aborted"] {
+            let hot = value(
+                samples,
+                "codearts_pipeline_last_run_result",
+                &[("pipeline_id", id), ("result", candidate)],
+            );
+            assert_eq!(
+                hot,
+                Some(if candidate == result { 1.0 } else { 0.0 }),
+                "{name}: last result {candidate}"
+            );
+        }
+        let duration = value(
+            samples,
+            "codearts_pipeline_last_run_duration_seconds",
+            &labels,
+        )
+        .expect("duration");
+        assert!(
+            (duration - last["duration_seconds"].as_f64().expect("d")).abs() < 1.0,
+            "{name}: duration"
+        );
+        let start = value(
+            samples,
+            "codearts_pipeline_last_run_start_timestamp_seconds",
+            &labels,
+        )
+        .expect("start");
+        assert!(
+            (start - last["start_ms"].as_f64().expect("s") / 1000.0).abs() < 1.0,
+            "{name}: start"
+        );
+        let end = value(
+            samples,
+            "codearts_pipeline_last_run_end_timestamp_seconds",
+            &labels,
+        )
+        .expect("end");
+        assert!(
+            (end - last["end_ms"].as_f64().expect("e") / 1000.0).abs() < 1.0,
+            "{name}: end"
+        );
+        for stage in last["stages"].as_array().expect("stages") {
+            let stage_name = stage["name"].as_str().expect("stage name");
+            let got = value(
+                samples,
+                "codearts_pipeline_stage_last_duration_seconds",
+                &[("pipeline_id", id), ("stage", stage_name)],
+            )
+            .unwrap_or_else(|| panic!("{name}/{stage_name}: no last duration"));
+            assert!((got - stage["duration_seconds"].as_f64().expect("d")).abs() < 1.0);
+        }
+
+        // Histograms: one observation per completed run in the window, per result; none twice.
+        let recorded: Vec<&&Value> = runs
+            .iter()
+            .filter(|r| r["end_ms"].as_f64().expect("end") >= window_start_ms)
+            .collect();
+        for candidate in ["success", "error", "aborted"] {
+            let expected = recorded.iter().filter(|r| r["result"] == candidate).count() as f64;
+            let count = value(
+                samples,
+                "codearts_pipeline_run_duration_seconds_count",
+                &[("pipeline_id", id), ("result", candidate)],
+            )
+            .unwrap_or(0.0);
+            assert_eq!(count, expected, "{name}: runs with result {candidate}");
+            let counted = value(
+                samples,
+                "codearts_pipeline_runs_total",
+                &[("pipeline_id", id), ("result", candidate)],
+            )
+            .unwrap_or(0.0);
+            assert_eq!(
+                counted, count,
+                "{name}: runs_total equals the histogram's _count"
+            );
+            let expected_sum: f64 = recorded
+                .iter()
+                .filter(|r| r["result"] == candidate)
+                .map(|r| r["duration_seconds"].as_f64().expect("d"))
+                .sum();
+            let sum = value(
+                samples,
+                "codearts_pipeline_run_duration_seconds_sum",
+                &[("pipeline_id", id), ("result", candidate)],
+            )
+            .unwrap_or(0.0);
+            assert!(
+                (sum - expected_sum).abs() < 0.01 * recorded.len() as f64 + 0.01,
+                "{name}: sum {candidate}"
+            );
+        }
+        let mut expected_stage_counts: BTreeMap<(String, String), f64> = BTreeMap::new();
+        for run in &recorded {
+            for stage in run["stages"].as_array().expect("stages") {
+                let key = (
+                    stage["name"].as_str().expect("n").to_string(),
+                    stage["result"].as_str().unwrap_or("").to_string(),
+                );
+                *expected_stage_counts.entry(key).or_default() += 1.0;
+            }
+        }
+        let stage_counts: BTreeMap<(String, String), f64> = select(
+            samples,
+            "codearts_pipeline_stage_duration_seconds_count",
+            &labels,
+        )
+        .into_iter()
+        .map(|s| {
+            (
+                (s.labels["stage"].clone(), s.labels["result"].clone()),
+                s.value,
+            )
+        })
+        .collect();
+        assert_eq!(
+            stage_counts, expected_stage_counts,
+            "{name}: stage observations"
+        );
+        if !recorded.is_empty() {
+            assert_eq!(
+                value(samples, "codearts_pipeline_runs_missed_total", &labels),
+                Some(0.0),
+                "{name}: no run may be missed"
+            );
+        }
+        checked_runs += recorded.len();
+    }
+    checked_runs
 }
 
 #[test]

@@ -1,0 +1,740 @@
+//! Fault injection and the request log of the simulator.
+//!
+//! Rules are set at start-up ([`super::SimOptions::faults`], `simulate --faults`/`--fault-share`)
+//! or at run time (`POST /_sim/faults`, `DELETE /_sim/faults`). Each rule targets one API (or all),
+//! fires for a share of the requests (seeded RNG, so a run is repeatable for a given order of
+//! requests), optionally only for the next `count` requests or for a period. Every request to the
+//! simulator is logged with its arrival time (`GET /_sim/requests`), so tests can check how a
+//! client spaced its retries.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use fastrand::Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// The API names faults can target, as the exporter's `api` label names them.
+pub const APIS: [&str; 6] = [
+    "v3_status",
+    "v5_status",
+    "run_detail",
+    "run_list",
+    "pipeline_list",
+    "iam_token",
+];
+
+/// Requests kept in the log; older ones are forgotten so memory stays bounded.
+const MAX_LOGGED: usize = 20_000;
+/// How long a `timeout` fault holds the request by default (longer than any sane client time-out).
+const DEFAULT_HANG_MS: u64 = 30_000;
+
+/// Which API a request is for, from its method and path; `None` for anything else.
+pub(crate) fn api_of(method: &str, path: &str) -> Option<&'static str> {
+    let path = path.strip_prefix('/').unwrap_or(path);
+    let segments: Vec<&str> = path.split('/').collect();
+    match (method, segments.as_slice()) {
+        ("POST", ["v3", "auth", "tokens"]) => Some("iam_token"),
+        ("GET", ["v3", "pipelines", "status"]) => Some("v3_status"),
+        ("POST", ["v5", _, "api", "pipelines", "status"]) => Some("v5_status"),
+        ("POST", ["v5", _, "api", "pipelines", "list"]) => Some("pipeline_list"),
+        ("GET", ["v5", _, "api", "pipelines", _, "pipeline-runs", "detail"]) => Some("run_detail"),
+        ("POST", ["v5", _, "api", "pipelines", _, "pipeline-runs", "list"]) => Some("run_list"),
+        _ => None,
+    }
+}
+
+/// What a rule does to a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// Answers normally after `latency_ms` more.
+    Latency,
+    /// Answers `status` (500, 502 or 503; default 503) with an error body.
+    Error,
+    /// Answers 429, with `Retry-After` when `retry_after` is set.
+    Throttle,
+    /// Holds the request for `latency_ms` (default 30 s), then answers 504.
+    Timeout,
+    /// Sends the headers and half the body, then closes the connection.
+    Drop,
+    /// Answers 200 with the body cut in half (invalid JSON).
+    Malformed,
+    /// Answers valid JSON of the wrong shape (an array wrapped in an object, an object in an array).
+    WrongShape,
+    /// Answers an empty result: `[]`, or the object with its lists emptied and `total` 0.
+    Empty,
+    /// Answers 401 "credentials expired".
+    Unauthorized,
+}
+
+impl FaultKind {
+    /// Every kind, in documentation order.
+    pub const ALL: [FaultKind; 9] = [
+        FaultKind::Latency,
+        FaultKind::Error,
+        FaultKind::Throttle,
+        FaultKind::Timeout,
+        FaultKind::Drop,
+        FaultKind::Malformed,
+        FaultKind::WrongShape,
+        FaultKind::Empty,
+        FaultKind::Unauthorized,
+    ];
+}
+
+/// How `Retry-After` is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryAfterForm {
+    /// Delay in seconds: `Retry-After: 2`.
+    #[default]
+    Seconds,
+    /// An HTTP date that many seconds from now.
+    Date,
+}
+
+/// One fault rule, as written in JSON.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultRule {
+    /// API name (see [`APIS`]); absent or `"*"`: every API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<String>,
+    /// What to do.
+    pub kind: FaultKind,
+    /// Probability that a matching request is hit, 0 to 1.
+    #[serde(default = "one")]
+    pub share: f64,
+    /// Only the next `count` hits, then the rule retires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// Only for this long after the rule is set, e.g. `"5s"`.
+    #[serde(
+        default,
+        rename = "for",
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub period: Option<Duration>,
+    /// Status of an `error` fault.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// `Retry-After` of a `throttle` fault, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
+    /// How `Retry-After` is written.
+    #[serde(default)]
+    pub retry_after_form: RetryAfterForm,
+    /// Added delay (`latency`), or how long a `timeout` holds the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<u64>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+impl FaultRule {
+    /// A rule of `kind` on every API hitting `share` of the requests.
+    pub fn new(kind: FaultKind, share: f64) -> FaultRule {
+        FaultRule {
+            api: None,
+            kind,
+            share,
+            count: None,
+            period: None,
+            status: None,
+            retry_after: None,
+            retry_after_form: RetryAfterForm::Seconds,
+            latency_ms: None,
+        }
+    }
+
+    fn matches(&self, api: &str) -> bool {
+        self.api.as_deref().is_none_or(|a| a == "*" || a == api)
+    }
+
+    /// Checks the values; the message names the field.
+    fn validate(&self) -> Result<(), String> {
+        if let Some(api) = &self.api
+            && api != "*"
+            && !APIS.contains(&api.as_str())
+        {
+            return Err(format!(
+                "api: unknown API {api:?}, expected one of {APIS:?}"
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.share) {
+            return Err(format!("share: {} is not between 0 and 1", self.share));
+        }
+        if let Some(status) = self.status {
+            if self.kind != FaultKind::Error {
+                return Err("status: only for kind \"error\"".into());
+            }
+            if !(500..=599).contains(&status) {
+                return Err(format!("status: {status} is not a 5xx status"));
+            }
+        }
+        if self.retry_after.is_some() && self.kind != FaultKind::Throttle {
+            return Err("retry_after: only for kind \"throttle\"".into());
+        }
+        Ok(())
+    }
+}
+
+/// A set of rules, as `POST /_sim/faults` and `simulate --faults` take it.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultSpec {
+    /// Seed of the RNG that decides which requests are hit (default: the simulator's seed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// Rules; the first non-latency rule that hits a request decides its fate.
+    #[serde(default)]
+    pub faults: Vec<FaultRule>,
+}
+
+impl FaultSpec {
+    /// Parses and checks a spec from JSON.
+    pub fn from_json(text: &[u8]) -> Result<FaultSpec, String> {
+        let spec: FaultSpec = serde_json::from_slice(text).map_err(|err| err.to_string())?;
+        for (index, rule) in spec.faults.iter().enumerate() {
+            rule.validate()
+                .map_err(|problem| format!("faults[{index}].{problem}"))?;
+        }
+        Ok(spec)
+    }
+
+    /// `share` of all requests hit by a fault, spread evenly over every kind but latency:
+    /// 500, 502 and 503 errors, 429 with and without `Retry-After` (seconds and date), a time-out
+    /// (held `hang`), a dropped connection, malformed JSON, the wrong shape, an empty answer and 401.
+    pub fn mix(share: f64, hang: Duration) -> FaultSpec {
+        let hang_ms = u64::try_from(hang.as_millis()).unwrap_or(u64::MAX);
+        let mut rules = Vec::new();
+        for status in [500, 502, 503] {
+            rules.push(FaultRule {
+                status: Some(status),
+                ..FaultRule::new(FaultKind::Error, 0.0)
+            });
+        }
+        for (retry_after, form) in [
+            (None, RetryAfterForm::Seconds),
+            (Some(1), RetryAfterForm::Seconds),
+            (Some(2), RetryAfterForm::Date),
+        ] {
+            rules.push(FaultRule {
+                retry_after,
+                retry_after_form: form,
+                ..FaultRule::new(FaultKind::Throttle, 0.0)
+            });
+        }
+        rules.push(FaultRule {
+            latency_ms: Some(hang_ms),
+            ..FaultRule::new(FaultKind::Timeout, 0.0)
+        });
+        for kind in [
+            FaultKind::Drop,
+            FaultKind::Malformed,
+            FaultKind::WrongShape,
+            FaultKind::Empty,
+            FaultKind::Unauthorized,
+        ] {
+            rules.push(FaultRule::new(kind, 0.0));
+        }
+        let each = share.clamp(0.0, 1.0) / rules.len() as f64;
+        for rule in &mut rules {
+            rule.share = each;
+        }
+        FaultSpec {
+            seed: None,
+            faults: rules,
+        }
+    }
+}
+
+/// What happens to one request.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Effect {
+    /// An error status with the vendor's error body.
+    Status(u16),
+    /// 429, with `Retry-After` (seconds, form) when set.
+    Throttle(Option<(u64, RetryAfterForm)>),
+    /// No answer for this long, then 504.
+    Timeout(Duration),
+    /// Half the body, then the connection closes.
+    Drop,
+    /// The body cut in half.
+    Malformed,
+    /// Valid JSON of the wrong shape.
+    WrongShape,
+    /// An empty result.
+    Empty,
+    /// 401.
+    Unauthorized,
+}
+
+impl Effect {
+    /// The kind, for the request log.
+    pub(crate) fn kind(&self) -> FaultKind {
+        match self {
+            Effect::Status(_) => FaultKind::Error,
+            Effect::Throttle(_) => FaultKind::Throttle,
+            Effect::Timeout(_) => FaultKind::Timeout,
+            Effect::Drop => FaultKind::Drop,
+            Effect::Malformed => FaultKind::Malformed,
+            Effect::WrongShape => FaultKind::WrongShape,
+            Effect::Empty => FaultKind::Empty,
+            Effect::Unauthorized => FaultKind::Unauthorized,
+        }
+    }
+}
+
+/// The fate of one request: extra latency and at most one effect.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Decision {
+    pub latency: Duration,
+    pub effect: Option<Effect>,
+}
+
+struct ActiveRule {
+    rule: FaultRule,
+    set_at_ms: i64,
+    remaining: Option<u64>,
+    hits: u64,
+}
+
+impl ActiveRule {
+    fn live(&self, now_ms: i64) -> bool {
+        let in_period = self.rule.period.is_none_or(|period| {
+            let period_ms = i64::try_from(period.as_millis()).unwrap_or(i64::MAX);
+            now_ms < self.set_at_ms.saturating_add(period_ms)
+        });
+        in_period && self.remaining != Some(0)
+    }
+
+    fn hit(&mut self) {
+        self.hits += 1;
+        if let Some(left) = self.remaining.as_mut() {
+            *left = left.saturating_sub(1);
+        }
+    }
+}
+
+struct State {
+    rules: Vec<ActiveRule>,
+    rng: Rng,
+}
+
+/// The fault rules in force.
+pub(crate) struct Faults {
+    default_seed: u64,
+    state: Mutex<State>,
+}
+
+impl Faults {
+    /// Rules of `spec`, set at `now_ms`.
+    pub(crate) fn new(spec: &FaultSpec, default_seed: u64, now_ms: i64) -> Faults {
+        let faults = Faults {
+            default_seed,
+            state: Mutex::new(State {
+                rules: Vec::new(),
+                rng: Rng::with_seed(default_seed),
+            }),
+        };
+        faults.set(spec, now_ms);
+        faults
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock leaves consistent data: keep going.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Replaces the rules and reseeds the RNG.
+    pub(crate) fn set(&self, spec: &FaultSpec, now_ms: i64) {
+        let mut state = self.lock();
+        state.rng = Rng::with_seed(spec.seed.unwrap_or(self.default_seed));
+        state.rules = spec
+            .faults
+            .iter()
+            .map(|rule| ActiveRule {
+                rule: rule.clone(),
+                set_at_ms: now_ms,
+                remaining: rule.count,
+                hits: 0,
+            })
+            .collect();
+    }
+
+    /// The rules with how often each hit and whether it is still live.
+    pub(crate) fn describe(&self, now_ms: i64) -> Value {
+        let state = self.lock();
+        let rules: Vec<Value> = state
+            .rules
+            .iter()
+            .map(|active| {
+                json!({
+                    "rule": active.rule,
+                    "hits": active.hits,
+                    "live": active.live(now_ms),
+                })
+            })
+            .collect();
+        json!({ "faults": rules })
+    }
+
+    /// Decides the fate of a request to `api` arriving at `now_ms`.
+    ///
+    /// Latency rules add up, each with its own draw. The other rules share one draw: they take
+    /// consecutive slices of [0, 1) as wide as their share, so shares add up exactly.
+    pub(crate) fn decide(&self, api: &str, now_ms: i64) -> Decision {
+        let mut state = self.lock();
+        let State { rules, rng } = &mut *state;
+        let mut decision = Decision::default();
+        for active in rules.iter_mut() {
+            if active.rule.kind != FaultKind::Latency
+                || !active.rule.matches(api)
+                || !active.live(now_ms)
+            {
+                continue;
+            }
+            if rng.f64() < active.rule.share {
+                active.hit();
+                decision.latency += Duration::from_millis(active.rule.latency_ms.unwrap_or(0));
+            }
+        }
+        let mut candidates = rules.iter_mut().filter(|active| {
+            active.rule.kind != FaultKind::Latency
+                && active.rule.matches(api)
+                && active.live(now_ms)
+        });
+        let Some(first) = candidates.next() else {
+            return decision;
+        };
+        let draw = rng.f64();
+        let mut edge = 0.0;
+        for active in std::iter::once(first).chain(candidates) {
+            edge += active.rule.share;
+            if draw < edge {
+                active.hit();
+                decision.effect = Some(effect_of(&active.rule));
+                break;
+            }
+        }
+        decision
+    }
+}
+
+fn effect_of(rule: &FaultRule) -> Effect {
+    match rule.kind {
+        FaultKind::Error => Effect::Status(rule.status.unwrap_or(503)),
+        FaultKind::Throttle => {
+            Effect::Throttle(rule.retry_after.map(|s| (s, rule.retry_after_form)))
+        }
+        FaultKind::Timeout => Effect::Timeout(Duration::from_millis(
+            rule.latency_ms.unwrap_or(DEFAULT_HANG_MS),
+        )),
+        FaultKind::Drop => Effect::Drop,
+        FaultKind::Malformed => Effect::Malformed,
+        FaultKind::WrongShape => Effect::WrongShape,
+        FaultKind::Empty => Effect::Empty,
+        FaultKind::Unauthorized | FaultKind::Latency => Effect::Unauthorized,
+    }
+}
+
+/// The vendor-style error code and message of a simulated error status.
+pub(crate) fn error_body(status: u16) -> Value {
+    let (code, message) = match status {
+        429 => (
+            "APIG.0308",
+            "The throttling threshold has been reached (simulated)",
+        ),
+        502 => ("APIG.0202", "Backend unavailable (simulated)"),
+        503 => ("APIG.0203", "Service temporarily unavailable (simulated)"),
+        504 => ("APIG.0201", "Backend timeout (simulated)"),
+        _ => (
+            "DEVPIPE.00011500",
+            "服务内部错误 (simulated internal error)",
+        ),
+    };
+    super::render::error(code, message)
+}
+
+/// `body` with a valid but wrong shape: an array goes into an object, anything else into an array.
+pub(crate) fn wrong_shape(body: Value) -> Value {
+    match body {
+        Value::Array(_) => json!({ "data": body }),
+        other => Value::Array(vec![other]),
+    }
+}
+
+/// `body` with nothing in it: `[]` for an array, and for an object every list emptied and
+/// `total` 0.
+pub(crate) fn emptied(body: Value) -> Value {
+    match body {
+        Value::Array(_) => Value::Array(Vec::new()),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(key, value)| {
+                    let value = match value {
+                        Value::Array(_) => Value::Array(Vec::new()),
+                        _ if key == "total" => json!(0),
+                        other => other,
+                    };
+                    (key, value)
+                })
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+/// One request as the simulator saw it.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct LoggedRequest {
+    /// Arrival, epoch ms.
+    pub t_ms: i64,
+    /// HTTP method.
+    pub method: String,
+    /// Path without the query.
+    pub path: String,
+    /// API name, when the path is one.
+    pub api: Option<&'static str>,
+    /// Status answered (for a dropped connection, the status of the headers sent).
+    pub status: u16,
+    /// The fault applied, if any.
+    pub fault: Option<FaultKind>,
+    /// `Retry-After` sent, if any.
+    pub retry_after: Option<String>,
+}
+
+/// The last requests, oldest first.
+#[derive(Default)]
+pub(crate) struct RequestLog {
+    entries: Mutex<VecDeque<LoggedRequest>>,
+}
+
+impl RequestLog {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<LoggedRequest>> {
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Adds a request, forgetting the oldest past the bound.
+    pub(crate) fn push(&self, entry: LoggedRequest) {
+        let mut entries = self.lock();
+        if entries.len() >= MAX_LOGGED {
+            entries.pop_front();
+        }
+        entries.push_back(entry);
+    }
+
+    /// Every logged request as JSON, optionally of one API only.
+    pub(crate) fn to_json(&self, api: Option<&str>) -> Value {
+        let entries = self.lock();
+        let list: Vec<&LoggedRequest> = entries
+            .iter()
+            .filter(|entry| api.is_none_or(|a| entry.api == Some(a)))
+            .collect();
+        json!({ "requests": list })
+    }
+
+    /// Forgets every request.
+    pub(crate) fn clear(&self) {
+        self.lock().clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(text: &str) -> FaultSpec {
+        FaultSpec::from_json(text.as_bytes()).expect("valid spec")
+    }
+
+    #[test]
+    fn apis_are_recognised_by_method_and_path() {
+        let p = "0123456789abcdef0123456789abcdef";
+        assert_eq!(api_of("POST", "/v3/auth/tokens"), Some("iam_token"));
+        assert_eq!(api_of("GET", "/v3/pipelines/status"), Some("v3_status"));
+        assert_eq!(
+            api_of("POST", &format!("/v5/{p}/api/pipelines/status")),
+            Some("v5_status")
+        );
+        assert_eq!(
+            api_of("POST", &format!("/v5/{p}/api/pipelines/list")),
+            Some("pipeline_list")
+        );
+        assert_eq!(
+            api_of(
+                "GET",
+                &format!("/v5/{p}/api/pipelines/{p}/pipeline-runs/detail")
+            ),
+            Some("run_detail")
+        );
+        assert_eq!(
+            api_of(
+                "POST",
+                &format!("/v5/{p}/api/pipelines/{p}/pipeline-runs/list")
+            ),
+            Some("run_list")
+        );
+        assert_eq!(api_of("GET", "/_sim/truth"), None);
+        assert_eq!(api_of("GET", "/v3/auth/tokens"), None);
+    }
+
+    #[test]
+    fn bad_specs_are_refused_naming_the_field() {
+        for (text, needle) in [
+            (
+                r#"{"faults":[{"kind":"error","api":"nope"}]}"#,
+                "faults[0].api",
+            ),
+            (
+                r#"{"faults":[{"kind":"error","share":2}]}"#,
+                "faults[0].share",
+            ),
+            (
+                r#"{"faults":[{"kind":"error","status":404}]}"#,
+                "faults[0].status",
+            ),
+            (
+                r#"{"faults":[{"kind":"drop","retry_after":3}]}"#,
+                "retry_after",
+            ),
+            (r#"{"faults":[{"kind":"boom"}]}"#, "unknown variant"),
+            (
+                r#"{"faults":[{"kind":"drop","colour":1}]}"#,
+                "unknown field",
+            ),
+        ] {
+            let err = FaultSpec::from_json(text.as_bytes()).expect_err(text);
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn count_limited_rules_hit_exactly_the_next_requests_of_their_api() {
+        let faults = Faults::new(
+            &spec(
+                r#"{"faults":[{"api":"v5_status","kind":"throttle","count":2,"retry_after":3}]}"#,
+            ),
+            1,
+            0,
+        );
+        assert_eq!(faults.decide("run_list", 1), Decision::default());
+        for _ in 0..2 {
+            assert_eq!(
+                faults.decide("v5_status", 1).effect,
+                Some(Effect::Throttle(Some((3, RetryAfterForm::Seconds))))
+            );
+        }
+        assert_eq!(faults.decide("v5_status", 1).effect, None);
+        assert_eq!(faults.describe(1)["faults"][0]["hits"], 2);
+    }
+
+    #[test]
+    fn periods_end() {
+        let faults = Faults::new(
+            &spec(r#"{"faults":[{"kind":"unauthorized","for":"2s"}]}"#),
+            1,
+            1_000,
+        );
+        assert_eq!(
+            faults.decide("iam_token", 2_999).effect,
+            Some(Effect::Unauthorized)
+        );
+        assert_eq!(faults.decide("iam_token", 3_000).effect, None);
+    }
+
+    #[test]
+    fn shares_add_up_and_are_repeatable_for_a_seed() {
+        let run = || {
+            let faults = Faults::new(&FaultSpec::mix(0.2, Duration::from_secs(1)), 7, 0);
+            (0..20_000)
+                .map(|_| faults.decide("v5_status", 0).effect.map(|e| e.kind()))
+                .collect::<Vec<_>>()
+        };
+        let first = run();
+        assert_eq!(first, run());
+        let hit = first.iter().filter(|e| e.is_some()).count() as f64 / first.len() as f64;
+        assert!((0.18..0.22).contains(&hit), "{hit}");
+        for kind in FaultKind::ALL {
+            if kind != FaultKind::Latency {
+                assert!(first.contains(&Some(kind)), "{kind:?} never happened");
+            }
+        }
+    }
+
+    #[test]
+    fn latency_adds_to_other_faults() {
+        let faults = Faults::new(
+            &spec(
+                r#"{"faults":[{"kind":"latency","latency_ms":40},{"kind":"latency","latency_ms":2},
+                    {"kind":"error","status":502}]}"#,
+            ),
+            1,
+            0,
+        );
+        let decision = faults.decide("run_detail", 0);
+        assert_eq!(decision.latency, Duration::from_millis(42));
+        assert_eq!(decision.effect, Some(Effect::Status(502)));
+        faults.set(&FaultSpec::default(), 0);
+        assert_eq!(faults.decide("run_detail", 0), Decision::default());
+    }
+
+    #[test]
+    fn bodies_are_emptied_or_reshaped() {
+        let list = json!({"offset": 0, "limit": 20, "total": 7, "pipeline_runs": [{"a": 1}]});
+        assert_eq!(
+            emptied(list.clone()),
+            json!({"offset": 0, "limit": 20, "total": 0, "pipeline_runs": []})
+        );
+        assert_eq!(emptied(json!([1, 2])), json!([]));
+        assert_eq!(wrong_shape(json!([1])), json!({"data": [1]}));
+        assert_eq!(wrong_shape(list.clone()), json!([list]));
+    }
+
+    #[test]
+    fn the_log_is_bounded_and_filters_by_api() {
+        let log = RequestLog::default();
+        for i in 0..(MAX_LOGGED + 5) {
+            log.push(LoggedRequest {
+                t_ms: i as i64,
+                method: "GET".into(),
+                path: "/".into(),
+                api: Some(if i % 2 == 0 { "v3_status" } else { "run_list" }),
+                status: 200,
+                fault: None,
+                retry_after: None,
+            });
+        }
+        let all = log.to_json(None);
+        assert_eq!(all["requests"].as_array().map(Vec::len), Some(MAX_LOGGED));
+        assert_eq!(all["requests"][0]["t_ms"], 5);
+        let some = log.to_json(Some("run_list"));
+        assert_eq!(
+            some["requests"].as_array().map(Vec::len),
+            Some(MAX_LOGGED / 2)
+        );
+        log.clear();
+        assert_eq!(log.to_json(None)["requests"], json!([]));
+    }
+
+    proptest::proptest! {
+        /// Any body posted to `/_sim/faults` is a spec or a message, never a panic.
+        #[test]
+        fn any_spec_text_is_accepted_or_refused(text in "\\PC{0,200}", share in -1.0f64..2.0) {
+            let _ = FaultSpec::from_json(text.as_bytes());
+            let spec = format!(r#"{{"faults":[{{"kind":"error","share":{share}}}]}}"#);
+            let parsed = FaultSpec::from_json(spec.as_bytes());
+            proptest::prop_assert_eq!(parsed.is_ok(), (0.0..=1.0).contains(&share));
+        }
+    }
+}
