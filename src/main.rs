@@ -104,6 +104,12 @@ enum Command {
         /// How long a simulated time-out holds a request.
         #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
         fault_hang: std::time::Duration,
+        /// Mean number of stages per pipeline, 2 to 14 (default: 2 to 8, mean 5).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(2..=14))]
+        stages: Option<u64>,
+        /// Share of pipelines running at any time, between 0 and 1 (default: about a third).
+        #[arg(long, value_parser = parse_share)]
+        running_share: Option<f64>,
     },
     /// Exit 0 when the exporter at URL answers /healthz with 200, else 1 (for HEALTHCHECK).
     Healthcheck {
@@ -181,6 +187,8 @@ fn main() -> ExitCode {
                 faults,
                 fault_share,
                 fault_hang,
+                stages,
+                running_share,
             } => {
                 let mut spec = faults.unwrap_or_default();
                 if let Some(share) = fault_share {
@@ -193,6 +201,8 @@ fn main() -> ExitCode {
                     seed,
                     token_lifetime,
                     faults: spec,
+                    stages: stages.and_then(|n| usize::try_from(n).ok()),
+                    running_share,
                     ..SimOptions::default()
                 };
                 run_simulator(listen, options).await
@@ -295,6 +305,14 @@ async fn run_simulator(listen: SocketAddr, options: SimOptions) -> anyhow::Resul
     let _ = std::io::stdout().flush();
     simulator::serve(listener, simulator, shutdown_signal()).await;
     Ok(())
+}
+
+/// A share strictly between 0 and 1.
+fn parse_share(arg: &str) -> Result<f64, String> {
+    match arg.parse::<f64>() {
+        Ok(share) if share > 0.0 && share < 1.0 => Ok(share),
+        _ => Err(format!("{arg} is not a number between 0 and 1 (exclusive)")),
+    }
 }
 
 /// A fault spec from JSON text, or from the file named after `@`.

@@ -36,7 +36,7 @@ fn whole(response: Response<http::Body>) -> Response<Body> {
 }
 use auth::TokenStore;
 use faults::{Decision, Effect, FaultSpec, Faults, LoggedRequest, RequestLog, RetryAfterForm};
-use world::World;
+use world::{Shape, World};
 
 /// Request bodies larger than this are refused.
 const MAX_BODY_BYTES: usize = 1 << 20;
@@ -64,6 +64,10 @@ pub struct SimOptions {
     pub access_keys: Vec<SimAccessKey>,
     /// Faults injected from the start (replaced by `POST /_sim/faults`).
     pub faults: FaultSpec,
+    /// Mean stages per pipeline (within ±2 of it); `None`: 2 to 8.
+    pub stages: Option<usize>,
+    /// Share of pipelines with a run in progress at any time; `None`: about a third.
+    pub running_share: Option<f64>,
 }
 
 impl Default for SimOptions {
@@ -85,6 +89,8 @@ impl Default for SimOptions {
                 sk: "simulator-secret-key-0000000000000000000".to_string(),
             }],
             faults: FaultSpec::default(),
+            stages: None,
+            running_share: None,
         }
     }
 }
@@ -139,12 +145,16 @@ impl Simulator {
         } else {
             1.0
         };
-        let world = World::new(
+        let world = World::shaped(
             options.pipelines,
             options.projects,
             options.seed,
             options.speed,
             started_at_ms,
+            Shape {
+                stages: options.stages,
+                running_share: options.running_share,
+            },
         );
         let faults = Faults::new(&options.faults, options.seed, started_at_ms);
         Simulator {

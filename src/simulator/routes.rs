@@ -252,7 +252,7 @@ impl Simulator {
             options: &self.options,
             tokens: &self.tokens,
         };
-        service.truth(now_ms)
+        service.truth(now_ms, i64::MIN)
     }
 
     /// `POST /_sim/pipelines` `{"name", "project_id", "tags"}` (all optional): creates a
@@ -305,7 +305,14 @@ impl Service<'_> {
     fn route(&self, request: &SimRequest<'_>, segments: &[&str], now_ms: i64) -> Reply {
         match (request.method, segments) {
             ("POST", ["v3", "auth", "tokens"]) => self.iam(request, now_ms),
-            ("GET", ["_sim", "truth"]) => Reply::ok(self.truth(now_ms)),
+            ("GET", ["_sim", "truth"]) => {
+                // `?since_ms=T` keeps the runs that ended at or after T (big worlds).
+                match query_value(request.query, "since_ms").map(|v| v.parse::<i64>()) {
+                    None => Reply::ok(self.truth(now_ms, i64::MIN)),
+                    Some(Ok(since)) => Reply::ok(self.truth(now_ms, since)),
+                    Some(Err(_)) => bad_param("since_ms"),
+                }
+            }
             ("POST", ["_sim", "revoke-tokens"]) => {
                 let revoked = self.tokens.revoke_all();
                 Reply::ok(serde_json::json!({ "revoked": revoked }))
@@ -696,15 +703,16 @@ impl Service<'_> {
         })))
     }
 
-    /// Every completed run the simulator keeps, oldest first, per pipeline.
-    fn truth(&self, now_ms: i64) -> Value {
+    /// Every completed run the simulator keeps that ended at or after `since_ms`, oldest first,
+    /// per pipeline.
+    fn truth(&self, now_ms: i64, since_ms: i64) -> Value {
         let mut pipelines = Vec::with_capacity(self.world.pipelines.len());
         for project in &self.world.projects {
             for &index in &project.pipelines {
                 pipelines.push(self.world.with_runs(index, now_ms, |def, log| {
                     let runs: Vec<Value> = log
                         .started(now_ms)
-                        .filter(|run| run.is_done(now_ms))
+                        .filter(|run| run.is_done(now_ms) && run.end_ms() >= since_ms)
                         .map(|run| render::truth_run(def, run, &run.view(now_ms)))
                         .collect();
                     json!({
@@ -1252,6 +1260,37 @@ mod tests {
         let unknown = json!({"project_id": "0123456789abcdef0123456789abcdef"}).to_string();
         let reply = call_with(&sim, "POST", "/_sim/pipelines", None, &unknown, START);
         assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn truth_since_keeps_the_runs_that_ended_since() {
+        let sim = sim();
+        let now = START + HOUR;
+        let all = call_with(&sim, "GET", "/_sim/truth", None, "", now).body;
+        let since = START + HOUR / 2;
+        let recent = call_with(
+            &sim,
+            "GET",
+            &format!("/_sim/truth?since_ms={since}"),
+            None,
+            "",
+            now,
+        )
+        .body;
+        let ends = |truth: &Value| -> Vec<i64> {
+            truth["pipelines"]
+                .as_array()
+                .expect("pipelines")
+                .iter()
+                .flat_map(|p| p["runs"].as_array().expect("runs").clone())
+                .map(|r| r["end_ms"].as_i64().expect("end"))
+                .collect()
+        };
+        let expected: Vec<i64> = ends(&all).into_iter().filter(|e| *e >= since).collect();
+        assert!(!expected.is_empty());
+        assert_eq!(ends(&recent), expected);
+        let bad = call_with(&sim, "GET", "/_sim/truth?since_ms=soon", None, "", now);
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     }
 
     #[test]

@@ -35,6 +35,39 @@ pub(crate) const SUSPEND: &str = "SUSPEND";
 /// Deselected for this run: never runs.
 pub(crate) const UNSELECTED: &str = "UNSELECTED";
 
+/// Most stages a pipeline can have: an initial stage, every work stage and a review.
+const MAX_STAGES: usize = 16;
+
+/// Knobs of the generated world for benchmarks; the default keeps every seed's world as it was.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Shape {
+    /// Mean number of stages per pipeline (drawn within ±2 of it); default: 2 to 8.
+    pub stages: Option<usize>,
+    /// Share of pipelines with a run in progress at any time (gaps between runs are sized for
+    /// it); default: runs follow each other after 2 to 60 nominal minutes.
+    pub running_share: Option<f64>,
+}
+
+impl Shape {
+    /// The range the stage count of a pipeline is drawn from.
+    fn stage_range(&self) -> std::ops::RangeInclusive<usize> {
+        match self.stages {
+            None => 2..=8,
+            Some(mean) => {
+                let mean = mean.clamp(2, MAX_STAGES - 2);
+                let half = (mean - 2).min(2);
+                mean - half..=mean + half
+            }
+        }
+    }
+
+    /// The running share, when set and usable.
+    fn share(&self) -> Option<f64> {
+        self.running_share
+            .filter(|share| share.is_finite() && *share > 0.0 && *share < 1.0)
+    }
+}
+
 /// The region the simulated service pretends to be in.
 pub(crate) const REGION: &str = "cn-north-4";
 
@@ -307,6 +340,7 @@ impl PipelineDef {
         rng: &mut Rng,
         started_at_ms: i64,
         executors: usize,
+        shape: &Shape,
     ) -> PipelineDef {
         let id = hex_id(rng);
         let (subject, repo) = PIPELINE_SUBJECTS[index % PIPELINE_SUBJECTS.len()];
@@ -324,7 +358,7 @@ impl PipelineDef {
             0.6 + 0.4 * rng.f64()
         };
 
-        let count = rng.usize(2..=8);
+        let count = rng.usize(shape.stage_range());
         let review = count >= 3 && rng.f64() < 0.4;
         let work_count = count - 1 - usize::from(review);
         let mut chosen: Vec<usize> = (0..WORK_STAGES.len()).collect();
@@ -1015,34 +1049,49 @@ pub(crate) struct RunLog {
     next_start_ms: i64,
 }
 
-/// Real gap after a run; (duration + gap) is at least 10 nominal minutes.
-fn gap_ms(rng: &mut Rng, duration_ms: i64, speed: f64) -> i64 {
+/// Real gap after a run; (duration + gap) is at least 10 nominal minutes. With a running
+/// share, the gap is drawn around the length that makes runs take that share of the time.
+fn gap_ms(rng: &mut Rng, duration_ms: i64, speed: f64, shape: &Shape) -> i64 {
+    if let Some(share) = shape.share() {
+        let mean = duration_ms as f64 * (1.0 / share - 1.0);
+        return ((mean * (0.5 + rng.f64())) as i64).max(1);
+    }
     let gap = real_ms(120.0 + 3480.0 * rng.f64(), speed);
     gap.max(real_ms(600.0, speed) - duration_ms).max(1)
 }
 
 impl RunLog {
     /// History runs that ended 2 to 26 h before `started_at_ms`, then a first live run
-    /// already under way at `started_at_ms`.
+    /// already under way at `started_at_ms` (with a running share: under way with that
+    /// probability, else ended a while before).
     fn new(
         def: &PipelineDef,
         mut rng: Rng,
         speed: f64,
         started_at_ms: i64,
         executors: usize,
+        shape: &Shape,
     ) -> RunLog {
         let history_count = rng.usize(0..=3);
         let history: Vec<(RunPlan, i64)> = (0..history_count)
             .map(|_| {
                 let plan = RunPlan::generate(def, &mut rng, speed, executors);
-                let gap = gap_ms(&mut rng, plan.duration_ms, speed);
+                let gap = gap_ms(&mut rng, plan.duration_ms, speed, shape);
                 (plan, gap)
             })
             .collect();
         let mut first = RunPlan::generate(def, &mut rng, speed, executors);
-        let progress = 0.9 * rng.f64();
-        first.start_ms = started_at_ms - (progress * first.duration_ms as f64) as i64;
-        let first_gap = gap_ms(&mut rng, first.duration_ms, speed);
+        let first_gap = if shape.share().is_some() {
+            // A random point of the run's cycle (run then gap) is now.
+            let gap = gap_ms(&mut rng, first.duration_ms, speed, shape);
+            let phase = rng.f64() * (first.duration_ms + gap) as f64;
+            first.start_ms = started_at_ms - phase as i64;
+            gap
+        } else {
+            let progress = 0.9 * rng.f64();
+            first.start_ms = started_at_ms - (progress * first.duration_ms as f64) as i64;
+            gap_ms(&mut rng, first.duration_ms, speed, shape)
+        };
         let latest_end = started_at_ms - 2 * HOUR_MS - (rng.f64() * 4.0 * HOUR_MS as f64) as i64;
         let earliest_end = started_at_ms - 26 * HOUR_MS;
 
@@ -1076,11 +1125,18 @@ impl RunLog {
     }
 
     /// No history: the first run starts at `now_ms` (a pipeline created at run time).
-    fn fresh(def: &PipelineDef, mut rng: Rng, speed: f64, now_ms: i64, executors: usize) -> RunLog {
+    fn fresh(
+        def: &PipelineDef,
+        mut rng: Rng,
+        speed: f64,
+        now_ms: i64,
+        executors: usize,
+        shape: &Shape,
+    ) -> RunLog {
         let mut first = RunPlan::generate(def, &mut rng, speed, executors);
         first.number = 1;
         first.start_ms = now_ms;
-        let next_start_ms = first.end_ms() + gap_ms(&mut rng, first.duration_ms, speed);
+        let next_start_ms = first.end_ms() + gap_ms(&mut rng, first.duration_ms, speed, shape);
         RunLog {
             rng,
             runs: VecDeque::from([first]),
@@ -1090,12 +1146,19 @@ impl RunLog {
     }
 
     /// Plans every run that starts by `now_ms`.
-    fn advance(&mut self, def: &PipelineDef, speed: f64, executors: usize, now_ms: i64) {
+    fn advance(
+        &mut self,
+        def: &PipelineDef,
+        speed: f64,
+        executors: usize,
+        shape: &Shape,
+        now_ms: i64,
+    ) {
         while self.next_start_ms <= now_ms {
             let mut plan = RunPlan::generate(def, &mut self.rng, speed, executors);
             plan.number = self.next_number;
             plan.start_ms = self.next_start_ms;
-            let gap = gap_ms(&mut self.rng, plan.duration_ms, speed);
+            let gap = gap_ms(&mut self.rng, plan.duration_ms, speed, shape);
             self.next_start_ms = plan.end_ms() + gap;
             self.next_number += 1;
             self.runs.push_back(plan);
@@ -1138,6 +1201,8 @@ pub(crate) struct World {
     pub speed: f64,
     /// Seed of everything generated, kept for pipelines created at run time.
     seed: u64,
+    /// Stage counts and running share.
+    shape: Shape,
     pub domain_id: String,
     pub iam_project_id: String,
     pub projects: Vec<Project>,
@@ -1150,12 +1215,32 @@ pub(crate) struct World {
 
 impl World {
     /// A world of `pipelines` spread round-robin over `projects`, starting at `started_at_ms`.
+    #[cfg(test)]
     pub fn new(
         pipelines: usize,
         projects: usize,
         seed: u64,
         speed: f64,
         started_at_ms: i64,
+    ) -> World {
+        World::shaped(
+            pipelines,
+            projects,
+            seed,
+            speed,
+            started_at_ms,
+            Shape::default(),
+        )
+    }
+
+    /// Like [`World::new`], with stage counts and a running share from `shape`.
+    pub fn shaped(
+        pipelines: usize,
+        projects: usize,
+        seed: u64,
+        speed: f64,
+        started_at_ms: i64,
+        shape: Shape,
     ) -> World {
         let projects = projects.max(1);
         let mut rng = Rng::with_seed(mix(seed, u64::MAX));
@@ -1184,8 +1269,14 @@ impl World {
         for index in 0..pipelines {
             let project = index % projects;
             let mut def_rng = Rng::with_seed(mix(seed, 2 * index as u64));
-            let mut def =
-                PipelineDef::generate(index, project, &mut def_rng, started_at_ms, executors.len());
+            let mut def = PipelineDef::generate(
+                index,
+                project,
+                &mut def_rng,
+                started_at_ms,
+                executors.len(),
+                &shape,
+            );
             def.tags = tags_for(seed, index);
             let run_rng = Rng::with_seed(mix(seed, 2 * index as u64 + 1));
             logs.push(Mutex::new(RunLog::new(
@@ -1194,6 +1285,7 @@ impl World {
                 speed,
                 started_at_ms,
                 executors.len(),
+                &shape,
             )));
             project_list[project].pipelines.push(index);
             defs.push(def);
@@ -1202,6 +1294,7 @@ impl World {
             started_at_ms,
             speed,
             seed,
+            shape,
             domain_id,
             iam_project_id,
             pipeline_index: defs.iter().map(|d| (d.id.clone(), d.index)).collect(),
@@ -1228,15 +1321,28 @@ impl World {
         let index = self.pipelines.len();
         let seed = self.seed;
         let mut def_rng = Rng::with_seed(mix(seed, 2 * index as u64));
-        let mut def =
-            PipelineDef::generate(index, project, &mut def_rng, now_ms, self.executors.len());
+        let mut def = PipelineDef::generate(
+            index,
+            project,
+            &mut def_rng,
+            now_ms,
+            self.executors.len(),
+            &self.shape,
+        );
         def.create_ms = now_ms;
         if let Some(name) = name {
             def.name = name;
         }
         def.tags = tags.unwrap_or_else(|| tags_for(seed, index));
         let run_rng = Rng::with_seed(mix(seed, 2 * index as u64 + 1));
-        let log = RunLog::fresh(&def, run_rng, self.speed, now_ms, self.executors.len());
+        let log = RunLog::fresh(
+            &def,
+            run_rng,
+            self.speed,
+            now_ms,
+            self.executors.len(),
+            &self.shape,
+        );
         self.pipeline_index.insert(def.id.clone(), index);
         self.projects[project].pipelines.push(index);
         self.pipelines.push(def);
@@ -1281,7 +1387,7 @@ impl World {
         let def = &self.pipelines[index];
         // A panic elsewhere never leaves a log half-updated (push then pop), so poison is harmless.
         let mut log = self.logs[index].lock().unwrap_or_else(|e| e.into_inner());
-        log.advance(def, self.speed, self.executors.len(), now_ms);
+        log.advance(def, self.speed, self.executors.len(), &self.shape, now_ms);
         f(def, &log)
     }
 
@@ -1394,6 +1500,38 @@ mod tests {
                 assert_eq!(pair[0].number + 1, pair[1].number);
             }
         }
+    }
+
+    #[test]
+    fn a_shaped_world_has_its_mean_stage_count_and_running_share() {
+        let shape = Shape {
+            stages: Some(6),
+            running_share: Some(0.05),
+        };
+        let w = World::shaped(2000, 10, 3, 1.0, START, shape);
+        let stages: usize = w.pipelines.iter().map(|p| p.stages.len()).sum();
+        let mean = stages as f64 / 2000.0;
+        assert!((5.8..6.2).contains(&mean), "{mean}");
+        assert!(
+            w.pipelines
+                .iter()
+                .all(|p| (4..=8).contains(&p.stages.len()))
+        );
+        for t in [START, START + 3 * HOUR_MS, START + 30 * HOUR_MS] {
+            let running = (0..2000)
+                .filter(|&i| {
+                    w.with_runs(i, t, |_, log| log.latest(t).is_some_and(|r| !r.is_done(t)))
+                })
+                .count();
+            let share = running as f64 / 2000.0;
+            assert!((0.03..0.07).contains(&share), "{share} at {t}");
+        }
+        assert_eq!(Shape::default().stage_range(), 2..=8);
+        let tiny = Shape {
+            stages: Some(3),
+            ..Shape::default()
+        };
+        assert_eq!(tiny.stage_range(), 2..=4);
     }
 
     #[test]
