@@ -53,7 +53,8 @@ impl Rendered {
 
 /// Caches the rendering of [`Metrics`].
 pub struct Exposition {
-    metrics: Arc<Metrics>,
+    /// `None` for a fixed body that is never rendered again.
+    metrics: Option<Arc<Metrics>>,
     cache: Mutex<Option<Arc<Rendered>>>,
 }
 
@@ -61,8 +62,22 @@ impl Exposition {
     /// A cache over `metrics`; renders on the first scrape.
     pub fn new(metrics: Arc<Metrics>) -> Self {
         Exposition {
-            metrics,
+            metrics: Some(metrics),
             cache: Mutex::new(None),
+        }
+    }
+
+    /// Always `text`, as if rendered once and never changed (the benchmarks' lower bound).
+    pub fn frozen(text: Bytes) -> Self {
+        let rendered = Rendered {
+            version: 0,
+            at: Instant::now(),
+            text,
+            gzip: OnceLock::new(),
+        };
+        Exposition {
+            metrics: None,
+            cache: Mutex::new(Some(Arc::new(rendered))),
         }
     }
 
@@ -74,8 +89,19 @@ impl Exposition {
             // A panic while rendering leaves nothing half-written worth keeping.
             Err(poisoned) => poisoned.into_inner(),
         };
+        let Some(metrics) = &self.metrics else {
+            return match cache.as_ref() {
+                Some(rendered) => rendered.clone(),
+                None => Arc::new(Rendered {
+                    version: 0,
+                    at: Instant::now(),
+                    text: Bytes::new(),
+                    gzip: OnceLock::new(),
+                }),
+            };
+        };
         // Read before rendering: a change during the rendering makes the next scrape render.
-        let version = self.metrics.version();
+        let version = metrics.version();
         if let Some(rendered) = cache.as_ref()
             && rendered.version == version
             && rendered.at.elapsed() < MAX_AGE
@@ -85,7 +111,7 @@ impl Exposition {
         let rendered = Arc::new(Rendered {
             version,
             at: Instant::now(),
-            text: Bytes::from(self.metrics.render()),
+            text: Bytes::from(metrics.render()),
             gzip: OnceLock::new(),
         });
         *cache = Some(rendered.clone());

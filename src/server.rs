@@ -19,8 +19,8 @@ const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub struct Exporter {
     /// The /metrics body, cached between changes.
     exposition: Exposition,
-    /// The pollers, for readiness.
-    fleet: Arc<Fleet>,
+    /// The pollers, for readiness; none for a fixed body.
+    fleet: Option<Arc<Fleet>>,
 }
 
 impl Exporter {
@@ -28,13 +28,24 @@ impl Exporter {
     pub fn new(metrics: Arc<Metrics>, fleet: Arc<Fleet>) -> Self {
         Exporter {
             exposition: Exposition::new(metrics),
-            fleet,
+            fleet: Some(fleet),
+        }
+    }
+
+    /// Endpoints that serve `text` as /metrics and never render: the lower bound of a scrape's
+    /// cost, for benchmarks.
+    pub fn frozen(text: bytes::Bytes) -> Self {
+        Exporter {
+            exposition: Exposition::frozen(text),
+            fleet: None,
         }
     }
 
     /// Targets that have not completed a successful poll yet.
     pub fn not_ready(&self) -> Vec<String> {
-        self.fleet.not_ready()
+        self.fleet
+            .as_ref()
+            .map_or_else(Vec::new, |fleet| fleet.not_ready())
     }
 }
 

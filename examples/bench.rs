@@ -1,0 +1,314 @@
+//! Benchmark helpers for `scripts/bench` (run on demand, not by CI except at a tiny size).
+//!
+//! - `load`: scrapes a URL from N concurrent clients for a while and prints the latency
+//!   percentiles, as one JSON line;
+//! - `serve`: serves a file as `/metrics` through the exporter's own HTTP server code, with no
+//!   rendering at all: the lower bound of what a scrape can cost;
+//! - `render`: fills the metrics of N pipelines to their full series budget and times the
+//!   rendering and its gzip compression, as one JSON line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use codearts_exporter::codearts::model::{Run, RunResult, RunState, StageRun};
+use codearts_exporter::config::MetricsConfig;
+use codearts_exporter::exposition::Exposition;
+use codearts_exporter::metrics::{Metrics, PipelineSeries};
+use codearts_exporter::server::{self, Exporter};
+
+#[derive(Parser)]
+#[command(about = "Benchmark helpers for scripts/bench")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Scrape URL from CONCURRENCY clients for SECONDS; print one JSON line of figures.
+    Load {
+        /// What to scrape.
+        #[arg(long)]
+        url: String,
+        /// Clients scraping at once, each one request after the other.
+        #[arg(long, default_value_t = 1)]
+        concurrency: usize,
+        /// How long to scrape.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Send `Accept-Encoding: gzip`, as Prometheus does.
+        #[arg(long)]
+        gzip: bool,
+    },
+    /// Serve FILE as /metrics (and its gzip when accepted) with the exporter's server code.
+    Serve {
+        /// Where to listen; port 0 picks one (printed on stdout).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// The body to serve, e.g. a saved /metrics.
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Time the rendering of PIPELINES pipelines of STAGES stages with every series filled.
+    Render {
+        /// Pipelines.
+        #[arg(long, default_value_t = 10_000)]
+        pipelines: usize,
+        /// Stages per pipeline.
+        #[arg(long, default_value_t = 6)]
+        stages: usize,
+        /// Renderings timed (the median is printed).
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Load {
+            url,
+            concurrency,
+            seconds,
+            gzip,
+        } => {
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(load(url, concurrency.max(1), seconds, gzip))
+        }
+        Command::Serve { listen, file } => {
+            let body = std::fs::read(&file).with_context(|| format!("read {}", file.display()))?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(listen).await?;
+                println!(
+                    "serving {} bytes on http://{}",
+                    body.len(),
+                    listener.local_addr()?
+                );
+                let exporter = Arc::new(Exporter::frozen(body.into()));
+                server::serve(listener, exporter, async {
+                    let _ = tokio::signal::ctrl_c().await;
+                })
+                .await;
+                Ok(())
+            })
+        }
+        Command::Render {
+            pipelines,
+            stages,
+            rounds,
+        } => render(pipelines, stages, rounds.max(1)),
+    }
+}
+
+/// The p-th percentile (0 to 100) of sorted values, nearest rank.
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+async fn load(url: String, concurrency: usize, seconds: f64, gzip: bool) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()?;
+    let until = Instant::now() + Duration::from_secs_f64(seconds);
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let client = client.clone();
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut bytes = 0usize;
+            let mut errors = 0usize;
+            while Instant::now() < until {
+                let started = Instant::now();
+                let mut request = client.get(&url);
+                if gzip {
+                    request = request.header("Accept-Encoding", "gzip");
+                }
+                let body = match request.send().await {
+                    Ok(response) if response.status().is_success() => response.bytes().await,
+                    Ok(_) => {
+                        errors += 1;
+                        continue;
+                    }
+                    Err(err) => Err(err),
+                };
+                match body {
+                    Ok(body) => {
+                        latencies.push(started.elapsed().as_secs_f64());
+                        bytes = body.len();
+                    }
+                    Err(_) => errors += 1,
+                }
+            }
+            (latencies, bytes, errors)
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut bytes = 0;
+    let mut errors = 0;
+    for task in tasks {
+        let (mine, size, failed) = task.await?;
+        latencies.extend(mine);
+        bytes = bytes.max(size);
+        errors += failed;
+    }
+    latencies.sort_by(f64::total_cmp);
+    let ms = |p: f64| (percentile(&latencies, p) * 1e5).round() / 100.0;
+    println!(
+        "{}",
+        serde_json::json!({
+            "url": url,
+            "concurrency": concurrency,
+            "gzip": gzip,
+            "seconds": seconds,
+            "requests": latencies.len(),
+            "errors": errors,
+            "body_bytes": bytes,
+            "p50_ms": ms(50.0),
+            "p99_ms": ms(99.0),
+            "max_ms": ms(100.0),
+        })
+    );
+    Ok(())
+}
+
+/// A completed run of `stages` stages with `result`, ending at `end`.
+fn run(pipeline: usize, number: u64, stages: usize, result: RunResult, end: f64) -> Run {
+    let stage_seconds = 60.0 + (pipeline % 7) as f64 * 30.0;
+    let start = end - stage_seconds * stages as f64 - 15.0;
+    let stages = (0..stages)
+        .map(|index| {
+            let from = start + 15.0 + stage_seconds * index as f64;
+            // The last stage carries the run's outcome; the others succeeded.
+            let outcome = if index + 1 == stages {
+                result
+            } else {
+                RunResult::Success
+            };
+            StageRun {
+                name: format!("阶段 {index} stage"),
+                state: RunState::Completed,
+                result: Some(outcome),
+                start: Some(from),
+                end: Some(from + stage_seconds),
+                jobs: Vec::new(),
+            }
+        })
+        .collect();
+    Run {
+        pipeline_id: format!("{pipeline:032x}"),
+        pipeline_name: None,
+        run_id: Some(format!("{:032x}", pipeline as u64 * 1000 + number)),
+        run_number: Some(number),
+        state: RunState::Completed,
+        result: Some(result),
+        start: Some(start),
+        end: Some(end),
+        detail_url: Some(format!(
+            "https://console.example/pipeline/{pipeline:032x}/run/{number}"
+        )),
+        trigger: Some("Push".into()),
+        branch: Some("main".into()),
+        stages,
+    }
+}
+
+fn render(pipelines: usize, stages: usize, rounds: usize) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new(&MetricsConfig::default())?);
+    let mut all = Vec::with_capacity(pipelines);
+    for pipeline in 0..pipelines {
+        let project = format!("{:032x}", pipeline % 10);
+        let id = format!("{pipeline:032x}");
+        let name = format!("订单服务-build-{pipeline:05}");
+        let mut series = PipelineSeries::new(&project, &id, &name);
+        let mut last = None;
+        // One run of each result: every label set of every family exists.
+        for (number, result) in [RunResult::Success, RunResult::Error, RunResult::Aborted]
+            .into_iter()
+            .enumerate()
+        {
+            let done = run(
+                pipeline,
+                number as u64 + 1,
+                stages,
+                result,
+                1.8e9 + number as f64,
+            );
+            series.observe_completed(&metrics, &done);
+            last = Some(done);
+        }
+        if let Some(done) = &last {
+            series.set_state(&metrics, RunState::Completed);
+            series.set_stage_states(&metrics, done);
+            series.set_last_completed(&metrics, done);
+        }
+        all.push(series);
+    }
+    let exposition = Exposition::new(metrics.clone());
+    let mut render_seconds = Vec::new();
+    let mut gzip_seconds = Vec::new();
+    let mut sizes = (0, 0, 0);
+    for _ in 0..rounds {
+        metrics.changed();
+        let started = Instant::now();
+        let rendered = exposition.current();
+        render_seconds.push(started.elapsed().as_secs_f64());
+        let started = Instant::now();
+        let gzip = rendered.gzip();
+        gzip_seconds.push(started.elapsed().as_secs_f64());
+        let text = rendered.text();
+        let series = text
+            .split(|b| *b == b'\n')
+            .filter(|line| !line.is_empty() && !line.starts_with(b"#"))
+            .count();
+        sizes = (series, text.len(), gzip.len());
+    }
+    render_seconds.sort_by(f64::total_cmp);
+    gzip_seconds.sort_by(f64::total_cmp);
+    let pipeline_series = {
+        let text = exposition.current().text();
+        text.split(|b| *b == b'\n')
+            .filter(|line| line.starts_with(b"codearts_pipeline_"))
+            .count()
+    };
+    println!(
+        "{}",
+        serde_json::json!({
+            "pipelines": pipelines,
+            "stages": stages,
+            "series": sizes.0,
+            "pipeline_series": pipeline_series,
+            "series_per_pipeline": pipeline_series as f64 / pipelines.max(1) as f64,
+            "text_bytes": sizes.1,
+            "gzip_bytes": sizes.2,
+            "render_s_median": percentile(&render_seconds, 50.0),
+            "gzip_s_median": percentile(&gzip_seconds, 50.0),
+            "peak_rss_kib": peak_rss_kib(),
+        })
+    );
+    drop(all);
+    Ok(())
+}
+
+/// The process' peak resident set (VmHWM), KiB; 0 where /proc is missing.
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with("VmHWM:"))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse().ok())
+        })
+        .unwrap_or(0)
+}
