@@ -496,7 +496,8 @@ impl AuthConfig {
     }
 }
 
-/// `[metrics]`
+/// `[metrics]`: what detail the pipeline families carry, traded against their series. An empty
+/// bucket list leaves a histogram its `_sum`, `_count` and `+Inf` bucket.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
@@ -506,9 +507,13 @@ pub struct MetricsConfig {
     /// Buckets (seconds) of `codearts_pipeline_stage_duration_seconds`.
     #[serde(default = "default_stage_buckets")]
     pub stage_duration_buckets: Vec<f64>,
-    /// Buckets (seconds) of `codearts_pipeline_run_queue_seconds`.
-    #[serde(default = "default_queue_buckets")]
+    /// Buckets (seconds) of `codearts_pipeline_run_queue_seconds` (none by default).
+    #[serde(default)]
     pub queue_duration_buckets: Vec<f64>,
+    /// Expose `codearts_pipeline_stage_status`, the one-hot state of every stage of the latest
+    /// run (six series per stage).
+    #[serde(default)]
+    pub stage_status: bool,
     /// Observe every job of each recorded run (one run-detail request per run).
     #[serde(default)]
     pub jobs: bool,
@@ -528,7 +533,8 @@ impl Default for MetricsConfig {
         MetricsConfig {
             run_duration_buckets: default_run_buckets(),
             stage_duration_buckets: default_stage_buckets(),
-            queue_duration_buckets: default_queue_buckets(),
+            queue_duration_buckets: Vec::new(),
+            stage_status: false,
             jobs: false,
             job_duration_buckets: default_job_buckets(),
             run_labels: Vec::new(),
@@ -557,13 +563,6 @@ impl RunLabel {
     }
 }
 
-/// 1 s to 1 h: waiting for an executor is usually short, but a busy pool queues for long.
-fn default_queue_buckets() -> Vec<f64> {
-    vec![
-        1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
-    ]
-}
-
 /// 5 s to 1 h: jobs are parts of stages.
 fn default_job_buckets() -> Vec<f64> {
     vec![5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0]
@@ -573,18 +572,16 @@ fn default_branches() -> Vec<String> {
     vec!["main".into(), "master".into()]
 }
 
-/// 30 s to 4 h: the span of typical CI/CD runs.
+/// 1 min to 2 h in 8 buckets: the span of typical CI/CD runs, within the series budget (each
+/// bucket is 3 series per pipeline, one per result).
 fn default_run_buckets() -> Vec<f64> {
-    vec![
-        30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0,
-    ]
+    vec![60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0]
 }
 
-/// 10 s to 2 h: stages are shorter than whole runs.
+/// 30 s to 1 h in 6 buckets: stages are shorter than whole runs, and each bucket is one series
+/// per stage.
 fn default_stage_buckets() -> Vec<f64> {
-    vec![
-        10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0,
-    ]
+    vec![30.0, 60.0, 120.0, 300.0, 900.0, 3600.0]
 }
 
 /// Which batch status API a target polls.
@@ -1031,9 +1028,7 @@ fn check_cron(key: &str, cron: &str) -> Result<(), ConfigError> {
 }
 
 fn check_buckets(key: &str, buckets: &[f64]) -> Result<(), ConfigError> {
-    if buckets.is_empty() {
-        return Err(invalid(key, "needs at least one bucket"));
-    }
+    // No buckets is allowed: the histogram keeps its sum and count.
     if buckets.iter().any(|b| !b.is_finite() || *b <= 0.0) {
         return Err(invalid(key, "buckets must be positive numbers"));
     }

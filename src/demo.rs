@@ -84,11 +84,14 @@ pub fn config(
             },
             None => AuthConfig::token(simulator.static_token()),
         },
-        // Jobs are on, so the demo shows every family; run labels keep their default (none).
+        // The opt-in families that only add series (jobs, stage states) are on, so the demo shows
+        // every panel; everything else keeps its default shape, which the dashboards are
+        // checked against. Run labels keep their default (none).
         metrics: MetricsConfig {
             run_duration_buckets: run_buckets,
             stage_duration_buckets: stage_buckets,
             queue_duration_buckets: queue_buckets,
+            stage_status: true,
             jobs: true,
             job_duration_buckets: job_buckets,
             ..defaults
@@ -127,8 +130,8 @@ mod tests {
         assert_eq!(config.targets[0].status_api, StatusApi::V5);
         assert_eq!(config.targets[1].status_api, StatusApi::V3);
         assert_eq!(config.auth.method, AuthMethod::Aksk);
-        assert_eq!(config.metrics.run_duration_buckets[0], 0.5);
-        assert_eq!(config.metrics.run_duration_buckets.last(), Some(&240.0));
+        assert_eq!(config.metrics.run_duration_buckets[0], 1.0);
+        assert_eq!(config.metrics.run_duration_buckets.last(), Some(&120.0));
     }
 
     #[test]

@@ -59,11 +59,59 @@ pub async fn serve(
         listener,
         move |req| {
             let exporter = exporter.clone();
-            async move { route(&exporter, &req) }
+            async move {
+                if req.uri().path() == "/metrics"
+                    && (req.method() == Method::GET || req.method() == Method::HEAD)
+                {
+                    metrics(exporter, &req).await
+                } else {
+                    route(&exporter, &req)
+                }
+            }
         },
         shutdown,
     )
     .await;
+}
+
+/// `/metrics`: the cached rendering, or a new one made on a blocking thread, so that rendering
+/// a large exposition never holds up the runtime's workers (pollers, other scrapes).
+async fn metrics(exporter: Arc<Exporter>, req: &Request<Incoming>) -> Response<Body> {
+    let rendered = match exporter.exposition.cached() {
+        Some(rendered) => rendered,
+        None => match tokio::task::spawn_blocking(move || exporter.exposition.current()).await {
+            Ok(rendered) => rendered,
+            Err(err) => {
+                tracing::error!(error = %err, "rendering /metrics failed");
+                return http::response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain",
+                    "cannot render metrics\n",
+                );
+            }
+        },
+    };
+    if !accepts_gzip(req) {
+        let text = match rendered.inflated() {
+            Some(text) => text,
+            // Inflating a large exposition is work too: off the workers as well.
+            None => tokio::task::spawn_blocking(move || rendered.text())
+                .await
+                .unwrap_or_default(),
+        };
+        return http::response(StatusCode::OK, TEXT_FORMAT, text);
+    }
+    let mut response = http::response(StatusCode::OK, TEXT_FORMAT, rendered.gzip());
+    let headers = response.headers_mut();
+    headers.insert(
+        hyper::header::CONTENT_ENCODING,
+        hyper::header::HeaderValue::from_static("gzip"),
+    );
+    headers.insert(
+        hyper::header::VARY,
+        hyper::header::HeaderValue::from_static("Accept-Encoding"),
+    );
+    response
 }
 
 fn route(exporter: &Exporter, req: &Request<Incoming>) -> Response<Body> {
@@ -75,24 +123,6 @@ fn route(exporter: &Exporter, req: &Request<Incoming>) -> Response<Body> {
         );
     }
     match req.uri().path() {
-        "/metrics" => {
-            let rendered = exporter.exposition.current();
-            if accepts_gzip(req) {
-                let mut response = http::response(StatusCode::OK, TEXT_FORMAT, rendered.gzip());
-                let headers = response.headers_mut();
-                headers.insert(
-                    hyper::header::CONTENT_ENCODING,
-                    hyper::header::HeaderValue::from_static("gzip"),
-                );
-                headers.insert(
-                    hyper::header::VARY,
-                    hyper::header::HeaderValue::from_static("Accept-Encoding"),
-                );
-                response
-            } else {
-                http::response(StatusCode::OK, TEXT_FORMAT, rendered.text())
-            }
-        }
         "/healthz" => http::response(StatusCode::OK, "text/plain", "ok\n"),
         "/readyz" => {
             let waiting = exporter.not_ready();

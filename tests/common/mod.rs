@@ -636,32 +636,33 @@ pub fn compare_with_truth(samples: &[Sample], truth: &Value, window_start_ms: f6
                 "{name}: sum {candidate}"
             );
         }
-        let mut expected_stage_counts: BTreeMap<(String, String), f64> = BTreeMap::new();
+        // Stages: one observation per stage that ran in each recorded run, whatever its
+        // result, and one failure per run in which the stage failed.
+        let mut expected_stage_counts: BTreeMap<String, f64> = BTreeMap::new();
+        let mut expected_failures: BTreeMap<String, f64> = BTreeMap::new();
         for run in &recorded {
             for stage in run["stages"].as_array().expect("stages") {
-                let key = (
-                    stage["name"].as_str().expect("n").to_string(),
-                    stage["result"].as_str().unwrap_or("").to_string(),
-                );
-                *expected_stage_counts.entry(key).or_default() += 1.0;
+                let name = stage["name"].as_str().expect("n").to_string();
+                *expected_stage_counts.entry(name.clone()).or_default() += 1.0;
+                let failed = f64::from(u8::from(stage["result"] == "error"));
+                *expected_failures.entry(name).or_default() += failed;
             }
         }
-        let stage_counts: BTreeMap<(String, String), f64> = select(
-            samples,
-            "codearts_pipeline_stage_duration_seconds_count",
-            &labels,
-        )
-        .into_iter()
-        .map(|s| {
-            (
-                (s.labels["stage"].clone(), s.labels["result"].clone()),
-                s.value,
-            )
-        })
-        .collect();
+        let per_stage = |family: &str| -> BTreeMap<String, f64> {
+            select(samples, family, &labels)
+                .into_iter()
+                .map(|s| (s.labels["stage"].clone(), s.value))
+                .collect()
+        };
         assert_eq!(
-            stage_counts, expected_stage_counts,
+            per_stage("codearts_pipeline_stage_duration_seconds_count"),
+            expected_stage_counts,
             "{name}: stage observations"
+        );
+        assert_eq!(
+            per_stage("codearts_pipeline_stage_failures_total"),
+            expected_failures,
+            "{name}: stage failures"
         );
         if !recorded.is_empty() {
             assert_eq!(

@@ -1,0 +1,1384 @@
+//! The series of every pipeline, kept compactly and written straight to the text format.
+//!
+//! Ten thousand pipelines at their full series budget are over a million series. The
+//! `prometheus` crate stores every series with its own copy of its label pairs and copies every
+//! series again at each gather, which needs gigabytes at that size; here the labels of a
+//! pipeline are escaped and stored once, values are plain numbers, and the exposition is
+//! written family by family from them.
+
+use std::collections::BTreeMap;
+use std::fmt::Display;
+use std::io::{self, Write};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::codearts::model::{Run, RunResult, RunState};
+use crate::config::MetricsConfig;
+
+use super::{Metrics, RunLabels};
+
+/// A number as the text format writes it (`+Inf`, `-Inf`, `NaN` included).
+struct Num(f64);
+
+impl Display for Num {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_nan() {
+            f.write_str("NaN")
+        } else if self.0.is_infinite() {
+            f.write_str(if self.0 > 0.0 { "+Inf" } else { "-Inf" })
+        } else {
+            write!(f, "{}", self.0)
+        }
+    }
+}
+
+/// Bucket bounds of one histogram family, with their `le` values formatted once.
+#[derive(Debug, Clone)]
+struct Buckets {
+    bounds: Vec<f64>,
+    le: Vec<String>,
+}
+
+impl Buckets {
+    fn new(bounds: &[f64]) -> Buckets {
+        Buckets {
+            bounds: bounds.to_vec(),
+            le: bounds.iter().map(|b| format!("{b}")).collect(),
+        }
+    }
+}
+
+/// What is exposed, and how: fixed at start-up from `[metrics]`.
+#[derive(Debug)]
+struct Layout {
+    run: Buckets,
+    stage: Buckets,
+    queue: Buckets,
+    job: Buckets,
+    stage_status: bool,
+    /// Names of the labels of run series after the pipeline labels: run labels, then `result`.
+    run_label_names: Vec<&'static str>,
+}
+
+/// A histogram's counts per bucket (not cumulative), sum and count.
+#[derive(Debug, Clone, Default)]
+struct Hist {
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Hist {
+    fn observe(&mut self, buckets: &Buckets, value: f64) {
+        if self.counts.len() != buckets.bounds.len() {
+            self.counts = vec![0; buckets.bounds.len()];
+        }
+        // A value equal to a bound belongs to that bucket (`le`).
+        if let Some(index) = buckets.bounds.iter().position(|bound| value <= *bound) {
+            self.counts[index] += 1;
+        }
+        self.sum += value;
+        self.count += 1;
+    }
+}
+
+/// Per-stage histogram and failure count.
+#[derive(Debug, Clone, Default)]
+struct StageStats {
+    duration: Hist,
+    failures: u64,
+}
+
+/// The last completed run's gauges.
+#[derive(Debug, Clone, Default)]
+struct LastRun {
+    duration: Option<f64>,
+    start: Option<f64>,
+    end: Option<f64>,
+    number: Option<f64>,
+}
+
+/// Every value of one pipeline's series; a series exists when its value is set.
+#[derive(Debug, Default)]
+struct PipelineData {
+    /// `project_id="…",pipeline_id="…",pipeline_name="…"`, escaped.
+    labels: String,
+    state: Option<RunState>,
+    last_result: Option<RunResult>,
+    last: LastRun,
+    /// Console link of the last completed run (`last_run_info`).
+    last_url: Option<String>,
+    /// Run histogram (and `runs_total`, its count) by run label values and result.
+    runs: BTreeMap<Vec<String>, Hist>,
+    missed: Option<u64>,
+    queue: Option<Hist>,
+    stage_states: BTreeMap<String, RunState>,
+    stage_last: BTreeMap<String, f64>,
+    stages: BTreeMap<String, StageStats>,
+    jobs: BTreeMap<(String, String, RunResult), Hist>,
+}
+
+/// A registered pipeline and how many handles share it.
+struct Entry {
+    data: Arc<Mutex<PipelineData>>,
+    handles: usize,
+}
+
+/// Every pipeline's series, by project and pipeline id.
+pub(super) struct Pipelines {
+    layout: Layout,
+    entries: Mutex<BTreeMap<(String, String), Entry>>,
+}
+
+/// A lock whose holder panicked still guards consistent numbers: every update is one step.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Pipelines {
+    pub(super) fn new(config: &MetricsConfig) -> Pipelines {
+        Pipelines {
+            layout: Layout {
+                run: Buckets::new(&config.run_duration_buckets),
+                stage: Buckets::new(&config.stage_duration_buckets),
+                queue: Buckets::new(&config.queue_duration_buckets),
+                job: Buckets::new(&config.job_duration_buckets),
+                stage_status: config.stage_status,
+                run_label_names: RunLabels::new(config)
+                    .names
+                    .into_iter()
+                    .chain(["result"])
+                    .collect(),
+            },
+            entries: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The data of a pipeline, created on first use; two handles of one pipeline share it.
+    fn register(&self, labels: &[String; 3]) -> Arc<Mutex<PipelineData>> {
+        let mut entries = lock(&self.entries);
+        let entry = entries
+            .entry((labels[0].clone(), labels[1].clone()))
+            .or_insert_with(|| {
+                let mut prefix = String::new();
+                for (index, (name, value)) in ["project_id", "pipeline_id", "pipeline_name"]
+                    .iter()
+                    .zip(labels)
+                    .enumerate()
+                {
+                    if index > 0 {
+                        prefix.push(',');
+                    }
+                    prefix.push_str(name);
+                    prefix.push_str("=\"");
+                    push_escaped(&mut prefix, value);
+                    prefix.push('"');
+                }
+                Entry {
+                    data: Arc::new(Mutex::new(PipelineData {
+                        labels: prefix,
+                        ..PipelineData::default()
+                    })),
+                    handles: 0,
+                }
+            });
+        entry.handles += 1;
+        entry.data.clone()
+    }
+
+    /// Drops one handle; the pipeline's series go with the last.
+    fn release(&self, labels: &[String; 3]) {
+        let mut entries = lock(&self.entries);
+        let key = (labels[0].clone(), labels[1].clone());
+        if let Some(entry) = entries.get_mut(&key) {
+            entry.handles = entry.handles.saturating_sub(1);
+            if entry.handles == 0 {
+                entries.remove(&key);
+            }
+        }
+    }
+
+    /// Writes every pipeline family in the text format.
+    pub(super) fn write(&self, out: &mut dyn Write) -> io::Result<()> {
+        // Pollers keep updating while this writes; each pipeline is locked only briefly.
+        let all: Vec<Arc<Mutex<PipelineData>>> = lock(&self.entries)
+            .values()
+            .map(|entry| entry.data.clone())
+            .collect();
+        for family in Family::ALL {
+            if family == Family::StageStatus && !self.layout.stage_status {
+                continue;
+            }
+            let mut writer = FamilyWriter {
+                out: &mut *out,
+                family,
+                started: false,
+            };
+            for data in &all {
+                let data = lock(data);
+                writer.pipeline(&data, &self.layout)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Appends `value` escaped as a label value.
+fn push_escaped(out: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// Writes `value` escaped as a label value.
+fn write_escaped(out: &mut dyn Write, value: &str) -> io::Result<()> {
+    if !value.contains(['\\', '"', '\n']) {
+        return out.write_all(value.as_bytes());
+    }
+    let mut escaped = String::with_capacity(value.len() + 8);
+    push_escaped(&mut escaped, value);
+    out.write_all(escaped.as_bytes())
+}
+
+/// The pipeline families, in exposition order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    Status,
+    LastResult,
+    LastDuration,
+    LastStart,
+    LastEnd,
+    LastNumber,
+    LastInfo,
+    RunDuration,
+    Runs,
+    RunsMissed,
+    RunQueue,
+    StageStatus,
+    StageLastDuration,
+    StageDuration,
+    StageFailures,
+    JobDuration,
+}
+
+impl Family {
+    const ALL: [Family; 16] = [
+        Family::Status,
+        Family::LastResult,
+        Family::LastDuration,
+        Family::LastStart,
+        Family::LastEnd,
+        Family::LastNumber,
+        Family::LastInfo,
+        Family::RunDuration,
+        Family::Runs,
+        Family::RunsMissed,
+        Family::RunQueue,
+        Family::StageStatus,
+        Family::StageLastDuration,
+        Family::StageDuration,
+        Family::StageFailures,
+        Family::JobDuration,
+    ];
+
+    /// Name, type and help.
+    fn describe(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Family::Status => (
+                "codearts_pipeline_status",
+                "gauge",
+                "State of the pipeline's latest run, one-hot (waiting, running, verifying, suspending, completed, unknown).",
+            ),
+            Family::LastResult => (
+                "codearts_pipeline_last_run_result",
+                "gauge",
+                "Result of the last completed run, one-hot (success, error, aborted).",
+            ),
+            Family::LastDuration => (
+                "codearts_pipeline_last_run_duration_seconds",
+                "gauge",
+                "Duration of the last completed run.",
+            ),
+            Family::LastStart => (
+                "codearts_pipeline_last_run_start_timestamp_seconds",
+                "gauge",
+                "Start time of the last completed run, Unix seconds.",
+            ),
+            Family::LastEnd => (
+                "codearts_pipeline_last_run_end_timestamp_seconds",
+                "gauge",
+                "End time of the last completed run, Unix seconds.",
+            ),
+            Family::LastNumber => (
+                "codearts_pipeline_last_run_number",
+                "gauge",
+                "Run number of the last completed run.",
+            ),
+            Family::LastInfo => (
+                "codearts_pipeline_last_run_info",
+                "gauge",
+                "Always 1: the console link of the last completed run, for dashboard tables.",
+            ),
+            Family::RunDuration => (
+                "codearts_pipeline_run_duration_seconds",
+                "histogram",
+                "Duration of completed runs, one observation per run.",
+            ),
+            Family::Runs => (
+                "codearts_pipeline_runs_total",
+                "counter",
+                "Completed runs recorded since the exporter started (equals the run duration histogram's _count).",
+            ),
+            Family::RunsMissed => (
+                "codearts_pipeline_runs_missed_total",
+                "counter",
+                "Completed runs found in the history only after they fell out of backfill_window; not recorded.",
+            ),
+            Family::RunQueue => (
+                "codearts_pipeline_run_queue_seconds",
+                "histogram",
+                "Time from a run's start to its first stage's start (initialisation and waiting for an executor), one observation per completed run.",
+            ),
+            Family::StageStatus => (
+                "codearts_pipeline_stage_status",
+                "gauge",
+                "State of each stage of the latest run, one-hot (metrics.stage_status).",
+            ),
+            Family::StageLastDuration => (
+                "codearts_pipeline_stage_last_duration_seconds",
+                "gauge",
+                "Duration of each stage that ran in the last completed run.",
+            ),
+            Family::StageDuration => (
+                "codearts_pipeline_stage_duration_seconds",
+                "histogram",
+                "Duration of stages that ran, one observation per stage of each completed run, whatever its result.",
+            ),
+            Family::StageFailures => (
+                "codearts_pipeline_stage_failures_total",
+                "counter",
+                "Completed runs in which the stage failed (result error), per stage that ran.",
+            ),
+            Family::JobDuration => (
+                "codearts_pipeline_job_duration_seconds",
+                "histogram",
+                "Duration of jobs that ran, one observation per job of each completed run (metrics.jobs).",
+            ),
+        }
+    }
+}
+
+/// Writes the series of one family, its `# HELP` and `# TYPE` before the first.
+struct FamilyWriter<'a> {
+    out: &'a mut dyn Write,
+    family: Family,
+    started: bool,
+}
+
+impl FamilyWriter<'_> {
+    /// One sample: `name{pipeline labels,extra labels} value`. Extra label values are escaped.
+    fn sample(
+        &mut self,
+        suffix: &str,
+        labels: &str,
+        extra: &[(&str, &str)],
+        value: impl Display,
+    ) -> io::Result<()> {
+        let (name, kind, help) = self.family.describe();
+        if !self.started {
+            writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}")?;
+            self.started = true;
+        }
+        self.out.write_all(name.as_bytes())?;
+        self.out.write_all(suffix.as_bytes())?;
+        self.out.write_all(b"{")?;
+        self.out.write_all(labels.as_bytes())?;
+        for (key, value) in extra {
+            self.out.write_all(b",")?;
+            self.out.write_all(key.as_bytes())?;
+            self.out.write_all(b"=\"")?;
+            write_escaped(self.out, value)?;
+            self.out.write_all(b"\"")?;
+        }
+        writeln!(self.out, "}} {value}")
+    }
+
+    /// The `_bucket`, `_sum` and `_count` series of a histogram.
+    fn histogram(
+        &mut self,
+        labels: &str,
+        extra: &[(&str, &str)],
+        buckets: &Buckets,
+        hist: &Hist,
+    ) -> io::Result<()> {
+        let mut with_le: Vec<(&str, &str)> = Vec::with_capacity(extra.len() + 1);
+        with_le.extend_from_slice(extra);
+        with_le.push(("le", ""));
+        let last = with_le.len() - 1;
+        let mut cumulative = 0;
+        for (index, le) in buckets.le.iter().enumerate() {
+            cumulative += hist.counts.get(index).copied().unwrap_or(0);
+            with_le[last].1 = le;
+            self.sample("_bucket", labels, &with_le, cumulative)?;
+        }
+        with_le[last].1 = "+Inf";
+        self.sample("_bucket", labels, &with_le, hist.count)?;
+        self.sample("_sum", labels, extra, Num(hist.sum))?;
+        self.sample("_count", labels, extra, hist.count)
+    }
+
+    /// Every series of this family for one pipeline.
+    fn pipeline(&mut self, data: &PipelineData, layout: &Layout) -> io::Result<()> {
+        let labels = data.labels.as_str();
+        match self.family {
+            Family::Status => {
+                if let Some(state) = data.state {
+                    for candidate in RunState::ALL {
+                        let hot = u8::from(candidate == state);
+                        self.sample("", labels, &[("status", candidate.as_str())], hot)?;
+                    }
+                }
+            }
+            Family::LastResult => {
+                if let Some(result) = data.last_result {
+                    for candidate in RunResult::ALL {
+                        let hot = u8::from(candidate == result);
+                        self.sample("", labels, &[("result", candidate.as_str())], hot)?;
+                    }
+                }
+            }
+            Family::LastDuration | Family::LastStart | Family::LastEnd | Family::LastNumber => {
+                let value = match self.family {
+                    Family::LastDuration => data.last.duration,
+                    Family::LastStart => data.last.start,
+                    Family::LastEnd => data.last.end,
+                    _ => data.last.number,
+                };
+                if let Some(value) = value {
+                    self.sample("", labels, &[], Num(value))?;
+                }
+            }
+            Family::LastInfo => {
+                if let Some(url) = &data.last_url {
+                    self.sample("", labels, &[("detail_url", url)], 1)?;
+                }
+            }
+            Family::RunDuration | Family::Runs => {
+                for (values, hist) in &data.runs {
+                    let extra: Vec<(&str, &str)> = layout
+                        .run_label_names
+                        .iter()
+                        .copied()
+                        .zip(values.iter().map(String::as_str))
+                        .collect();
+                    if self.family == Family::Runs {
+                        self.sample("", labels, &extra, hist.count)?;
+                    } else {
+                        self.histogram(labels, &extra, &layout.run, hist)?;
+                    }
+                }
+            }
+            Family::RunsMissed => {
+                if let Some(missed) = data.missed {
+                    self.sample("", labels, &[], missed)?;
+                }
+            }
+            Family::RunQueue => {
+                if let Some(hist) = &data.queue {
+                    self.histogram(labels, &[], &layout.queue, hist)?;
+                }
+            }
+            Family::StageStatus => {
+                for (stage, state) in &data.stage_states {
+                    for candidate in RunState::ALL {
+                        let hot = u8::from(candidate == *state);
+                        let extra = [("stage", stage.as_str()), ("status", candidate.as_str())];
+                        self.sample("", labels, &extra, hot)?;
+                    }
+                }
+            }
+            Family::StageLastDuration => {
+                for (stage, duration) in &data.stage_last {
+                    self.sample("", labels, &[("stage", stage)], Num(*duration))?;
+                }
+            }
+            Family::StageDuration => {
+                for (stage, stats) in &data.stages {
+                    self.histogram(labels, &[("stage", stage)], &layout.stage, &stats.duration)?;
+                }
+            }
+            Family::StageFailures => {
+                for (stage, stats) in &data.stages {
+                    self.sample("", labels, &[("stage", stage)], stats.failures)?;
+                }
+            }
+            Family::JobDuration => {
+                for ((stage, job, result), hist) in &data.jobs {
+                    let extra = [
+                        ("stage", stage.as_str()),
+                        ("job", job.as_str()),
+                        ("result", result.as_str()),
+                    ];
+                    self.histogram(labels, &extra, &layout.job, hist)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A handle on the series of one pipeline, and the way the poller changes them.
+#[derive(Debug)]
+pub struct PipelineSeries {
+    labels: [String; 3],
+    /// Registered with the metrics on the first change.
+    data: Option<Arc<Mutex<PipelineData>>>,
+}
+
+impl PipelineSeries {
+    /// A handle for one pipeline; creates no series until something is set.
+    pub fn new(project_id: &str, pipeline_id: &str, pipeline_name: &str) -> PipelineSeries {
+        PipelineSeries {
+            labels: [
+                project_id.to_string(),
+                pipeline_id.to_string(),
+                pipeline_name.to_string(),
+            ],
+            data: None,
+        }
+    }
+
+    /// The `pipeline_name` label value.
+    pub fn pipeline_name(&self) -> &str {
+        &self.labels[2]
+    }
+
+    /// Changes the pipeline's data (registering it first).
+    fn update<R>(&mut self, m: &Metrics, change: impl FnOnce(&mut PipelineData) -> R) -> R {
+        let data = self
+            .data
+            .get_or_insert_with(|| m.pipelines.register(&self.labels));
+        change(&mut lock(data))
+    }
+
+    /// Sets the one-hot state of the latest run.
+    pub fn set_state(&mut self, m: &Metrics, state: RunState) {
+        self.update(m, |data| data.state = Some(state));
+    }
+
+    /// Sets the one-hot state of each stage of the latest run (stages no longer there
+    /// disappear); only with `metrics.stage_status`.
+    pub fn set_stage_states(&mut self, m: &Metrics, run: &Run) {
+        if !m.pipelines.layout.stage_status {
+            return;
+        }
+        self.update(m, |data| {
+            data.stage_states = run
+                .stages
+                .iter()
+                .map(|stage| (stage.name.clone(), stage.state))
+                .collect();
+        });
+    }
+
+    /// Sets the `last_run_*` gauges and per-stage last durations from a completed run.
+    pub fn set_last_completed(&mut self, m: &Metrics, run: &Run) {
+        self.update(m, |data| {
+            if let Some(result) = run.result {
+                data.last_result = Some(result);
+            }
+            data.last = LastRun {
+                duration: run.duration(),
+                start: run.start,
+                end: run.end,
+                number: run.run_number.map(|n| n as f64),
+            };
+            data.last_url = run.detail_url.clone();
+            data.stage_last = run
+                .stages
+                .iter()
+                .filter_map(|stage| stage.duration().map(|d| (stage.name.clone(), d)))
+                .collect();
+        });
+    }
+
+    /// Observes a completed run (and each stage that ran) in the histograms. Call once per run.
+    pub fn observe_completed(&mut self, m: &Metrics, run: &Run) {
+        let (Some(result), Some(duration)) = (run.result, run.duration()) else {
+            return;
+        };
+        let mut key = m.run_labels.values(run);
+        key.push(result.as_str().to_string());
+        let layout = &m.pipelines.layout;
+        self.update(m, |data| {
+            data.runs
+                .entry(key)
+                .or_default()
+                .observe(&layout.run, duration);
+            // The missed counter appears with the first run, so it reads 0 rather than absent.
+            data.missed.get_or_insert(0);
+            if let Some(queue) = run.queue() {
+                data.queue
+                    .get_or_insert_with(Hist::default)
+                    .observe(&layout.queue, queue);
+            }
+            for stage in &run.stages {
+                if let (Some(stage_result), Some(duration)) = (stage.result, stage.duration()) {
+                    let stats = data.stages.entry(stage.name.clone()).or_default();
+                    stats.duration.observe(&layout.stage, duration);
+                    if stage_result == RunResult::Error {
+                        stats.failures += 1;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Observes each job that ran in `detail` (the run detail of a run recorded once).
+    pub fn observe_jobs(&mut self, m: &Metrics, detail: &Run) {
+        let layout = &m.pipelines.layout;
+        self.update(m, |data| {
+            for stage in &detail.stages {
+                for job in &stage.jobs {
+                    if let (Some(result), Some(duration)) = (job.result, job.duration()) {
+                        data.jobs
+                            .entry((stage.name.clone(), job.name.clone(), result))
+                            .or_default()
+                            .observe(&layout.job, duration);
+                    }
+                }
+            }
+        });
+    }
+
+    /// Counts a completed run that was found too late to be recorded.
+    pub fn missed(&mut self, m: &Metrics) {
+        self.update(m, |data| *data.missed.get_or_insert(0) += 1);
+    }
+
+    /// Removes every series of this pipeline.
+    pub fn remove(&mut self, m: &Metrics) {
+        if self.data.take().is_some() {
+            m.pipelines.release(&self.labels);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::codearts::model::StageRun;
+    use crate::config::RunLabel;
+    use prometheus::Encoder;
+    use prometheus::core::Collector;
+
+    fn stage(
+        name: &str,
+        state: RunState,
+        result: Option<RunResult>,
+        times: Option<(f64, f64)>,
+    ) -> StageRun {
+        StageRun {
+            name: name.into(),
+            state,
+            result,
+            start: times.map(|t| t.0),
+            end: times.map(|t| t.1),
+            jobs: Vec::new(),
+        }
+    }
+
+    fn failed_run() -> Run {
+        Run {
+            pipeline_id: "p".into(),
+            pipeline_name: Some("Pipe \"one\" 流水线".into()),
+            run_id: Some("r".into()),
+            run_number: Some(7),
+            state: RunState::Completed,
+            result: Some(RunResult::Error),
+            start: Some(1000.0),
+            end: Some(1100.5),
+            detail_url: Some("https://console.example/run/7".into()),
+            trigger: Some("Push".into()),
+            branch: Some("feature/x".into()),
+            stages: vec![
+                stage(
+                    "构建",
+                    RunState::Completed,
+                    Some(RunResult::Success),
+                    Some((1000.0, 1040.0)),
+                ),
+                stage(
+                    "test",
+                    RunState::Completed,
+                    Some(RunResult::Error),
+                    Some((1040.0, 1100.5)),
+                ),
+                stage("deploy", RunState::Waiting, None, None),
+                stage("skipped", RunState::Completed, None, None),
+            ],
+        }
+    }
+
+    fn text(m: &Metrics) -> String {
+        String::from_utf8(m.render()).expect("utf-8")
+    }
+
+    /// Every sample of the exposition: name, labels, value.
+    fn parse(text: &str) -> Vec<(String, BTreeMap<String, String>, f64)> {
+        let mut samples = Vec::new();
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
+            let (series, value) = line.rsplit_once(' ').expect("value");
+            let value = match value {
+                "+Inf" => f64::INFINITY,
+                v => v.parse().expect("number"),
+            };
+            let Some((name, rest)) = series.split_once('{') else {
+                samples.push((series.to_string(), BTreeMap::new(), value));
+                continue;
+            };
+            let mut labels = BTreeMap::new();
+            let mut chars = rest.trim_end_matches('}').chars().peekable();
+            loop {
+                let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+                if key.is_empty() {
+                    break;
+                }
+                assert_eq!(chars.next(), Some('"'), "{line}");
+                let mut value = String::new();
+                while let Some(c) = chars.next() {
+                    match c {
+                        '\\' => match chars.next() {
+                            Some('n') => value.push('\n'),
+                            Some(other) => value.push(other),
+                            None => break,
+                        },
+                        '"' => break,
+                        c => value.push(c),
+                    }
+                }
+                labels.insert(key.trim_start_matches(',').to_string(), value);
+            }
+            samples.push((name.to_string(), labels, value));
+        }
+        samples
+    }
+
+    /// The value of the one series named `name` (with `_count`/`_sum`/`_bucket` suffix) of
+    /// pipeline `p` whose labels include `labels`.
+    fn sample(m: &Metrics, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let mut labels = labels.to_vec();
+        labels.extend([
+            ("project_id", "proj"),
+            ("pipeline_id", "p"),
+            ("pipeline_name", NAME),
+        ]);
+        let found: Vec<f64> = parse(&text(m))
+            .into_iter()
+            .filter(|(n, l, _)| {
+                n == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|(_, _, value)| value)
+            .collect();
+        match found.as_slice() {
+            [one] => Some(*one),
+            [] => None,
+            many => panic!("{name} {labels:?}: {} series", many.len()),
+        }
+    }
+
+    fn counter(m: &Metrics, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        sample(m, name, labels)
+    }
+
+    /// Series of pipeline `p`, by family (histogram suffixes stripped).
+    fn series_per_family(m: &Metrics) -> BTreeMap<String, usize> {
+        let mut families = BTreeMap::new();
+        for (name, labels, _) in parse(&text(m)) {
+            if labels.get("pipeline_id").map(String::as_str) != Some("p") {
+                continue;
+            }
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .filter(|base| base.ends_with("_seconds"))
+                .unwrap_or(&name)
+                .to_string();
+            *families.entry(family).or_insert(0) += 1;
+        }
+        families
+    }
+
+    /// Metrics with the one-hot stage states on.
+    fn with_stage_status() -> Metrics {
+        Metrics::new(&MetricsConfig {
+            stage_status: true,
+            ..MetricsConfig::default()
+        })
+        .expect("metrics")
+    }
+
+    const NAME: &str = "Pipe \"one\" 流水线";
+
+    #[test]
+    fn a_completed_run_becomes_the_documented_samples() {
+        let m = with_stage_status();
+        let mut series = PipelineSeries::new("proj", "p", "Pipe \"one\" 流水线");
+        let run = failed_run();
+        series.set_state(&m, run.state);
+        series.set_stage_states(&m, &run);
+        series.set_last_completed(&m, &run);
+        series.observe_completed(&m, &run);
+
+        assert_eq!(
+            sample(&m, "codearts_pipeline_status", &[("status", "completed")]),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&m, "codearts_pipeline_status", &[("status", "running")]),
+            Some(0.0)
+        );
+        assert_eq!(
+            sample(&m, "codearts_pipeline_status", &[("status", "unknown")]),
+            Some(0.0)
+        );
+        assert_eq!(
+            sample(
+                &m,
+                "codearts_pipeline_last_run_result",
+                &[("result", "error")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &m,
+                "codearts_pipeline_last_run_result",
+                &[("result", "success")]
+            ),
+            Some(0.0)
+        );
+        assert_eq!(
+            sample(&m, "codearts_pipeline_last_run_duration_seconds", &[]),
+            Some(100.5)
+        );
+        assert_eq!(
+            sample(&m, "codearts_pipeline_last_run_number", &[]),
+            Some(7.0)
+        );
+        assert_eq!(
+            sample(&m, "codearts_pipeline_last_run_end_timestamp_seconds", &[]),
+            Some(1100.5)
+        );
+        assert_eq!(
+            sample(
+                &m,
+                "codearts_pipeline_run_duration_seconds_count",
+                &[("result", "error")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &m,
+                "codearts_pipeline_run_duration_seconds_sum",
+                &[("result", "error")]
+            ),
+            Some(100.5)
+        );
+        assert_eq!(
+            sample(
+                &m,
+                "codearts_pipeline_stage_duration_seconds_count",
+                &[("stage", "构建")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &m,
+                "codearts_pipeline_stage_duration_seconds_sum",
+                &[("stage", "test")]
+            ),
+            Some(60.5)
+        );
+        // Only the stage that failed counts a failure; the one that succeeded reads 0.
+        assert_eq!(
+            counter(
+                &m,
+                "codearts_pipeline_stage_failures_total",
+                &[("stage", "test")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            counter(
+                &m,
+                "codearts_pipeline_stage_failures_total",
+                &[("stage", "构建")]
+            ),
+            Some(0.0)
+        );
+        assert_eq!(
+            counter(
+                &m,
+                "codearts_pipeline_stage_failures_total",
+                &[("stage", "deploy")]
+            ),
+            None
+        );
+        assert_eq!(
+            sample(
+                &m,
+                "codearts_pipeline_stage_status",
+                &[("stage", "deploy"), ("status", "waiting")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &m,
+                "codearts_pipeline_stage_last_duration_seconds",
+                &[("stage", "test")]
+            ),
+            Some(60.5)
+        );
+        assert_eq!(
+            sample(
+                &m,
+                "codearts_pipeline_last_run_info",
+                &[("detail_url", "https://console.example/run/7")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            counter(&m, "codearts_pipeline_runs_total", &[("result", "error")]),
+            Some(1.0)
+        );
+        assert_eq!(
+            counter(&m, "codearts_pipeline_runs_missed_total", &[]),
+            Some(0.0)
+        );
+        series.missed(&m);
+        assert_eq!(
+            counter(&m, "codearts_pipeline_runs_missed_total", &[]),
+            Some(1.0)
+        );
+        // Stages that never ran have no duration anywhere.
+        assert_eq!(
+            sample(
+                &m,
+                "codearts_pipeline_stage_duration_seconds_count",
+                &[("stage", "deploy")]
+            ),
+            None
+        );
+        assert_eq!(
+            sample(
+                &m,
+                "codearts_pipeline_stage_last_duration_seconds",
+                &[("stage", "skipped")]
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn stage_changes_and_removal_leave_no_stale_series() {
+        let m = with_stage_status();
+        let mut series = PipelineSeries::new("proj", "p", "Pipe \"one\" 流水线");
+        let run = failed_run();
+        series.set_state(&m, run.state);
+        series.set_stage_states(&m, &run);
+        series.set_last_completed(&m, &run);
+        series.observe_completed(&m, &run);
+
+        let mut renamed = run.clone();
+        renamed.stages.truncate(1);
+        renamed.detail_url = Some("https://console.example/run/8".into());
+        series.set_stage_states(&m, &renamed);
+        series.set_last_completed(&m, &renamed);
+        assert_eq!(
+            sample(&m, "codearts_pipeline_stage_status", &[("stage", "deploy")]),
+            None
+        );
+        assert_eq!(
+            sample(
+                &m,
+                "codearts_pipeline_stage_last_duration_seconds",
+                &[("stage", "test")]
+            ),
+            None
+        );
+        assert_eq!(
+            sample(
+                &m,
+                "codearts_pipeline_stage_last_duration_seconds",
+                &[("stage", "构建")]
+            ),
+            Some(40.0)
+        );
+
+        let all = text(&m);
+        assert!(
+            all.contains("run/8") && !all.contains("run/7"),
+            "one info series, the newest link:\n{all}"
+        );
+
+        series.remove(&m);
+        let all = text(&m);
+        assert!(!all.contains("pipeline_id=\"p\""), "left over:\n{all}");
+    }
+
+    #[test]
+    fn run_labels_are_added_with_bounded_values() {
+        let config = MetricsConfig {
+            run_labels: vec![RunLabel::Branch, RunLabel::TriggerType],
+            branches: vec!["main".into()],
+            ..MetricsConfig::default()
+        };
+        let m = Metrics::new(&config).expect("metrics");
+        let mut series = PipelineSeries::new("proj", "p", NAME);
+        let mut run = failed_run();
+        series.observe_completed(&m, &run);
+        run.run_number = Some(8);
+        run.branch = Some("main".into());
+        run.trigger = Some("Scheduler".into());
+        series.observe_completed(&m, &run);
+        run.run_number = Some(9);
+        run.branch = None;
+        run.trigger = Some("SomethingNew".into());
+        series.observe_completed(&m, &run);
+        for (trigger, branch) in [("push", "other"), ("scheduler", "main"), ("other", "other")] {
+            let labels = [
+                ("trigger_type", trigger),
+                ("branch", branch),
+                ("result", "error"),
+            ];
+            assert_eq!(
+                counter(&m, "codearts_pipeline_runs_total", &labels),
+                Some(1.0),
+                "{labels:?}"
+            );
+            assert_eq!(
+                sample(&m, "codearts_pipeline_run_duration_seconds_count", &labels),
+                Some(1.0),
+                "{labels:?}"
+            );
+        }
+        let all = text(&m);
+        assert_eq!(
+            all.lines()
+                .filter(|l| l.starts_with("codearts_pipeline_runs_total{"))
+                .count(),
+            3
+        );
+        series.remove(&m);
+        assert!(!text(&m).contains("pipeline_id=\"p\""));
+
+        // Without run labels, the families keep their plain label set.
+        let m = Metrics::new(&MetricsConfig::default()).expect("metrics");
+        let mut series = PipelineSeries::new("proj", "p", NAME);
+        series.observe_completed(&m, &failed_run());
+        assert_eq!(
+            counter(&m, "codearts_pipeline_runs_total", &[("result", "error")]),
+            Some(1.0)
+        );
+        let all = text(&m);
+        assert!(!all.contains("trigger_type="));
+    }
+
+    #[test]
+    fn jobs_and_queue_time_are_observed_and_removed() {
+        use crate::codearts::model::JobRun;
+        let m = Metrics::new(&MetricsConfig::default()).expect("metrics");
+        let mut series = PipelineSeries::new("proj", "p", NAME);
+        let mut run = failed_run();
+        run.start = Some(990.0);
+        series.observe_completed(&m, &run);
+        assert_eq!(
+            sample(&m, "codearts_pipeline_run_queue_seconds_count", &[]),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&m, "codearts_pipeline_run_queue_seconds_sum", &[]),
+            Some(10.0)
+        );
+        let job = |name: &str, result: Option<RunResult>, times: Option<(f64, f64)>| JobRun {
+            name: name.into(),
+            state: RunState::Completed,
+            result,
+            start: times.map(|t| t.0),
+            end: times.map(|t| t.1),
+        };
+        run.stages[0].jobs = vec![
+            job(
+                "Maven构建",
+                Some(RunResult::Success),
+                Some((1000.0, 1030.0)),
+            ),
+            job(
+                "Docker 镜像",
+                Some(RunResult::Success),
+                Some((1030.0, 1040.0)),
+            ),
+        ];
+        run.stages[1].jobs = vec![
+            job("JUnit", Some(RunResult::Error), Some((1040.0, 1100.5))),
+            job("never ran", None, None),
+        ];
+        series.observe_jobs(&m, &run);
+        assert_eq!(
+            sample(
+                &m,
+                "codearts_pipeline_job_duration_seconds_sum",
+                &[
+                    ("stage", "构建"),
+                    ("job", "Maven构建"),
+                    ("result", "success")
+                ]
+            ),
+            Some(30.0)
+        );
+        assert_eq!(
+            sample(
+                &m,
+                "codearts_pipeline_job_duration_seconds_count",
+                &[("stage", "test"), ("job", "JUnit"), ("result", "error")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &m,
+                "codearts_pipeline_job_duration_seconds_count",
+                &[("job", "never ran")]
+            ),
+            None
+        );
+        series.remove(&m);
+        let all = text(&m);
+        assert!(!all.contains("pipeline_id=\"p\""), "left over:\n{all}");
+    }
+
+    /// A completed 6-stage run with `result`, where stage `failing` carries the result.
+    fn six_stage_run(number: u64, result: RunResult, failing: usize) -> Run {
+        let end = 10_000.0 + 1000.0 * number as f64;
+        let start = end - 600.0;
+        let stages = (0..6)
+            .map(|index| {
+                let from = start + 10.0 + 90.0 * index as f64;
+                let outcome = if index == failing {
+                    result
+                } else {
+                    RunResult::Success
+                };
+                stage(
+                    &format!("stage {index}"),
+                    RunState::Completed,
+                    Some(outcome),
+                    Some((from, from + 90.0)),
+                )
+            })
+            .collect();
+        Run {
+            run_number: Some(number),
+            result: Some(result),
+            start: Some(start),
+            end: Some(end),
+            detail_url: Some(format!("https://console.example/run/{number}")),
+            stages,
+            ..failed_run()
+        }
+    }
+
+    /// Every series a 6-stage pipeline can have: runs of every result, every stage failing
+    /// once, a run missed, the states set.
+    fn saturate(m: &Metrics) -> PipelineSeries {
+        let mut series = PipelineSeries::new("proj", "p", NAME);
+        let mut number = 0;
+        for result in RunResult::ALL {
+            for failing in 0..6 {
+                number += 1;
+                let run = six_stage_run(number, result, failing);
+                series.observe_completed(m, &run);
+                series.set_last_completed(m, &run);
+                series.set_state(m, RunState::Running);
+                series.set_stage_states(m, &run);
+            }
+        }
+        series.missed(m);
+        series
+    }
+
+    #[test]
+    fn a_six_stage_pipeline_stays_within_its_series_budget_by_default() {
+        let m = Metrics::new(&MetricsConfig::default()).expect("metrics");
+        let _series = saturate(&m);
+        let families = series_per_family(&m);
+        let total: usize = families.values().sum();
+        // The budget README.md documents, family by family.
+        let expected: BTreeMap<String, usize> = [
+            ("codearts_pipeline_status", 6),
+            ("codearts_pipeline_last_run_result", 3),
+            ("codearts_pipeline_last_run_duration_seconds", 1),
+            ("codearts_pipeline_last_run_start_timestamp_seconds", 1),
+            ("codearts_pipeline_last_run_end_timestamp_seconds", 1),
+            ("codearts_pipeline_last_run_number", 1),
+            ("codearts_pipeline_last_run_info", 1),
+            ("codearts_pipeline_run_duration_seconds", 3 * (8 + 3)),
+            ("codearts_pipeline_runs_total", 3),
+            ("codearts_pipeline_runs_missed_total", 1),
+            ("codearts_pipeline_run_queue_seconds", 3),
+            ("codearts_pipeline_stage_last_duration_seconds", 6),
+            ("codearts_pipeline_stage_duration_seconds", 6 * (6 + 3)),
+            ("codearts_pipeline_stage_failures_total", 6),
+        ]
+        .into_iter()
+        .map(|(name, count)| (name.to_string(), count))
+        .collect();
+        assert_eq!(families, expected);
+        assert!(total <= 120, "{total} series for a 6-stage pipeline");
+
+        // The knobs that add detail add what README.md says.
+        let m = Metrics::new(&MetricsConfig {
+            stage_status: true,
+            queue_duration_buckets: vec![10.0, 60.0],
+            ..MetricsConfig::default()
+        })
+        .expect("metrics");
+        let _series = saturate(&m);
+        let families = series_per_family(&m);
+        assert_eq!(families["codearts_pipeline_stage_status"], 36);
+        assert_eq!(families["codearts_pipeline_run_queue_seconds"], 5);
+        // No buckets at all: each histogram keeps _sum, _count and the +Inf bucket.
+        let m = Metrics::new(&MetricsConfig {
+            run_duration_buckets: Vec::new(),
+            stage_duration_buckets: Vec::new(),
+            ..MetricsConfig::default()
+        })
+        .expect("metrics");
+        let _series = saturate(&m);
+        let families = series_per_family(&m);
+        assert_eq!(families["codearts_pipeline_run_duration_seconds"], 9);
+        assert_eq!(families["codearts_pipeline_stage_duration_seconds"], 18);
+        assert_eq!(families.values().sum::<usize>(), 120 - 24 - 36);
+    }
+
+    #[test]
+    fn histograms_read_as_the_prometheus_crate_writes_them() {
+        // The same observations through the crate and through this store give the same
+        // bucket, sum and count samples.
+        let buckets = vec![30.0, 60.0, 120.0, 300.0, 900.0, 3600.0];
+        let config = MetricsConfig {
+            stage_duration_buckets: buckets.clone(),
+            ..MetricsConfig::default()
+        };
+        let m = Metrics::new(&config).expect("metrics");
+        let reference = prometheus::HistogramVec::new(
+            prometheus::HistogramOpts::new("codearts_pipeline_stage_duration_seconds", "x")
+                .buckets(buckets),
+            &["project_id", "pipeline_id", "pipeline_name", "stage"],
+        )
+        .expect("histogram");
+        let mut series = PipelineSeries::new("proj", "p", NAME);
+        for (number, seconds) in [29.0, 30.0, 30.5, 61.0, 3600.0, 7200.0, 0.25]
+            .into_iter()
+            .enumerate()
+        {
+            let mut run = failed_run();
+            run.run_number = Some(number as u64);
+            run.stages = vec![stage(
+                "build",
+                RunState::Completed,
+                Some(RunResult::Success),
+                Some((1000.0, 1000.0 + seconds)),
+            )];
+            run.end = Some(1000.0 + seconds);
+            series.observe_completed(&m, &run);
+            reference
+                .with_label_values(&["proj", "p", NAME, "build"])
+                .observe(seconds);
+        }
+        let mut expected = Vec::new();
+        prometheus::TextEncoder::new()
+            .encode(&reference.collect(), &mut expected)
+            .expect("encode");
+        let pick = |text: &str| -> Vec<(String, BTreeMap<String, String>, f64)> {
+            parse(text)
+                .into_iter()
+                .filter(|(name, _, _)| name.starts_with("codearts_pipeline_stage_duration"))
+                .collect()
+        };
+        assert_eq!(
+            pick(&text(&m)),
+            pick(&String::from_utf8(expected).expect("utf-8"))
+        );
+    }
+
+    #[test]
+    fn label_values_are_escaped_and_families_written_once() {
+        let m = Metrics::new(&MetricsConfig::default()).expect("metrics");
+        let mut one = PipelineSeries::new("proj", "p", "back\\slash \"quoted\"\nnew line");
+        let mut two = PipelineSeries::new("proj", "q", "two");
+        for series in [&mut one, &mut two] {
+            series.set_state(&m, RunState::Waiting);
+        }
+        let all = text(&m);
+        assert!(
+            all.contains("pipeline_name=\"back\\\\slash \\\"quoted\\\"\\nnew line\""),
+            "{all}"
+        );
+        assert_eq!(
+            all.matches("# TYPE codearts_pipeline_status gauge").count(),
+            1
+        );
+        // Families without a series are not written at all.
+        assert!(!all.contains("codearts_pipeline_run_duration_seconds"));
+        let names: Vec<String> = parse(&all)
+            .into_iter()
+            .filter(|(name, _, _)| name == "codearts_pipeline_status")
+            .map(|(_, labels, _)| labels["pipeline_name"].clone())
+            .collect();
+        assert!(names.contains(&"back\\slash \"quoted\"\nnew line".to_string()));
+        assert_eq!(names.len(), 12);
+    }
+
+    #[test]
+    fn two_handles_of_one_pipeline_share_its_series() {
+        let m = Metrics::new(&MetricsConfig::default()).expect("metrics");
+        let mut one = PipelineSeries::new("proj", "p", NAME);
+        let mut two = PipelineSeries::new("proj", "p", NAME);
+        one.set_state(&m, RunState::Running);
+        two.set_state(&m, RunState::Completed);
+        assert_eq!(
+            sample(&m, "codearts_pipeline_status", &[("status", "completed")]),
+            Some(1.0)
+        );
+        one.remove(&m);
+        assert!(
+            text(&m).contains("pipeline_id=\"p\""),
+            "the other handle keeps them"
+        );
+        two.remove(&m);
+        assert!(!text(&m).contains("pipeline_id=\"p\""));
+        // A removed handle may be used again: it registers anew.
+        one.set_state(&m, RunState::Waiting);
+        assert_eq!(
+            sample(&m, "codearts_pipeline_status", &[("status", "waiting")]),
+            Some(1.0)
+        );
+    }
+}
