@@ -26,6 +26,8 @@ use crate::metrics::{Metrics, PipelineSeries};
 
 /// Detail and history reads in flight at once within one poll of one target.
 const CONCURRENCY: usize = 8;
+/// Up to this many unknown pipeline names are read by run detail; more, by the pipeline list.
+const NAMES_BY_DETAIL: usize = 4;
 /// Runs per history page.
 const HISTORY_PAGE: u64 = 20;
 /// History pages read per pipeline and poll at most.
@@ -288,11 +290,10 @@ impl TargetPoller {
         let mut latest_runs = Vec::new();
         // Pipelines of chunks that failed: not answered, but not gone either.
         let mut unanswered: HashSet<String> = HashSet::new();
+        // One chunk after the other: a 429 with Retry-After then holds back the next request,
+        // rather than finding others already on their way.
         for chunk in tracked.chunks(self.target.chunk_size) {
-            let result = match self.target.status_api {
-                StatusApi::V5 => self.client.v5_status(&self.target.project_id, chunk).await,
-                StatusApi::V3 => self.client.v3_status(chunk).await,
-            };
+            let result = self.batch_status(chunk).await;
             match result {
                 Ok(runs) => latest_runs.extend(runs),
                 Err(err) => {
@@ -305,13 +306,30 @@ impl TargetPoller {
         latest_runs.retain(|run| tracked_set.contains(run.pipeline_id.as_str()));
 
         // What changed since the last poll, and which names are still unknown.
+        let cutoff = self.cutoff();
         let mut names_wanted = Vec::new();
+        // First seen with a latest run that ended before the cutoff: nothing in its history
+        // would be recorded, and that run is its last completed one, so no history read,
+        // provided the status carries the stage times too (v5 does, v3 does not).
+        let mut settled_by_status: HashSet<String> = HashSet::new();
         for run in &latest_runs {
             let Some(key) = RunKey::of(run) else {
                 tracing::warn!(target = self.label(), pipeline_id = %run.pipeline_id, "latest run has neither id nor number");
                 continue;
             };
             let pipeline = state.entry(run.pipeline_id.clone()).or_default();
+            if pipeline.latest.is_none()
+                && !pipeline.scanned
+                && run.is_completed()
+                && run.run_number.is_some()
+                && run.end.is_some_and(|end| end < cutoff)
+                && run
+                    .stages
+                    .iter()
+                    .all(|stage| stage.result.is_none() || stage.duration().is_some())
+            {
+                settled_by_status.insert(run.pipeline_id.clone());
+            }
             let may_have_completed = history_may_have_news(
                 pipeline.latest.as_ref(),
                 pipeline.latest_completed,
@@ -333,6 +351,33 @@ impl TargetPoller {
                     // The v5 status carries no name: discovery or the run detail does.
                     None => names_wanted.push((run.pipeline_id.clone(), key)),
                 }
+            }
+        }
+        // Many names wanted (v5 pipelines listed by id, at start-up): the project's pipeline
+        // list names 50 per request, a run detail one.
+        if names_wanted.len() > NAMES_BY_DETAIL {
+            let listed = self
+                .client
+                .list_pipelines_within(&self.target.project_id, names_wanted.len() as u64)
+                .await;
+            match listed {
+                Ok(Some(pipelines)) => {
+                    let names: HashMap<String, String> =
+                        pipelines.into_iter().map(|p| (p.id, p.name)).collect();
+                    names_wanted.retain(|(pipeline_id, _)| match names.get(pipeline_id) {
+                        Some(name) => {
+                            let series = self.new_series(pipeline_id, name);
+                            if let Some(pipeline) = state.get_mut(pipeline_id) {
+                                pipeline.series = Some(series);
+                            }
+                            false
+                        }
+                        None => true,
+                    });
+                }
+                Ok(None) => {}
+                // The run details below still name them.
+                Err(err) => log_api_error(self.label(), &err, "pipeline list (names) failed"),
             }
         }
         let client = &self.client;
@@ -366,15 +411,24 @@ impl TargetPoller {
 
         // The latest run's state and stages come with the batch status.
         for run in &latest_runs {
-            let Some(series) = state
-                .get_mut(&run.pipeline_id)
-                .and_then(|p| p.series.as_mut())
-            else {
+            let Some(pipeline) = state.get_mut(&run.pipeline_id) else {
+                continue;
+            };
+            let Some(series) = pipeline.series.as_mut() else {
                 continue;
             };
             series.set_state(&self.metrics, run.state);
             if !run.stages.is_empty() {
                 series.set_stage_states(&self.metrics, run);
+            }
+            if settled_by_status.contains(&run.pipeline_id)
+                && let Some(number) = run.run_number
+            {
+                series.set_last_completed(&self.metrics, run);
+                pipeline.last_completed = Some(number);
+                pipeline.settled = number;
+                pipeline.needs_scan = false;
+                pipeline.scanned = true;
             }
         }
 
@@ -386,7 +440,6 @@ impl TargetPoller {
             .filter(|(id, p)| p.needs_scan && p.series.is_some() && answered.contains(id.as_str()))
             .map(|(id, p)| (id.clone(), p.floor(), !p.scanned))
             .collect();
-        let cutoff = self.cutoff();
         let scanned: Vec<(String, Result<Vec<Run>, Error>)> = stream::iter(scans)
             .map(|(pipeline_id, floor, first)| async move {
                 let result = self.read_history(&pipeline_id, floor, first, cutoff).await;
@@ -429,6 +482,14 @@ impl TargetPoller {
 
         self.collect_absent(state, &tracked_set, &answered, &unanswered);
         ok
+    }
+
+    /// The latest run of each of `chunk`'s pipelines, from the target's batch status API.
+    async fn batch_status(&self, chunk: &[String]) -> Result<Vec<Run>, Error> {
+        match self.target.status_api {
+            StatusApi::V5 => self.client.v5_status(&self.target.project_id, chunk).await,
+            StatusApi::V3 => self.client.v3_status(chunk).await,
+        }
     }
 
     /// Whether the pipeline list must be read again.

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use common::{
     compare_with_truth, completed_live_runs, config, get, get_json, parse_metrics, select,
-    stable_scrape, start_exporter, start_simulator, targets_of, value, wait_for_status_200,
+    stable_scrape, start_exporter, start_simulator, start_simulator_with, sum, targets_of, value,
+    wait_for_status_200,
 };
 
 /// Polls often: each run is seen by many polls, mostly while it runs and once completed.
@@ -103,7 +104,9 @@ async fn check_against_truth(speed: f64, interval: u32, seed: u64) {
             .is_some()
         );
     }
-    for api in ["v5_status", "v3_status", "run_detail"] {
+    // Pipeline names of the v5 target come from the project's pipeline list (more than a few
+    // are wanted at start-up).
+    for api in ["v5_status", "v3_status", "run_list", "pipeline_list"] {
         assert!(
             value(
                 &samples,
@@ -126,6 +129,84 @@ async fn check_against_truth(speed: f64, interval: u32, seed: u64) {
         select(&samples, "codearts_exporter_build_info", &[]).len(),
         1
     );
+}
+
+/// Pipelines whose latest run ended before the backfill window when the exporter starts have
+/// nothing to record: their last run comes from the batch status, with no history read, and
+/// their later runs are recorded as any other's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelines_idle_since_before_the_window_are_not_read_back_at_start() {
+    // Runs take a third of the time: many pipelines are idle at the start, some for longer
+    // than the 20 s window, and run again within the test.
+    let pipelines = 24;
+    let sim = start_simulator_with(pipelines, 2, 5, 60.0, &["--running-share", "0.3"]);
+    let truth = get_json(&format!("{}/_sim/truth", sim.url)).await;
+    // Both targets on v5, whose status carries the stage times; polls 5 s apart, so the
+    // scrape after the first poll sees that poll's requests only.
+    let config = config(&sim.url, &targets_of(&truth), 5)
+        .replace("status_api = \"v3\"", "status_api = \"v5\"")
+        .replace(
+            "chunk_size = 3\n",
+            "chunk_size = 3\nbackfill_window = \"20s\"\n",
+        );
+    let exporter = start_exporter(&config, &[]);
+    // The exporter's start, to the millisecond: its first log line follows it at once.
+    let started_ms = exporter
+        .proc
+        .stderr
+        .lock()
+        .expect("lock")
+        .iter()
+        .find(|line| line.contains("\"serving metrics\""))
+        .and_then(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .and_then(|event| chrono::DateTime::parse_from_rfc3339(event["timestamp"].as_str()?).ok())
+        .expect("start time")
+        .timestamp_millis() as f64;
+    let metrics_url = format!("{}/metrics", exporter.url);
+    wait_for_status_200(&format!("{}/readyz", exporter.url), Duration::from_secs(30)).await;
+
+    // The first poll read the history of the pipelines running or recently finished only.
+    let samples = parse_metrics(&get(&metrics_url).await.1);
+    let read_back = sum(
+        &samples,
+        "codearts_exporter_api_requests_total",
+        &[("api", "run_list")],
+    );
+    assert!(
+        read_back > 0.0 && read_back < pipelines as f64,
+        "{read_back} history reads for {pipelines} pipelines"
+    );
+    // Every pipeline that had completed a run before the exporter started shows it.
+    for pipeline in truth["pipelines"].as_array().expect("pipelines") {
+        let completed = pipeline["runs"].as_array().expect("runs");
+        if let Some(last) = completed.last() {
+            let id = pipeline["pipeline_id"].as_str().expect("id");
+            let number = value(
+                &samples,
+                "codearts_pipeline_last_run_number",
+                &[("pipeline_id", id)],
+            )
+            .unwrap_or_else(|| panic!("{id}: no last run"));
+            assert!(number >= last["run_number"].as_f64().expect("number"));
+        }
+    }
+
+    // Later runs of every pipeline are recorded once each.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let truth = get_json(&format!("{}/_sim/truth", sim.url)).await;
+        if completed_live_runs(&truth, started_ms) >= 12 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "too few runs completed");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    // Two more polls, so the exporter has seen those runs.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let samples = stable_scrape(&metrics_url).await;
+    let truth = get_json(&format!("{}/_sim/truth", sim.url)).await;
+    let checked = compare_with_truth(&samples, &truth, started_ms - 20_000.0);
+    assert!(checked >= 12, "only {checked} runs were compared");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -338,13 +338,36 @@ impl Client {
 
     /// Every pipeline of a project, page by page until `total` (ids de-duplicated, first wins).
     pub async fn list_pipelines(&self, project_id: &str) -> Result<Vec<PipelineInfo>, Error> {
+        let all = self.read_pipeline_list(project_id, u64::MAX).await?;
+        Ok(all.unwrap_or_default())
+    }
+
+    /// Like [`Client::list_pipelines`], but only when the whole list takes at most
+    /// `max_requests` requests (known after the first page, which is read whatever); `None`
+    /// when it would take more.
+    pub async fn list_pipelines_within(
+        &self,
+        project_id: &str,
+        max_requests: u64,
+    ) -> Result<Option<Vec<PipelineInfo>>, Error> {
+        self.read_pipeline_list(project_id, max_requests).await
+    }
+
+    async fn read_pipeline_list(
+        &self,
+        project_id: &str,
+        max_requests: u64,
+    ) -> Result<Option<Vec<PipelineInfo>>, Error> {
         let mut all: Vec<PipelineInfo> = Vec::new();
         let mut seen = std::collections::HashSet::new();
         let mut offset = 0;
-        for _ in 0..MAX_PIPELINE_PAGES {
+        for page_number in 0..MAX_PIPELINE_PAGES {
             let (page, total) = self
                 .pipeline_page(project_id, offset, PIPELINE_PAGE)
                 .await?;
+            if page_number == 0 && total.div_ceil(PIPELINE_PAGE) > max_requests {
+                return Ok(None);
+            }
             // Advance by what came back: the service may cap the page below what was asked.
             offset += page.len() as u64;
             let empty = page.is_empty();
@@ -357,7 +380,7 @@ impl Client {
                 break;
             }
         }
-        Ok(all)
+        Ok(Some(all))
     }
 
     /// Sends a request built by `build`, retrying transient failures with backoff, and a 401
