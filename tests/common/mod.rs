@@ -200,11 +200,17 @@ pub struct Exporter {
 
 /// Writes `config` to a file and starts `codearts-exporter run` with JSON logs.
 pub fn start_exporter(config: &str, envs: &[(&str, &str)]) -> Exporter {
+    start_exporter_with(config, envs, &[])
+}
+
+/// Like [`start_exporter`], with extra arguments to `run`.
+pub fn start_exporter_with(config: &str, envs: &[(&str, &str)], extra: &[&str]) -> Exporter {
     let dir = tempfile::tempdir().expect("tempdir");
     let config_path = dir.path().join("config.toml");
     std::fs::write(&config_path, config).expect("write config");
     let path = config_path.display().to_string();
-    let args = ["--log-format", "json", "run", "--config", &path];
+    let mut args = vec!["--log-format", "json", "run", "--config", &path];
+    args.extend_from_slice(extra);
     let (proc, line) = Proc::start(&args, envs, |line| line.contains("\"serving metrics\""));
     let event: serde_json::Value = serde_json::from_str(&line).expect("json log line");
     let addr = event["addr"].as_str().expect("addr field").to_string();
