@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use common::{
-    Exporter, Sample, get, get_json, parse_metrics, start_exporter, start_exporter_with,
-    start_simulator, wait_for_status_200,
+    Exporter, Sample, get, get_json, parse_metrics, simulator_config, start_exporter,
+    start_exporter_with, start_simulator, wait_for_status_200,
 };
 
 /// Pipeline series as comparable text: name, labels and value.
@@ -52,16 +52,14 @@ async fn three_shards_together_export_what_one_exporter_exports() {
     let projects: Vec<(&String, &Vec<String>)> = by_project.iter().collect();
     let ids: Vec<String> = projects[0].1.iter().map(|id| format!("\"{id}\"")).collect();
     // One target lists its ids, the other discovers them: both are split.
-    let config = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[codearts]\nendpoint = \"{}\"\n[auth]\nmethod = \"token\"\n\
-         token = \"codearts-simulator-token\"\n\
-         [[targets]]\nname = \"listed\"\nproject_id = \"{}\"\npipeline_ids = [{}]\ninterval = \"1s\"\n\
+    let config = simulator_config(&sim.url)
+        + &format!(
+            "[[targets]]\nname = \"listed\"\nproject_id = \"{}\"\npipeline_ids = [{}]\ninterval = \"1s\"\n\
          [[targets]]\nname = \"found\"\nproject_id = \"{}\"\ndiscover = true\ninterval = \"1s\"\n",
-        sim.url,
-        projects[0].0,
-        ids.join(", "),
-        projects[1].0,
-    );
+            projects[0].0,
+            ids.join(", "),
+            projects[1].0,
+        );
     let whole = start_exporter(&config, &[]);
     let shards = [
         start_exporter_with(&config, &[], &["--shard", "0/3"]),
