@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::config::{
     AuthConfig, AuthMethod, CodeArtsConfig, Config, ConfigError, MetricsConfig, Secret,
-    ServerConfig, StatusApi, TargetConfig,
+    ServerConfig, ShardingConfig, StatusApi, TargetConfig,
 };
 use crate::simulator::Simulator;
 
@@ -97,6 +97,7 @@ pub fn config(
             ..defaults
         },
         targets,
+        sharding: ShardingConfig::default(),
     };
     config.validate()?;
     Ok(config)

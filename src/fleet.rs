@@ -7,7 +7,8 @@
 //! target; a target that was already running hands its pipelines' state and series to its
 //! successor, so no run is recorded twice and no histogram restarts. A target that left the
 //! configuration keeps its series for its `gc_after`, then loses them (unless it came back).
-//! `server.listen` and `[metrics]` need a restart: a change to them is logged and not applied.
+//! `server.listen`, `[metrics]` and `[sharding]` need a restart: a change to them is logged and
+//! not applied.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -19,9 +20,9 @@ use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 use uuid::Uuid;
 
 use crate::codearts::{self, Client};
-use crate::config::{Config, ConfigError, Schedule};
+use crate::config::{Config, ConfigError, Schedule, ShardingConfig};
 use crate::metrics::Metrics;
-use crate::poller::{Handover, TargetPoller};
+use crate::poller::{Handover, Settings, TargetPoller};
 
 /// How often the configuration file is compared with the one running.
 const FILE_CHECK_EVERY: Duration = Duration::from_secs(5);
@@ -58,10 +59,8 @@ struct Running {
 /// Every target's poller and its schedule.
 pub struct Fleet {
     metrics: Arc<Metrics>,
-    /// The exporter's start, Unix seconds (the backfill window counts from it).
-    started_at: f64,
-    /// `metrics.jobs` at start-up (`[metrics]` does not reload).
-    record_jobs: bool,
+    /// Fixed at start-up: `[metrics]` and `[sharding]` do not reload.
+    settings: Settings,
     scheduler: JobScheduler,
     pollers: RwLock<Vec<Arc<TargetPoller>>>,
     running: Mutex<Running>,
@@ -75,6 +74,11 @@ impl Fleet {
         metrics: Arc<Metrics>,
         started_at: f64,
     ) -> Result<Arc<Fleet>, FleetError> {
+        let settings = Settings {
+            started_at,
+            record_jobs: config.metrics.jobs,
+            sharding: config.sharding,
+        };
         let scheduler = JobScheduler::new().await?;
         let pollers: Vec<Arc<TargetPoller>> = config
             .targets
@@ -84,8 +88,7 @@ impl Fleet {
                     target.clone(),
                     client.clone(),
                     metrics.clone(),
-                    started_at,
-                    config.metrics.jobs,
+                    settings,
                 ))
             })
             .collect();
@@ -96,8 +99,7 @@ impl Fleet {
         scheduler.start().await?;
         Ok(Arc::new(Fleet {
             metrics,
-            started_at,
-            record_jobs: config.metrics.jobs,
+            settings,
             scheduler,
             pollers: RwLock::new(pollers),
             running: Mutex::new(Running {
@@ -169,7 +171,6 @@ impl Fleet {
             }
         }
 
-        let record_jobs = self.record_jobs;
         let mut pollers = Vec::new();
         for target in &config.targets {
             let poller = match handovers.remove(target.label()) {
@@ -177,16 +178,14 @@ impl Fleet {
                     target.clone(),
                     client.clone(),
                     self.metrics.clone(),
-                    self.started_at,
-                    record_jobs,
+                    self.settings,
                     handover,
                 ),
                 None => TargetPoller::new(
                     target.clone(),
                     client.clone(),
                     self.metrics.clone(),
-                    self.started_at,
-                    record_jobs,
+                    self.settings,
                 ),
             };
             let poller = Arc::new(poller);
@@ -225,6 +224,7 @@ impl Fleet {
         // What is in effect: the restart-only sections stay as they started.
         config.server = running.config.server.clone();
         config.metrics = running.config.metrics.clone();
+        config.sharding = running.config.sharding;
         running.config = config;
         self.metrics.changed();
         Ok(())
@@ -256,7 +256,8 @@ impl Fleet {
     }
 
     /// Reloads on SIGHUP and when the content of `path` changes; runs until the process ends.
-    pub async fn watch(self: Arc<Self>, path: PathBuf) {
+    /// `shard` is the command line's `--shard`, which overrides the file's `[sharding]`.
+    pub async fn watch(self: Arc<Self>, path: PathBuf, shard: Option<ShardingConfig>) {
         let mut last = tokio::fs::read(&path).await.ok();
         let mut hangups = match tokio::signal::unix::signal(
             tokio::signal::unix::SignalKind::hangup(),
@@ -290,7 +291,12 @@ impl Fleet {
             };
             last = tokio::fs::read(&path).await.ok();
             tracing::info!(path = %path.display(), reason, "reloading the configuration");
-            let loaded = Config::load(&path);
+            let loaded = Config::load(&path).map(|mut config| {
+                if let Some(shard) = shard {
+                    config.sharding = shard;
+                }
+                config
+            });
             self.reload(loaded).await;
         }
     }
@@ -330,5 +336,8 @@ fn warn_about_restart_only_changes(running: &Config, new: &Config) {
     let as_json = |config: &Config| serde_json::to_value(&config.metrics).ok();
     if as_json(running) != as_json(new) {
         tracing::warn!("[metrics] changed: takes effect after a restart");
+    }
+    if running.sharding != new.sharding {
+        tracing::warn!("[sharding] changed: takes effect after a restart");
     }
 }

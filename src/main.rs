@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio::net::TcpListener;
 
 use codearts_exporter::codearts::Client;
-use codearts_exporter::config::{Config, DEFAULT_PORT};
+use codearts_exporter::config::{Config, DEFAULT_PORT, ShardingConfig};
 use codearts_exporter::demo;
 use codearts_exporter::fleet::Fleet;
 use codearts_exporter::metrics::Metrics;
@@ -56,6 +56,10 @@ enum Command {
         /// Configuration file (TOML).
         #[arg(long, short)]
         config: PathBuf,
+        /// Poll only share N of M of the pipelines (N from 0; overrides `[sharding]`), so M
+        /// replicas cover a tenant together.
+        #[arg(long, value_name = "N/M", value_parser = ShardingConfig::parse)]
+        shard: Option<ShardingConfig>,
     },
     /// Run the exporter against a built-in simulator: no credentials needed.
     Demo {
@@ -130,7 +134,10 @@ fn main() -> ExitCode {
     init_logging(cli.log_format);
     let command = match (cli.command, cli.config) {
         (Some(command), _) => command,
-        (None, Some(config)) => Command::Run { config },
+        (None, Some(config)) => Command::Run {
+            config,
+            shard: None,
+        },
         (None, None) => {
             eprintln!("error: give a subcommand or --config FILE (see --help)");
             return ExitCode::from(EXIT_CONFIG);
@@ -154,8 +161,13 @@ fn main() -> ExitCode {
     };
     let outcome = runtime.block_on(async move {
         match command {
-            Command::Run { config } => match Config::load(&config) {
-                Ok(loaded) => run_exporter(loaded, Some(config), |_| {}).await,
+            Command::Run { config, shard } => match Config::load(&config) {
+                Ok(mut loaded) => {
+                    if let Some(shard) = shard {
+                        loaded.sharding = shard;
+                    }
+                    run_exporter(loaded, Some((config, shard)), |_| {}).await
+                }
                 Err(err) => return Ok(config_error(&err)),
             },
             Command::Demo {
@@ -240,10 +252,11 @@ fn init_logging(format: LogFormat) {
 }
 
 /// Runs the exporter until SIGINT/SIGTERM; `on_listening` learns the bound address. With a
-/// configuration file, reloads it on SIGHUP and when it changes.
+/// configuration file (and the `--shard` that overrides it), reloads it on SIGHUP and when it
+/// changes.
 async fn run_exporter(
     config: Config,
-    path: Option<PathBuf>,
+    file: Option<(PathBuf, Option<ShardingConfig>)>,
     on_listening: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
     let started_at = poller::unix_now();
@@ -262,8 +275,8 @@ async fn run_exporter(
     );
     on_listening(addr);
     let fleet = Fleet::start(config, client, metrics.clone(), started_at).await?;
-    if let Some(path) = path {
-        tokio::spawn(fleet.clone().watch(path));
+    if let Some((path, shard)) = file {
+        tokio::spawn(fleet.clone().watch(path, shard));
     }
     let exporter = Arc::new(Exporter::new(metrics, fleet.clone()));
     server::serve(listener, exporter, shutdown_signal()).await;

@@ -21,7 +21,7 @@ use tokio::sync::Mutex;
 
 use crate::codearts::model::{PipelineInfo, Run};
 use crate::codearts::{Client, Error, RunSelector};
-use crate::config::{StatusApi, TargetConfig};
+use crate::config::{ShardingConfig, StatusApi, TargetConfig};
 use crate::metrics::{Metrics, PipelineSeries};
 
 /// Detail and history reads in flight at once within one poll of one target.
@@ -141,15 +141,23 @@ impl PipelineState {
 /// Run details of the runs about to be recorded, by run number (for their jobs).
 type Details = HashMap<u64, Run>;
 
+/// What the exporter's start-up fixes for every poller (a reload keeps it).
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// The exporter's start, Unix seconds (the backfill window counts from it).
+    pub started_at: f64,
+    /// Read the run detail of each recorded run for its jobs (`metrics.jobs`).
+    pub record_jobs: bool,
+    /// The share of the pipelines this replica polls.
+    pub sharding: ShardingConfig,
+}
+
 /// Polls one target on its schedule; owns the state of its pipelines.
 pub struct TargetPoller {
     target: TargetConfig,
     client: Client,
     metrics: Arc<Metrics>,
-    /// The exporter's start, Unix seconds.
-    started_at: f64,
-    /// Read the run detail of each recorded run for its jobs (`metrics.jobs`).
-    record_jobs: bool,
+    settings: Settings,
     state: Mutex<TargetState>,
     ready: AtomicBool,
     /// Set when a reload replaced this poller: a poll still scheduled must not run.
@@ -174,21 +182,19 @@ impl Handover {
 }
 
 impl TargetPoller {
-    /// A poller for `target`; `started_at` is the exporter's start, Unix seconds.
+    /// A poller for `target`.
     pub fn new(
         target: TargetConfig,
         client: Client,
         metrics: Arc<Metrics>,
-        started_at: f64,
-        record_jobs: bool,
+        settings: Settings,
     ) -> Self {
         metrics.target_registered(target.label());
         TargetPoller {
             target,
             client,
             metrics,
-            started_at,
-            record_jobs,
+            settings,
             state: Mutex::new(TargetState::default()),
             ready: AtomicBool::new(false),
             retired: AtomicBool::new(false),
@@ -201,16 +207,14 @@ impl TargetPoller {
         target: TargetConfig,
         client: Client,
         metrics: Arc<Metrics>,
-        started_at: f64,
-        record_jobs: bool,
+        settings: Settings,
         handover: Handover,
     ) -> Self {
         TargetPoller {
             target,
             client,
             metrics,
-            started_at,
-            record_jobs,
+            settings,
             state: Mutex::new(handover.state),
             ready: AtomicBool::new(handover.ready),
             retired: AtomicBool::new(false),
@@ -282,7 +286,11 @@ impl TargetPoller {
                 }
             }
         }
-        let tracked = tracked(&self.target, &target_state.discovered);
+        let tracked = tracked(
+            &self.target,
+            &target_state.discovered,
+            &self.settings.sharding,
+        );
         let tracked_set: HashSet<&str> = tracked.iter().map(String::as_str).collect();
         let discovered = &target_state.discovered;
         let state = &mut target_state.pipelines;
@@ -458,7 +466,7 @@ impl TargetPoller {
                 }
             }
         }
-        let mut details = if self.record_jobs {
+        let mut details = if self.settings.record_jobs {
             let (details, fetched) = self.read_details(state, &histories, cutoff).await;
             ok &= fetched;
             details
@@ -621,7 +629,7 @@ impl TargetPoller {
     /// further back than the window later (those count as missed).
     fn cutoff(&self) -> f64 {
         let window = self.target.backfill_window.as_secs_f64();
-        (unix_now() - window).max(self.started_at - window)
+        (unix_now() - window).max(self.settings.started_at - window)
     }
 
     /// Reads the history newest first down to run `floor` (or, the first time, to the cutoff).
@@ -762,12 +770,17 @@ fn selects(target: &TargetConfig, pipeline: &PipelineInfo) -> bool {
 }
 
 /// The pipelines to poll: the configured ids, then discovered ones, each once.
-fn tracked(target: &TargetConfig, discovered: &BTreeMap<String, String>) -> Vec<String> {
+fn tracked(
+    target: &TargetConfig,
+    discovered: &BTreeMap<String, String>,
+    sharding: &ShardingConfig,
+) -> Vec<String> {
     let mut seen = HashSet::new();
     target
         .pipeline_ids
         .iter()
         .chain(discovered.keys())
+        .filter(|id| sharding.owns(id))
         .filter(|id| seen.insert(id.as_str()))
         .cloned()
         .collect()
@@ -855,8 +868,15 @@ mod tests {
             .iter()
             .map(|id| ((*id).to_string(), format!("name of {id}")))
             .collect();
-        assert_eq!(tracked(&config, &discovered), [ids[1], ids[0], ids[2]]);
-        assert_eq!(tracked(&config, &BTreeMap::new()), [ids[1], ids[0]]);
+        let everything = ShardingConfig::default();
+        assert_eq!(
+            tracked(&config, &discovered, &everything),
+            [ids[1], ids[0], ids[2]]
+        );
+        assert_eq!(
+            tracked(&config, &BTreeMap::new(), &everything),
+            [ids[1], ids[0]]
+        );
     }
 
     #[test]

@@ -9,28 +9,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{
-    Sample, get_json, scrape_until, select, send_json, stable_scrape, start_exporter,
-    start_simulator, value, wait_for_status_200,
+    Sample, get_json, scrape_until, select, send_json, simulator_config, stable_scrape,
+    start_exporter, start_simulator, value, wait_for_status_200,
 };
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// `[server]`, `[codearts]` and `[auth]` for the simulator at `sim_url`.
-fn base_config(sim_url: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-[codearts]
-endpoint = "{sim_url}"
-timeout = "5s"
-[auth]
-method = "token"
-token = "codearts-simulator-token"
-"#
-    )
-}
 
 /// A TOML string literal.
 fn quoted(text: &str) -> String {
@@ -120,7 +104,7 @@ async fn discovery_follows_created_and_deleted_pipelines_through_its_filters() {
     .await;
     assert_eq!(status, 200);
 
-    let mut config = base_config(&sim.url);
+    let mut config = simulator_config(&sim.url);
     config.push_str(&format!(
         "[[targets]]\nname = \"a\"\nproject_id = \"{project_a}\"\npipeline_ids = [\"{}\"]\n\
          interval = \"1s\"\ndiscover = true\ninclude = {}\nexclude = {}\n\
@@ -246,7 +230,7 @@ async fn a_restarted_exporter_does_not_count_old_runs_again() {
         .as_str()
         .expect("project")
         .to_string();
-    let mut config = base_config(&sim.url);
+    let mut config = simulator_config(&sim.url);
     config.push_str(&format!(
         "[[targets]]\nproject_id = \"{project}\"\ninterval = \"1s\"\ndiscover = true\n\
          backfill_window = \"{}s\"\n",
@@ -368,7 +352,7 @@ async fn jobs_queue_time_and_run_labels_match_the_truth() {
         .iter()
         .map(|p| p["pipeline_id"].to_string())
         .collect();
-    let mut config = base_config(&sim.url);
+    let mut config = simulator_config(&sim.url);
     config.push_str(&format!(
         "[metrics]\njobs = true\njob_duration_buckets = [0.05, 0.1, 0.5, 1, 5]\n\
          queue_duration_buckets = [0.05, 0.1, 0.5, 1]\n\
@@ -568,7 +552,7 @@ async fn requests_per_poll(speed: f64, seed: u64) -> (f64, BTreeMap<String, f64>
         .as_str()
         .expect("project")
         .to_string();
-    let mut config = base_config(&sim.url);
+    let mut config = simulator_config(&sim.url);
     config.push_str(&format!(
         "[[targets]]\nname = \"t\"\nproject_id = \"{project}\"\ninterval = \"1s\"\n\
          chunk_size = 10\ndiscover = true\ndiscover_every = \"1h\"\n"

@@ -253,3 +253,29 @@ fn docker_compose_mounts_files_that_exist() {
     let provisioning = read("grafana/provisioning/dashboards/codearts.yml");
     assert!(provisioning.contains("path: /var/lib/grafana/dashboards/codearts"));
 }
+
+#[test]
+fn the_sharded_statefulset_runs_as_many_replicas_as_shards() {
+    let statefulset = read("config/kubernetes/sharded/statefulset.yaml");
+    let replicas = statefulset
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("replicas: "))
+        .expect("replicas");
+    let count_at = statefulset
+        .find("name: CODEARTS_EXPORTER_SHARDING__COUNT")
+        .expect("the shard count variable");
+    let count = statefulset[count_at..]
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("value: "))
+        .expect("its value")
+        .trim_matches('"');
+    assert_eq!(
+        replicas, count,
+        "replicas and CODEARTS_EXPORTER_SHARDING__COUNT differ"
+    );
+    assert!(statefulset.contains("metadata.labels['apps.kubernetes.io/pod-index']"));
+    let kustomization = read("config/kubernetes/sharded/kustomization.yaml");
+    assert!(
+        kustomization.contains("  - statefulset.yaml\n") && kustomization.contains("  - ../\n")
+    );
+}

@@ -6,16 +6,13 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    Sample, get, get_json, parse_metrics, scrape_until, stable_scrape, start_exporter,
-    start_simulator, value, wait_for_status_200,
+    Sample, get, get_json, parse_metrics, scrape_until, simulator_config, stable_scrape,
+    start_exporter, start_simulator, value, wait_for_status_200,
 };
 use serde_json::Value;
 
 fn config(sim_url: &str, targets: &[(&str, &str, &[&str])]) -> String {
-    let mut text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[codearts]\nendpoint = \"{sim_url}\"\n\
-         [auth]\nmethod = \"token\"\ntoken = \"codearts-simulator-token\"\n"
-    );
+    let mut text = simulator_config(sim_url);
     for (name, project, ids) in targets {
         let ids: Vec<String> = ids.iter().map(|id| format!("\"{id}\"")).collect();
         text.push_str(&format!(

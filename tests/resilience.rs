@@ -31,28 +31,6 @@ async fn start(seed: u64) -> (Sim, Exporter, f64) {
     (sim, exporter, started_ms)
 }
 
-/// Scrapes until `done` holds (up to `timeout`); returns that scrape.
-async fn scrape_until(
-    exporter: &Exporter,
-    timeout: Duration,
-    what: &str,
-    done: impl Fn(&[Sample]) -> bool,
-) -> Vec<Sample> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let samples = scrape(&exporter.url).await;
-        if done(&samples) {
-            return samples;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: not within {timeout:?}; log:\n{}",
-            exporter.proc.output()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 fn per_target(samples: &[Sample], name: &str) -> Vec<f64> {
     TARGETS
         .iter()
@@ -82,17 +60,18 @@ async fn recovered(exporter: &Exporter) -> Vec<Sample> {
         "codearts_exporter_last_successful_poll_timestamp_seconds",
     );
     let polls = per_target(&before, "codearts_exporter_poll_duration_seconds_count");
-    scrape_until(exporter, Duration::from_secs(60), "recovery", |s| {
-        let now_ok = per_target(
-            s,
-            "codearts_exporter_last_successful_poll_timestamp_seconds",
-        );
-        let now_polls = per_target(s, "codearts_exporter_poll_duration_seconds_count");
-        all_up(s)
-            && now_ok.iter().zip(&last_ok).all(|(n, b)| n > b)
-            && now_polls.iter().zip(&polls).all(|(n, b)| *n >= b + 2.0)
-    })
-    .await
+    exporter
+        .scrape_until(Duration::from_secs(60), "recovery", |s| {
+            let now_ok = per_target(
+                s,
+                "codearts_exporter_last_successful_poll_timestamp_seconds",
+            );
+            let now_polls = per_target(s, "codearts_exporter_poll_duration_seconds_count");
+            all_up(s)
+                && now_ok.iter().zip(&last_ok).all(|(n, b)| n > b)
+                && now_polls.iter().zip(&polls).all(|(n, b)| *n >= b + 2.0)
+        })
+        .await
 }
 
 /// Sets `faults` so that every poll fails, and checks the exporter through it: up and ready,
@@ -106,21 +85,25 @@ async fn outage(
     faults: Value,
     clear: bool,
 ) -> (Vec<Sample>, Vec<Sample>) {
-    let before = scrape_until(exporter, Duration::from_secs(30), what, all_up).await;
+    let before = exporter
+        .scrape_until(Duration::from_secs(30), what, all_up)
+        .await;
     set_faults(sim, faults).await;
-    let failed = scrape_until(exporter, Duration::from_secs(30), what, |s| {
-        per_target(s, "codearts_exporter_target_up") == [0.0, 0.0]
-    })
-    .await;
+    let failed = exporter
+        .scrape_until(Duration::from_secs(30), what, |s| {
+            per_target(s, "codearts_exporter_target_up") == [0.0, 0.0]
+        })
+        .await;
     let polls = per_target(&failed, "codearts_exporter_poll_duration_seconds_count");
     // Any poll that ends from now on ran entirely under the faults.
-    let during = scrape_until(exporter, Duration::from_secs(30), what, |s| {
-        per_target(s, "codearts_exporter_poll_duration_seconds_count")
-            .iter()
-            .zip(&polls)
-            .all(|(n, p)| n > p)
-    })
-    .await;
+    let during = exporter
+        .scrape_until(Duration::from_secs(30), what, |s| {
+            per_target(s, "codearts_exporter_poll_duration_seconds_count")
+                .iter()
+                .zip(&polls)
+                .all(|(n, p)| n > p)
+        })
+        .await;
     assert_eq!(
         pipeline_samples(&during),
         pipeline_samples(&failed),
@@ -266,13 +249,14 @@ async fn broken_bodies_and_rejected_credentials_leave_the_last_values() {
     let before = scrape(&exporter.url).await;
     set_faults(&sim, json!({"faults": [{"kind": "empty"}]})).await;
     let polls = per_target(&before, "codearts_exporter_poll_duration_seconds_count");
-    let during = scrape_until(&exporter, Duration::from_secs(30), "empty", |s| {
-        per_target(s, "codearts_exporter_poll_duration_seconds_count")
-            .iter()
-            .zip(&polls)
-            .all(|(n, p)| *n >= p + 2.0)
-    })
-    .await;
+    let during = exporter
+        .scrape_until(Duration::from_secs(30), "empty", |s| {
+            per_target(s, "codearts_exporter_poll_duration_seconds_count")
+                .iter()
+                .zip(&polls)
+                .all(|(n, p)| *n >= p + 2.0)
+        })
+        .await;
     assert!(all_up(&during));
     let runs = |s: &[Sample]| sum(s, "codearts_pipeline_runs_total", &[]);
     assert_eq!(runs(&during), runs(&before), "no run appears from nothing");

@@ -200,11 +200,17 @@ pub struct Exporter {
 
 /// Writes `config` to a file and starts `codearts-exporter run` with JSON logs.
 pub fn start_exporter(config: &str, envs: &[(&str, &str)]) -> Exporter {
+    start_exporter_with(config, envs, &[])
+}
+
+/// Like [`start_exporter`], with extra arguments to `run`.
+pub fn start_exporter_with(config: &str, envs: &[(&str, &str)], extra: &[&str]) -> Exporter {
     let dir = tempfile::tempdir().expect("tempdir");
     let config_path = dir.path().join("config.toml");
     std::fs::write(&config_path, config).expect("write config");
     let path = config_path.display().to_string();
-    let args = ["--log-format", "json", "run", "--config", &path];
+    let mut args = vec!["--log-format", "json", "run", "--config", &path];
+    args.extend_from_slice(extra);
     let (proc, line) = Proc::start(&args, envs, |line| line.contains("\"serving metrics\""));
     let event: serde_json::Value = serde_json::from_str(&line).expect("json log line");
     let addr = event["addr"].as_str().expect("addr field").to_string();
@@ -337,14 +343,43 @@ pub async fn scrape_until(
     what: &str,
     done: impl Fn(&[Sample]) -> bool,
 ) -> Vec<Sample> {
+    scrape_until_or_explain(url, timeout, what, done, String::new).await
+}
+
+/// Like [`scrape_until`]; a time-out's message adds `explain()` (e.g. a process's log).
+async fn scrape_until_or_explain(
+    url: &str,
+    timeout: Duration,
+    what: &str,
+    done: impl Fn(&[Sample]) -> bool,
+    explain: impl Fn() -> String,
+) -> Vec<Sample> {
     let deadline = Instant::now() + timeout;
     loop {
         let samples = parse_metrics(&get(url).await.1);
         if done(&samples) {
             return samples;
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what} ({timeout:?}){}",
+            explain()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+impl Exporter {
+    /// Scrapes this exporter until `done` holds; a time-out shows its log.
+    pub async fn scrape_until(
+        &self,
+        timeout: Duration,
+        what: &str,
+        done: impl Fn(&[Sample]) -> bool,
+    ) -> Vec<Sample> {
+        let url = format!("{}/metrics", self.url);
+        let explain = || format!("; log:\n{}", self.proc.output());
+        scrape_until_or_explain(&url, timeout, what, done, explain).await
     }
 }
 
@@ -442,9 +477,9 @@ pub fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<
     }
 }
 
-/// A config polling every `interval` seconds.
-pub fn config(sim_url: &str, targets: &Value, interval: u32) -> String {
-    let mut text = format!(
+/// `[server]`, `[codearts]` and `[auth]` for the simulator at `sim_url` (static token).
+pub fn simulator_config(sim_url: &str) -> String {
+    format!(
         r#"
 [server]
 listen = "127.0.0.1:0"
@@ -455,7 +490,12 @@ timeout = "5s"
 method = "token"
 token = "codearts-simulator-token"
 "#
-    );
+    )
+}
+
+/// A config polling every `interval` seconds.
+pub fn config(sim_url: &str, targets: &Value, interval: u32) -> String {
+    let mut text = simulator_config(sim_url);
     let projects = targets.as_array().expect("targets");
     for (index, project) in projects.iter().enumerate() {
         let ids: Vec<String> = project["pipeline_ids"]
