@@ -1,10 +1,12 @@
 //! The /metrics body, rendered once per change of the metrics and shared by every scrape until
 //! the next change. It is rendered gzip-compressed (Prometheus always accepts gzip, and at ten
-//! thousand pipelines the text is hundreds of megabytes); the text is inflated from it for the
-//! first scraper that does not accept gzip.
+//! thousand pipelines the text is hundreds of megabytes, its gzip a few); a scraper that does
+//! not accept gzip gets the text inflated piece by piece as it is sent, so the whole text is
+//! never held in memory.
 
-use std::io::Read;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::io::{self, Read};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -15,15 +17,19 @@ use flate2::write::GzEncoder;
 use crate::metrics::Metrics;
 
 /// A rendering older than this is redone even without a change, so the `process_*` metrics
-/// (CPU, memory) stay fresh while no poll ends.
+/// (CPU, memory) stay fresh while no poll ends. Meanwhile scrapes are served the older one.
 const MAX_AGE: Duration = Duration::from_secs(5);
+
+/// Size of the pieces the text is inflated in.
+const PIECE: usize = 256 * 1024;
 
 /// One rendering of every metric family.
 pub struct Rendered {
     version: u64,
     at: Instant,
     gzip: Bytes,
-    text: OnceLock<Bytes>,
+    /// The text of a fixed body; a rendering keeps only its gzip.
+    text: Option<Bytes>,
 }
 
 impl Rendered {
@@ -32,35 +38,48 @@ impl Rendered {
             version,
             at: Instant::now(),
             gzip,
-            text: OnceLock::new(),
+            text: None,
         }
-    }
-
-    /// The text exposition, inflated on first use.
-    pub fn text(&self) -> Bytes {
-        self.text
-            .get_or_init(|| {
-                let mut text = Vec::with_capacity(self.gzip.len() * 8);
-                match GzDecoder::new(&self.gzip[..]).read_to_end(&mut text) {
-                    Ok(_) => Bytes::from(text),
-                    Err(err) => {
-                        // Only a bug could make our own gzip unreadable; serve what inflated.
-                        tracing::error!(error = %err, "cannot inflate /metrics");
-                        Bytes::from(text)
-                    }
-                }
-            })
-            .clone()
-    }
-
-    /// The text exposition if it has been inflated already.
-    pub fn inflated(&self) -> Option<Bytes> {
-        self.text.get().cloned()
     }
 
     /// The text exposition gzip-compressed.
     pub fn gzip(&self) -> Bytes {
         self.gzip.clone()
+    }
+
+    /// The text as it was given to a fixed body (nothing to inflate).
+    pub fn text(&self) -> Option<Bytes> {
+        self.text.clone()
+    }
+
+    /// Inflates the text in pieces of at most [`PIECE`] bytes, handing each to `send` until it
+    /// returns false (the scraper went away). Blocking: call it off the async runtime.
+    pub fn inflate_into(&self, mut send: impl FnMut(Bytes) -> bool) -> io::Result<()> {
+        let mut decoder = GzDecoder::new(&self.gzip[..]);
+        loop {
+            let mut piece = vec![0; PIECE];
+            let mut filled = 0;
+            while filled < PIECE {
+                match decoder.read(&mut piece[filled..])? {
+                    0 => break,
+                    n => filled += n,
+                }
+            }
+            if filled == 0 {
+                return Ok(());
+            }
+            piece.truncate(filled);
+            if !send(Bytes::from(piece)) {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The whole text (tests and small bodies).
+    pub fn inflate(&self) -> io::Result<Vec<u8>> {
+        let mut text = Vec::new();
+        GzDecoder::new(&self.gzip[..]).read_to_end(&mut text)?;
+        Ok(text)
     }
 
     fn is_fresh(&self, version: u64) -> bool {
@@ -81,11 +100,32 @@ fn compress(text: &[u8]) -> Bytes {
     }
 }
 
+/// What a scrape gets from the cache.
+pub enum Lookup {
+    /// Serve this rendering.
+    Serve(Arc<Rendered>),
+    /// Serve this rendering, which is only too old: refresh it in the background
+    /// ([`Exposition::claim_refresh`], [`Exposition::refresh`]).
+    ServeAndRefresh(Arc<Rendered>),
+    /// The metrics changed and nobody renders them yet: render ([`Exposition::current`]).
+    Render,
+}
+
 /// Caches the rendering of [`Metrics`].
 pub struct Exposition {
     /// `None` for a fixed body that is never rendered again.
     metrics: Option<Arc<Metrics>>,
+    /// The latest rendering; locked only to read or replace it.
     cache: Mutex<Option<Arc<Rendered>>>,
+    /// Held while rendering, so that a change is rendered once however many scrape.
+    rendering: Mutex<()>,
+    /// A background refresh is on its way.
+    refreshing: AtomicBool,
+}
+
+/// Locks `mutex`; a panic while it was held leaves nothing half-written worth refusing.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Exposition {
@@ -94,58 +134,76 @@ impl Exposition {
         Exposition {
             metrics: Some(metrics),
             cache: Mutex::new(None),
+            rendering: Mutex::new(()),
+            refreshing: AtomicBool::new(false),
         }
     }
 
     /// Always `text`, as if rendered once and never changed (the benchmarks' lower bound).
     pub fn frozen(text: Bytes) -> Self {
-        let rendered = Rendered::new(0, compress(&text));
-        // The text is the one given, not inflated again.
-        let _ = rendered.text.set(text);
+        let mut rendered = Rendered::new(0, compress(&text));
+        rendered.text = Some(text);
         Exposition {
             metrics: None,
             cache: Mutex::new(Some(Arc::new(rendered))),
+            rendering: Mutex::new(()),
+            refreshing: AtomicBool::new(false),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Option<Arc<Rendered>>> {
-        // A panic while rendering leaves nothing half-written worth keeping.
-        self.cache.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The cached rendering if it is current, without waiting for one in progress: scrapes take
-    /// this path without leaving the async runtime.
-    pub fn cached(&self) -> Option<Arc<Rendered>> {
-        let cache = self.cache.try_lock().ok()?;
-        let rendered = cache.as_ref()?;
-        match &self.metrics {
-            None => Some(rendered.clone()),
-            Some(metrics) => rendered
-                .is_fresh(metrics.version())
-                .then(|| rendered.clone()),
+    /// What a scrape should serve, without waiting: the cached rendering while it is current;
+    /// also when it is only older than [`MAX_AGE`], or while another scrape renders a change
+    /// (the previous poll's view, whole, rather than a wait); a new rendering when the metrics
+    /// changed since and nobody renders them yet.
+    pub fn lookup(&self) -> Lookup {
+        let cached = lock(&self.cache).clone();
+        let (Some(metrics), Some(rendered)) = (&self.metrics, cached.clone()) else {
+            return cached.map_or(Lookup::Render, Lookup::Serve);
+        };
+        let version = metrics.version();
+        if rendered.is_fresh(version) {
+            Lookup::Serve(rendered)
+        } else if rendered.version == version {
+            Lookup::ServeAndRefresh(rendered)
+        } else if self.rendering.try_lock().is_err() {
+            Lookup::Serve(rendered)
+        } else {
+            Lookup::Render
         }
     }
 
     /// The current rendering: the cached one unless the metrics changed since, or it is older
-    /// than [`MAX_AGE`]. Concurrent scrapes wait for one rendering rather than each doing it.
+    /// than [`MAX_AGE`]. Concurrent callers wait for one rendering rather than each doing it.
     /// Blocks while rendering: call it off the async runtime.
     pub fn current(&self) -> Arc<Rendered> {
-        let mut cache = self.lock();
+        let _rendering = lock(&self.rendering);
         let Some(metrics) = &self.metrics else {
-            return cache
+            return lock(&self.cache)
                 .get_or_insert_with(|| Arc::new(Rendered::new(0, Bytes::new())))
                 .clone();
         };
         // Read before rendering: a change during the rendering makes the next scrape render.
         let version = metrics.version();
-        if let Some(rendered) = cache.as_ref()
+        if let Some(rendered) = lock(&self.cache).as_ref()
             && rendered.is_fresh(version)
         {
             return rendered.clone();
         }
         let rendered = Arc::new(Rendered::new(version, Bytes::from(metrics.render_gzip())));
-        *cache = Some(rendered.clone());
+        *lock(&self.cache) = Some(rendered.clone());
         rendered
+    }
+
+    /// True for the one caller that should run [`Exposition::refresh`]; false while one is on
+    /// its way.
+    pub fn claim_refresh(&self) -> bool {
+        !self.refreshing.swap(true, Ordering::AcqRel)
+    }
+
+    /// Renders again after [`Exposition::claim_refresh`]. Blocking, like `current`.
+    pub fn refresh(&self) {
+        self.current();
+        self.refreshing.store(false, Ordering::Release);
     }
 }
 
@@ -153,14 +211,21 @@ impl Exposition {
 mod tests {
     use super::*;
     use crate::config::MetricsConfig;
-    use std::io::Read;
 
-    fn renders(text: &[u8]) -> String {
-        String::from_utf8_lossy(text)
+    fn renders(rendered: &Rendered) -> String {
+        let text = rendered.inflate().expect("gzip");
+        String::from_utf8_lossy(&text)
             .lines()
             .find(|line| line.starts_with("codearts_exporter_metrics_renders_total "))
             .map(str::to_string)
             .unwrap_or_default()
+    }
+
+    fn served(lookup: Lookup) -> Option<Arc<Rendered>> {
+        match lookup {
+            Lookup::Serve(rendered) => Some(rendered),
+            Lookup::ServeAndRefresh(_) | Lookup::Render => None,
+        }
     }
 
     #[test]
@@ -170,38 +235,49 @@ mod tests {
         let first = exposition.current();
         let second = exposition.current();
         assert!(Arc::ptr_eq(&first, &second));
-        assert_eq!(
-            renders(&first.text()),
-            "codearts_exporter_metrics_renders_total 1"
-        );
+        assert_eq!(renders(&first), "codearts_exporter_metrics_renders_total 1");
 
         metrics.poll_finished("t", Duration::from_millis(5), true, 10.0);
         let third = exposition.current();
         assert!(!Arc::ptr_eq(&second, &third));
-        assert_eq!(
-            renders(&third.text()),
-            "codearts_exporter_metrics_renders_total 2"
-        );
+        assert_eq!(renders(&third), "codearts_exporter_metrics_renders_total 2");
+        let text = third.inflate().expect("gzip");
         assert!(
-            String::from_utf8_lossy(&third.text())
-                .contains("codearts_exporter_target_up{target=\"t\"} 1")
+            String::from_utf8_lossy(&text).contains("codearts_exporter_target_up{target=\"t\"} 1")
         );
     }
 
     #[test]
-    fn the_gzip_body_inflates_to_the_text() {
+    fn the_text_inflates_in_pieces_that_add_up_to_the_whole() {
         let metrics = Arc::new(Metrics::new(&MetricsConfig::default()).expect("metrics"));
+        // Enough series for several pieces.
+        for i in 0..3000 {
+            metrics.poll_finished(&format!("target-{i}"), Duration::from_millis(5), true, 1.0);
+        }
         let rendered = Exposition::new(metrics.clone()).current();
-        let mut inflated = Vec::new();
-        flate2::read::GzDecoder::new(&rendered.gzip()[..])
-            .read_to_end(&mut inflated)
-            .expect("gzip");
-        assert_eq!(inflated, rendered.text());
-        assert!(rendered.gzip().len() < rendered.text().len());
-        // Rendered with gzip or without, the same families (the version and render counter
-        // aside, every line of the exporter's own families is there).
+        let whole = rendered.inflate().expect("gzip");
+        assert!(whole.len() > 2 * PIECE, "{} bytes", whole.len());
+        let mut pieces = Vec::new();
+        rendered
+            .inflate_into(|piece| {
+                pieces.push(piece);
+                true
+            })
+            .expect("inflate");
+        assert!(pieces.len() > 2 && pieces.iter().all(|p| p.len() <= PIECE));
+        assert_eq!(pieces.concat(), whole);
+        // A scraper gone after the first piece stops the inflating.
+        let mut sent = 0;
+        rendered
+            .inflate_into(|_| {
+                sent += 1;
+                false
+            })
+            .expect("inflate");
+        assert_eq!(sent, 1);
+        // Rendered with gzip or without, the same families.
         let plain = String::from_utf8(metrics.render()).expect("utf-8");
-        let text = String::from_utf8(inflated).expect("utf-8");
+        let text = String::from_utf8(whole).expect("utf-8");
         let families = |t: &str| -> Vec<String> {
             t.lines()
                 .filter(|l| l.starts_with("# TYPE"))
@@ -212,27 +288,63 @@ mod tests {
     }
 
     #[test]
-    fn the_cached_rendering_is_served_until_the_metrics_change() {
+    fn a_change_is_rendered_by_one_scrape_while_others_get_the_previous_rendering() {
         let metrics = Arc::new(Metrics::new(&MetricsConfig::default()).expect("metrics"));
         let exposition = Exposition::new(metrics.clone());
-        assert!(exposition.cached().is_none(), "nothing rendered yet");
+        assert!(
+            matches!(exposition.lookup(), Lookup::Render),
+            "nothing rendered yet"
+        );
         let first = exposition.current();
-        let cached = exposition.cached().expect("cached");
+        let cached = served(exposition.lookup()).expect("cached");
         assert!(Arc::ptr_eq(&first, &cached));
+
         metrics.changed();
-        assert!(exposition.cached().is_none(), "stale after a change");
+        assert!(
+            matches!(exposition.lookup(), Lookup::Render),
+            "a change is rendered"
+        );
+        {
+            // While a scrape renders, the others are served the previous rendering at once.
+            let _rendering = lock(&exposition.rendering);
+            let previous = served(exposition.lookup()).expect("previous rendering");
+            assert!(Arc::ptr_eq(&first, &previous));
+        }
+        let second = exposition.current();
+        assert!(!Arc::ptr_eq(&first, &second));
+        assert!(Arc::ptr_eq(
+            &second,
+            &served(exposition.lookup()).expect("cached")
+        ));
+    }
+
+    #[test]
+    fn an_old_rendering_is_served_while_one_refresh_renders_it_again() {
+        let metrics = Arc::new(Metrics::new(&MetricsConfig::default()).expect("metrics"));
+        let exposition = Exposition::new(metrics.clone());
+        let old = Arc::new(Rendered {
+            at: Instant::now() - MAX_AGE,
+            ..Rendered::new(metrics.version(), Bytes::new())
+        });
+        *lock(&exposition.cache) = Some(old.clone());
+        match exposition.lookup() {
+            Lookup::ServeAndRefresh(rendered) => assert!(Arc::ptr_eq(&rendered, &old)),
+            _ => panic!("an old rendering is served and refreshed"),
+        }
+        assert!(exposition.claim_refresh());
+        assert!(!exposition.claim_refresh(), "one refresh at a time");
+        exposition.refresh();
+        let fresh = served(exposition.lookup()).expect("refreshed");
+        assert!(!Arc::ptr_eq(&fresh, &old));
+        assert!(exposition.claim_refresh(), "the refresh is over");
     }
 
     #[test]
     fn a_frozen_exposition_serves_its_body() {
         let exposition = Exposition::frozen(Bytes::from_static(b"x 1\n"));
-        let rendered = exposition.cached().expect("always cached");
-        assert_eq!(&rendered.text()[..], b"x 1\n");
-        let mut inflated = Vec::new();
-        flate2::read::GzDecoder::new(&rendered.gzip()[..])
-            .read_to_end(&mut inflated)
-            .expect("gzip");
-        assert_eq!(inflated, b"x 1\n");
+        let rendered = served(exposition.lookup()).expect("always cached");
+        assert_eq!(rendered.text().as_deref(), Some(&b"x 1\n"[..]));
+        assert_eq!(rendered.inflate().expect("gzip"), b"x 1\n");
         assert!(Arc::ptr_eq(&rendered, &exposition.current()));
     }
 }

@@ -207,7 +207,7 @@ impl Fleet {
                 .map_or(Duration::ZERO, |t| t.gc_after);
             running.generation += 1;
             let generation = running.generation;
-            tracing::info!(target = %label, ?gc_after, "target left the configuration; its series go after gc_after");
+            tracing::info!(target_name = %label, ?gc_after, "target left the configuration; its series go after gc_after");
             running.retired.insert(
                 label.clone(),
                 Retired {
@@ -243,7 +243,7 @@ impl Fleet {
         if let Some(retired) = running.retired.remove(label) {
             retired.handover.remove_series(&self.metrics);
             self.metrics.target_removed(label);
-            tracing::info!(target = %label, "series of a removed target dropped");
+            tracing::info!(target_name = %label, "series of a removed target dropped");
         }
     }
 

@@ -28,6 +28,8 @@ use crate::metrics::{Metrics, PipelineSeries};
 const CONCURRENCY: usize = 8;
 /// Up to this many unknown pipeline names are read by run detail; more, by the pipeline list.
 const NAMES_BY_DETAIL: usize = 4;
+/// History reads per group (see `scan_group`).
+const SCAN_GROUP: usize = 64;
 /// Runs per history page.
 const HISTORY_PAGE: u64 = 20;
 /// History pages read per pipeline and poll at most.
@@ -250,7 +252,7 @@ impl TargetPoller {
     pub async fn poll(&self) {
         let Ok(mut state) = self.state.try_lock() else {
             tracing::warn!(
-                target = self.label(),
+                target_name = self.label(),
                 "previous poll still running; skipping this one"
             );
             self.metrics.poll_skipped(self.label());
@@ -268,7 +270,7 @@ impl TargetPoller {
             self.ready.store(true, Ordering::Relaxed);
         }
         tracing::debug!(
-            target = self.label(),
+            target_name = self.label(),
             ok,
             elapsed_ms = elapsed.as_millis() as u64,
             "poll finished"
@@ -322,7 +324,7 @@ impl TargetPoller {
         let mut settled_by_status: HashSet<String> = HashSet::new();
         for run in &latest_runs {
             let Some(key) = RunKey::of(run) else {
-                tracing::warn!(target = self.label(), pipeline_id = %run.pipeline_id, "latest run has neither id nor number");
+                tracing::warn!(target_name = self.label(), pipeline_id = %run.pipeline_id, "latest run has neither id nor number");
                 continue;
             };
             let pipeline = state.entry(run.pipeline_id.clone()).or_default();
@@ -343,6 +345,7 @@ impl TargetPoller {
                 pipeline.latest_completed,
                 &key,
                 run.is_completed(),
+                pipeline.scanned.then_some(pipeline.settled),
             );
             if may_have_completed || !pipeline.unfinished.is_empty() {
                 pipeline.needs_scan = true;
@@ -448,7 +451,26 @@ impl TargetPoller {
             .filter(|(id, p)| p.needs_scan && p.series.is_some() && answered.contains(id.as_str()))
             .map(|(id, p)| (id.clone(), p.floor(), !p.scanned))
             .collect();
-        let scanned: Vec<(String, Result<Vec<Run>, Error>)> = stream::iter(scans)
+        // A group at a time, so that at start-up (thousands of reads) only one group of
+        // histories is held at once.
+        for group in scans.chunks(SCAN_GROUP) {
+            ok &= self.scan_group(state, group, cutoff).await;
+        }
+
+        self.collect_absent(state, &tracked_set, &answered, &unanswered);
+        ok
+    }
+
+    /// Reads the histories of `group` (pipeline id, floor, first read) and records what they
+    /// hold; false when a read failed.
+    async fn scan_group(
+        &self,
+        state: &mut HashMap<String, PipelineState>,
+        group: &[(String, u64, bool)],
+        cutoff: f64,
+    ) -> bool {
+        let mut ok = true;
+        let scanned: Vec<(String, Result<Vec<Run>, Error>)> = stream::iter(group.iter().cloned())
             .map(|(pipeline_id, floor, first)| async move {
                 let result = self.read_history(&pipeline_id, floor, first, cutoff).await;
                 (pipeline_id, result)
@@ -484,11 +506,9 @@ impl TargetPoller {
                 None => Details::new(),
             };
             if !self.apply_history(pipeline, runs, cutoff, &pipeline_details) {
-                tracing::warn!(target = self.label(), %pipeline_id, "run history lacks the latest run; reading it again next poll");
+                tracing::warn!(target_name = self.label(), %pipeline_id, "run history lacks the latest run; reading it again next poll");
             }
         }
-
-        self.collect_absent(state, &tracked_set, &answered, &unanswered);
         ok
     }
 
@@ -526,7 +546,7 @@ impl TargetPoller {
             .count();
         if added > 0 || dropped > 0 {
             tracing::info!(
-                target = self.label(),
+                target_name = self.label(),
                 listed,
                 kept = kept.len(),
                 added,
@@ -616,7 +636,7 @@ impl TargetPoller {
             if let Some(series) = pipeline.series.as_mut() {
                 series.remove(&self.metrics);
             }
-            tracing::info!(target = self.label(), pipeline_id = %id, "pipeline gone; its series are removed");
+            tracing::info!(target_name = self.label(), pipeline_id = %id, "pipeline gone; its series are removed");
             false
         });
     }
@@ -667,6 +687,17 @@ impl TargetPoller {
             }
         }
         runs.retain(|run| run.run_number.is_some_and(|n| n > floor));
+        if first {
+            // Of the runs that ended before the cutoff only the newest counts (`last_run_*`).
+            let ended_before =
+                |run: &Run| run.is_completed() && run.end.is_some_and(|end| end < cutoff);
+            let newest_before = runs
+                .iter()
+                .filter(|run| ended_before(run))
+                .filter_map(|run| run.run_number)
+                .max();
+            runs.retain(|run| !ended_before(run) || run.run_number == newest_before);
+        }
         Ok(runs)
     }
 
@@ -697,7 +728,10 @@ impl TargetPoller {
                 continue;
             };
             if !run.is_completed() {
-                if Some(number) != latest_number {
+                if Some(number) == latest_number {
+                    // The batch status follows the latest run; its completion triggers a read.
+                    pipeline.unfinished.remove(&number);
+                } else {
                     pipeline.unfinished.insert(number);
                     while pipeline.unfinished.len() > MAX_UNFINISHED {
                         pipeline.unfinished.pop_first();
@@ -735,14 +769,23 @@ impl TargetPoller {
 }
 
 /// Whether a run may have completed since the last poll, given the latest run then (and
-/// whether it had completed) and now. A new latest run that directly follows a completed one
+/// whether it had completed) and now, and the highest run number settled (recorded or passed
+/// over) once the history has been read. A latest run that directly follows the settled ones
 /// hides nothing: any run in between would have a number in between.
 fn history_may_have_news(
     previous: Option<&RunKey>,
     previous_completed: bool,
     latest: &RunKey,
     completed: bool,
+    settled: Option<u64>,
 ) -> bool {
+    if let (Some(settled), Some(now)) = (settled, latest.number) {
+        return if completed {
+            now > settled
+        } else {
+            now > settled + 1
+        };
+    }
     let changed = previous != Some(latest);
     if completed && (changed || !previous_completed) {
         return true;
@@ -786,12 +829,12 @@ fn tracked(
         .collect()
 }
 
-fn log_api_error(target: &str, err: &Error, what: &str) {
+fn log_api_error(target_name: &str, err: &Error, what: &str) {
     match err {
         Error::Unauthorized { .. } => {
-            tracing::error!(target, error = %err, "{what}: check auth.token")
+            tracing::error!(target_name, error = %err, "{what}: check auth.token")
         }
-        _ => tracing::warn!(target, kind = err.kind(), error = %err, "{what}"),
+        _ => tracing::warn!(target_name, kind = err.kind(), error = %err, "{what}"),
     }
 }
 
@@ -885,6 +928,7 @@ mod tests {
             id: Some(format!("run-{number}")),
             number: Some(number),
         };
+        // Before the first read nothing is settled; the previous poll's latest run decides.
         let read = |previous: Option<(u64, bool)>, now: (u64, bool)| {
             let previous_key = previous.map(|(n, _)| key(n));
             history_may_have_news(
@@ -892,6 +936,7 @@ mod tests {
                 previous.is_some_and(|(_, done)| done),
                 &key(now.0),
                 now.1,
+                None,
             )
         };
         // First sight: read (back to the window).
@@ -922,8 +967,21 @@ mod tests {
             Some(&previous),
             true,
             &unnumbered,
-            false
+            false,
+            Some(4),
         ));
+        // Once read, the runs settled decide, whatever the previous poll saw.
+        let read_settled = |settled: u64, now: (u64, bool)| {
+            history_may_have_news(Some(&key(5)), false, &key(now.0), now.1, Some(settled))
+        };
+        // Run 6 completed and was recorded by a read that saw 7 start: nothing new.
+        assert!(!read_settled(6, (7, false)));
+        // Run 7 completed since.
+        assert!(read_settled(6, (7, true)));
+        // Run 7 started and completed unseen; 8 runs now.
+        assert!(read_settled(6, (8, false)));
+        // The latest run was recorded already.
+        assert!(!read_settled(7, (7, true)));
     }
 
     #[test]

@@ -1,13 +1,17 @@
 //! The exporter's HTTP endpoints: /metrics, /healthz, /readyz.
 
 use std::future::Future;
+use std::io;
 use std::sync::Arc;
 
-use hyper::body::Incoming;
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
 
-use crate::exposition::Exposition;
+use crate::exposition::{Exposition, Lookup, Rendered};
 use crate::fleet::Fleet;
 use crate::http::{self, Body};
 use crate::metrics::Metrics;
@@ -65,7 +69,7 @@ pub async fn serve(
                 {
                     metrics(exporter, &req).await
                 } else {
-                    route(&exporter, &req)
+                    whole(route(&exporter, &req))
                 }
             }
         },
@@ -74,32 +78,45 @@ pub async fn serve(
     .await;
 }
 
+/// Body of the exporter's responses: whole, or the text of /metrics streamed as it is inflated.
+type ExporterBody = UnsyncBoxBody<Bytes, io::Error>;
+
+/// A whole body as an [`ExporterBody`].
+fn whole(response: Response<Body>) -> Response<ExporterBody> {
+    response.map(|body| body.map_err(|never| match never {}).boxed_unsync())
+}
+
 /// `/metrics`: the cached rendering, or a new one made on a blocking thread, so that rendering
 /// a large exposition never holds up the runtime's workers (pollers, other scrapes).
-async fn metrics(exporter: Arc<Exporter>, req: &Request<Incoming>) -> Response<Body> {
-    let rendered = match exporter.exposition.cached() {
-        Some(rendered) => rendered,
-        None => match tokio::task::spawn_blocking(move || exporter.exposition.current()).await {
-            Ok(rendered) => rendered,
-            Err(err) => {
-                tracing::error!(error = %err, "rendering /metrics failed");
-                return http::response(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "text/plain",
-                    "cannot render metrics\n",
-                );
+async fn metrics(exporter: Arc<Exporter>, req: &Request<Incoming>) -> Response<ExporterBody> {
+    let rendered = match exporter.exposition.lookup() {
+        Lookup::Serve(rendered) => rendered,
+        Lookup::ServeAndRefresh(rendered) => {
+            if exporter.exposition.claim_refresh() {
+                let exporter = exporter.clone();
+                tokio::task::spawn_blocking(move || exporter.exposition.refresh());
             }
-        },
+            rendered
+        }
+        Lookup::Render => {
+            match tokio::task::spawn_blocking(move || exporter.exposition.current()).await {
+                Ok(rendered) => rendered,
+                Err(err) => {
+                    tracing::error!(error = %err, "rendering /metrics failed");
+                    return whole(http::response(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "text/plain",
+                        "cannot render metrics\n",
+                    ));
+                }
+            }
+        }
     };
     if !accepts_gzip(req) {
-        let text = match rendered.inflated() {
-            Some(text) => text,
-            // Inflating a large exposition is work too: off the workers as well.
-            None => tokio::task::spawn_blocking(move || rendered.text())
-                .await
-                .unwrap_or_default(),
+        return match rendered.text() {
+            Some(text) => whole(http::response(StatusCode::OK, TEXT_FORMAT, text)),
+            None => inflated(rendered),
         };
-        return http::response(StatusCode::OK, TEXT_FORMAT, text);
     }
     let mut response = http::response(StatusCode::OK, TEXT_FORMAT, rendered.gzip());
     let headers = response.headers_mut();
@@ -110,6 +127,30 @@ async fn metrics(exporter: Arc<Exporter>, req: &Request<Incoming>) -> Response<B
     headers.insert(
         hyper::header::VARY,
         hyper::header::HeaderValue::from_static("Accept-Encoding"),
+    );
+    whole(response)
+}
+
+/// The text of `rendered`, inflated on a blocking thread a piece at a time as the scraper reads
+/// it: a few pieces in memory per scraper, never the whole text.
+fn inflated(rendered: Arc<Rendered>) -> Response<ExporterBody> {
+    let (pieces, receiver) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(2);
+    tokio::task::spawn_blocking(move || {
+        let sent = rendered.inflate_into(|piece| pieces.blocking_send(Ok(piece)).is_ok());
+        if let Err(err) = sent {
+            // Only a bug could make our own gzip unreadable; the scraper sees a broken body.
+            tracing::error!(error = %err, "cannot inflate /metrics");
+            let _ = pieces.blocking_send(Err(err));
+        }
+    });
+    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        let piece = receiver.recv().await?;
+        Some((piece.map(Frame::data), receiver))
+    });
+    let mut response = Response::new(StreamBody::new(stream).boxed_unsync());
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(TEXT_FORMAT),
     );
     response
 }
