@@ -9,13 +9,13 @@ mod pipelines;
 use std::collections::BTreeSet;
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use prometheus::{
-    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts,
-    Registry, TextEncoder,
+    Counter, Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    Opts, Registry, TextEncoder,
 };
 
 use crate::codearts::model::Run;
@@ -129,6 +129,7 @@ pub struct Metrics {
     /// Bumped when a poll ends (or state changes outside a poll): cached renderings expire.
     version: AtomicU64,
     renders: IntCounter,
+    render_seconds: Counter,
     pipelines: pipelines::Pipelines,
     run_labels: RunLabels,
     api_requests: IntCounterVec,
@@ -240,6 +241,11 @@ impl Metrics {
             "Renderings of /metrics; scrapes between changes share one.",
         )?;
         registry.register(Box::new(renders.clone()))?;
+        let render_seconds = Counter::new(
+            "codearts_exporter_metrics_render_seconds_total",
+            "Time spent rendering /metrics (text and gzip); divided by the renderings, the cost of one.",
+        )?;
+        registry.register(Box::new(render_seconds.clone()))?;
         let config_reloads = IntCounterVec::new(
             Opts::new(
                 "codearts_exporter_config_reload_total",
@@ -265,6 +271,7 @@ impl Metrics {
             registry,
             version: AtomicU64::new(0),
             renders,
+            render_seconds,
             pipelines: pipelines::Pipelines::new(config),
             run_labels,
             api_requests,
@@ -294,10 +301,12 @@ impl Metrics {
 
     /// The text exposition of every family.
     pub fn render(&self) -> Vec<u8> {
+        let started = Instant::now();
         let mut text = Vec::with_capacity(64 * 1024);
         if let Err(err) = self.write_to(&mut text) {
             tracing::error!(error = %err, "cannot encode metrics");
         }
+        self.render_seconds.inc_by(started.elapsed().as_secs_f64());
         text
     }
 
@@ -305,6 +314,7 @@ impl Metrics {
     /// is never held whole (at ten thousand pipelines it is hundreds of megabytes, the gzip a
     /// few).
     pub fn render_gzip(&self) -> Vec<u8> {
+        let started = Instant::now();
         let encoder = GzEncoder::new(Vec::with_capacity(256 * 1024), Compression::fast());
         // Small writes go to the buffer, not to the compressor one by one.
         let mut out = io::BufWriter::with_capacity(256 * 1024, encoder);
@@ -313,6 +323,7 @@ impl Metrics {
                 .map_err(io::IntoInnerError::into_error)?
                 .finish()
         });
+        self.render_seconds.inc_by(started.elapsed().as_secs_f64());
         match written {
             Ok(compressed) => compressed,
             Err(err) => {
