@@ -339,8 +339,8 @@ impl Metrics {
         self.version.load(Ordering::Acquire)
     }
 
-    /// Marks the metrics changed. Polls call it when they end, so a scrape sees whole polls and
-    /// scrapes between polls share one rendering.
+    /// Marks the metrics changed. Polls call it when they end, so scrapes between polls share
+    /// one rendering.
     pub fn changed(&self) {
         self.version.fetch_add(1, Ordering::AcqRel);
     }
