@@ -832,15 +832,21 @@ mod tests {
 
     const NAME: &str = "Pipe \"one\" 流水线";
 
+    /// A pipeline whose latest run failed, seen and recorded as a poll does.
+    fn recorded_failed_run(m: &Metrics) -> (PipelineSeries, Run) {
+        let mut series = PipelineSeries::new("proj", "p", NAME);
+        let run = failed_run();
+        series.set_state(m, run.state);
+        series.set_stage_states(m, &run);
+        series.set_last_completed(m, &run);
+        series.observe_completed(m, &run);
+        (series, run)
+    }
+
     #[test]
     fn a_completed_run_becomes_the_documented_samples() {
         let m = with_stage_status();
-        let mut series = PipelineSeries::new("proj", "p", "Pipe \"one\" 流水线");
-        let run = failed_run();
-        series.set_state(&m, run.state);
-        series.set_stage_states(&m, &run);
-        series.set_last_completed(&m, &run);
-        series.observe_completed(&m, &run);
+        let (mut series, _) = recorded_failed_run(&m);
 
         assert_eq!(
             sample(&m, "codearts_pipeline_status", &[("status", "completed")]),
@@ -998,12 +1004,7 @@ mod tests {
     #[test]
     fn stage_changes_and_removal_leave_no_stale_series() {
         let m = with_stage_status();
-        let mut series = PipelineSeries::new("proj", "p", "Pipe \"one\" 流水线");
-        let run = failed_run();
-        series.set_state(&m, run.state);
-        series.set_stage_states(&m, &run);
-        series.set_last_completed(&m, &run);
-        series.observe_completed(&m, &run);
+        let (mut series, run) = recorded_failed_run(&m);
 
         let mut renamed = run.clone();
         renamed.stages.truncate(1);
