@@ -75,13 +75,6 @@ impl Rendered {
         }
     }
 
-    /// The whole text (tests and small bodies).
-    pub fn inflate(&self) -> io::Result<Vec<u8>> {
-        let mut text = Vec::new();
-        GzDecoder::new(&self.gzip[..]).read_to_end(&mut text)?;
-        Ok(text)
-    }
-
     fn is_fresh(&self, version: u64) -> bool {
         self.version == version && self.at.elapsed() < MAX_AGE
     }
@@ -156,9 +149,11 @@ impl Exposition {
     /// (the previous poll's view, whole, rather than a wait); a new rendering when the metrics
     /// changed since and nobody renders them yet.
     pub fn lookup(&self) -> Lookup {
-        let cached = lock(&self.cache).clone();
-        let (Some(metrics), Some(rendered)) = (&self.metrics, cached.clone()) else {
-            return cached.map_or(Lookup::Render, Lookup::Serve);
+        let Some(rendered) = lock(&self.cache).clone() else {
+            return Lookup::Render;
+        };
+        let Some(metrics) = &self.metrics else {
+            return Lookup::Serve(rendered);
         };
         let version = metrics.version();
         if rendered.is_fresh(version) {
@@ -212,8 +207,17 @@ mod tests {
     use super::*;
     use crate::config::MetricsConfig;
 
+    /// The whole text of `rendered`, read at once (independently of `inflate_into`).
+    fn inflate(rendered: &Rendered) -> Vec<u8> {
+        let mut text = Vec::new();
+        GzDecoder::new(&rendered.gzip()[..])
+            .read_to_end(&mut text)
+            .expect("gzip");
+        text
+    }
+
     fn renders(rendered: &Rendered) -> String {
-        let text = rendered.inflate().expect("gzip");
+        let text = inflate(rendered);
         String::from_utf8_lossy(&text)
             .lines()
             .find(|line| line.starts_with("codearts_exporter_metrics_renders_total "))
@@ -241,7 +245,7 @@ mod tests {
         let third = exposition.current();
         assert!(!Arc::ptr_eq(&second, &third));
         assert_eq!(renders(&third), "codearts_exporter_metrics_renders_total 2");
-        let text = third.inflate().expect("gzip");
+        let text = inflate(&third);
         assert!(
             String::from_utf8_lossy(&text).contains("codearts_exporter_target_up{target=\"t\"} 1")
         );
@@ -255,7 +259,7 @@ mod tests {
             metrics.poll_finished(&format!("target-{i}"), Duration::from_millis(5), true, 1.0);
         }
         let rendered = Exposition::new(metrics.clone()).current();
-        let whole = rendered.inflate().expect("gzip");
+        let whole = inflate(&rendered);
         assert!(whole.len() > 2 * PIECE, "{} bytes", whole.len());
         let mut pieces = Vec::new();
         rendered
@@ -344,7 +348,7 @@ mod tests {
         let exposition = Exposition::frozen(Bytes::from_static(b"x 1\n"));
         let rendered = served(exposition.lookup()).expect("always cached");
         assert_eq!(rendered.text().as_deref(), Some(&b"x 1\n"[..]));
-        assert_eq!(rendered.inflate().expect("gzip"), b"x 1\n");
+        assert_eq!(inflate(&rendered), b"x 1\n");
         assert!(Arc::ptr_eq(&rendered, &exposition.current()));
     }
 }

@@ -43,6 +43,22 @@ fn polled(samples: &[Sample], project: &str) -> BTreeSet<String> {
     .collect()
 }
 
+/// The values of `name` for pipeline `id`, by the values of three of their labels.
+fn by_labels(
+    samples: &[Sample],
+    name: &str,
+    id: &str,
+    keys: [&str; 3],
+) -> BTreeMap<(String, String, String), f64> {
+    select(samples, name, &[("pipeline_id", id)])
+        .iter()
+        .map(|s| {
+            let label = |key: &str| s.labels[key].clone();
+            ((label(keys[0]), label(keys[1]), label(keys[2])), s.value)
+        })
+        .collect()
+}
+
 fn counter_sum(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
     select(samples, name, labels).iter().map(|s| s.value).sum()
 }
@@ -406,23 +422,12 @@ async fn jobs_queue_time_and_run_labels_match_the_truth() {
             );
             *expected.entry(key).or_default() += 1.0;
         }
-        let counted: BTreeMap<(String, String, String), f64> = select(
+        let counted = by_labels(
             &samples,
             "codearts_pipeline_runs_total",
-            &[("pipeline_id", id)],
-        )
-        .iter()
-        .map(|s| {
-            (
-                (
-                    s.labels["trigger_type"].clone(),
-                    s.labels["branch"].clone(),
-                    s.labels["result"].clone(),
-                ),
-                s.value,
-            )
-        })
-        .collect();
+            id,
+            ["trigger_type", "branch", "result"],
+        );
         assert_eq!(counted, expected, "{name}: runs by trigger, branch, result");
         for ((trigger, branch, result), count) in &counted {
             let histogram = value(
@@ -481,23 +486,12 @@ async fn jobs_queue_time_and_run_labels_match_the_truth() {
                 }
             }
         }
-        let observed: BTreeMap<(String, String, String), f64> = select(
+        let observed = by_labels(
             &samples,
             "codearts_pipeline_job_duration_seconds_count",
-            &labels,
-        )
-        .iter()
-        .map(|s| {
-            (
-                (
-                    s.labels["stage"].clone(),
-                    s.labels["job"].clone(),
-                    s.labels["result"].clone(),
-                ),
-                s.value,
-            )
-        })
-        .collect();
+            id,
+            ["stage", "job", "result"],
+        );
         let expected_counts: BTreeMap<(String, String, String), f64> = expected_jobs
             .iter()
             .map(|(key, (count, _))| (key.clone(), *count))
