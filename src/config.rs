@@ -11,6 +11,8 @@ use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::schedule::{self, Schedule};
+
 /// Default listen port of the exporter's HTTP server.
 pub const DEFAULT_PORT: u16 = 9732;
 /// Prefix of environment variables that override the file.
@@ -20,6 +22,8 @@ const MIN_RATE: f64 = 1.0 / 3600.0;
 const MAX_RATE: f64 = 10_000.0;
 /// Most retries of one request: more only delays the next poll.
 const MAX_RETRIES: u32 = 10;
+/// Interval of a target whose schedule cannot be read (validation rules that out).
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 
 /// A configuration problem: which key, and what is wrong with it.
 #[derive(Debug, thiserror::Error)]
@@ -694,6 +698,17 @@ pub struct TargetConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub interval: Option<Duration>,
+    /// IANA time zone the cron `schedule` is read in; UTC when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule_time_zone: Option<String>,
+    /// How long one poll may take before it is cut short and counted as failed; by default the
+    /// schedule's period, and never less than `codearts.timeout`.
+    #[serde(
+        default,
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub poll_timeout: Option<Duration>,
     /// Batch status API version.
     #[serde(default)]
     pub status_api: StatusApi,
@@ -795,23 +810,32 @@ impl TargetConfig {
     }
 }
 
-/// When a target polls.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Schedule {
-    /// A 6-field cron expression.
-    Cron(String),
-    /// A fixed interval.
-    Every(Duration),
-}
-
 impl TargetConfig {
     /// The validated schedule (exactly one of `schedule`/`interval` is set after validation).
     pub fn poll_schedule(&self) -> Schedule {
         match (&self.schedule, self.interval) {
-            (Some(cron), _) => Schedule::Cron(cron.clone()),
+            (Some(cron), _) => Schedule::cron(cron, self.schedule_zone())
+                .unwrap_or(Schedule::Every(DEFAULT_INTERVAL)),
             (None, Some(every)) => Schedule::Every(every),
-            (None, None) => Schedule::Every(Duration::from_secs(30)),
+            (None, None) => Schedule::Every(DEFAULT_INTERVAL),
         }
+    }
+
+    /// The zone of the cron schedule's fields.
+    pub fn schedule_zone(&self) -> &str {
+        self.schedule_time_zone.as_deref().unwrap_or("UTC")
+    }
+
+    /// How long one poll may take: `poll_timeout`, or else the schedule's period, and never
+    /// less than the client time-out `codearts_timeout`.
+    pub fn poll_deadline(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        codearts_timeout: Duration,
+    ) -> Duration {
+        self.poll_timeout
+            .unwrap_or_else(|| self.poll_schedule().period(now))
+            .max(codearts_timeout)
     }
 }
 
@@ -992,15 +1016,37 @@ impl Config {
                         "missing: set `schedule` (cron with seconds) or `interval` (e.g. \"30s\")",
                     ));
                 }
-                (Some(cron), None) => check_cron(&key("schedule"), cron)?,
+                (Some(cron), None) => {
+                    schedule::parse_cron(cron)
+                        .map_err(|problem| invalid(key("schedule"), problem))?;
+                }
                 (None, Some(every)) => {
                     if every < Duration::from_secs(1) {
-                        return Err(invalid(
-                            key("interval"),
-                            "must be at least 1s (the scheduler ticks twice a second)",
-                        ));
+                        return Err(invalid(key("interval"), "must be at least 1s"));
                     }
                 }
+            }
+            if let Some(zone) = &target.schedule_time_zone {
+                if target.schedule.is_none() {
+                    return Err(invalid(
+                        key("schedule_time_zone"),
+                        "is only used with a cron `schedule`",
+                    ));
+                }
+                schedule::parse_zone(zone)
+                    .map_err(|problem| invalid(key("schedule_time_zone"), problem))?;
+            }
+            if let Some(deadline) = target.poll_timeout
+                && deadline < self.codearts.timeout
+            {
+                return Err(invalid(
+                    key("poll_timeout"),
+                    format!(
+                        "{} is less than codearts.timeout ({}): a single request could not finish",
+                        humantime::format_duration(deadline),
+                        humantime::format_duration(self.codearts.timeout)
+                    ),
+                ));
             }
             if target.chunk_size == 0 {
                 return Err(invalid(key("chunk_size"), "must be at least 1"));
@@ -1082,29 +1128,6 @@ fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
         )),
         Err(err) => Err(invalid(key, format!("{url:?} is not a URL: {err}"))),
     }
-}
-
-fn check_cron(key: &str, cron: &str) -> Result<(), ConfigError> {
-    let fields = cron.split_whitespace().count();
-    if !(6..=7).contains(&fields) {
-        return Err(invalid(
-            key,
-            format!("{cron:?} has {fields} fields; use cron with seconds, e.g. \"*/30 * * * * *\""),
-        ));
-    }
-    // Same parser settings as tokio-cron-scheduler, so what passes here also schedules.
-    croner::parser::CronParser::builder()
-        .seconds(croner::parser::Seconds::Required)
-        .dom_and_dow(true)
-        .build()
-        .parse(cron)
-        .map(|_| ())
-        .map_err(|err| {
-            invalid(
-                key,
-                format!("{cron:?} is not a valid cron expression: {err}"),
-            )
-        })
 }
 
 fn check_buckets(key: &str, buckets: &[f64]) -> Result<(), ConfigError> {

@@ -40,6 +40,8 @@ pub fn config(
             pipeline_ids,
             schedule: None,
             interval: Some(DEMO_INTERVAL),
+            schedule_time_zone: None,
+            poll_timeout: None,
             status_api: if index % 2 == 0 {
                 StatusApi::V5
             } else {

@@ -10,29 +10,28 @@
 //! `server.listen`, `[metrics]` and `[sharding]` need a restart: a change to them is logged and
 //! not applied.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::sync::Mutex;
-use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
-use uuid::Uuid;
+use tokio::task::JoinHandle;
 
 use crate::codearts::{self, Client};
-use crate::config::{Config, ConfigError, Schedule, ShardingConfig};
+use crate::config::{Config, ConfigError, ShardingConfig, TargetConfig};
 use crate::metrics::Metrics;
-use crate::poller::{Handover, Settings, TargetPoller};
+use crate::poller::{self, Handover, Settings, TargetPoller};
+use crate::schedule::{SystemClock, WallClock};
 
 /// How often the configuration file is compared with the one running.
 const FILE_CHECK_EVERY: Duration = Duration::from_secs(5);
+/// How often the watchdog looks at every target's schedule.
+const WATCHDOG_EVERY: Duration = Duration::from_secs(1);
 
 /// Could not start or change the pollers.
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {
-    /// tokio-cron-scheduler refused a job or could not start.
-    #[error("scheduler: {0}")]
-    Scheduler(#[from] JobSchedulerError),
     /// The API client could not be built from the configuration.
     #[error("{0}")]
     Client(#[from] codearts::Error),
@@ -51,7 +50,8 @@ struct Retired {
 struct Running {
     /// The configuration in effect (the parts a reload cannot change are compared with it).
     config: Config,
-    jobs: Vec<Uuid>,
+    /// The task that runs each target's schedule.
+    schedules: Vec<JoinHandle<()>>,
     retired: HashMap<String, Retired>,
     generation: u64,
 }
@@ -61,9 +61,10 @@ pub struct Fleet {
     metrics: Arc<Metrics>,
     /// Fixed at start-up: `[metrics]` and `[sharding]` do not reload.
     settings: Settings,
-    scheduler: JobScheduler,
+    clock: Arc<dyn WallClock>,
     pollers: RwLock<Vec<Arc<TargetPoller>>>,
     running: Mutex<Running>,
+    watchdog: JoinHandle<()>,
 }
 
 impl Fleet {
@@ -79,7 +80,7 @@ impl Fleet {
             record_jobs: config.metrics.jobs,
             sharding: config.sharding,
         };
-        let scheduler = JobScheduler::new().await?;
+        let clock: Arc<dyn WallClock> = Arc::new(SystemClock);
         let pollers: Vec<Arc<TargetPoller>> = config
             .targets
             .iter()
@@ -89,26 +90,36 @@ impl Fleet {
                     client.clone(),
                     metrics.clone(),
                     settings,
+                    poll_timeout(target, &config, clock.as_ref()),
                 ))
             })
             .collect();
-        let mut jobs = Vec::new();
-        for poller in &pollers {
-            jobs.push(schedule(&scheduler, poller).await?);
-        }
-        scheduler.start().await?;
-        Ok(Arc::new(Fleet {
+        let schedules = pollers
+            .iter()
+            .map(|poller| run_schedule(poller.clone(), clock.clone()))
+            .collect();
+        Ok(Arc::new_cyclic(|fleet: &std::sync::Weak<Fleet>| Fleet {
             metrics,
             settings,
-            scheduler,
+            clock,
             pollers: RwLock::new(pollers),
             running: Mutex::new(Running {
                 config,
-                jobs,
+                schedules,
                 retired: HashMap::new(),
                 generation: 0,
             }),
+            watchdog: tokio::spawn(watch_schedules(fleet.clone())),
         }))
+    }
+
+    /// Targets whose schedule has started no poll for too long (see [`crate::schedule`]), with
+    /// how long they are overdue.
+    pub fn stalled(&self) -> Vec<(String, Duration)> {
+        self.current()
+            .iter()
+            .filter_map(|p| Some((p.label().to_string(), p.stalled_for()?)))
+            .collect()
     }
 
     /// Targets that have not completed a successful poll yet.
@@ -158,8 +169,8 @@ impl Fleet {
         warn_about_restart_only_changes(&running.config, &config);
 
         // Stop every poller (each finishes its poll in flight) and collect what they knew.
-        for job in running.jobs.drain(..) {
-            self.scheduler.remove(&job).await?;
+        for schedule in running.schedules.drain(..) {
+            schedule.abort();
         }
         let mut handovers: HashMap<String, Handover> = HashMap::new();
         for poller in self.current() {
@@ -173,23 +184,32 @@ impl Fleet {
 
         let mut pollers = Vec::new();
         for target in &config.targets {
+            let deadline = poll_timeout(target, &config, self.clock.as_ref());
             let poller = match handovers.remove(target.label()) {
                 Some(handover) => TargetPoller::resume(
                     target.clone(),
                     client.clone(),
                     self.metrics.clone(),
                     self.settings,
+                    deadline,
                     handover,
                 ),
+                // A target added now backfills the window before now.
                 None => TargetPoller::new(
                     target.clone(),
                     client.clone(),
                     self.metrics.clone(),
-                    self.settings,
+                    Settings {
+                        started_at: poller::unix_now(),
+                        ..self.settings
+                    },
+                    deadline,
                 ),
             };
             let poller = Arc::new(poller);
-            running.jobs.push(schedule(&self.scheduler, &poller).await?);
+            running
+                .schedules
+                .push(run_schedule(poller.clone(), self.clock.clone()));
             pollers.push(poller);
         }
         match self.pollers.write() {
@@ -247,11 +267,20 @@ impl Fleet {
         }
     }
 
-    /// Stops the schedule.
+    /// Stops every schedule and the watchdog.
     pub async fn shutdown(&self) {
-        let mut scheduler = self.scheduler.clone();
-        if let Err(err) = scheduler.shutdown().await {
-            tracing::debug!(error = %err, "scheduler shutdown");
+        let mut running = self.running.lock().await;
+        for schedule in running.schedules.drain(..) {
+            schedule.abort();
+        }
+        self.watchdog.abort();
+    }
+
+    /// Stops every schedule as a wedged scheduler would, for the watchdog's test.
+    #[cfg(test)]
+    async fn stall_schedules(&self) {
+        for schedule in self.running.lock().await.schedules.drain(..) {
+            schedule.abort();
         }
     }
 
@@ -302,26 +331,54 @@ impl Fleet {
     }
 }
 
-/// Puts one poller on its schedule, with one poll at once.
-async fn schedule(
-    scheduler: &JobScheduler,
-    poller: &Arc<TargetPoller>,
-) -> Result<Uuid, FleetError> {
-    let immediate = poller.clone();
-    tokio::spawn(async move { immediate.poll().await });
-    let scheduled = poller.clone();
-    let run = move |_id, _scheduler| {
-        let poller = scheduled.clone();
-        Box::pin(async move {
-            // Each poll in its own task: a slow target never delays another.
+/// Runs `poller` on its schedule, one poll at once, until aborted.
+fn run_schedule(poller: Arc<TargetPoller>, clock: Arc<dyn WallClock>) -> JoinHandle<()> {
+    let mut ticker = poller.schedule().ticker(clock);
+    tokio::spawn(async move {
+        loop {
+            ticker.tick().await;
+            // Each poll in its own task: a slow target never delays another, and an overrunning
+            // poll makes the next tick a skip (counted), not a wait.
+            let poller = poller.clone();
             tokio::spawn(async move { poller.poll().await });
-        }) as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
-    };
-    let job = match poller.target().poll_schedule() {
-        Schedule::Cron(cron) => Job::new_async(cron.as_str(), run)?,
-        Schedule::Every(every) => Job::new_repeated_async(every.max(Duration::from_secs(1)), run)?,
-    };
-    Ok(scheduler.add(job).await?)
+        }
+    })
+}
+
+/// The deadline of each poll of `target`.
+fn poll_timeout(target: &TargetConfig, config: &Config, clock: &dyn WallClock) -> Duration {
+    target.poll_deadline(clock.now(), config.codearts.timeout)
+}
+
+/// The watchdog: sets each target's `polling_stalled` and logs when a schedule stalls or
+/// recovers. `/healthz` asks the fleet directly.
+async fn watch_schedules(fleet: std::sync::Weak<Fleet>) {
+    let mut stalled: HashSet<String> = HashSet::new();
+    let mut ticks = tokio::time::interval(WATCHDOG_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        ticks.tick().await;
+        let Some(fleet) = fleet.upgrade() else {
+            return;
+        };
+        let now: HashMap<String, Duration> = fleet.stalled().into_iter().collect();
+        for poller in fleet.current() {
+            let label = poller.label();
+            let overdue = now.get(label);
+            fleet.metrics.set_polling_stalled(label, overdue.is_some());
+            match overdue {
+                Some(overdue) if stalled.insert(label.to_string()) => tracing::error!(
+                    target_name = label,
+                    overdue_s = overdue.as_secs(),
+                    "the target's schedule has started no poll for three periods; /healthz fails"
+                ),
+                None if stalled.remove(label) => {
+                    tracing::info!(target_name = label, "the target's schedule polls again")
+                }
+                _ => {}
+            }
+        }
+    }
 }
 
 /// Logs the changes a reload does not apply.
@@ -339,5 +396,92 @@ fn warn_about_restart_only_changes(running: &Config, new: &Config) {
     }
     if running.sharding != new.sharding {
         tracing::warn!("[sharding] changed: takes effect after a restart");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::{self, Exporter};
+    use crate::simulator::{self, SimOptions, Simulator};
+    use tokio::net::TcpListener;
+
+    async fn get(url: &str) -> (u16, String) {
+        let response = reqwest::get(url).await.expect("an answer");
+        let status = response.status().as_u16();
+        (status, response.text().await.expect("a body"))
+    }
+
+    /// Polls `url` every 100 ms for up to 20 s until `done` holds for its answer.
+    async fn wait_for(url: &str, what: &str, done: impl Fn(u16, &str) -> bool) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let (status, body) = get(url).await;
+            if done(status, &body) {
+                return body;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "waited for {what}; last answer {status}: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn healthz_fails_while_a_schedule_is_stalled_and_recovers_on_reload() {
+        let simulator = Arc::new(Simulator::new(SimOptions {
+            pipelines: 4,
+            projects: 2,
+            ..SimOptions::default()
+        }));
+        let sim_listener = TcpListener::bind(("127.0.0.1", 0)).await.expect("bind");
+        let sim_addr = sim_listener.local_addr().expect("addr");
+        tokio::spawn(simulator::serve(
+            sim_listener,
+            simulator.clone(),
+            std::future::pending(),
+        ));
+        let listen = "127.0.0.1:0".parse().expect("an address");
+        let mut config = crate::demo::config(&simulator, sim_addr, listen, 60.0).expect("config");
+        // Polls every second with a 1 s deadline: stalled after 3 s without a poll start.
+        config.codearts.timeout = Duration::from_secs(1);
+        for target in &mut config.targets {
+            target.interval = Some(Duration::from_secs(1));
+        }
+        let metrics = Arc::new(Metrics::new(&config.metrics).expect("metrics"));
+        let client = Client::new(&config.codearts, &config.auth, metrics.clone()).expect("client");
+        let fleet = Fleet::start(config.clone(), client, metrics.clone(), poller::unix_now())
+            .await
+            .expect("a fleet");
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let exporter = Arc::new(Exporter::new(metrics, fleet.clone()));
+        tokio::spawn(server::serve(listener, exporter, std::future::pending()));
+
+        let healthz = format!("{base}/healthz");
+        let metrics_url = format!("{base}/metrics");
+        wait_for(&format!("{base}/readyz"), "ready", |status, _| {
+            status == 200
+        })
+        .await;
+        assert_eq!(get(&healthz).await.0, 200);
+
+        fleet.stall_schedules().await;
+        let body = wait_for(&healthz, "/healthz to fail", |status, _| status == 503).await;
+        assert!(body.contains("demo-1") && body.contains("demo-2"), "{body}");
+        wait_for(&metrics_url, "the stalled gauge", |_, text| {
+            text.contains("codearts_exporter_polling_stalled{target=\"demo-1\"} 1")
+        })
+        .await;
+
+        // A reload starts the schedules again.
+        fleet.reload(Ok(config)).await;
+        wait_for(&healthz, "/healthz to pass", |status, _| status == 200).await;
+        wait_for(&metrics_url, "the stalled gauge to clear", |_, text| {
+            text.contains("codearts_exporter_polling_stalled{target=\"demo-1\"} 0")
+        })
+        .await;
+        fleet.shutdown().await;
     }
 }

@@ -15,5 +15,6 @@ pub mod fleet;
 pub mod http;
 pub mod metrics;
 pub mod poller;
+pub mod schedule;
 pub mod server;
 pub mod simulator;

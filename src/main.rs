@@ -241,7 +241,7 @@ fn config_error(err: &codearts_exporter::config::ConfigError) -> ExitCode {
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tokio_cron_scheduler=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colours only on a terminal: log collectors (Docker, Kubernetes) would store the escapes.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -140,7 +140,10 @@ pub struct Metrics {
     poll_duration: HistogramVec,
     target_up: GaugeVec,
     last_successful_poll: GaugeVec,
+    last_poll_start: GaugeVec,
+    polling_stalled: GaugeVec,
     polls_skipped: IntCounterVec,
+    polls_timed_out: IntCounterVec,
     config_reloads: IntCounterVec,
     config_reload_ok: Gauge,
 }
@@ -212,6 +215,11 @@ impl Metrics {
             "Polls not started because the previous poll of the target was still running.",
             &["target"],
         )?;
+        let polls_timed_out = counter(
+            "codearts_exporter_polls_timed_out_total",
+            "Polls cut short at the target's poll_timeout (counted as failed).",
+            &["target"],
+        )?;
         let target_gauge = |name: &str, help: &str| -> Result<GaugeVec, MetricsError> {
             let vec = GaugeVec::new(Opts::new(name, help), &["target"])?;
             registry.register(Box::new(vec.clone()))?;
@@ -224,6 +232,14 @@ impl Metrics {
         let last_successful_poll = target_gauge(
             "codearts_exporter_last_successful_poll_timestamp_seconds",
             "End of the last successful poll of the target, Unix seconds.",
+        )?;
+        let last_poll_start = target_gauge(
+            "codearts_exporter_last_poll_start_timestamp_seconds",
+            "Start of the last poll of the target, Unix seconds.",
+        )?;
+        let polling_stalled = target_gauge(
+            "codearts_exporter_polling_stalled",
+            "1 while the target's schedule has started no poll for three periods (/healthz then fails), else 0.",
         )?;
         let build_info = GaugeVec::new(
             Opts::new(
@@ -282,7 +298,10 @@ impl Metrics {
             poll_duration,
             target_up,
             last_successful_poll,
+            last_poll_start,
+            polling_stalled,
             polls_skipped,
+            polls_timed_out,
             config_reloads,
             config_reload_ok,
         })
@@ -345,6 +364,29 @@ impl Metrics {
         self.version.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// Records the start of a poll of `target` at `now_seconds` (Unix).
+    pub fn poll_started(&self, target: &str, now_seconds: f64) {
+        self.last_poll_start
+            .with_label_values(&[target])
+            .set(now_seconds);
+        self.changed();
+    }
+
+    /// Counts a poll of `target` cut short at its deadline.
+    pub fn poll_timed_out(&self, target: &str) {
+        self.polls_timed_out.with_label_values(&[target]).inc();
+    }
+
+    /// Sets whether the schedule of `target` is stalled.
+    pub fn set_polling_stalled(&self, target: &str, stalled: bool) {
+        let gauge = self.polling_stalled.with_label_values(&[target]);
+        let value = if stalled { 1.0 } else { 0.0 };
+        if gauge.get() != value {
+            gauge.set(value);
+            self.changed();
+        }
+    }
+
     /// Records the end of a poll of `target`.
     pub fn poll_finished(&self, target: &str, elapsed: Duration, ok: bool, now_seconds: f64) {
         self.poll_duration
@@ -379,7 +421,10 @@ impl Metrics {
     pub fn target_removed(&self, target: &str) {
         let _ = self.target_up.remove_label_values(&[target]);
         let _ = self.last_successful_poll.remove_label_values(&[target]);
+        let _ = self.last_poll_start.remove_label_values(&[target]);
+        let _ = self.polling_stalled.remove_label_values(&[target]);
         let _ = self.polls_skipped.remove_label_values(&[target]);
+        let _ = self.polls_timed_out.remove_label_values(&[target]);
         let _ = self.poll_duration.remove_label_values(&[target]);
         self.changed();
     }
@@ -388,6 +433,8 @@ impl Metrics {
     pub fn target_registered(&self, target: &str) {
         self.target_up.with_label_values(&[target]).set(0.0);
         self.polls_skipped.with_label_values(&[target]);
+        self.polls_timed_out.with_label_values(&[target]);
+        self.polling_stalled.with_label_values(&[target]).set(0.0);
         self.changed();
     }
 }

@@ -13,16 +13,18 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
 use futures_util::stream;
 use tokio::sync::Mutex;
+use tokio::time::Instant;
 
 use crate::codearts::model::{PipelineInfo, Run};
 use crate::codearts::{Client, Error, RunSelector};
 use crate::config::{ShardingConfig, StatusApi, TargetConfig};
 use crate::metrics::{Metrics, PipelineSeries};
+use crate::schedule::{Heartbeat, Schedule};
 
 /// Detail and history reads in flight at once within one poll of one target.
 const CONCURRENCY: usize = 8;
@@ -103,6 +105,9 @@ struct TargetState {
 #[derive(Debug, Default)]
 struct PipelineState {
     series: Option<PipelineSeries>,
+    /// When the pipeline was first polled, Unix seconds: its first history read records the
+    /// runs that ended within `backfill_window` before it (whenever that read happens).
+    first_seen: f64,
     /// Since when the pipeline is no longer polled or no longer answered by the batch status.
     absent_since: Option<Instant>,
     /// The latest run as of the last batch status, and whether it had completed.
@@ -122,6 +127,17 @@ struct PipelineState {
 }
 
 impl PipelineState {
+    /// Runs that ended before this are not recorded: before the window at first sight, and
+    /// further back than the window later (those count as missed).
+    fn cutoff(&self, window: Duration) -> f64 {
+        let from = if self.scanned {
+            unix_now()
+        } else {
+            self.first_seen
+        };
+        from - window.as_secs_f64()
+    }
+
     /// History reads stop at this run number: everything at or below it is settled.
     fn floor(&self) -> u64 {
         match self.unfinished.first() {
@@ -143,10 +159,23 @@ impl PipelineState {
 /// Run details of the runs about to be recorded, by run number (for their jobs).
 type Details = HashMap<u64, Run>;
 
+/// One history read to do.
+#[derive(Debug, Clone)]
+struct Scan {
+    pipeline_id: String,
+    /// Runs at or below this number are settled.
+    floor: u64,
+    /// The pipeline's first read (the backfill).
+    first: bool,
+    /// Runs that ended before this are not recorded.
+    cutoff: f64,
+}
+
 /// What the exporter's start-up fixes for every poller (a reload keeps it).
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {
-    /// The exporter's start, Unix seconds (the backfill window counts from it).
+    /// When polling of the targets began, Unix seconds: the exporter's start, or the reload
+    /// that added a target. The backfill window of the pipelines polled first counts back from it.
     pub started_at: f64,
     /// Read the run detail of each recorded run for its jobs (`metrics.jobs`).
     pub record_jobs: bool,
@@ -160,6 +189,11 @@ pub struct TargetPoller {
     client: Client,
     metrics: Arc<Metrics>,
     settings: Settings,
+    schedule: Schedule,
+    /// How long one poll may take before it is cut short.
+    poll_timeout: Duration,
+    /// Moved by each poll start; the watchdog reads it.
+    heartbeat: Heartbeat,
     state: Mutex<TargetState>,
     ready: AtomicBool,
     /// Set when a reload replaced this poller: a poll still scheduled must not run.
@@ -184,23 +218,26 @@ impl Handover {
 }
 
 impl TargetPoller {
-    /// A poller for `target`.
+    /// A poller for `target` whose polls may take `poll_timeout` each.
     pub fn new(
         target: TargetConfig,
         client: Client,
         metrics: Arc<Metrics>,
         settings: Settings,
+        poll_timeout: Duration,
     ) -> Self {
         metrics.target_registered(target.label());
-        TargetPoller {
+        Self::with_state(
             target,
             client,
             metrics,
             settings,
-            state: Mutex::new(TargetState::default()),
-            ready: AtomicBool::new(false),
-            retired: AtomicBool::new(false),
-        }
+            poll_timeout,
+            Handover {
+                state: TargetState::default(),
+                ready: false,
+            },
+        )
     }
 
     /// A poller that carries on from a retired one (after a reload): the runs it recorded stay
@@ -210,13 +247,30 @@ impl TargetPoller {
         client: Client,
         metrics: Arc<Metrics>,
         settings: Settings,
+        poll_timeout: Duration,
         handover: Handover,
     ) -> Self {
+        Self::with_state(target, client, metrics, settings, poll_timeout, handover)
+    }
+
+    fn with_state(
+        target: TargetConfig,
+        client: Client,
+        metrics: Arc<Metrics>,
+        settings: Settings,
+        poll_timeout: Duration,
+        handover: Handover,
+    ) -> Self {
+        let schedule = target.poll_schedule();
+        let heartbeat = Heartbeat::new(schedule.stall_after(chrono::Utc::now(), poll_timeout));
         TargetPoller {
             target,
             client,
             metrics,
             settings,
+            schedule,
+            poll_timeout,
+            heartbeat,
             state: Mutex::new(handover.state),
             ready: AtomicBool::new(handover.ready),
             retired: AtomicBool::new(false),
@@ -236,6 +290,16 @@ impl TargetPoller {
     /// The target's configuration.
     pub fn target(&self) -> &TargetConfig {
         &self.target
+    }
+
+    /// When this target polls.
+    pub fn schedule(&self) -> &Schedule {
+        &self.schedule
+    }
+
+    /// How long the target's schedule is past the time by which a poll should have started.
+    pub fn stalled_for(&self) -> Option<Duration> {
+        self.heartbeat.overdue()
     }
 
     /// True once a poll of this target has succeeded.
@@ -261,8 +325,35 @@ impl TargetPoller {
         if self.retired.load(Ordering::Relaxed) {
             return;
         }
+        self.heartbeat.beat(
+            self.schedule
+                .stall_after(chrono::Utc::now(), self.poll_timeout),
+        );
+        self.metrics.poll_started(self.label(), unix_now());
         let started = Instant::now();
-        let ok = self.poll_locked(&mut state).await;
+        let steady =
+            tokio::time::timeout_at(started + self.poll_timeout, self.poll_steady(&mut state));
+        let ok = match steady.await {
+            Ok((ok, backfill)) => {
+                // The first history reads (the backfill of a cold start, or of pipelines found
+                // later) may take minutes at scale: they are not cut short, and end this poll.
+                let mut backfilled = true;
+                for group in backfill.chunks(SCAN_GROUP) {
+                    backfilled &= self.scan_group(&mut state.pipelines, group).await;
+                }
+                ok && backfilled
+            }
+            Err(_) => {
+                // Whatever finished before the cut is recorded; the rest is read next poll.
+                tracing::warn!(
+                    target_name = self.label(),
+                    poll_timeout = ?self.poll_timeout,
+                    "poll cut short at its poll_timeout; counted as failed"
+                );
+                self.metrics.poll_timed_out(self.label());
+                false
+            }
+        };
         let elapsed = started.elapsed();
         self.metrics
             .poll_finished(self.label(), elapsed, ok, unix_now());
@@ -277,8 +368,17 @@ impl TargetPoller {
         );
     }
 
-    async fn poll_locked(&self, target_state: &mut TargetState) -> bool {
+    /// Discovery, batch status, names and the history reads of pipelines already backfilled:
+    /// everything a poll must finish within its deadline. Returns whether it all succeeded, and
+    /// the first history reads still to do.
+    async fn poll_steady(&self, target_state: &mut TargetState) -> (bool, Vec<Scan>) {
         let mut ok = true;
+        // Until the target's first successful poll, pipelines count as seen at its start.
+        let first_seen = if self.is_ready() {
+            unix_now()
+        } else {
+            self.settings.started_at
+        };
         if self.target.discover && self.discovery_due(target_state) {
             match self.client.list_pipelines(&self.target.project_id).await {
                 Ok(pipelines) => self.apply_discovery(target_state, pipelines),
@@ -316,7 +416,7 @@ impl TargetPoller {
         latest_runs.retain(|run| tracked_set.contains(run.pipeline_id.as_str()));
 
         // What changed since the last poll, and which names are still unknown.
-        let cutoff = self.cutoff();
+        let window = self.target.backfill_window;
         let mut names_wanted = Vec::new();
         // First seen with a latest run that ended before the cutoff: nothing in its history
         // would be recorded, and that run is its last completed one, so no history read,
@@ -327,12 +427,17 @@ impl TargetPoller {
                 tracing::warn!(target_name = self.label(), pipeline_id = %run.pipeline_id, "latest run has neither id nor number");
                 continue;
             };
-            let pipeline = state.entry(run.pipeline_id.clone()).or_default();
+            let pipeline = state
+                .entry(run.pipeline_id.clone())
+                .or_insert_with(|| PipelineState {
+                    first_seen,
+                    ..PipelineState::default()
+                });
             if pipeline.latest.is_none()
                 && !pipeline.scanned
                 && run.is_completed()
                 && run.run_number.is_some()
-                && run.end.is_some_and(|end| end < cutoff)
+                && run.end.is_some_and(|end| end < pipeline.cutoff(window))
                 && run
                     .stages
                     .iter()
@@ -446,34 +551,39 @@ impl TargetPoller {
         // Completed runs come from the history, read only where something may have completed.
         // Only pipelines the batch status just answered: others may be gone.
         let answered: HashSet<&str> = latest_runs.iter().map(|r| r.pipeline_id.as_str()).collect();
-        let scans: Vec<(String, u64, bool)> = state
+        let (backfill, steady): (Vec<Scan>, Vec<Scan>) = state
             .iter()
             .filter(|(id, p)| p.needs_scan && p.series.is_some() && answered.contains(id.as_str()))
-            .map(|(id, p)| (id.clone(), p.floor(), !p.scanned))
-            .collect();
-        // A group at a time, so that at start-up (thousands of reads) only one group of
-        // histories is held at once.
-        for group in scans.chunks(SCAN_GROUP) {
-            ok &= self.scan_group(state, group, cutoff).await;
-        }
-
+            .map(|(id, p)| Scan {
+                pipeline_id: id.clone(),
+                floor: p.floor(),
+                first: !p.scanned,
+                cutoff: p.cutoff(window),
+            })
+            .partition(|scan| scan.first);
         self.collect_absent(state, &tracked_set, &answered, &unanswered);
-        ok
+        // A group at a time, so that only one group of histories is held at once.
+        for group in steady.chunks(SCAN_GROUP) {
+            ok &= self.scan_group(state, group).await;
+        }
+        (ok, backfill)
     }
 
-    /// Reads the histories of `group` (pipeline id, floor, first read) and records what they
-    /// hold; false when a read failed.
-    async fn scan_group(
-        &self,
-        state: &mut HashMap<String, PipelineState>,
-        group: &[(String, u64, bool)],
-        cutoff: f64,
-    ) -> bool {
+    /// Reads the histories of `group` and records what they hold; false when a read failed.
+    /// Each pipeline's history is recorded whole or not at all, so a poll cut short between two
+    /// reads loses nothing and records nothing twice.
+    async fn scan_group(&self, state: &mut HashMap<String, PipelineState>, group: &[Scan]) -> bool {
         let mut ok = true;
+        let cutoffs: HashMap<&str, f64> = group
+            .iter()
+            .map(|scan| (scan.pipeline_id.as_str(), scan.cutoff))
+            .collect();
         let scanned: Vec<(String, Result<Vec<Run>, Error>)> = stream::iter(group.iter().cloned())
-            .map(|(pipeline_id, floor, first)| async move {
-                let result = self.read_history(&pipeline_id, floor, first, cutoff).await;
-                (pipeline_id, result)
+            .map(|scan| async move {
+                let result = self
+                    .read_history(&scan.pipeline_id, scan.floor, scan.first, scan.cutoff)
+                    .await;
+                (scan.pipeline_id, result)
             })
             .buffer_unordered(CONCURRENCY)
             .collect()
@@ -489,7 +599,7 @@ impl TargetPoller {
             }
         }
         let mut details = if self.settings.record_jobs {
-            let (details, fetched) = self.read_details(state, &histories, cutoff).await;
+            let (details, fetched) = self.read_details(state, &histories, &cutoffs).await;
             ok &= fetched;
             details
         } else {
@@ -505,6 +615,10 @@ impl TargetPoller {
                 Some(None) => continue,
                 None => Details::new(),
             };
+            let cutoff = cutoffs
+                .get(pipeline_id.as_str())
+                .copied()
+                .unwrap_or(f64::MAX);
             if !self.apply_history(pipeline, runs, cutoff, &pipeline_details) {
                 tracing::warn!(target_name = self.label(), %pipeline_id, "run history lacks the latest run; reading it again next poll");
             }
@@ -564,13 +678,17 @@ impl TargetPoller {
         &self,
         state: &HashMap<String, PipelineState>,
         histories: &[(String, Vec<Run>)],
-        cutoff: f64,
+        cutoffs: &HashMap<&str, f64>,
     ) -> (HashMap<String, Option<Details>>, bool) {
         let mut wanted: Vec<(String, u64, RunKey)> = Vec::new();
         for (pipeline_id, runs) in histories {
             let Some(pipeline) = state.get(pipeline_id) else {
                 continue;
             };
+            let cutoff = cutoffs
+                .get(pipeline_id.as_str())
+                .copied()
+                .unwrap_or(f64::MAX);
             for run in runs.iter().filter(|run| pipeline.will_record(run, cutoff)) {
                 if let (Some(number), Some(key)) = (run.run_number, RunKey::of(run)) {
                     wanted.push((pipeline_id.clone(), number, key));
@@ -643,13 +761,6 @@ impl TargetPoller {
 
     fn new_series(&self, pipeline_id: &str, name: &str) -> PipelineSeries {
         PipelineSeries::new(&self.target.project_id, pipeline_id, name)
-    }
-
-    /// Runs that ended before this are not recorded: before the window at start-up, and
-    /// further back than the window later (those count as missed).
-    fn cutoff(&self) -> f64 {
-        let window = self.target.backfill_window.as_secs_f64();
-        (unix_now() - window).max(self.settings.started_at - window)
     }
 
     /// Reads the history newest first down to run `floor` (or, the first time, to the cutoff).

@@ -45,6 +45,13 @@ impl Exporter {
         }
     }
 
+    /// Targets whose schedule has started no poll for too long, and by how much.
+    pub fn stalled(&self) -> Vec<(String, std::time::Duration)> {
+        self.fleet
+            .as_ref()
+            .map_or_else(Vec::new, |fleet| fleet.stalled())
+    }
+
     /// Targets that have not completed a successful poll yet.
     pub fn not_ready(&self) -> Vec<String> {
         self.fleet
@@ -164,7 +171,25 @@ fn route(exporter: &Exporter, req: &Request<Incoming>) -> Response<Body> {
         );
     }
     match req.uri().path() {
-        "/healthz" => http::response(StatusCode::OK, "text/plain", "ok\n"),
+        "/healthz" => {
+            // Failing makes Kubernetes or Docker restart a process whose polling is wedged.
+            let stalled = exporter.stalled();
+            if stalled.is_empty() {
+                http::response(StatusCode::OK, "text/plain", "ok\n")
+            } else {
+                let targets: Vec<String> = stalled
+                    .iter()
+                    .map(|(target, overdue)| {
+                        format!("{target} (overdue by {}s)", overdue.as_secs())
+                    })
+                    .collect();
+                let body = format!(
+                    "polling stalled: no poll started for three periods of: {}\n",
+                    targets.join(", ")
+                );
+                http::response(StatusCode::SERVICE_UNAVAILABLE, "text/plain", body)
+            }
+        }
         "/readyz" => {
             let waiting = exporter.not_ready();
             if waiting.is_empty() {

@@ -285,6 +285,14 @@ async fn a_restarted_exporter_does_not_count_old_runs_again() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
+    // The second exporter's first poll is held up (its pipeline list answers 3 s late), as
+    // on a loaded machine: the window still counts back from the exporter's start, not from
+    // whenever the first history read happens.
+    let delay = json!({"faults": [
+        {"kind": "latency", "api": "pipeline_list", "latency_ms": 3000, "count": 1}
+    ]});
+    let (status, body) = send_json("POST", &format!("{}/_sim/faults", sim.url), &delay).await;
+    assert_eq!(status, 200, "{body}");
     let before_start_ms = now_ms();
     let second = start_exporter(&config, &[]);
     let after_start_ms = now_ms();
