@@ -1245,6 +1245,18 @@ pipeline_ids = ["{PIPELINE}"]
                 minimal("interval = \"30s\"").replace("method = \"token\"", "method = \"magic\""),
                 "auth.method",
             ),
+            (
+                minimal("schedule = \"0 * * * * *\"\nschedule_time_zone = \"Mars/Olympus\""),
+                "targets[0].schedule_time_zone",
+            ),
+            (
+                minimal("interval = \"30s\"\nschedule_time_zone = \"UTC\""),
+                "targets[0].schedule_time_zone",
+            ),
+            (
+                minimal("interval = \"30s\"\npoll_timeout = \"2s\""),
+                "targets[0].poll_timeout",
+            ),
         ];
         for (text, key) in cases {
             let message = error_of(&text);
@@ -1253,6 +1265,34 @@ pipeline_ids = ["{PIPELINE}"]
                 "message {message:?} should name `{key}`"
             );
         }
+    }
+
+    #[test]
+    fn schedules_and_poll_deadlines_default_sensibly() {
+        let now = chrono::Utc::now();
+        let timeout = Duration::from_secs(10);
+        let config = Config::from_toml(&minimal("interval = \"30s\"")).expect("valid");
+        let target = &config.targets[0];
+        assert_eq!(target.poll_deadline(now, timeout), Duration::from_secs(30));
+        // Never less than a request's time-out.
+        let config = Config::from_toml(&minimal("interval = \"2s\"")).expect("valid");
+        assert_eq!(config.targets[0].poll_deadline(now, timeout), timeout);
+        let text = minimal(
+            "schedule = \"0 */5 * * * *\"\nschedule_time_zone = \"Asia/Shanghai\"\npoll_timeout = \"1m\"",
+        );
+        let config = Config::from_toml(&text).expect("valid");
+        let target = &config.targets[0];
+        assert_eq!(target.poll_deadline(now, timeout), Duration::from_secs(60));
+        assert_eq!(
+            target.poll_schedule(),
+            Schedule::cron("0 */5 * * * *", "Asia/Shanghai").expect("a schedule")
+        );
+        let config = Config::from_toml(&minimal("schedule = \"0 */5 * * * *\"")).expect("valid");
+        assert_eq!(
+            config.targets[0].poll_deadline(now, timeout),
+            Duration::from_secs(300),
+            "a cron schedule's period"
+        );
     }
 
     #[test]
