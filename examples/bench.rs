@@ -18,7 +18,7 @@ use codearts_exporter::codearts::model::{Run, RunResult, RunState, StageRun};
 use codearts_exporter::config::MetricsConfig;
 use codearts_exporter::exposition::Exposition;
 use codearts_exporter::metrics::{Metrics, PipelineSeries};
-use codearts_exporter::server::{self, Exporter};
+use codearts_exporter::server::{self, Endpoints};
 
 #[derive(Parser)]
 #[command(about = "Benchmark helpers for scripts/bench")]
@@ -89,8 +89,8 @@ fn main() -> anyhow::Result<()> {
                     body.len(),
                     listener.local_addr()?
                 );
-                let exporter = Arc::new(Exporter::frozen(body.into()));
-                server::serve(listener, exporter, async {
+                let endpoints = Arc::new(Endpoints::frozen(body.into()));
+                server::serve(listener, endpoints, async {
                     let _ = tokio::signal::ctrl_c().await;
                 })
                 .await;

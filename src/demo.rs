@@ -1,16 +1,58 @@
 //! The built-in demo: configuration that points the exporter at an in-process simulator.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::net::TcpListener;
 
 use crate::config::{
     AuthConfig, AuthMethod, CodeArtsConfig, Config, ConfigError, MetricsConfig, Secret,
     ServerConfig, ShardingConfig, StatusApi, TargetConfig,
 };
-use crate::simulator::Simulator;
+use crate::run::{self, RunError};
+use crate::simulator::{self, SimOptions, Simulator};
 
 /// How often demo targets poll.
 const DEMO_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Runs a simulator of `options` on a free loopback port and the exporter on `listen` against
+/// it, until `shutdown` resolves; `on_ready` learns both addresses (exporter, simulator) once
+/// they listen.
+pub async fn run(
+    listen: SocketAddr,
+    options: SimOptions,
+    on_ready: impl FnOnce(SocketAddr, SocketAddr),
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let speed = options.speed;
+    let simulator = Arc::new(Simulator::new(options));
+    let io = |what: &str| {
+        let what = what.to_string();
+        move |source| RunError::Io { what, source }
+    };
+    let sim_listener = TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .map_err(io("cannot start the simulator"))?;
+    let sim_addr = sim_listener
+        .local_addr()
+        .map_err(io("cannot read the simulator's address"))?;
+    let (stop_simulator, simulator_stopped) = tokio::sync::oneshot::channel::<()>();
+    let simulator_task = tokio::spawn(simulator::serve(sim_listener, simulator.clone(), async {
+        let _ = simulator_stopped.await;
+    }));
+    let config = config(&simulator, sim_addr, listen, speed)?;
+    let listener = run::bind(listen, "--listen").await?;
+    let addr = listener
+        .local_addr()
+        .map_err(io("cannot read the listening address"))?;
+    on_ready(addr, sim_addr);
+    let outcome = run::run(config, listener, None, shutdown).await;
+    let _ = stop_simulator.send(());
+    let _ = simulator_task.await;
+    outcome
+}
 
 /// An exporter configuration for the simulator at `simulator_addr`.
 ///
@@ -117,7 +159,6 @@ fn round_bucket(value: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::simulator::SimOptions;
 
     #[test]
     fn demo_config_is_valid_and_covers_every_simulated_pipeline() {

@@ -15,14 +15,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use tokio::sync::Mutex;
-use tokio::task::JoinHandle;
+use tokio::sync::{Mutex, oneshot};
+use tokio::task::{JoinHandle, JoinSet};
 
+use crate::clock::{self, SystemClock, WallClock};
 use crate::codearts::{self, Client};
 use crate::config::{Config, ConfigError, ShardingConfig, TargetConfig};
 use crate::metrics::Metrics;
-use crate::poller::{self, Handover, Settings, TargetPoller};
-use crate::schedule::{SystemClock, WallClock};
+use crate::poller::{Handover, Settings, TargetPoller};
 
 /// How often the configuration file is compared with the one running.
 const FILE_CHECK_EVERY: Duration = Duration::from_secs(5);
@@ -50,8 +50,10 @@ struct Retired {
 struct Running {
     /// The configuration in effect (the parts a reload cannot change are compared with it).
     config: Config,
-    /// The task that runs each target's schedule.
-    schedules: Vec<JoinHandle<()>>,
+    /// Each target's schedule and the polls it started.
+    schedules: Vec<ScheduleTask>,
+    /// Timers that drop the series of targets that left the configuration.
+    retirements: JoinSet<()>,
     retired: HashMap<String, Retired>,
     generation: u64,
 }
@@ -106,6 +108,7 @@ impl Fleet {
             running: Mutex::new(Running {
                 config,
                 schedules,
+                retirements: JoinSet::new(),
                 retired: HashMap::new(),
                 generation: 0,
             }),
@@ -168,9 +171,10 @@ impl Fleet {
         let mut running = self.running.lock().await;
         warn_about_restart_only_changes(&running.config, &config);
 
-        // Stop every poller (each finishes its poll in flight) and collect what they knew.
+        // Stop every schedule (polls in flight are cut; what they finished is kept) and collect
+        // what the pollers knew.
         for schedule in running.schedules.drain(..) {
-            schedule.abort();
+            schedule.stop().await;
         }
         let mut handovers: HashMap<String, Handover> = HashMap::new();
         for poller in self.current() {
@@ -200,7 +204,7 @@ impl Fleet {
                     client.clone(),
                     self.metrics.clone(),
                     Settings {
-                        started_at: poller::unix_now(),
+                        started_at: clock::unix_now(),
                         ..self.settings
                     },
                     deadline,
@@ -235,11 +239,15 @@ impl Fleet {
                     generation,
                 },
             );
-            let fleet = self.clone();
-            tokio::spawn(async move {
+            // A weak reference: a timer must not keep a stopped fleet alive.
+            let fleet = Arc::downgrade(self);
+            running.retirements.spawn(async move {
                 tokio::time::sleep(gc_after).await;
-                fleet.collect(&label, generation).await;
+                if let Some(fleet) = fleet.upgrade() {
+                    fleet.collect(&label, generation).await;
+                }
             });
+            while running.retirements.try_join_next().is_some() {}
         }
         // What is in effect: the restart-only sections stay as they started.
         config.server = running.config.server.clone();
@@ -267,12 +275,14 @@ impl Fleet {
         }
     }
 
-    /// Stops every schedule and the watchdog.
+    /// Stops every schedule, the polls in flight, the retirement timers and the watchdog, and
+    /// waits until they have ended.
     pub async fn shutdown(&self) {
         let mut running = self.running.lock().await;
         for schedule in running.schedules.drain(..) {
-            schedule.abort();
+            schedule.stop().await;
         }
+        running.retirements.shutdown().await;
         self.watchdog.abort();
     }
 
@@ -280,7 +290,7 @@ impl Fleet {
     #[cfg(test)]
     async fn stall_schedules(&self) {
         for schedule in self.running.lock().await.schedules.drain(..) {
-            schedule.abort();
+            schedule.stop().await;
         }
     }
 
@@ -331,18 +341,45 @@ impl Fleet {
     }
 }
 
-/// Runs `poller` on its schedule, one poll at once, until aborted.
-fn run_schedule(poller: Arc<TargetPoller>, clock: Arc<dyn WallClock>) -> JoinHandle<()> {
-    let mut ticker = poller.schedule().ticker(clock);
-    tokio::spawn(async move {
-        loop {
-            ticker.tick().await;
-            // Each poll in its own task: a slow target never delays another, and an overrunning
-            // poll makes the next tick a skip (counted), not a wait.
-            let poller = poller.clone();
-            tokio::spawn(async move { poller.poll().await });
+/// One target's schedule running: its ticker and the polls it started.
+struct ScheduleTask {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl ScheduleTask {
+    /// Stops the ticker, cuts the polls in flight, and waits until they have ended.
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        if let Err(err) = self.task.await {
+            tracing::warn!(error = %err, "a schedule task ended abnormally");
         }
-    })
+    }
+}
+
+/// Runs `poller` on its schedule, one poll at once, until stopped.
+fn run_schedule(poller: Arc<TargetPoller>, clock: Arc<dyn WallClock>) -> ScheduleTask {
+    let (stop, mut stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let mut ticker = poller.schedule().ticker(clock);
+        let mut polls = JoinSet::new();
+        loop {
+            tokio::select! {
+                _ = &mut stopped => break,
+                () = ticker.tick() => {
+                    // Each poll in its own task: a slow target never delays another, and an
+                    // overrunning poll makes the next tick a skip (counted), not a wait.
+                    let poller = poller.clone();
+                    polls.spawn(async move { poller.poll().await });
+                }
+                Some(_) = polls.join_next(), if !polls.is_empty() => {}
+            }
+        }
+        // Polls are cancellation-safe: what a cut poll finished is recorded, the rest is read
+        // by the next poll.
+        polls.shutdown().await;
+    });
+    ScheduleTask { stop, task }
 }
 
 /// The deadline of each poll of `target`.
@@ -402,7 +439,7 @@ fn warn_about_restart_only_changes(running: &Config, new: &Config) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::{self, Exporter};
+    use crate::server::{self, Endpoints};
     use crate::simulator::{self, SimOptions, Simulator};
     use tokio::net::TcpListener;
 
@@ -451,13 +488,13 @@ mod tests {
         }
         let metrics = Arc::new(Metrics::new(&config.metrics).expect("metrics"));
         let client = Client::new(&config.codearts, &config.auth, metrics.clone()).expect("client");
-        let fleet = Fleet::start(config.clone(), client, metrics.clone(), poller::unix_now())
+        let fleet = Fleet::start(config.clone(), client, metrics.clone(), clock::unix_now())
             .await
             .expect("a fleet");
         let listener = TcpListener::bind(("127.0.0.1", 0)).await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
-        let exporter = Arc::new(Exporter::new(metrics, fleet.clone()));
-        tokio::spawn(server::serve(listener, exporter, std::future::pending()));
+        let endpoints = Arc::new(Endpoints::new(metrics, fleet.clone()));
+        tokio::spawn(server::serve(listener, endpoints, std::future::pending()));
 
         let healthz = format!("{base}/healthz");
         let metrics_url = format!("{base}/metrics");

@@ -7,6 +7,7 @@
 // Input from the network, files and users must never panic the exporter; tests may unwrap.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod clock;
 pub mod codearts;
 pub mod config;
 pub mod demo;
@@ -15,6 +16,9 @@ pub mod fleet;
 pub mod http;
 pub mod metrics;
 pub mod poller;
+pub mod run;
 pub mod schedule;
 pub mod server;
 pub mod simulator;
+
+pub use run::{ConfigFile, RunError, run};

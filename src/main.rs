@@ -1,4 +1,4 @@
-//! codearts-exporter: command line, logging, and wiring of the modules.
+//! codearts-exporter: the command line and logging; the library does the rest.
 
 // Input from the network, files and users must never panic the exporter; tests may unwrap.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
@@ -7,21 +7,15 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use tokio::net::TcpListener;
 
-use codearts_exporter::codearts::Client;
+use codearts_exporter::ConfigFile;
 use codearts_exporter::config::{Config, DEFAULT_PORT, ShardingConfig};
 use codearts_exporter::demo;
-use codearts_exporter::fleet::Fleet;
-use codearts_exporter::metrics::Metrics;
-use codearts_exporter::poller;
-use codearts_exporter::server::{self, Exporter};
 use codearts_exporter::simulator::faults::FaultSpec;
-use codearts_exporter::simulator::{self, SimOptions, Simulator};
+use codearts_exporter::simulator::{self, SimOptions};
 
 /// Exit code for an invalid configuration.
 const EXIT_CONFIG: u8 = 2;
@@ -166,7 +160,9 @@ fn main() -> ExitCode {
                     if let Some(shard) = shard {
                         loaded.sharding = shard;
                     }
-                    run_exporter(loaded, Some((config, shard)), |_| {}).await
+                    let listener = codearts_exporter::run::bind(loaded.server.listen, "server.listen").await?;
+                    let file = ConfigFile { path: config, shard };
+                    codearts_exporter::run(loaded, listener, Some(file), shutdown_signal()).await?;
                 }
                 Err(err) => return Ok(config_error(&err)),
             },
@@ -177,17 +173,18 @@ fn main() -> ExitCode {
                 speed,
                 seed,
             } => {
-                run_demo(
-                    listen,
-                    SimOptions {
-                        pipelines,
-                        projects,
-                        speed,
-                        seed,
-                        ..SimOptions::default()
-                    },
-                )
-                .await
+                let options = SimOptions {
+                    pipelines,
+                    projects,
+                    speed,
+                    seed,
+                    ..SimOptions::default()
+                };
+                let announce = |addr, sim_addr| {
+                    println!("codearts-exporter demo: metrics at http://{addr}/metrics (simulated CodeArts at http://{sim_addr})");
+                    let _ = std::io::stdout().flush();
+                };
+                demo::run(listen, options, announce, shutdown_signal()).await?;
             }
             Command::Simulate {
                 listen,
@@ -217,12 +214,18 @@ fn main() -> ExitCode {
                     running_share,
                     ..SimOptions::default()
                 };
-                run_simulator(listen, options).await
+                let announce = |addr, token: &str| {
+                    println!("simulator listening on http://{addr} (token: {token})");
+                    let _ = std::io::stdout().flush();
+                };
+                simulator::run(listen, options, announce, shutdown_signal())
+                    .await
+                    .with_context(|| format!("cannot run the simulator on {listen}"))?;
             }
             Command::Healthcheck { url } => return Ok(healthcheck(&url).await),
-            Command::CheckConfig { .. } => Ok(()),
+            Command::CheckConfig { .. } => {}
         }
-        .map(|()| ExitCode::SUCCESS)
+        anyhow::Ok(ExitCode::SUCCESS)
     });
     match outcome {
         Ok(code) => code,
@@ -251,75 +254,6 @@ fn init_logging(format: LogFormat) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
-}
-
-/// Runs the exporter until SIGINT/SIGTERM; `on_listening` learns the bound address. With a
-/// configuration file (and the `--shard` that overrides it), reloads it on SIGHUP and when it
-/// changes.
-async fn run_exporter(
-    config: Config,
-    file: Option<(PathBuf, Option<ShardingConfig>)>,
-    on_listening: impl FnOnce(SocketAddr),
-) -> anyhow::Result<()> {
-    let started_at = poller::unix_now();
-    let metrics = Arc::new(Metrics::new(&config.metrics)?);
-    let client = Client::new(&config.codearts, &config.auth, metrics.clone())?;
-    let listener = TcpListener::bind(config.server.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (server.listen)", config.server.listen))?;
-    let addr = listener.local_addr()?;
-    tracing::info!(
-        %addr,
-        endpoint = %config.codearts.pipeline_endpoint(),
-        targets = config.targets.len(),
-        version = env!("CARGO_PKG_VERSION"),
-        "serving metrics"
-    );
-    on_listening(addr);
-    let fleet = Fleet::start(config, client, metrics.clone(), started_at).await?;
-    if let Some((path, shard)) = file {
-        tokio::spawn(fleet.clone().watch(path, shard));
-    }
-    let exporter = Arc::new(Exporter::new(metrics, fleet.clone()));
-    server::serve(listener, exporter, shutdown_signal()).await;
-    tracing::info!("shutting down");
-    fleet.shutdown().await;
-    Ok(())
-}
-
-async fn run_demo(listen: SocketAddr, options: SimOptions) -> anyhow::Result<()> {
-    let speed = options.speed;
-    let simulator = Arc::new(Simulator::new(options));
-    let sim_listener = TcpListener::bind(("127.0.0.1", 0))
-        .await
-        .context("cannot start the simulator")?;
-    let sim_addr = sim_listener.local_addr()?;
-    tokio::spawn(simulator::serve(
-        sim_listener,
-        simulator.clone(),
-        std::future::pending(),
-    ));
-    let config = demo::config(&simulator, sim_addr, listen, speed)?;
-    run_exporter(config, None, |addr| {
-        println!("codearts-exporter demo: metrics at http://{addr}/metrics (simulated CodeArts at http://{sim_addr})");
-        let _ = std::io::stdout().flush();
-    })
-    .await
-}
-
-async fn run_simulator(listen: SocketAddr, options: SimOptions) -> anyhow::Result<()> {
-    let simulator = Arc::new(Simulator::new(options));
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    let addr = listener.local_addr()?;
-    println!(
-        "simulator listening on http://{addr} (token: {})",
-        simulator.static_token()
-    );
-    let _ = std::io::stdout().flush();
-    simulator::serve(listener, simulator, shutdown_signal()).await;
-    Ok(())
 }
 
 /// A share strictly between 0 and 1.

@@ -13,13 +13,14 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use futures_util::stream;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
+use crate::clock::unix_now;
 use crate::codearts::model::{PipelineInfo, Run};
 use crate::codearts::{Client, Error, RunSelector};
 use crate::config::{ShardingConfig, StatusApi, TargetConfig};
@@ -947,14 +948,6 @@ fn log_api_error(target_name: &str, err: &Error, what: &str) {
         }
         _ => tracing::warn!(target_name, kind = err.kind(), error = %err, "{what}"),
     }
-}
-
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 #[cfg(test)]

@@ -22,6 +22,8 @@ use chrono::{DateTime, SubsecRound, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds};
+
+pub use crate::clock::{SystemClock, WallClock};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 /// How often a cron ticker reads the wall clock again while it waits, so that a clock step is
@@ -148,22 +150,6 @@ impl Schedule {
             },
         };
         Ticker { kind }
-    }
-}
-
-/// The wall clock, behind a trait so tests can step it.
-pub trait WallClock: Send + Sync {
-    /// The current time.
-    fn now(&self) -> DateTime<Utc>;
-}
-
-/// The system's wall clock.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SystemClock;
-
-impl WallClock for SystemClock {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now()
     }
 }
 

@@ -20,17 +20,17 @@ use crate::metrics::Metrics;
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// What the endpoints read.
-pub struct Exporter {
+pub struct Endpoints {
     /// The /metrics body, cached between changes.
     exposition: Exposition,
     /// The pollers, for readiness; none for a fixed body.
     fleet: Option<Arc<Fleet>>,
 }
 
-impl Exporter {
+impl Endpoints {
     /// Endpoints over `metrics` and the readiness of the `fleet`'s pollers.
     pub fn new(metrics: Arc<Metrics>, fleet: Arc<Fleet>) -> Self {
-        Exporter {
+        Endpoints {
             exposition: Exposition::new(metrics),
             fleet: Some(fleet),
         }
@@ -39,7 +39,7 @@ impl Exporter {
     /// Endpoints that serve `text` as /metrics and never render: the lower bound of a scrape's
     /// cost, for benchmarks.
     pub fn frozen(text: bytes::Bytes) -> Self {
-        Exporter {
+        Endpoints {
             exposition: Exposition::frozen(text),
             fleet: None,
         }
@@ -63,20 +63,20 @@ impl Exporter {
 /// Serves the endpoints on `listener` until `shutdown` resolves; in-flight requests finish.
 pub async fn serve(
     listener: TcpListener,
-    exporter: Arc<Exporter>,
+    endpoints: Arc<Endpoints>,
     shutdown: impl Future<Output = ()>,
 ) {
     http::serve(
         listener,
         move |req| {
-            let exporter = exporter.clone();
+            let endpoints = endpoints.clone();
             async move {
                 if req.uri().path() == "/metrics"
                     && (req.method() == Method::GET || req.method() == Method::HEAD)
                 {
-                    metrics(exporter, &req).await
+                    metrics(endpoints, &req).await
                 } else {
-                    whole(route(&exporter, &req))
+                    whole(route(&endpoints, &req))
                 }
             }
         },
@@ -95,18 +95,18 @@ fn whole(response: Response<Body>) -> Response<ExporterBody> {
 
 /// `/metrics`: the cached rendering, or a new one made on a blocking thread, so that rendering
 /// a large exposition never holds up the runtime's workers (pollers, other scrapes).
-async fn metrics(exporter: Arc<Exporter>, req: &Request<Incoming>) -> Response<ExporterBody> {
-    let rendered = match exporter.exposition.lookup() {
+async fn metrics(endpoints: Arc<Endpoints>, req: &Request<Incoming>) -> Response<ExporterBody> {
+    let rendered = match endpoints.exposition.lookup() {
         Lookup::Serve(rendered) => rendered,
         Lookup::ServeAndRefresh(rendered) => {
-            if exporter.exposition.claim_refresh() {
-                let exporter = exporter.clone();
-                tokio::task::spawn_blocking(move || exporter.exposition.refresh());
+            if endpoints.exposition.claim_refresh() {
+                let endpoints = endpoints.clone();
+                tokio::task::spawn_blocking(move || endpoints.exposition.refresh());
             }
             rendered
         }
         Lookup::Render => {
-            match tokio::task::spawn_blocking(move || exporter.exposition.current()).await {
+            match tokio::task::spawn_blocking(move || endpoints.exposition.current()).await {
                 Ok(rendered) => rendered,
                 Err(err) => {
                     tracing::error!(error = %err, "rendering /metrics failed");
@@ -162,7 +162,7 @@ fn inflated(rendered: Arc<Rendered>) -> Response<ExporterBody> {
     response
 }
 
-fn route(exporter: &Exporter, req: &Request<Incoming>) -> Response<Body> {
+fn route(endpoints: &Endpoints, req: &Request<Incoming>) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return http::response(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -173,7 +173,7 @@ fn route(exporter: &Exporter, req: &Request<Incoming>) -> Response<Body> {
     match req.uri().path() {
         "/healthz" => {
             // Failing makes Kubernetes or Docker restart a process whose polling is wedged.
-            let stalled = exporter.stalled();
+            let stalled = endpoints.stalled();
             if stalled.is_empty() {
                 http::response(StatusCode::OK, "text/plain", "ok\n")
             } else {
@@ -191,7 +191,7 @@ fn route(exporter: &Exporter, req: &Request<Incoming>) -> Response<Body> {
             }
         }
         "/readyz" => {
-            let waiting = exporter.not_ready();
+            let waiting = endpoints.not_ready();
             if waiting.is_empty() {
                 http::response(StatusCode::OK, "text/plain", "ready\n")
             } else {

@@ -22,10 +22,17 @@ async fn start(seed: u64) -> (Sim, Exporter, f64) {
     let sim = start_simulator(10, 2, seed, 120.0);
     let truth = get_json(&format!("{}/_sim/truth", sim.url)).await;
     let started_ms = truth["started_at_ms"].as_f64().expect("started_at_ms");
-    let text = config(&sim.url, &targets_of(&truth), 1).replace(
-        "timeout = \"5s\"",
-        "timeout = \"1s\"\nmax_retries = 1\nretry_backoff = \"50ms\"\nmax_retry_wait = \"3s\"",
-    );
+    // Polls may run 10 s, so that calls fail for good (after their retries) before a poll is
+    // cut short: these tests count the client's retries and errors.
+    let text = config(&sim.url, &targets_of(&truth), 1)
+        .replace(
+            "timeout = \"5s\"",
+            "timeout = \"1s\"\nmax_retries = 1\nretry_backoff = \"50ms\"\nmax_retry_wait = \"3s\"",
+        )
+        .replace(
+            "interval = \"1s\"",
+            "interval = \"1s\"\npoll_timeout = \"10s\"",
+        );
     let exporter = start_exporter(&text, &[]);
     wait_for_status_200(&format!("{}/readyz", exporter.url), Duration::from_secs(30)).await;
     (sim, exporter, started_ms)

@@ -204,6 +204,21 @@ impl Simulator {
     }
 }
 
+/// Runs a simulator of `options` on `listen` until `shutdown` resolves; `on_ready` learns its
+/// address and static token once it listens.
+pub async fn run(
+    listen: std::net::SocketAddr,
+    options: SimOptions,
+    on_ready: impl FnOnce(std::net::SocketAddr, &str),
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let simulator = Arc::new(Simulator::new(options));
+    let listener = TcpListener::bind(listen).await?;
+    on_ready(listener.local_addr()?, simulator.static_token());
+    serve(listener, simulator, shutdown).await;
+    Ok(())
+}
+
 /// Serves the simulator on `listener` until `shutdown` resolves.
 pub async fn serve(listener: TcpListener, sim: Arc<Simulator>, shutdown: impl Future<Output = ()>) {
     http::serve(

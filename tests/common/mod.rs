@@ -65,8 +65,9 @@ impl Proc {
             std::thread::spawn(move || {
                 for line in BufReader::new(pipe).lines() {
                     let Ok(line) = line else { break };
-                    let _ = tx.send(line.clone());
-                    sink.lock().expect("lock").push(line);
+                    // Kept before it is announced: whoever waits for the line finds it kept.
+                    sink.lock().expect("lock").push(line.clone());
+                    let _ = tx.send(line);
                 }
             });
         }

@@ -1,0 +1,97 @@
+//! The exporter as one library call: [`run`] polls the targets and serves the endpoints until
+//! told to stop, then stops and waits for every task it started.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::clock;
+use crate::codearts::{self, Client};
+use crate::config::{Config, ConfigError, ShardingConfig};
+use crate::fleet::{Fleet, FleetError};
+use crate::metrics::{Metrics, MetricsError};
+use crate::server::{self, Endpoints};
+
+/// The file the configuration came from: it is reloaded on SIGHUP and when it changes.
+#[derive(Debug, Clone)]
+pub struct ConfigFile {
+    /// The file.
+    pub path: PathBuf,
+    /// The command line's `--shard`, which overrides the file's `[sharding]`.
+    pub shard: Option<ShardingConfig>,
+}
+
+/// Why the exporter could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The configuration is invalid.
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    /// The metric families could not be set up.
+    #[error("{0}")]
+    Metrics(#[from] MetricsError),
+    /// The API client could not be built.
+    #[error("{0}")]
+    Client(#[from] codearts::Error),
+    /// The pollers could not start.
+    #[error("{0}")]
+    Fleet(#[from] FleetError),
+    /// A socket could not be bound or read.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// Polls the targets of `config` and serves `/metrics`, `/healthz` and `/readyz` on `listener`
+/// until `shutdown` resolves; with a `file`, reloads it on SIGHUP and when it changes. On
+/// shutdown the server finishes the requests in flight, then the schedules, the polls in
+/// flight, the reload watcher, the retirement timers and the watchdog are stopped and awaited.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    file: Option<ConfigFile>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    // The backfill window counts back from here.
+    let started_at = clock::unix_now();
+    let metrics = Arc::new(Metrics::new(&config.metrics)?);
+    let client = Client::new(&config.codearts, &config.auth, metrics.clone())?;
+    let addr = listener.local_addr().map_err(|source| RunError::Io {
+        what: "cannot read the listening address".into(),
+        source,
+    })?;
+    tracing::info!(
+        %addr,
+        endpoint = %config.codearts.pipeline_endpoint(),
+        targets = config.targets.len(),
+        version = env!("CARGO_PKG_VERSION"),
+        "serving metrics"
+    );
+    let fleet = Fleet::start(config, client, metrics.clone(), started_at).await?;
+    let watcher = file.map(|file| tokio::spawn(fleet.clone().watch(file.path, file.shard)));
+    let endpoints = Arc::new(Endpoints::new(metrics, fleet.clone()));
+    server::serve(listener, endpoints, shutdown).await;
+    tracing::info!("shutting down");
+    if let Some(watcher) = watcher {
+        watcher.abort();
+        let _ = watcher.await;
+    }
+    fleet.shutdown().await;
+    Ok(())
+}
+
+/// Binds `addr` for [`run`], with an error that names `key` (the configuration key).
+pub async fn bind(addr: std::net::SocketAddr, key: &str) -> Result<TcpListener, RunError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| RunError::Io {
+            what: format!("cannot listen on {addr} ({key})"),
+            source,
+        })
+}
