@@ -17,8 +17,9 @@ use clap::{Parser, Subcommand};
 use codearts_exporter::codearts::model::{Run, RunResult, RunState, StageRun};
 use codearts_exporter::config::MetricsConfig;
 use codearts_exporter::exposition::Exposition;
-use codearts_exporter::metrics::{Metrics, PipelineSeries};
+use codearts_exporter::metrics::Metrics;
 use codearts_exporter::server::{self, Endpoints};
+use codearts_exporter::store::series::{Series, SeriesTable};
 
 #[derive(Parser)]
 #[command(about = "Benchmark helpers for scripts/bench")]
@@ -223,13 +224,14 @@ fn run(pipeline: usize, number: u64, stages: usize, result: RunResult, end: f64)
 }
 
 fn render(pipelines: usize, stages: usize, rounds: usize) -> anyhow::Result<()> {
-    let metrics = Arc::new(Metrics::new(&MetricsConfig::default())?);
+    let table = Arc::new(SeriesTable::new(&MetricsConfig::default()));
+    let metrics = Arc::new(Metrics::new(table.clone())?);
     let mut all = Vec::with_capacity(pipelines);
     for pipeline in 0..pipelines {
         let project = format!("{:032x}", pipeline % 10);
         let id = format!("{pipeline:032x}");
         let name = format!("订单服务-build-{pipeline:05}");
-        let mut series = PipelineSeries::new(&project, &id, &name);
+        let mut series = Series::new(&table, &project, &id, &name);
         let mut last = None;
         // One run of each result: every label set of every family exists.
         for (number, result) in [RunResult::Success, RunResult::Error, RunResult::Aborted]
@@ -243,13 +245,13 @@ fn render(pipelines: usize, stages: usize, rounds: usize) -> anyhow::Result<()> 
                 result,
                 1.8e9 + number as f64,
             );
-            series.observe_completed(&metrics, &done);
+            series.observe_completed(&done);
             last = Some(done);
         }
         if let Some(done) = &last {
-            series.set_state(&metrics, RunState::Completed);
-            series.set_stage_states(&metrics, done);
-            series.set_last_completed(&metrics, done);
+            series.set_state(RunState::Completed);
+            series.set_stage_states(done);
+            series.set_last_completed(done);
         }
         all.push(series);
     }
@@ -258,7 +260,7 @@ fn render(pipelines: usize, stages: usize, rounds: usize) -> anyhow::Result<()> 
     let mut render_seconds = Vec::new();
     let mut last = None;
     for _ in 0..rounds {
-        metrics.changed();
+        table.changed();
         let started = Instant::now();
         let rendered = exposition.current();
         render_seconds.push(started.elapsed().as_secs_f64());

@@ -206,6 +206,7 @@ impl Exposition {
 mod tests {
     use super::*;
     use crate::config::MetricsConfig;
+    use crate::store::series::SeriesTable;
 
     /// The whole text of `rendered`, read at once (independently of `inflate_into`).
     fn inflate(rendered: &Rendered) -> Vec<u8> {
@@ -234,7 +235,9 @@ mod tests {
 
     #[test]
     fn scrapes_share_a_rendering_until_the_metrics_change() {
-        let metrics = Arc::new(Metrics::new(&MetricsConfig::default()).expect("metrics"));
+        let metrics = Arc::new(
+            Metrics::new(Arc::new(SeriesTable::new(&MetricsConfig::default()))).expect("metrics"),
+        );
         let exposition = Exposition::new(metrics.clone());
         let first = exposition.current();
         let second = exposition.current();
@@ -253,7 +256,9 @@ mod tests {
 
     #[test]
     fn the_text_inflates_in_pieces_that_add_up_to_the_whole() {
-        let metrics = Arc::new(Metrics::new(&MetricsConfig::default()).expect("metrics"));
+        let metrics = Arc::new(
+            Metrics::new(Arc::new(SeriesTable::new(&MetricsConfig::default()))).expect("metrics"),
+        );
         // Enough series for several pieces.
         for i in 0..3000 {
             metrics.poll_finished(&format!("target-{i}"), Duration::from_millis(5), true, 1.0);
@@ -293,7 +298,9 @@ mod tests {
 
     #[test]
     fn a_change_is_rendered_by_one_scrape_while_others_get_the_previous_rendering() {
-        let metrics = Arc::new(Metrics::new(&MetricsConfig::default()).expect("metrics"));
+        let metrics = Arc::new(
+            Metrics::new(Arc::new(SeriesTable::new(&MetricsConfig::default()))).expect("metrics"),
+        );
         let exposition = Exposition::new(metrics.clone());
         assert!(
             matches!(exposition.lookup(), Lookup::Render),
@@ -303,7 +310,7 @@ mod tests {
         let cached = served(exposition.lookup()).expect("cached");
         assert!(Arc::ptr_eq(&first, &cached));
 
-        metrics.changed();
+        metrics.poll_skipped("t");
         assert!(
             matches!(exposition.lookup(), Lookup::Render),
             "a change is rendered"
@@ -324,7 +331,9 @@ mod tests {
 
     #[test]
     fn an_old_rendering_is_served_while_one_refresh_renders_it_again() {
-        let metrics = Arc::new(Metrics::new(&MetricsConfig::default()).expect("metrics"));
+        let metrics = Arc::new(
+            Metrics::new(Arc::new(SeriesTable::new(&MetricsConfig::default()))).expect("metrics"),
+        );
         let exposition = Exposition::new(metrics.clone());
         let old = Arc::new(Rendered {
             at: Instant::now() - MAX_AGE,

@@ -1,18 +1,18 @@
 //! The running pollers: one per target, each on its own schedule, replaced on a configuration
-//! reload without losing what they recorded.
+//! reload; the garbage collector and the watchdog beside them.
 //!
 //! A reload (SIGHUP, or the configuration file's content changed) loads and validates the file
 //! again. An invalid one is logged and counted, and the running configuration stays. A valid one
 //! builds a new API client (credentials and endpoints may have changed) and a new poller per
-//! target; a target that was already running hands its pipelines' state and series to its
-//! successor, so no run is recorded twice and no histogram restarts. A target that left the
-//! configuration keeps its series for its `gc_after`, then loses them (unless it came back).
-//! `server.listen`, `[metrics]` and `[sharding]` need a restart: a change to them is logged and
-//! not applied.
+//! target. What each target recorded is in the store, so the poller of a target that stays
+//! carries on with it: no run is recorded twice and no histogram restarts. A target that left
+//! the configuration keeps its series for its `gc_after`, then the garbage collector drops them
+//! (unless it came back). `server.listen`, `[metrics]` and `[sharding]` need a restart: a change
+//! to them is logged and not applied.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
 use tokio::sync::{Mutex, oneshot};
@@ -22,12 +22,15 @@ use crate::clock::{self, SystemClock, WallClock};
 use crate::codearts::{self, Client};
 use crate::config::{Config, ConfigError, ShardingConfig, TargetConfig};
 use crate::metrics::Metrics;
-use crate::poller::{Handover, Settings, TargetPoller};
+use crate::poller::{Settings, TargetPoller};
+use crate::store::Store;
 
 /// How often the configuration file is compared with the one running.
 const FILE_CHECK_EVERY: Duration = Duration::from_secs(5);
 /// How often the watchdog looks at every target's schedule.
 const WATCHDOG_EVERY: Duration = Duration::from_secs(1);
+/// How often the garbage collector looks for pipelines and targets whose grace period ended.
+const GC_EVERY: Duration = Duration::from_secs(1);
 
 /// Could not start or change the pollers.
 #[derive(Debug, thiserror::Error)]
@@ -40,33 +43,24 @@ pub enum FleetError {
     Config(#[from] ConfigError),
 }
 
-/// A target that left the configuration, kept until its grace period ends.
-struct Retired {
-    handover: Handover,
-    /// Distinguishes this retirement from a later one of the same label.
-    generation: u64,
-}
-
 struct Running {
     /// The configuration in effect (the parts a reload cannot change are compared with it).
     config: Config,
     /// Each target's schedule and the polls it started.
     schedules: Vec<ScheduleTask>,
-    /// Timers that drop the series of targets that left the configuration.
-    retirements: JoinSet<()>,
-    retired: HashMap<String, Retired>,
-    generation: u64,
 }
 
 /// Every target's poller and its schedule.
 pub struct Fleet {
     metrics: Arc<Metrics>,
+    store: Arc<Store>,
     /// Fixed at start-up: `[metrics]` and `[sharding]` do not reload.
     settings: Settings,
     clock: Arc<dyn WallClock>,
     pollers: RwLock<Vec<Arc<TargetPoller>>>,
     running: Mutex<Running>,
-    watchdog: JoinHandle<()>,
+    /// The watchdog and the garbage collector.
+    housekeeping: std::sync::Mutex<JoinSet<()>>,
 }
 
 impl Fleet {
@@ -75,6 +69,7 @@ impl Fleet {
         config: Config,
         client: Client,
         metrics: Arc<Metrics>,
+        store: Arc<Store>,
         started_at: f64,
     ) -> Result<Arc<Fleet>, FleetError> {
         let settings = Settings {
@@ -91,6 +86,7 @@ impl Fleet {
                     target.clone(),
                     client.clone(),
                     metrics.clone(),
+                    store.clone(),
                     settings,
                     poll_timeout(target, &config, clock.as_ref()),
                 ))
@@ -100,20 +96,20 @@ impl Fleet {
             .iter()
             .map(|poller| run_schedule(poller.clone(), clock.clone()))
             .collect();
-        Ok(Arc::new_cyclic(|fleet: &std::sync::Weak<Fleet>| Fleet {
+        let fleet = Arc::new(Fleet {
             metrics,
+            store,
             settings,
             clock,
             pollers: RwLock::new(pollers),
-            running: Mutex::new(Running {
-                config,
-                schedules,
-                retirements: JoinSet::new(),
-                retired: HashMap::new(),
-                generation: 0,
-            }),
-            watchdog: tokio::spawn(watch_schedules(fleet.clone())),
-        }))
+            running: Mutex::new(Running { config, schedules }),
+            housekeeping: std::sync::Mutex::new(JoinSet::new()),
+        });
+        if let Ok(mut housekeeping) = fleet.housekeeping.lock() {
+            housekeeping.spawn(watch_schedules(Arc::downgrade(&fleet)));
+            housekeeping.spawn(collect_garbage(Arc::downgrade(&fleet)));
+        }
+        Ok(fleet)
     }
 
     /// Targets whose schedule has started no poll for too long (see [`crate::schedule`]), with
@@ -171,46 +167,36 @@ impl Fleet {
         let mut running = self.running.lock().await;
         warn_about_restart_only_changes(&running.config, &config);
 
-        // Stop every schedule (polls in flight are cut; what they finished is kept) and collect
-        // what the pollers knew.
+        // Stop every schedule: polls in flight are cut, and what they finished is in the store.
         for schedule in running.schedules.drain(..) {
             schedule.stop().await;
         }
-        let mut handovers: HashMap<String, Handover> = HashMap::new();
-        for poller in self.current() {
-            handovers.insert(poller.label().to_string(), poller.retire().await);
-        }
-        for target in &config.targets {
-            if let Some(retired) = running.retired.remove(target.label()) {
-                handovers.insert(target.label().to_string(), retired.handover);
-            }
-        }
-
+        let labels: Vec<&str> = config.targets.iter().map(TargetConfig::label).collect();
+        self.store.retire_others(&labels);
+        let known: HashSet<String> = self
+            .current()
+            .iter()
+            .map(|p| p.label().to_string())
+            .collect();
         let mut pollers = Vec::new();
         for target in &config.targets {
-            let deadline = poll_timeout(target, &config, self.clock.as_ref());
-            let poller = match handovers.remove(target.label()) {
-                Some(handover) => TargetPoller::resume(
-                    target.clone(),
-                    client.clone(),
-                    self.metrics.clone(),
-                    self.settings,
-                    deadline,
-                    handover,
-                ),
-                // A target added now backfills the window before now.
-                None => TargetPoller::new(
-                    target.clone(),
-                    client.clone(),
-                    self.metrics.clone(),
-                    Settings {
-                        started_at: clock::unix_now(),
-                        ..self.settings
-                    },
-                    deadline,
-                ),
+            // A target added now backfills the window before now.
+            let started_at = if known.contains(target.label()) {
+                self.settings.started_at
+            } else {
+                clock::unix_now()
             };
-            let poller = Arc::new(poller);
+            let poller = Arc::new(TargetPoller::new(
+                target.clone(),
+                client.clone(),
+                self.metrics.clone(),
+                self.store.clone(),
+                Settings {
+                    started_at,
+                    ..self.settings
+                },
+                poll_timeout(target, &config, self.clock.as_ref()),
+            ));
             running
                 .schedules
                 .push(run_schedule(poller.clone(), self.clock.clone()));
@@ -220,70 +206,27 @@ impl Fleet {
             Ok(mut current) => *current = pollers,
             Err(poisoned) => *poisoned.into_inner() = pollers,
         }
-
-        // Targets that left: their series stay for their grace period.
-        for (label, handover) in handovers {
-            let gc_after = running
-                .config
-                .targets
-                .iter()
-                .find(|t| t.label() == label)
-                .map_or(Duration::ZERO, |t| t.gc_after);
-            running.generation += 1;
-            let generation = running.generation;
-            tracing::info!(target_name = %label, ?gc_after, "target left the configuration; its series go after gc_after");
-            running.retired.insert(
-                label.clone(),
-                Retired {
-                    handover,
-                    generation,
-                },
-            );
-            // A weak reference: a timer must not keep a stopped fleet alive.
-            let fleet = Arc::downgrade(self);
-            running.retirements.spawn(async move {
-                tokio::time::sleep(gc_after).await;
-                if let Some(fleet) = fleet.upgrade() {
-                    fleet.collect(&label, generation).await;
-                }
-            });
-            while running.retirements.try_join_next().is_some() {}
-        }
         // What is in effect: the restart-only sections stay as they started.
         config.server = running.config.server.clone();
         config.metrics = running.config.metrics.clone();
         config.sharding = running.config.sharding;
         running.config = config;
-        self.metrics.changed();
         Ok(())
     }
 
-    /// Removes the series of a retired target whose grace period has ended.
-    async fn collect(&self, label: &str, generation: u64) {
-        let mut running = self.running.lock().await;
-        if running
-            .retired
-            .get(label)
-            .is_none_or(|r| r.generation != generation)
-        {
-            return;
-        }
-        if let Some(retired) = running.retired.remove(label) {
-            retired.handover.remove_series(&self.metrics);
-            self.metrics.target_removed(label);
-            tracing::info!(target_name = %label, "series of a removed target dropped");
-        }
-    }
-
-    /// Stops every schedule, the polls in flight, the retirement timers and the watchdog, and
+    /// Stops every schedule, the polls in flight, the watchdog and the garbage collector, and
     /// waits until they have ended.
     pub async fn shutdown(&self) {
         let mut running = self.running.lock().await;
         for schedule in running.schedules.drain(..) {
             schedule.stop().await;
         }
-        running.retirements.shutdown().await;
-        self.watchdog.abort();
+        let housekeeping = match self.housekeeping.lock() {
+            Ok(mut tasks) => std::mem::take(&mut *tasks),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        };
+        let mut housekeeping = housekeeping;
+        housekeeping.shutdown().await;
     }
 
     /// Stops every schedule as a wedged scheduler would, for the watchdog's test.
@@ -389,7 +332,7 @@ fn poll_timeout(target: &TargetConfig, config: &Config, clock: &dyn WallClock) -
 
 /// The watchdog: sets each target's `polling_stalled` and logs when a schedule stalls or
 /// recovers. `/healthz` asks the fleet directly.
-async fn watch_schedules(fleet: std::sync::Weak<Fleet>) {
+async fn watch_schedules(fleet: Weak<Fleet>) {
     let mut stalled: HashSet<String> = HashSet::new();
     let mut ticks = tokio::time::interval(WATCHDOG_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -414,6 +357,22 @@ async fn watch_schedules(fleet: std::sync::Weak<Fleet>) {
                 }
                 _ => {}
             }
+        }
+    }
+}
+
+/// The garbage collector's schedule: the store removes what is gone; the exporter's own series
+/// of a removed target go with it.
+async fn collect_garbage(fleet: Weak<Fleet>) {
+    let mut ticks = tokio::time::interval(GC_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        ticks.tick().await;
+        let Some(fleet) = fleet.upgrade() else {
+            return;
+        };
+        for label in fleet.store.collect_garbage() {
+            fleet.metrics.target_removed(&label);
         }
     }
 }
@@ -486,11 +445,18 @@ mod tests {
         for target in &mut config.targets {
             target.interval = Some(Duration::from_secs(1));
         }
-        let metrics = Arc::new(Metrics::new(&config.metrics).expect("metrics"));
+        let store = Arc::new(Store::new(&config.metrics));
+        let metrics = Arc::new(Metrics::new(store.series().clone()).expect("metrics"));
         let client = Client::new(&config.codearts, &config.auth, metrics.clone()).expect("client");
-        let fleet = Fleet::start(config.clone(), client, metrics.clone(), clock::unix_now())
-            .await
-            .expect("a fleet");
+        let fleet = Fleet::start(
+            config.clone(),
+            client,
+            metrics.clone(),
+            store,
+            clock::unix_now(),
+        )
+        .await
+        .expect("a fleet");
         let listener = TcpListener::bind(("127.0.0.1", 0)).await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let endpoints = Arc::new(Endpoints::new(metrics, fleet.clone()));

@@ -16,9 +16,11 @@ pub mod fleet;
 pub mod http;
 pub mod metrics;
 pub mod poller;
+pub mod recording;
 pub mod run;
 pub mod schedule;
 pub mod server;
 pub mod simulator;
+pub mod store;
 
 pub use run::{ConfigFile, RunError, run};

@@ -4,10 +4,10 @@
 //! registry; the pipeline families, which grow with the number of pipelines, in a compact store
 //! of their own (see [`pipelines`]). A rendering writes both.
 
-mod pipelines;
+pub mod text;
 
-use std::collections::BTreeSet;
 use std::io::{self, Write};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -18,11 +18,9 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 
-use crate::codearts::model::Run;
 use crate::codearts::{Api, RequestObserver};
-use crate::config::{MetricsConfig, RunLabel};
 
-pub use pipelines::PipelineSeries;
+use crate::store::series::SeriesTable;
 
 /// Every `reason` of `codearts_exporter_api_retries_total`.
 const RETRY_REASONS: [&str; 6] = [
@@ -42,82 +40,6 @@ const API_BUCKETS: [f64; 10] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0
 /// Buckets of the poll duration histogram (seconds).
 const POLL_BUCKETS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 
-/// `trigger_type` label values: the reference's vocabulary (3.2), lower-cased, plus `other`.
-const TRIGGER_TYPES: [(&str, &str); 7] = [
-    ("manual", "manual"),
-    ("scheduler", "scheduler"),
-    ("mr", "mr"),
-    ("push", "push"),
-    ("createtag", "create_tag"),
-    ("issue", "issue"),
-    ("note", "note"),
-];
-/// Label value of anything outside a bounded vocabulary.
-const OTHER: &str = "other";
-
-/// The `trigger_type` label of a run's trigger: a known value, or `other`.
-pub fn trigger_label(trigger: Option<&str>) -> &'static str {
-    let Some(trigger) = trigger else {
-        return OTHER;
-    };
-    let key: String = trigger
-        .trim()
-        .chars()
-        .filter(|c| *c != '_' && *c != '-')
-        .flat_map(char::to_lowercase)
-        .collect();
-    TRIGGER_TYPES
-        .iter()
-        .find(|(raw, _)| *raw == key)
-        .map_or(OTHER, |(_, label)| label)
-}
-
-/// Which extra labels runs get, and the branches kept as values.
-#[derive(Debug, Clone)]
-struct RunLabels {
-    /// Label names in exposition order.
-    names: Vec<&'static str>,
-    trigger: bool,
-    branch: bool,
-    branches: BTreeSet<String>,
-}
-
-impl RunLabels {
-    fn new(config: &MetricsConfig) -> RunLabels {
-        let trigger = config.run_labels.contains(&RunLabel::TriggerType);
-        let branch = config.run_labels.contains(&RunLabel::Branch);
-        // A fixed order whatever the configuration lists first.
-        let names = [(trigger, RunLabel::TriggerType), (branch, RunLabel::Branch)]
-            .into_iter()
-            .filter(|(on, _)| *on)
-            .map(|(_, label)| label.as_str())
-            .collect();
-        RunLabels {
-            names,
-            trigger,
-            branch,
-            branches: config.branches.iter().cloned().collect(),
-        }
-    }
-
-    /// The values of the extra labels of `run`, in the order of `names`.
-    fn values(&self, run: &Run) -> Vec<String> {
-        let mut values = Vec::with_capacity(2);
-        if self.trigger {
-            values.push(trigger_label(run.trigger.as_deref()).to_string());
-        }
-        if self.branch {
-            let branch = run
-                .branch
-                .as_deref()
-                .filter(|b| self.branches.contains(*b))
-                .unwrap_or(OTHER);
-            values.push(branch.to_string());
-        }
-        values
-    }
-}
-
 /// Could not create or register a metric family (a programming error, reported at start-up).
 #[derive(Debug, thiserror::Error)]
 #[error("cannot set up metrics: {0}")]
@@ -130,8 +52,8 @@ pub struct Metrics {
     version: AtomicU64,
     renders: IntCounter,
     render_seconds: Counter,
-    pipelines: pipelines::Pipelines,
-    run_labels: RunLabels,
+    /// The pipeline series, written after the exporter's own families.
+    series: Arc<SeriesTable>,
     api_requests: IntCounterVec,
     api_request_duration: HistogramVec,
     api_retries: IntCounterVec,
@@ -149,8 +71,8 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Creates and registers every family; buckets come from `[metrics]`.
-    pub fn new(config: &MetricsConfig) -> Result<Metrics, MetricsError> {
+    /// Creates and registers every family; the pipeline series come from `series`.
+    pub fn new(series: Arc<SeriesTable>) -> Result<Metrics, MetricsError> {
         let registry = Registry::new();
         let histogram = |name: &str,
                          help: &str,
@@ -162,7 +84,6 @@ impl Metrics {
             registry.register(Box::new(vec.clone()))?;
             Ok(vec)
         };
-        let run_labels = RunLabels::new(config);
         let api_request_duration = histogram(
             "codearts_exporter_api_request_duration_seconds",
             "Latency of requests to the CodeArts API.",
@@ -288,8 +209,7 @@ impl Metrics {
             version: AtomicU64::new(0),
             renders,
             render_seconds,
-            pipelines: pipelines::Pipelines::new(config),
-            run_labels,
+            series,
             api_requests,
             api_request_duration,
             api_retries,
@@ -315,7 +235,7 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut exporter)
             .map_err(io::Error::other)?;
         out.write_all(&exporter)?;
-        self.pipelines.write(out)
+        text::write(&self.series, out)
     }
 
     /// The text exposition of every family.
@@ -353,14 +273,16 @@ impl Metrics {
         }
     }
 
-    /// Changes with every [`Metrics::changed`]; a rendering of an older version is stale.
+    /// Changes with every change a rendering must show; a rendering of an older version is
+    /// stale. The pipeline series mark their own changes ([`SeriesTable::changed`]).
     pub fn version(&self) -> u64 {
-        self.version.load(Ordering::Acquire)
+        self.version
+            .load(Ordering::Acquire)
+            .wrapping_add(self.series.version())
     }
 
-    /// Marks the metrics changed. Polls call it when they end, so scrapes between polls share
-    /// one rendering.
-    pub fn changed(&self) {
+    /// Marks the exporter's families changed; every method that changes one calls it.
+    fn changed(&self) {
         self.version.fetch_add(1, Ordering::AcqRel);
     }
 
@@ -470,34 +392,16 @@ impl RequestObserver for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::MetricsConfig;
 
     fn text(m: &Metrics) -> String {
         String::from_utf8(m.render()).expect("utf-8")
     }
 
     #[test]
-    fn trigger_types_map_to_a_fixed_vocabulary() {
-        let cases = [
-            (Some("Manual"), "manual"),
-            (Some("Scheduler"), "scheduler"),
-            (Some("MR"), "mr"),
-            (Some("Push"), "push"),
-            (Some("CreateTag"), "create_tag"),
-            (Some("Issue"), "issue"),
-            (Some("Note"), "note"),
-            (Some(" push "), "push"),
-            (Some("Webhook"), "other"),
-            (Some(""), "other"),
-            (None, "other"),
-        ];
-        for (raw, label) in cases {
-            assert_eq!(trigger_label(raw), label, "{raw:?}");
-        }
-    }
-
-    #[test]
     fn exporter_families_are_present() {
-        let m = Metrics::new(&MetricsConfig::default()).expect("metrics");
+        let m =
+            Metrics::new(Arc::new(SeriesTable::new(&MetricsConfig::default()))).expect("metrics");
         m.target_registered("t");
         m.request_done(Api::V5Status, "200", Duration::from_millis(20));
         m.retried(Api::RunDetail, "throttled");

@@ -13,6 +13,7 @@ use crate::config::{Config, ConfigError, ShardingConfig};
 use crate::fleet::{Fleet, FleetError};
 use crate::metrics::{Metrics, MetricsError};
 use crate::server::{self, Endpoints};
+use crate::store::Store;
 
 /// The file the configuration came from: it is reloaded on SIGHUP and when it changes.
 #[derive(Debug, Clone)]
@@ -51,7 +52,7 @@ pub enum RunError {
 /// Polls the targets of `config` and serves `/metrics`, `/healthz` and `/readyz` on `listener`
 /// until `shutdown` resolves; with a `file`, reloads it on SIGHUP and when it changes. On
 /// shutdown the server finishes the requests in flight, then the schedules, the polls in
-/// flight, the reload watcher, the retirement timers and the watchdog are stopped and awaited.
+/// flight, the reload watcher, the garbage collector and the watchdog are stopped and awaited.
 pub async fn run(
     config: Config,
     listener: TcpListener,
@@ -60,7 +61,8 @@ pub async fn run(
 ) -> Result<(), RunError> {
     // The backfill window counts back from here.
     let started_at = clock::unix_now();
-    let metrics = Arc::new(Metrics::new(&config.metrics)?);
+    let store = Arc::new(Store::new(&config.metrics));
+    let metrics = Arc::new(Metrics::new(store.series().clone())?);
     let client = Client::new(&config.codearts, &config.auth, metrics.clone())?;
     let addr = listener.local_addr().map_err(|source| RunError::Io {
         what: "cannot read the listening address".into(),
@@ -73,7 +75,7 @@ pub async fn run(
         version = env!("CARGO_PKG_VERSION"),
         "serving metrics"
     );
-    let fleet = Fleet::start(config, client, metrics.clone(), started_at).await?;
+    let fleet = Fleet::start(config, client, metrics.clone(), store, started_at).await?;
     let watcher = file.map(|file| tokio::spawn(fleet.clone().watch(file.path, file.shard)));
     let endpoints = Arc::new(Endpoints::new(metrics, fleet.clone()));
     server::serve(listener, endpoints, shutdown).await;

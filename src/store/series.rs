@@ -1,41 +1,99 @@
-//! The series of every pipeline, kept compactly and written straight to the text format.
+//! The series of every pipeline, kept compactly, and how a run becomes samples.
 //!
 //! Ten thousand pipelines at their full series budget are over a million series. The
 //! `prometheus` crate stores every series with its own copy of its label pairs and copies every
 //! series again at each gather, which needs gigabytes at that size; here the labels of a
-//! pipeline are escaped and stored once, values are plain numbers, and the exposition is
-//! written family by family from them.
+//! pipeline are escaped and stored once and values are plain numbers. `crate::metrics::text`
+//! writes the exposition family by family from them.
 
-use std::collections::BTreeMap;
-use std::fmt::Display;
-use std::io::{self, Write};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::codearts::model::{Run, RunResult, RunState};
-use crate::config::MetricsConfig;
+use crate::config::{MetricsConfig, RunLabel};
 
-use super::{Metrics, RunLabels};
+/// `trigger_type` label values: the reference's vocabulary (3.2), lower-cased, plus `other`.
+const TRIGGER_TYPES: [(&str, &str); 7] = [
+    ("manual", "manual"),
+    ("scheduler", "scheduler"),
+    ("mr", "mr"),
+    ("push", "push"),
+    ("createtag", "create_tag"),
+    ("issue", "issue"),
+    ("note", "note"),
+];
+/// Label value of anything outside a bounded vocabulary.
+const OTHER: &str = "other";
 
-/// A number as the text format writes it (`+Inf`, `-Inf`, `NaN` included).
-struct Num(f64);
+/// The `trigger_type` label of a run's trigger: a known value, or `other`.
+pub fn trigger_label(trigger: Option<&str>) -> &'static str {
+    let Some(trigger) = trigger else {
+        return OTHER;
+    };
+    let key: String = trigger
+        .trim()
+        .chars()
+        .filter(|c| *c != '_' && *c != '-')
+        .flat_map(char::to_lowercase)
+        .collect();
+    TRIGGER_TYPES
+        .iter()
+        .find(|(raw, _)| *raw == key)
+        .map_or(OTHER, |(_, label)| label)
+}
 
-impl Display for Num {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.0.is_nan() {
-            f.write_str("NaN")
-        } else if self.0.is_infinite() {
-            f.write_str(if self.0 > 0.0 { "+Inf" } else { "-Inf" })
-        } else {
-            write!(f, "{}", self.0)
+/// Which extra labels runs get, and the branches kept as values.
+#[derive(Debug, Clone)]
+struct RunLabels {
+    /// Label names in exposition order.
+    names: Vec<&'static str>,
+    trigger: bool,
+    branch: bool,
+    branches: BTreeSet<String>,
+}
+
+impl RunLabels {
+    fn new(config: &MetricsConfig) -> RunLabels {
+        let trigger = config.run_labels.contains(&RunLabel::TriggerType);
+        let branch = config.run_labels.contains(&RunLabel::Branch);
+        // A fixed order whatever the configuration lists first.
+        let names = [(trigger, RunLabel::TriggerType), (branch, RunLabel::Branch)]
+            .into_iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, label)| label.as_str())
+            .collect();
+        RunLabels {
+            names,
+            trigger,
+            branch,
+            branches: config.branches.iter().cloned().collect(),
         }
+    }
+
+    /// The values of the extra labels of `run`, in the order of `names`.
+    fn values(&self, run: &Run) -> Vec<String> {
+        let mut values = Vec::with_capacity(2);
+        if self.trigger {
+            values.push(trigger_label(run.trigger.as_deref()).to_string());
+        }
+        if self.branch {
+            let branch = run
+                .branch
+                .as_deref()
+                .filter(|b| self.branches.contains(*b))
+                .unwrap_or(OTHER);
+            values.push(branch.to_string());
+        }
+        values
     }
 }
 
 /// Bucket bounds of one histogram family, with their `le` values formatted once.
 #[derive(Debug, Clone)]
-struct Buckets {
-    bounds: Vec<f64>,
-    le: Vec<String>,
+pub(crate) struct Buckets {
+    pub(crate) bounds: Vec<f64>,
+    pub(crate) le: Vec<String>,
 }
 
 impl Buckets {
@@ -49,22 +107,22 @@ impl Buckets {
 
 /// What is exposed, and how: fixed at start-up from `[metrics]`.
 #[derive(Debug)]
-struct Layout {
-    run: Buckets,
-    stage: Buckets,
-    queue: Buckets,
-    job: Buckets,
-    stage_status: bool,
+pub(crate) struct Layout {
+    pub(crate) run: Buckets,
+    pub(crate) stage: Buckets,
+    pub(crate) queue: Buckets,
+    pub(crate) job: Buckets,
+    pub(crate) stage_status: bool,
     /// Names of the labels of run series after the pipeline labels: run labels, then `result`.
-    run_label_names: Vec<&'static str>,
+    pub(crate) run_label_names: Vec<&'static str>,
 }
 
 /// A histogram's counts per bucket (not cumulative), sum and count.
 #[derive(Debug, Clone, Default)]
-struct Hist {
-    counts: Vec<u64>,
-    sum: f64,
-    count: u64,
+pub(crate) struct Hist {
+    pub(crate) counts: Vec<u64>,
+    pub(crate) sum: f64,
+    pub(crate) count: u64,
 }
 
 impl Hist {
@@ -83,38 +141,38 @@ impl Hist {
 
 /// Per-stage histogram and failure count.
 #[derive(Debug, Clone, Default)]
-struct StageStats {
-    duration: Hist,
-    failures: u64,
+pub(crate) struct StageStats {
+    pub(crate) duration: Hist,
+    pub(crate) failures: u64,
 }
 
 /// The last completed run's gauges.
 #[derive(Debug, Clone, Default)]
-struct LastRun {
-    duration: Option<f64>,
-    start: Option<f64>,
-    end: Option<f64>,
-    number: Option<f64>,
+pub(crate) struct LastRun {
+    pub(crate) duration: Option<f64>,
+    pub(crate) start: Option<f64>,
+    pub(crate) end: Option<f64>,
+    pub(crate) number: Option<f64>,
 }
 
 /// Every value of one pipeline's series; a series exists when its value is set.
 #[derive(Debug, Default)]
-struct PipelineData {
+pub(crate) struct PipelineData {
     /// `project_id="…",pipeline_id="…",pipeline_name="…"`, escaped.
-    labels: String,
-    state: Option<RunState>,
-    last_result: Option<RunResult>,
-    last: LastRun,
+    pub(crate) labels: String,
+    pub(crate) state: Option<RunState>,
+    pub(crate) last_result: Option<RunResult>,
+    pub(crate) last: LastRun,
     /// Console link of the last completed run (`last_run_info`).
-    last_url: Option<String>,
+    pub(crate) last_url: Option<String>,
     /// Run histogram (and `runs_total`, its count) by run label values and result.
-    runs: BTreeMap<Vec<String>, Hist>,
-    missed: Option<u64>,
-    queue: Option<Hist>,
-    stage_states: BTreeMap<String, RunState>,
-    stage_last: BTreeMap<String, f64>,
-    stages: BTreeMap<String, StageStats>,
-    jobs: BTreeMap<(String, String, RunResult), Hist>,
+    pub(crate) runs: BTreeMap<Vec<String>, Hist>,
+    pub(crate) missed: Option<u64>,
+    pub(crate) queue: Option<Hist>,
+    pub(crate) stage_states: BTreeMap<String, RunState>,
+    pub(crate) stage_last: BTreeMap<String, f64>,
+    pub(crate) stages: BTreeMap<String, StageStats>,
+    pub(crate) jobs: BTreeMap<(String, String, RunResult), Hist>,
 }
 
 /// A registered pipeline and how many handles share it.
@@ -124,19 +182,23 @@ struct Entry {
 }
 
 /// Every pipeline's series, by project and pipeline id.
-pub(super) struct Pipelines {
+pub struct SeriesTable {
     layout: Layout,
+    run_labels: RunLabels,
     entries: Mutex<BTreeMap<(String, String), Entry>>,
+    /// Moves when the series change in a way a rendering must show (see [`SeriesTable::changed`]).
+    version: AtomicU64,
 }
 
 /// A lock whose holder panicked still guards consistent numbers: every update is one step.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-impl Pipelines {
-    pub(super) fn new(config: &MetricsConfig) -> Pipelines {
-        Pipelines {
+impl SeriesTable {
+    /// An empty registry laid out by `[metrics]`.
+    pub fn new(config: &MetricsConfig) -> SeriesTable {
+        SeriesTable {
             layout: Layout {
                 run: Buckets::new(&config.run_duration_buckets),
                 stage: Buckets::new(&config.stage_duration_buckets),
@@ -149,8 +211,35 @@ impl Pipelines {
                     .chain(["result"])
                     .collect(),
             },
+            run_labels: RunLabels::new(config),
             entries: Mutex::new(BTreeMap::new()),
+            version: AtomicU64::new(0),
         }
+    }
+
+    /// What is exposed and how.
+    pub(crate) fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Every pipeline's data, for a rendering (each is locked only while it is written).
+    pub(crate) fn pipelines(&self) -> Vec<Arc<Mutex<PipelineData>>> {
+        lock(&self.entries)
+            .values()
+            .map(|entry| entry.data.clone())
+            .collect()
+    }
+
+    /// Changes with every [`SeriesTable::changed`].
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    /// Marks the series changed, so that the next scrape renders them again. Called where a
+    /// batch of writes ends (a poll, a garbage collection), not at each write: scrapes during a
+    /// poll share the rendering made before it.
+    pub fn changed(&self) {
+        self.version.fetch_add(1, Ordering::AcqRel);
     }
 
     /// The data of a pipeline, created on first use; two handles of one pipeline share it.
@@ -196,34 +285,10 @@ impl Pipelines {
             }
         }
     }
-
-    /// Writes every pipeline family in the text format.
-    pub(super) fn write(&self, out: &mut dyn Write) -> io::Result<()> {
-        // Pollers keep updating while this writes; each pipeline is locked only briefly.
-        let all: Vec<Arc<Mutex<PipelineData>>> = lock(&self.entries)
-            .values()
-            .map(|entry| entry.data.clone())
-            .collect();
-        for family in Family::ALL {
-            if family == Family::StageStatus && !self.layout.stage_status {
-                continue;
-            }
-            let mut writer = FamilyWriter {
-                out: &mut *out,
-                family,
-                started: false,
-            };
-            for data in &all {
-                let data = lock(data);
-                writer.pipeline(&data, &self.layout)?;
-            }
-        }
-        Ok(())
-    }
 }
 
 /// Appends `value` escaped as a label value.
-fn push_escaped(out: &mut String, value: &str) {
+pub(crate) fn push_escaped(out: &mut String, value: &str) {
     for c in value.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
@@ -234,315 +299,42 @@ fn push_escaped(out: &mut String, value: &str) {
     }
 }
 
-/// Writes `value` escaped as a label value.
-fn write_escaped(out: &mut dyn Write, value: &str) -> io::Result<()> {
-    if !value.contains(['\\', '"', '\n']) {
-        return out.write_all(value.as_bytes());
-    }
-    let mut escaped = String::with_capacity(value.len() + 8);
-    push_escaped(&mut escaped, value);
-    out.write_all(escaped.as_bytes())
-}
-
-/// The pipeline families, in exposition order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Family {
-    Status,
-    LastResult,
-    LastDuration,
-    LastStart,
-    LastEnd,
-    LastNumber,
-    LastInfo,
-    RunDuration,
-    Runs,
-    RunsMissed,
-    RunQueue,
-    StageStatus,
-    StageLastDuration,
-    StageDuration,
-    StageFailures,
-    JobDuration,
-}
-
-impl Family {
-    const ALL: [Family; 16] = [
-        Family::Status,
-        Family::LastResult,
-        Family::LastDuration,
-        Family::LastStart,
-        Family::LastEnd,
-        Family::LastNumber,
-        Family::LastInfo,
-        Family::RunDuration,
-        Family::Runs,
-        Family::RunsMissed,
-        Family::RunQueue,
-        Family::StageStatus,
-        Family::StageLastDuration,
-        Family::StageDuration,
-        Family::StageFailures,
-        Family::JobDuration,
-    ];
-
-    /// Name, type and help.
-    fn describe(self) -> (&'static str, &'static str, &'static str) {
-        match self {
-            Family::Status => (
-                "codearts_pipeline_status",
-                "gauge",
-                "State of the pipeline's latest run, one-hot (waiting, running, verifying, suspending, completed, unknown).",
-            ),
-            Family::LastResult => (
-                "codearts_pipeline_last_run_result",
-                "gauge",
-                "Result of the last completed run, one-hot (success, error, aborted).",
-            ),
-            Family::LastDuration => (
-                "codearts_pipeline_last_run_duration_seconds",
-                "gauge",
-                "Duration of the last completed run.",
-            ),
-            Family::LastStart => (
-                "codearts_pipeline_last_run_start_timestamp_seconds",
-                "gauge",
-                "Start time of the last completed run, Unix seconds.",
-            ),
-            Family::LastEnd => (
-                "codearts_pipeline_last_run_end_timestamp_seconds",
-                "gauge",
-                "End time of the last completed run, Unix seconds.",
-            ),
-            Family::LastNumber => (
-                "codearts_pipeline_last_run_number",
-                "gauge",
-                "Run number of the last completed run.",
-            ),
-            Family::LastInfo => (
-                "codearts_pipeline_last_run_info",
-                "gauge",
-                "Always 1: the console link of the last completed run, for dashboard tables.",
-            ),
-            Family::RunDuration => (
-                "codearts_pipeline_run_duration_seconds",
-                "histogram",
-                "Duration of completed runs, one observation per run.",
-            ),
-            Family::Runs => (
-                "codearts_pipeline_runs_total",
-                "counter",
-                "Completed runs recorded since the exporter started (equals the run duration histogram's _count).",
-            ),
-            Family::RunsMissed => (
-                "codearts_pipeline_runs_missed_total",
-                "counter",
-                "Completed runs found in the history only after they fell out of backfill_window; not recorded.",
-            ),
-            Family::RunQueue => (
-                "codearts_pipeline_run_queue_seconds",
-                "histogram",
-                "Time from a run's start to its first stage's start (initialisation and waiting for an executor), one observation per completed run.",
-            ),
-            Family::StageStatus => (
-                "codearts_pipeline_stage_status",
-                "gauge",
-                "State of each stage of the latest run, one-hot (metrics.stage_status).",
-            ),
-            Family::StageLastDuration => (
-                "codearts_pipeline_stage_last_duration_seconds",
-                "gauge",
-                "Duration of each stage that ran in the last completed run.",
-            ),
-            Family::StageDuration => (
-                "codearts_pipeline_stage_duration_seconds",
-                "histogram",
-                "Duration of stages that ran, one observation per stage of each completed run, whatever its result.",
-            ),
-            Family::StageFailures => (
-                "codearts_pipeline_stage_failures_total",
-                "counter",
-                "Completed runs in which the stage failed (result error), per stage that ran.",
-            ),
-            Family::JobDuration => (
-                "codearts_pipeline_job_duration_seconds",
-                "histogram",
-                "Duration of jobs that ran, one observation per job of each completed run (metrics.jobs).",
-            ),
-        }
-    }
-}
-
-/// Writes the series of one family, its `# HELP` and `# TYPE` before the first.
-struct FamilyWriter<'a> {
-    out: &'a mut dyn Write,
-    family: Family,
-    started: bool,
-}
-
-impl FamilyWriter<'_> {
-    /// One sample: `name{pipeline labels,extra labels} value`. Extra label values are escaped.
-    fn sample(
-        &mut self,
-        suffix: &str,
-        labels: &str,
-        extra: &[(&str, &str)],
-        value: impl Display,
-    ) -> io::Result<()> {
-        let (name, kind, help) = self.family.describe();
-        if !self.started {
-            writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}")?;
-            self.started = true;
-        }
-        self.out.write_all(name.as_bytes())?;
-        self.out.write_all(suffix.as_bytes())?;
-        self.out.write_all(b"{")?;
-        self.out.write_all(labels.as_bytes())?;
-        for (key, value) in extra {
-            self.out.write_all(b",")?;
-            self.out.write_all(key.as_bytes())?;
-            self.out.write_all(b"=\"")?;
-            write_escaped(self.out, value)?;
-            self.out.write_all(b"\"")?;
-        }
-        writeln!(self.out, "}} {value}")
-    }
-
-    /// The `_bucket`, `_sum` and `_count` series of a histogram.
-    fn histogram(
-        &mut self,
-        labels: &str,
-        extra: &[(&str, &str)],
-        buckets: &Buckets,
-        hist: &Hist,
-    ) -> io::Result<()> {
-        let mut with_le: Vec<(&str, &str)> = Vec::with_capacity(extra.len() + 1);
-        with_le.extend_from_slice(extra);
-        with_le.push(("le", ""));
-        let last = with_le.len() - 1;
-        let mut cumulative = 0;
-        for (index, le) in buckets.le.iter().enumerate() {
-            cumulative += hist.counts.get(index).copied().unwrap_or(0);
-            with_le[last].1 = le;
-            self.sample("_bucket", labels, &with_le, cumulative)?;
-        }
-        with_le[last].1 = "+Inf";
-        self.sample("_bucket", labels, &with_le, hist.count)?;
-        self.sample("_sum", labels, extra, Num(hist.sum))?;
-        self.sample("_count", labels, extra, hist.count)
-    }
-
-    /// Every series of this family for one pipeline.
-    fn pipeline(&mut self, data: &PipelineData, layout: &Layout) -> io::Result<()> {
-        let labels = data.labels.as_str();
-        match self.family {
-            Family::Status => {
-                if let Some(state) = data.state {
-                    for candidate in RunState::ALL {
-                        let hot = u8::from(candidate == state);
-                        self.sample("", labels, &[("status", candidate.as_str())], hot)?;
-                    }
-                }
-            }
-            Family::LastResult => {
-                if let Some(result) = data.last_result {
-                    for candidate in RunResult::ALL {
-                        let hot = u8::from(candidate == result);
-                        self.sample("", labels, &[("result", candidate.as_str())], hot)?;
-                    }
-                }
-            }
-            Family::LastDuration | Family::LastStart | Family::LastEnd | Family::LastNumber => {
-                let value = match self.family {
-                    Family::LastDuration => data.last.duration,
-                    Family::LastStart => data.last.start,
-                    Family::LastEnd => data.last.end,
-                    _ => data.last.number,
-                };
-                if let Some(value) = value {
-                    self.sample("", labels, &[], Num(value))?;
-                }
-            }
-            Family::LastInfo => {
-                if let Some(url) = &data.last_url {
-                    self.sample("", labels, &[("detail_url", url)], 1)?;
-                }
-            }
-            Family::RunDuration | Family::Runs => {
-                for (values, hist) in &data.runs {
-                    let extra: Vec<(&str, &str)> = layout
-                        .run_label_names
-                        .iter()
-                        .copied()
-                        .zip(values.iter().map(String::as_str))
-                        .collect();
-                    if self.family == Family::Runs {
-                        self.sample("", labels, &extra, hist.count)?;
-                    } else {
-                        self.histogram(labels, &extra, &layout.run, hist)?;
-                    }
-                }
-            }
-            Family::RunsMissed => {
-                if let Some(missed) = data.missed {
-                    self.sample("", labels, &[], missed)?;
-                }
-            }
-            Family::RunQueue => {
-                if let Some(hist) = &data.queue {
-                    self.histogram(labels, &[], &layout.queue, hist)?;
-                }
-            }
-            Family::StageStatus => {
-                for (stage, state) in &data.stage_states {
-                    for candidate in RunState::ALL {
-                        let hot = u8::from(candidate == *state);
-                        let extra = [("stage", stage.as_str()), ("status", candidate.as_str())];
-                        self.sample("", labels, &extra, hot)?;
-                    }
-                }
-            }
-            Family::StageLastDuration => {
-                for (stage, duration) in &data.stage_last {
-                    self.sample("", labels, &[("stage", stage)], Num(*duration))?;
-                }
-            }
-            Family::StageDuration => {
-                for (stage, stats) in &data.stages {
-                    self.histogram(labels, &[("stage", stage)], &layout.stage, &stats.duration)?;
-                }
-            }
-            Family::StageFailures => {
-                for (stage, stats) in &data.stages {
-                    self.sample("", labels, &[("stage", stage)], stats.failures)?;
-                }
-            }
-            Family::JobDuration => {
-                for ((stage, job, result), hist) in &data.jobs {
-                    let extra = [
-                        ("stage", stage.as_str()),
-                        ("job", job.as_str()),
-                        ("result", result.as_str()),
-                    ];
-                    self.histogram(labels, &extra, &layout.job, hist)?;
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// A handle on the series of one pipeline, and the way the poller changes them.
-#[derive(Debug)]
-pub struct PipelineSeries {
+/// A handle on the series of one pipeline, and the way the poller changes them. The series
+/// go when the last handle of the pipeline is dropped.
+pub struct Series {
+    registry: Arc<SeriesTable>,
     labels: [String; 3],
-    /// Registered with the metrics on the first change.
+    /// Registered on the first change.
     data: Option<Arc<Mutex<PipelineData>>>,
 }
 
-impl PipelineSeries {
+impl std::fmt::Debug for Series {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Series")
+            .field("labels", &self.labels)
+            .finish()
+    }
+}
+
+impl Drop for Series {
+    fn drop(&mut self) {
+        if self.data.take().is_some() {
+            self.registry.release(&self.labels);
+            self.registry.changed();
+        }
+    }
+}
+
+impl Series {
     /// A handle for one pipeline; creates no series until something is set.
-    pub fn new(project_id: &str, pipeline_id: &str, pipeline_name: &str) -> PipelineSeries {
-        PipelineSeries {
+    pub fn new(
+        registry: &Arc<SeriesTable>,
+        project_id: &str,
+        pipeline_id: &str,
+        pipeline_name: &str,
+    ) -> Series {
+        Series {
+            registry: registry.clone(),
             labels: [
                 project_id.to_string(),
                 pipeline_id.to_string(),
@@ -558,25 +350,26 @@ impl PipelineSeries {
     }
 
     /// Changes the pipeline's data (registering it first).
-    fn update<R>(&mut self, m: &Metrics, change: impl FnOnce(&mut PipelineData) -> R) -> R {
+    fn update<R>(&mut self, change: impl FnOnce(&mut PipelineData) -> R) -> R {
+        let registry = &self.registry;
         let data = self
             .data
-            .get_or_insert_with(|| m.pipelines.register(&self.labels));
+            .get_or_insert_with(|| registry.register(&self.labels));
         change(&mut lock(data))
     }
 
     /// Sets the one-hot state of the latest run.
-    pub fn set_state(&mut self, m: &Metrics, state: RunState) {
-        self.update(m, |data| data.state = Some(state));
+    pub fn set_state(&mut self, state: RunState) {
+        self.update(|data| data.state = Some(state));
     }
 
     /// Sets the one-hot state of each stage of the latest run (stages no longer there
     /// disappear); only with `metrics.stage_status`.
-    pub fn set_stage_states(&mut self, m: &Metrics, run: &Run) {
-        if !m.pipelines.layout.stage_status {
+    pub fn set_stage_states(&mut self, run: &Run) {
+        if !self.registry.layout.stage_status {
             return;
         }
-        self.update(m, |data| {
+        self.update(|data| {
             data.stage_states = run
                 .stages
                 .iter()
@@ -586,8 +379,8 @@ impl PipelineSeries {
     }
 
     /// Sets the `last_run_*` gauges and per-stage last durations from a completed run.
-    pub fn set_last_completed(&mut self, m: &Metrics, run: &Run) {
-        self.update(m, |data| {
+    pub fn set_last_completed(&mut self, run: &Run) {
+        self.update(|data| {
             if let Some(result) = run.result {
                 data.last_result = Some(result);
             }
@@ -607,14 +400,15 @@ impl PipelineSeries {
     }
 
     /// Observes a completed run (and each stage that ran) in the histograms. Call once per run.
-    pub fn observe_completed(&mut self, m: &Metrics, run: &Run) {
+    pub fn observe_completed(&mut self, run: &Run) {
         let (Some(result), Some(duration)) = (run.result, run.duration()) else {
             return;
         };
-        let mut key = m.run_labels.values(run);
+        let mut key = self.registry.run_labels.values(run);
         key.push(result.as_str().to_string());
-        let layout = &m.pipelines.layout;
-        self.update(m, |data| {
+        let registry = self.registry.clone();
+        let layout = &registry.layout;
+        self.update(|data| {
             data.runs
                 .entry(key)
                 .or_default()
@@ -639,9 +433,10 @@ impl PipelineSeries {
     }
 
     /// Observes each job that ran in `detail` (the run detail of a run recorded once).
-    pub fn observe_jobs(&mut self, m: &Metrics, detail: &Run) {
-        let layout = &m.pipelines.layout;
-        self.update(m, |data| {
+    pub fn observe_jobs(&mut self, detail: &Run) {
+        let registry = self.registry.clone();
+        let layout = &registry.layout;
+        self.update(|data| {
             for stage in &detail.stages {
                 for job in &stage.jobs {
                     if let (Some(result), Some(duration)) = (job.result, job.duration()) {
@@ -656,15 +451,8 @@ impl PipelineSeries {
     }
 
     /// Counts a completed run that was found too late to be recorded.
-    pub fn missed(&mut self, m: &Metrics) {
-        self.update(m, |data| *data.missed.get_or_insert(0) += 1);
-    }
-
-    /// Removes every series of this pipeline.
-    pub fn remove(&mut self, m: &Metrics) {
-        if self.data.take().is_some() {
-            m.pipelines.release(&self.labels);
-        }
+    pub fn missed(&mut self) {
+        self.update(|data| *data.missed.get_or_insert(0) += 1);
     }
 }
 
@@ -675,8 +463,29 @@ mod tests {
     use super::*;
     use crate::codearts::model::StageRun;
     use crate::config::RunLabel;
+    use crate::metrics::Metrics;
     use prometheus::Encoder;
     use prometheus::core::Collector;
+
+    #[test]
+    fn trigger_types_map_to_a_fixed_vocabulary() {
+        let cases = [
+            (Some("Manual"), "manual"),
+            (Some("Scheduler"), "scheduler"),
+            (Some("MR"), "mr"),
+            (Some("Push"), "push"),
+            (Some("CreateTag"), "create_tag"),
+            (Some("Issue"), "issue"),
+            (Some("Note"), "note"),
+            (Some(" push "), "push"),
+            (Some("Webhook"), "other"),
+            (Some(""), "other"),
+            (None, "other"),
+        ];
+        for (raw, label) in cases {
+            assert_eq!(trigger_label(raw), label, "{raw:?}");
+        }
+    }
 
     fn stage(
         name: &str,
@@ -726,8 +535,26 @@ mod tests {
         }
     }
 
-    fn text(m: &Metrics) -> String {
-        String::from_utf8(m.render()).expect("utf-8")
+    /// A registry and the metrics that render it.
+    struct Fixture {
+        registry: Arc<SeriesTable>,
+        metrics: Metrics,
+    }
+
+    fn fixture(config: &MetricsConfig) -> Fixture {
+        let registry = Arc::new(SeriesTable::new(config));
+        let metrics = Metrics::new(registry.clone()).expect("metrics");
+        Fixture { registry, metrics }
+    }
+
+    impl Fixture {
+        fn series(&self, project_id: &str, pipeline_id: &str, name: &str) -> Series {
+            Series::new(&self.registry, project_id, pipeline_id, name)
+        }
+    }
+
+    fn text(m: &Fixture) -> String {
+        String::from_utf8(m.metrics.render()).expect("utf-8")
     }
 
     /// Every sample of the exposition: name, labels, value.
@@ -775,7 +602,7 @@ mod tests {
 
     /// The value of the one series named `name` (with `_count`/`_sum`/`_bucket` suffix) of
     /// pipeline `p` whose labels include `labels`.
-    fn sample(m: &Metrics, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    fn sample(m: &Fixture, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         let mut labels = labels.to_vec();
         labels.extend([
             ("project_id", "proj"),
@@ -799,12 +626,12 @@ mod tests {
         }
     }
 
-    fn counter(m: &Metrics, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    fn counter(m: &Fixture, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         sample(m, name, labels)
     }
 
     /// Series of pipeline `p`, by family (histogram suffixes stripped).
-    fn series_per_family(m: &Metrics) -> BTreeMap<String, usize> {
+    fn series_per_family(m: &Fixture) -> BTreeMap<String, usize> {
         let mut families = BTreeMap::new();
         for (name, labels, _) in parse(&text(m)) {
             if labels.get("pipeline_id").map(String::as_str) != Some("p") {
@@ -822,24 +649,23 @@ mod tests {
     }
 
     /// Metrics with the one-hot stage states on.
-    fn with_stage_status() -> Metrics {
-        Metrics::new(&MetricsConfig {
+    fn with_stage_status() -> Fixture {
+        fixture(&MetricsConfig {
             stage_status: true,
             ..MetricsConfig::default()
         })
-        .expect("metrics")
     }
 
     const NAME: &str = "Pipe \"one\" 流水线";
 
     /// A pipeline whose latest run failed, seen and recorded as a poll does.
-    fn recorded_failed_run(m: &Metrics) -> (PipelineSeries, Run) {
-        let mut series = PipelineSeries::new("proj", "p", NAME);
+    fn recorded_failed_run(m: &Fixture) -> (Series, Run) {
+        let mut series = m.series("proj", "p", NAME);
         let run = failed_run();
-        series.set_state(m, run.state);
-        series.set_stage_states(m, &run);
-        series.set_last_completed(m, &run);
-        series.observe_completed(m, &run);
+        series.set_state(run.state);
+        series.set_stage_states(&run);
+        series.set_last_completed(&run);
+        series.observe_completed(&run);
         (series, run)
     }
 
@@ -977,7 +803,7 @@ mod tests {
             counter(&m, "codearts_pipeline_runs_missed_total", &[]),
             Some(0.0)
         );
-        series.missed(&m);
+        series.missed();
         assert_eq!(
             counter(&m, "codearts_pipeline_runs_missed_total", &[]),
             Some(1.0)
@@ -1009,8 +835,8 @@ mod tests {
         let mut renamed = run.clone();
         renamed.stages.truncate(1);
         renamed.detail_url = Some("https://console.example/run/8".into());
-        series.set_stage_states(&m, &renamed);
-        series.set_last_completed(&m, &renamed);
+        series.set_stage_states(&renamed);
+        series.set_last_completed(&renamed);
         assert_eq!(
             sample(&m, "codearts_pipeline_stage_status", &[("stage", "deploy")]),
             None
@@ -1038,7 +864,7 @@ mod tests {
             "one info series, the newest link:\n{all}"
         );
 
-        series.remove(&m);
+        drop(series);
         let all = text(&m);
         assert!(!all.contains("pipeline_id=\"p\""), "left over:\n{all}");
     }
@@ -1050,18 +876,18 @@ mod tests {
             branches: vec!["main".into()],
             ..MetricsConfig::default()
         };
-        let m = Metrics::new(&config).expect("metrics");
-        let mut series = PipelineSeries::new("proj", "p", NAME);
+        let m = fixture(&config);
+        let mut series = m.series("proj", "p", NAME);
         let mut run = failed_run();
-        series.observe_completed(&m, &run);
+        series.observe_completed(&run);
         run.run_number = Some(8);
         run.branch = Some("main".into());
         run.trigger = Some("Scheduler".into());
-        series.observe_completed(&m, &run);
+        series.observe_completed(&run);
         run.run_number = Some(9);
         run.branch = None;
         run.trigger = Some("SomethingNew".into());
-        series.observe_completed(&m, &run);
+        series.observe_completed(&run);
         for (trigger, branch) in [("push", "other"), ("scheduler", "main"), ("other", "other")] {
             let labels = [
                 ("trigger_type", trigger),
@@ -1086,13 +912,13 @@ mod tests {
                 .count(),
             3
         );
-        series.remove(&m);
+        drop(series);
         assert!(!text(&m).contains("pipeline_id=\"p\""));
 
         // Without run labels, the families keep their plain label set.
-        let m = Metrics::new(&MetricsConfig::default()).expect("metrics");
-        let mut series = PipelineSeries::new("proj", "p", NAME);
-        series.observe_completed(&m, &failed_run());
+        let m = fixture(&MetricsConfig::default());
+        let mut series = m.series("proj", "p", NAME);
+        series.observe_completed(&failed_run());
         assert_eq!(
             counter(&m, "codearts_pipeline_runs_total", &[("result", "error")]),
             Some(1.0)
@@ -1104,11 +930,11 @@ mod tests {
     #[test]
     fn jobs_and_queue_time_are_observed_and_removed() {
         use crate::codearts::model::JobRun;
-        let m = Metrics::new(&MetricsConfig::default()).expect("metrics");
-        let mut series = PipelineSeries::new("proj", "p", NAME);
+        let m = fixture(&MetricsConfig::default());
+        let mut series = m.series("proj", "p", NAME);
         let mut run = failed_run();
         run.start = Some(990.0);
-        series.observe_completed(&m, &run);
+        series.observe_completed(&run);
         assert_eq!(
             sample(&m, "codearts_pipeline_run_queue_seconds_count", &[]),
             Some(1.0)
@@ -1140,7 +966,7 @@ mod tests {
             job("JUnit", Some(RunResult::Error), Some((1040.0, 1100.5))),
             job("never ran", None, None),
         ];
-        series.observe_jobs(&m, &run);
+        series.observe_jobs(&run);
         assert_eq!(
             sample(
                 &m,
@@ -1169,7 +995,7 @@ mod tests {
             ),
             None
         );
-        series.remove(&m);
+        drop(series);
         let all = text(&m);
         assert!(!all.contains("pipeline_id=\"p\""), "left over:\n{all}");
     }
@@ -1207,26 +1033,26 @@ mod tests {
 
     /// Every series a 6-stage pipeline can have: runs of every result, every stage failing
     /// once, a run missed, the states set.
-    fn saturate(m: &Metrics) -> PipelineSeries {
-        let mut series = PipelineSeries::new("proj", "p", NAME);
+    fn saturate(m: &Fixture) -> Series {
+        let mut series = m.series("proj", "p", NAME);
         let mut number = 0;
         for result in RunResult::ALL {
             for failing in 0..6 {
                 number += 1;
                 let run = six_stage_run(number, result, failing);
-                series.observe_completed(m, &run);
-                series.set_last_completed(m, &run);
-                series.set_state(m, RunState::Running);
-                series.set_stage_states(m, &run);
+                series.observe_completed(&run);
+                series.set_last_completed(&run);
+                series.set_state(RunState::Running);
+                series.set_stage_states(&run);
             }
         }
-        series.missed(m);
+        series.missed();
         series
     }
 
     #[test]
     fn a_six_stage_pipeline_stays_within_its_series_budget_by_default() {
-        let m = Metrics::new(&MetricsConfig::default()).expect("metrics");
+        let m = fixture(&MetricsConfig::default());
         let _series = saturate(&m);
         let families = series_per_family(&m);
         let total: usize = families.values().sum();
@@ -1254,23 +1080,21 @@ mod tests {
         assert!(total <= 120, "{total} series for a 6-stage pipeline");
 
         // The knobs that add detail add what README.md says.
-        let m = Metrics::new(&MetricsConfig {
+        let m = fixture(&MetricsConfig {
             stage_status: true,
             queue_duration_buckets: vec![10.0, 60.0],
             ..MetricsConfig::default()
-        })
-        .expect("metrics");
+        });
         let _series = saturate(&m);
         let families = series_per_family(&m);
         assert_eq!(families["codearts_pipeline_stage_status"], 36);
         assert_eq!(families["codearts_pipeline_run_queue_seconds"], 5);
         // No buckets at all: each histogram keeps _sum, _count and the +Inf bucket.
-        let m = Metrics::new(&MetricsConfig {
+        let m = fixture(&MetricsConfig {
             run_duration_buckets: Vec::new(),
             stage_duration_buckets: Vec::new(),
             ..MetricsConfig::default()
-        })
-        .expect("metrics");
+        });
         let _series = saturate(&m);
         let families = series_per_family(&m);
         assert_eq!(families["codearts_pipeline_run_duration_seconds"], 9);
@@ -1287,14 +1111,14 @@ mod tests {
             stage_duration_buckets: buckets.clone(),
             ..MetricsConfig::default()
         };
-        let m = Metrics::new(&config).expect("metrics");
+        let m = fixture(&config);
         let reference = prometheus::HistogramVec::new(
             prometheus::HistogramOpts::new("codearts_pipeline_stage_duration_seconds", "x")
                 .buckets(buckets),
             &["project_id", "pipeline_id", "pipeline_name", "stage"],
         )
         .expect("histogram");
-        let mut series = PipelineSeries::new("proj", "p", NAME);
+        let mut series = m.series("proj", "p", NAME);
         for (number, seconds) in [29.0, 30.0, 30.5, 61.0, 3600.0, 7200.0, 0.25]
             .into_iter()
             .enumerate()
@@ -1308,7 +1132,7 @@ mod tests {
                 Some((1000.0, 1000.0 + seconds)),
             )];
             run.end = Some(1000.0 + seconds);
-            series.observe_completed(&m, &run);
+            series.observe_completed(&run);
             reference
                 .with_label_values(&["proj", "p", NAME, "build"])
                 .observe(seconds);
@@ -1331,11 +1155,11 @@ mod tests {
 
     #[test]
     fn label_values_are_escaped_and_families_written_once() {
-        let m = Metrics::new(&MetricsConfig::default()).expect("metrics");
-        let mut one = PipelineSeries::new("proj", "p", "back\\slash \"quoted\"\nnew line");
-        let mut two = PipelineSeries::new("proj", "q", "two");
+        let m = fixture(&MetricsConfig::default());
+        let mut one = m.series("proj", "p", "back\\slash \"quoted\"\nnew line");
+        let mut two = m.series("proj", "q", "two");
         for series in [&mut one, &mut two] {
-            series.set_state(&m, RunState::Waiting);
+            series.set_state(RunState::Waiting);
         }
         let all = text(&m);
         assert!(
@@ -1359,24 +1183,25 @@ mod tests {
 
     #[test]
     fn two_handles_of_one_pipeline_share_its_series() {
-        let m = Metrics::new(&MetricsConfig::default()).expect("metrics");
-        let mut one = PipelineSeries::new("proj", "p", NAME);
-        let mut two = PipelineSeries::new("proj", "p", NAME);
-        one.set_state(&m, RunState::Running);
-        two.set_state(&m, RunState::Completed);
+        let m = fixture(&MetricsConfig::default());
+        let mut one = m.series("proj", "p", NAME);
+        let mut two = m.series("proj", "p", NAME);
+        one.set_state(RunState::Running);
+        two.set_state(RunState::Completed);
         assert_eq!(
             sample(&m, "codearts_pipeline_status", &[("status", "completed")]),
             Some(1.0)
         );
-        one.remove(&m);
+        drop(one);
         assert!(
             text(&m).contains("pipeline_id=\"p\""),
             "the other handle keeps them"
         );
-        two.remove(&m);
+        drop(two);
         assert!(!text(&m).contains("pipeline_id=\"p\""));
-        // A removed handle may be used again: it registers anew.
-        one.set_state(&m, RunState::Waiting);
+        // A pipeline whose series went starts afresh with a new handle.
+        let mut again = m.series("proj", "p", NAME);
+        again.set_state(RunState::Waiting);
         assert_eq!(
             sample(&m, "codearts_pipeline_status", &[("status", "waiting")]),
             Some(1.0)

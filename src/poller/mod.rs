@@ -1,0 +1,169 @@
+//! What to fetch, per target: one poll is a sequence of named steps (see `steps.rs`), under a
+//! deadline. The run-recording state machine it drives is `crate::recording`; what it learns
+//! is kept in `crate::store`.
+//!
+//! One poll = a refresh of the project's pipeline list when discovery is on and
+//! `discover_every` has passed; one batch status call per chunk of pipeline ids (the latest
+//! run's state and stages); the names of pipelines seen for the first time; and a run history
+//! read for each pipeline where a run may have completed since the last poll. Every completed
+//! run is observed in the histograms exactly once; with `metrics.jobs` the detail of each run
+//! about to be recorded is read for its jobs.
+
+mod steps;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::clock::unix_now;
+use crate::codearts::{Client, Error};
+use crate::config::{ShardingConfig, TargetConfig};
+use crate::metrics::Metrics;
+use crate::schedule::{Heartbeat, Schedule};
+use crate::store::{Store, TargetSlot};
+
+/// What the exporter's start-up fixes for every poller (a reload keeps it).
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// When polling of the targets began, Unix seconds: the exporter's start, or the reload
+    /// that added a target. The backfill window of the pipelines polled first counts back from
+    /// it.
+    pub started_at: f64,
+    /// Read the run detail of each recorded run for its jobs (`metrics.jobs`).
+    pub record_jobs: bool,
+    /// The share of the pipelines this replica polls.
+    pub sharding: ShardingConfig,
+}
+
+/// Polls one target on its schedule, writing to the target's place in the store.
+pub struct TargetPoller {
+    target: TargetConfig,
+    client: Client,
+    metrics: Arc<Metrics>,
+    store: Arc<Store>,
+    slot: Arc<TargetSlot>,
+    settings: Settings,
+    schedule: Schedule,
+    /// How long one poll may take before it is cut short.
+    poll_timeout: Duration,
+    /// Moved by each poll start; the watchdog reads it.
+    heartbeat: Heartbeat,
+}
+
+impl TargetPoller {
+    /// A poller for `target` whose polls may take `poll_timeout` each. A target the store
+    /// already knows (after a reload) carries on with what it recorded.
+    pub fn new(
+        target: TargetConfig,
+        client: Client,
+        metrics: Arc<Metrics>,
+        store: Arc<Store>,
+        settings: Settings,
+        poll_timeout: Duration,
+    ) -> Self {
+        let (slot, new) = store.target(target.label(), target.gc_after);
+        if new {
+            metrics.target_registered(target.label());
+        }
+        let schedule = target.poll_schedule();
+        let heartbeat = Heartbeat::new(schedule.stall_after(chrono::Utc::now(), poll_timeout));
+        TargetPoller {
+            target,
+            client,
+            metrics,
+            store,
+            slot,
+            settings,
+            schedule,
+            poll_timeout,
+            heartbeat,
+        }
+    }
+
+    /// The target's configuration.
+    pub fn target(&self) -> &TargetConfig {
+        &self.target
+    }
+
+    /// When this target polls.
+    pub fn schedule(&self) -> &Schedule {
+        &self.schedule
+    }
+
+    /// How long the target's schedule is past the time by which a poll should have started.
+    pub fn stalled_for(&self) -> Option<Duration> {
+        self.heartbeat.overdue()
+    }
+
+    /// True once a poll of this target has succeeded.
+    pub fn is_ready(&self) -> bool {
+        self.slot.is_ready()
+    }
+
+    /// The `target` label.
+    pub fn label(&self) -> &str {
+        self.target.label()
+    }
+
+    /// Runs one poll, unless the previous one is still running (then counts a skip). The
+    /// steady part (discovery, status, names, history reads of pipelines already backfilled)
+    /// must finish within `poll_timeout`, or the poll is cut short and counted as failed; the
+    /// first history reads of new pipelines come after it, without a deadline.
+    pub async fn poll(&self) {
+        let Some(mut state) = self.store.begin_poll(&self.slot) else {
+            tracing::warn!(
+                target_name = self.label(),
+                "previous poll still running; skipping this one"
+            );
+            self.metrics.poll_skipped(self.label());
+            return;
+        };
+        self.heartbeat.beat(
+            self.schedule
+                .stall_after(chrono::Utc::now(), self.poll_timeout),
+        );
+        self.metrics.poll_started(self.label(), unix_now());
+        let started = Instant::now();
+        let steady = tokio::time::timeout_at(started + self.poll_timeout, self.steady(&mut state));
+        let ok = match steady.await {
+            Ok((ok, backfill)) => {
+                // The backfill of a cold start may take minutes at scale: not cut short.
+                let backfilled = self.scan_histories(&mut state, &backfill).await;
+                ok && backfilled
+            }
+            Err(_) => {
+                // Whatever finished before the cut is recorded; the rest is read next poll.
+                tracing::warn!(
+                    target_name = self.label(),
+                    poll_timeout = ?self.poll_timeout,
+                    "poll cut short at its poll_timeout; counted as failed"
+                );
+                self.metrics.poll_timed_out(self.label());
+                false
+            }
+        };
+        let elapsed = started.elapsed();
+        self.metrics
+            .poll_finished(self.label(), elapsed, ok, unix_now());
+        if ok {
+            self.slot.set_ready();
+        }
+        tracing::debug!(
+            target_name = self.label(),
+            ok,
+            elapsed_ms = elapsed.as_millis() as u64,
+            "poll finished"
+        );
+    }
+}
+
+/// Logs a failed call with what to check.
+fn log_api_error(target_name: &str, err: &Error, what: &str) {
+    match err {
+        Error::Unauthorized { .. } => {
+            tracing::error!(target_name, error = %err, "{what}: check auth.token")
+        }
+        _ => tracing::warn!(target_name, kind = err.kind(), error = %err, "{what}"),
+    }
+}

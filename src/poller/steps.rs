@@ -1,0 +1,558 @@
+//! The steps of a poll, in order: discover, read the status, name new pipelines, show the
+//! status, mark absent pipelines, scan histories.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use futures_util::StreamExt;
+use futures_util::stream;
+
+use super::{TargetPoller, log_api_error};
+use crate::clock::unix_now;
+use crate::codearts::Error;
+use crate::codearts::model::{PipelineInfo, Run};
+use crate::config::{ShardingConfig, StatusApi, TargetConfig};
+use crate::recording::{HISTORY_PAGE, HistoryRead, MAX_HISTORY_PAGES, RunKey, Step};
+use crate::store::{PipelineState, TargetState};
+
+/// Detail and history reads in flight at once within one poll of one target.
+const CONCURRENCY: usize = 8;
+/// Up to this many unknown pipeline names are read by run detail; more, by the pipeline list.
+const NAMES_BY_DETAIL: usize = 4;
+/// History reads per group: only one group of histories is held at once.
+const SCAN_GROUP: usize = 64;
+
+/// One pipeline's history read.
+type Scan = (String, HistoryRead);
+
+/// Run details of the runs about to be recorded, by run number (for their jobs).
+type Details = HashMap<u64, Run>;
+
+/// What the batch status said in one poll.
+struct Status {
+    /// The latest run of each pipeline answered.
+    latest: Vec<Run>,
+    /// Pipelines of chunks that failed: not answered, but not gone either.
+    unanswered: HashSet<String>,
+}
+
+impl TargetPoller {
+    /// Everything a poll must finish within its deadline. Returns whether it all succeeded,
+    /// and the first history reads (backfills) still to do.
+    pub(super) async fn steady(&self, state: &mut TargetState) -> (bool, Vec<Scan>) {
+        let mut ok = self.discover(state).await;
+        let tracked = tracked(&self.target, &state.discovered, &self.settings.sharding);
+        let (status, read) = self.read_status(&tracked).await;
+        ok &= read;
+        let (names_wanted, settled) = self.note_latest(state, &status.latest);
+        ok &= self.name_new(state, names_wanted).await;
+        self.show_status(state, &status.latest, &settled);
+        self.mark_absent(state, &tracked, &status);
+        // Completed runs come from the history, read only where something may have completed,
+        // and only of pipelines the batch status just answered: others may be gone.
+        let now = unix_now();
+        let window = self.target.backfill_window;
+        let mut seen = HashSet::new();
+        let (backfill, steady): (Vec<Scan>, Vec<Scan>) = status
+            .latest
+            .iter()
+            .filter(|run| seen.insert(run.pipeline_id.as_str()))
+            .filter_map(|run| {
+                let pipeline = state.pipelines.get(&run.pipeline_id)?;
+                pipeline.series.as_ref()?;
+                let read = pipeline.ledger.history_read(now, window)?;
+                Some((run.pipeline_id.clone(), read))
+            })
+            .partition(|(_, read)| read.first);
+        ok &= self.scan_histories(state, &steady).await;
+        (ok, backfill)
+    }
+
+    /// Reads the project's pipeline list when discovery is on and due; false when that failed.
+    async fn discover(&self, state: &mut TargetState) -> bool {
+        let due = state
+            .discovered_at
+            .is_none_or(|at| at.elapsed() >= self.target.discover_every);
+        if !self.target.discover || !due {
+            return true;
+        }
+        match self.client.list_pipelines(&self.target.project_id).await {
+            Ok(pipelines) => {
+                self.apply_discovery(state, pipelines);
+                true
+            }
+            Err(err) => {
+                log_api_error(self.label(), &err, "pipeline list (discovery) failed");
+                false
+            }
+        }
+    }
+
+    /// Keeps the pipelines the target's filters select.
+    fn apply_discovery(&self, state: &mut TargetState, pipelines: Vec<PipelineInfo>) {
+        let listed = pipelines.len();
+        let kept: BTreeMap<String, String> = pipelines
+            .into_iter()
+            .filter(|p| selects(&self.target, p))
+            .map(|p| (p.id, p.name))
+            .collect();
+        let added = kept
+            .keys()
+            .filter(|id| !state.discovered.contains_key(*id))
+            .count();
+        let dropped = state
+            .discovered
+            .keys()
+            .filter(|id| !kept.contains_key(*id))
+            .count();
+        if added > 0 || dropped > 0 {
+            tracing::info!(
+                target_name = self.label(),
+                listed,
+                kept = kept.len(),
+                added,
+                dropped,
+                "discovered pipelines changed"
+            );
+        }
+        state.discovered = kept;
+        state.discovered_at = Some(tokio::time::Instant::now());
+    }
+
+    /// The latest run of every tracked pipeline, one batch status call per chunk; and whether
+    /// every call succeeded.
+    async fn read_status(&self, tracked: &[String]) -> (Status, bool) {
+        let mut ok = true;
+        let mut latest = Vec::new();
+        let mut unanswered = HashSet::new();
+        // One chunk after the other: a 429 with Retry-After then holds back the next request,
+        // rather than finding others already on their way.
+        for chunk in tracked.chunks(self.target.chunk_size) {
+            let result = match self.target.status_api {
+                StatusApi::V5 => self.client.v5_status(&self.target.project_id, chunk).await,
+                StatusApi::V3 => self.client.v3_status(chunk).await,
+            };
+            match result {
+                Ok(runs) => latest.extend(runs),
+                Err(err) => {
+                    ok = false;
+                    unanswered.extend(chunk.iter().cloned());
+                    log_api_error(self.label(), &err, "batch status failed");
+                }
+            }
+        }
+        let tracked: HashSet<&str> = tracked.iter().map(String::as_str).collect();
+        latest.retain(|run| tracked.contains(run.pipeline_id.as_str()));
+        (Status { latest, unanswered }, ok)
+    }
+
+    /// Tells each pipeline's ledger its latest run, creating the pipelines seen for the first
+    /// time. Returns the pipelines whose name is still unknown, and those the status settles
+    /// (with the run number it settles them at).
+    fn note_latest(
+        &self,
+        state: &mut TargetState,
+        latest: &[Run],
+    ) -> (Vec<(String, RunKey)>, HashMap<String, u64>) {
+        // Until the target's first successful poll, pipelines count as seen at its start.
+        let now = unix_now();
+        let first_seen = if self.is_ready() {
+            now
+        } else {
+            self.settings.started_at
+        };
+        let window = self.target.backfill_window;
+        let mut names_wanted = Vec::new();
+        let mut settled = HashMap::new();
+        for run in latest {
+            let Some(key) = RunKey::of(run) else {
+                tracing::warn!(target_name = self.label(), pipeline_id = %run.pipeline_id, "latest run has neither id nor number");
+                continue;
+            };
+            let pipeline = state
+                .pipelines
+                .entry(run.pipeline_id.clone())
+                .or_insert_with(|| PipelineState::new(first_seen));
+            if let Some(number) = pipeline.ledger.saw_latest(run, key.clone(), now, window) {
+                settled.insert(run.pipeline_id.clone(), number);
+            }
+            if pipeline.series.is_none() {
+                let name = run
+                    .pipeline_name
+                    .as_ref()
+                    .or_else(|| state.discovered.get(&run.pipeline_id));
+                match name {
+                    Some(name) => {
+                        pipeline.series = Some(self.store.new_series(
+                            &self.target.project_id,
+                            &run.pipeline_id,
+                            name,
+                        ));
+                    }
+                    // The v5 status carries no name: discovery or the run detail does.
+                    None => names_wanted.push((run.pipeline_id.clone(), key)),
+                }
+            }
+        }
+        (names_wanted, settled)
+    }
+
+    /// Gives the pipelines in `wanted` their names (and so their series): from the project's
+    /// pipeline list when many are wanted (50 a request), else from a run detail each. False
+    /// when a read failed.
+    async fn name_new(&self, state: &mut TargetState, mut wanted: Vec<(String, RunKey)>) -> bool {
+        let project_id = self.target.project_id.as_str();
+        let name = |state: &mut TargetState, pipeline_id: &str, name: &str| {
+            let series = self.store.new_series(project_id, pipeline_id, name);
+            if let Some(pipeline) = state.pipelines.get_mut(pipeline_id) {
+                pipeline.series = Some(series);
+            }
+        };
+        if wanted.len() > NAMES_BY_DETAIL {
+            let listed = self
+                .client
+                .list_pipelines_within(project_id, wanted.len() as u64)
+                .await;
+            match listed {
+                Ok(Some(pipelines)) => {
+                    let names: HashMap<String, String> =
+                        pipelines.into_iter().map(|p| (p.id, p.name)).collect();
+                    wanted.retain(|(pipeline_id, _)| match names.get(pipeline_id) {
+                        Some(found) => {
+                            name(state, pipeline_id, found);
+                            false
+                        }
+                        None => true,
+                    });
+                }
+                Ok(None) => {}
+                // The run details below still name them.
+                Err(err) => log_api_error(self.label(), &err, "pipeline list (names) failed"),
+            }
+        }
+        let client = &self.client;
+        let named: Vec<(String, Result<Run, Error>)> = stream::iter(wanted)
+            .map(|(pipeline_id, key)| async move {
+                let result = client
+                    .run_detail(project_id, &pipeline_id, key.selector())
+                    .await;
+                (pipeline_id, result)
+            })
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        let mut ok = true;
+        for (pipeline_id, result) in named {
+            match result {
+                Ok(detail) => {
+                    let found = detail.pipeline_name.unwrap_or_else(|| pipeline_id.clone());
+                    name(state, &pipeline_id, &found);
+                }
+                Err(err) => {
+                    ok = false;
+                    log_api_error(self.label(), &err, "run detail (pipeline name) failed");
+                }
+            }
+        }
+        ok
+    }
+
+    /// Sets each pipeline's state and stage gauges from its latest run; a first sight that the
+    /// status settles also gets its `last_run_*` gauges from it.
+    fn show_status(&self, state: &mut TargetState, latest: &[Run], settled: &HashMap<String, u64>) {
+        for run in latest {
+            let Some(pipeline) = state.pipelines.get_mut(&run.pipeline_id) else {
+                continue;
+            };
+            let Some(series) = pipeline.series.as_mut() else {
+                continue;
+            };
+            series.set_state(run.state);
+            if !run.stages.is_empty() {
+                series.set_stage_states(run);
+            }
+            if let Some(&number) = settled.get(&run.pipeline_id) {
+                series.set_last_completed(run);
+                pipeline.ledger.settle_by_status(number);
+            }
+        }
+    }
+
+    /// Starts the grace period of pipelines no longer polled or no longer answered (the
+    /// garbage collector removes them when it ends), and ends it for those back.
+    fn mark_absent(&self, state: &mut TargetState, tracked: &[String], status: &Status) {
+        let tracked: HashSet<&str> = tracked.iter().map(String::as_str).collect();
+        let answered: HashSet<&str> = status
+            .latest
+            .iter()
+            .map(|run| run.pipeline_id.as_str())
+            .collect();
+        let now = tokio::time::Instant::now();
+        for (id, pipeline) in state.pipelines.iter_mut() {
+            let present = tracked.contains(id.as_str())
+                && (answered.contains(id.as_str()) || status.unanswered.contains(id));
+            if present {
+                pipeline.absent_since = None;
+            } else {
+                pipeline.absent_since.get_or_insert(now);
+            }
+        }
+    }
+
+    /// Reads the histories of `scans` a group at a time and records what they hold; false when
+    /// a read failed.
+    pub(super) async fn scan_histories(&self, state: &mut TargetState, scans: &[Scan]) -> bool {
+        let mut ok = true;
+        for group in scans.chunks(SCAN_GROUP) {
+            ok &= self.scan_group(state, group).await;
+        }
+        ok
+    }
+
+    /// Reads the histories of `group` and records what they hold. Each pipeline's history is
+    /// recorded whole or not at all, so a poll cut short between two reads loses nothing and
+    /// records nothing twice.
+    async fn scan_group(&self, state: &mut TargetState, group: &[Scan]) -> bool {
+        let mut ok = true;
+        let scanned: Vec<(String, HistoryRead, Result<Vec<Run>, Error>)> =
+            stream::iter(group.iter().cloned())
+                .map(|(pipeline_id, read)| async move {
+                    let result = self.read_history(&pipeline_id, read).await;
+                    (pipeline_id, read, result)
+                })
+                .buffer_unordered(CONCURRENCY)
+                .collect()
+                .await;
+        let mut histories = Vec::with_capacity(scanned.len());
+        for (pipeline_id, read, result) in scanned {
+            match result {
+                Ok(runs) => histories.push((pipeline_id, read, runs)),
+                Err(err) => {
+                    ok = false;
+                    log_api_error(self.label(), &err, "run history failed");
+                }
+            }
+        }
+        let mut details = if self.settings.record_jobs {
+            let (details, fetched) = self.read_details(state, &histories).await;
+            ok &= fetched;
+            details
+        } else {
+            HashMap::new()
+        };
+        for (pipeline_id, read, mut runs) in histories {
+            let Some(pipeline) = state.pipelines.get_mut(&pipeline_id) else {
+                continue;
+            };
+            let pipeline_details = match details.remove(&pipeline_id) {
+                Some(Some(found)) => found,
+                // A detail failed: nothing of this pipeline is recorded before it can be whole.
+                Some(None) => continue,
+                None => Details::new(),
+            };
+            if !record(pipeline, &mut runs, read.cutoff, &pipeline_details) {
+                tracing::warn!(target_name = self.label(), %pipeline_id, "run history lacks the latest run; reading it again next poll");
+            }
+        }
+        ok
+    }
+
+    /// Reads the history newest first, page by page, as far back as `read` needs.
+    async fn read_history(&self, pipeline_id: &str, read: HistoryRead) -> Result<Vec<Run>, Error> {
+        let mut runs: Vec<Run> = Vec::new();
+        for page in 0..MAX_HISTORY_PAGES {
+            let offset = page * HISTORY_PAGE;
+            let (batch, total) = self
+                .client
+                .run_history(&self.target.project_id, pipeline_id, offset, HISTORY_PAGE)
+                .await?;
+            let last_page = batch.len() < HISTORY_PAGE as usize || offset + HISTORY_PAGE >= total;
+            let before = runs.len();
+            runs.extend(batch);
+            if last_page || read.has_enough(&runs, &runs[before..]) {
+                break;
+            }
+        }
+        Ok(read.keep(runs))
+    }
+
+    /// Reads the run detail of every run about to be recorded. Per pipeline: the details, or
+    /// `None` when one failed; and whether every read succeeded.
+    async fn read_details(
+        &self,
+        state: &TargetState,
+        histories: &[(String, HistoryRead, Vec<Run>)],
+    ) -> (HashMap<String, Option<Details>>, bool) {
+        let mut wanted: Vec<(String, u64, RunKey)> = Vec::new();
+        for (pipeline_id, read, runs) in histories {
+            let Some(pipeline) = state.pipelines.get(pipeline_id) else {
+                continue;
+            };
+            for run in runs
+                .iter()
+                .filter(|run| pipeline.ledger.will_record(run, read.cutoff))
+            {
+                if let (Some(number), Some(key)) = (run.run_number, RunKey::of(run)) {
+                    wanted.push((pipeline_id.clone(), number, key));
+                }
+            }
+        }
+        let client = &self.client;
+        let project_id = self.target.project_id.as_str();
+        let fetched: Vec<(String, u64, Result<Run, Error>)> = stream::iter(wanted)
+            .map(|(pipeline_id, number, key)| async move {
+                let result = client
+                    .run_detail(project_id, &pipeline_id, key.selector())
+                    .await;
+                (pipeline_id, number, result)
+            })
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        let mut details: HashMap<String, Option<Details>> = HashMap::new();
+        let mut all_ok = true;
+        for (pipeline_id, number, result) in fetched {
+            let entry = details
+                .entry(pipeline_id)
+                .or_insert_with(|| Some(Details::new()));
+            match result {
+                Ok(detail) => {
+                    if let Some(found) = entry {
+                        found.insert(number, detail);
+                    }
+                }
+                Err(err) => {
+                    all_ok = false;
+                    *entry = None;
+                    log_api_error(self.label(), &err, "run detail (jobs) failed");
+                }
+            }
+        }
+        (details, all_ok)
+    }
+}
+
+/// Records the completed runs of a history read once each, oldest first, with their jobs when
+/// `details` has them. False when the read lacked the latest run (it is read again next poll).
+fn record(
+    pipeline: &mut PipelineState,
+    runs: &mut Vec<Run>,
+    cutoff: f64,
+    details: &Details,
+) -> bool {
+    let Some(series) = pipeline.series.as_mut() else {
+        return true;
+    };
+    let applied = pipeline.ledger.apply_history(runs, cutoff);
+    for step in applied.steps {
+        match step {
+            Step::Observe(run) => {
+                series.observe_completed(run);
+                if let Some(detail) = run.run_number.and_then(|n| details.get(&n)) {
+                    series.observe_jobs(detail);
+                }
+                tracing::debug!(pipeline_id = %run.pipeline_id, run_number = ?run.run_number, result = ?run.result, "run recorded");
+            }
+            Step::Missed(run) => {
+                series.missed();
+                tracing::warn!(pipeline_id = %run.pipeline_id, run_number = ?run.run_number, "run older than backfill_window when found; not recorded");
+            }
+            Step::Last(run) => series.set_last_completed(run),
+        }
+    }
+    applied.complete
+}
+
+/// Whether discovery keeps `pipeline`: `include` matches its name, `exclude` does not, and it
+/// carries one of `tags` (each filter only when set).
+fn selects(target: &TargetConfig, pipeline: &PipelineInfo) -> bool {
+    target
+        .include
+        .as_ref()
+        .is_none_or(|p| p.is_match(&pipeline.name))
+        && !target
+            .exclude
+            .as_ref()
+            .is_some_and(|p| p.is_match(&pipeline.name))
+        && (target.tags.is_empty() || pipeline.tags.iter().any(|t| target.tags.contains(t)))
+}
+
+/// The pipelines to poll: the configured ids, then discovered ones, each once.
+fn tracked(
+    target: &TargetConfig,
+    discovered: &BTreeMap<String, String>,
+    sharding: &ShardingConfig,
+) -> Vec<String> {
+    let mut seen = HashSet::new();
+    target
+        .pipeline_ids
+        .iter()
+        .chain(discovered.keys())
+        .filter(|id| sharding.owns(id))
+        .filter(|id| seen.insert(id.as_str()))
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(extra: &str) -> TargetConfig {
+        let text = format!(
+            "[auth]\nmethod = \"token\"\ntoken = \"t\"\n[[targets]]\n\
+             project_id = \"0123456789abcdef0123456789abcdef\"\ninterval = \"1s\"\n{extra}\n"
+        );
+        match crate::config::Config::from_toml(&text) {
+            Ok(mut config) => config.targets.remove(0),
+            Err(err) => panic!("{err}"),
+        }
+    }
+
+    fn info(id: &str, name: &str, tags: &[&str]) -> PipelineInfo {
+        PipelineInfo {
+            id: id.into(),
+            name: name.into(),
+            tags: tags.iter().map(|t| (*t).to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn discovery_filters_by_name_and_tags() {
+        let all = target("discover = true");
+        assert!(selects(&all, &info("a", "anything", &[])));
+        let named = target("discover = true\ninclude = \"^订单\"\nexclude = \"(?i)nightly\"");
+        assert!(selects(&named, &info("a", "订单服务-build", &[])));
+        assert!(!selects(&named, &info("b", "订单服务-Nightly", &[])));
+        assert!(!selects(&named, &info("c", "支付-订单", &[])));
+        let tagged = target("discover = true\ntags = [\"backend\", \"发布\"]");
+        assert!(selects(&tagged, &info("a", "x", &["frontend", "发布"])));
+        assert!(!selects(&tagged, &info("b", "x", &["frontend"])));
+        assert!(!selects(&tagged, &info("c", "x", &[])));
+    }
+
+    #[test]
+    fn configured_and_discovered_ids_are_polled_once_each() {
+        let ids = [
+            "11111111111111111111111111111111",
+            "22222222222222222222222222222222",
+            "33333333333333333333333333333333",
+        ];
+        let config = target(&format!(
+            "discover = true\npipeline_ids = [\"{}\", \"{}\"]",
+            ids[1], ids[0]
+        ));
+        let discovered: BTreeMap<String, String> = [ids[0], ids[2]]
+            .iter()
+            .map(|id| ((*id).to_string(), format!("name of {id}")))
+            .collect();
+        let everything = ShardingConfig::default();
+        assert_eq!(
+            tracked(&config, &discovered, &everything),
+            [ids[1], ids[0], ids[2]]
+        );
+        assert_eq!(
+            tracked(&config, &BTreeMap::new(), &everything),
+            [ids[1], ids[0]]
+        );
+    }
+}

@@ -1,0 +1,190 @@
+//! Every target's and pipeline's state, in one place: what the pollers know (discovered
+//! pipelines, each pipeline's [`RunLedger`]) together with the series they write.
+//!
+//! Pollers write, a target at a time, under a [`PollGuard`]; a scrape reads the series through
+//! the [`SeriesTable`]; the garbage collector ([`Store::collect_garbage`]) removes what is gone.
+//! A pipeline's series are released when its state is dropped, so removing a pipeline, or a
+//! whole target, is removing it from here. A target's state outlives its poller: after a
+//! configuration reload the new poller of the same target finds it here, so no run is recorded
+//! twice and no histogram restarts.
+
+mod gc;
+pub mod series;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::config::MetricsConfig;
+use crate::recording::RunLedger;
+use series::{Series, SeriesTable, lock};
+
+/// What is known of one pipeline.
+#[derive(Debug)]
+pub struct PipelineState {
+    /// Its series; none until its name is known.
+    pub series: Option<Series>,
+    /// Which runs are recorded, and what to read next.
+    pub ledger: RunLedger,
+    /// Since when it is no longer polled or no longer answered by the batch status; the
+    /// garbage collector removes it after its target's `gc_after`.
+    pub absent_since: Option<Instant>,
+}
+
+impl PipelineState {
+    /// A pipeline first polled at `first_seen` (Unix seconds).
+    pub fn new(first_seen: f64) -> PipelineState {
+        PipelineState {
+            series: None,
+            ledger: RunLedger::new(first_seen),
+            absent_since: None,
+        }
+    }
+}
+
+/// What is known of one target.
+#[derive(Debug, Default)]
+pub struct TargetState {
+    /// Its pipelines, by id.
+    pub pipelines: HashMap<String, PipelineState>,
+    /// Pipelines kept by the last successful discovery: id → name.
+    pub discovered: BTreeMap<String, String>,
+    /// When discovery last succeeded.
+    pub discovered_at: Option<Instant>,
+}
+
+/// One target's place in the store, shared by its successive pollers.
+#[derive(Debug)]
+pub struct TargetSlot {
+    state: tokio::sync::Mutex<TargetState>,
+    /// A poll of the target has succeeded.
+    ready: AtomicBool,
+    /// The grace period of its absent pipelines, and of the target itself once retired.
+    gc_after: Mutex<Duration>,
+    /// Since when the target is out of the configuration.
+    retired_at: Mutex<Option<Instant>>,
+}
+
+impl TargetSlot {
+    fn new(gc_after: Duration) -> TargetSlot {
+        TargetSlot {
+            state: tokio::sync::Mutex::new(TargetState::default()),
+            ready: AtomicBool::new(false),
+            gc_after: Mutex::new(gc_after),
+            retired_at: Mutex::new(None),
+        }
+    }
+
+    /// True once a poll of this target has succeeded.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// Records that a poll of this target succeeded.
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Relaxed);
+    }
+
+    fn gc_after(&self) -> Duration {
+        *lock(&self.gc_after)
+    }
+}
+
+/// Every target's state and every pipeline's series.
+pub struct Store {
+    series: Arc<SeriesTable>,
+    targets: Mutex<BTreeMap<String, Arc<TargetSlot>>>,
+}
+
+impl Store {
+    /// An empty store whose series are laid out by `[metrics]`.
+    pub fn new(config: &MetricsConfig) -> Store {
+        Store {
+            series: Arc::new(SeriesTable::new(config)),
+            targets: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The pipeline series, for rendering.
+    pub fn series(&self) -> &Arc<SeriesTable> {
+        &self.series
+    }
+
+    /// A handle on the series of one pipeline.
+    pub fn new_series(&self, project_id: &str, pipeline_id: &str, name: &str) -> Series {
+        Series::new(&self.series, project_id, pipeline_id, name)
+    }
+
+    /// The slot of target `label` with grace period `gc_after`, and whether it is new. A
+    /// retired target that comes back keeps what it had.
+    pub fn target(&self, label: &str, gc_after: Duration) -> (Arc<TargetSlot>, bool) {
+        let mut targets = lock(&self.targets);
+        match targets.get(label) {
+            Some(slot) => {
+                *lock(&slot.gc_after) = gc_after;
+                *lock(&slot.retired_at) = None;
+                (slot.clone(), false)
+            }
+            None => {
+                let slot = Arc::new(TargetSlot::new(gc_after));
+                targets.insert(label.to_string(), slot.clone());
+                (slot, true)
+            }
+        }
+    }
+
+    /// Retires every target not named in `keep`: the garbage collector removes each after its
+    /// `gc_after`, unless it comes back first.
+    pub fn retire_others(&self, keep: &[&str]) {
+        let now = Instant::now();
+        for (label, slot) in lock(&self.targets).iter() {
+            if keep.contains(&label.as_str()) {
+                continue;
+            }
+            let mut retired_at = lock(&slot.retired_at);
+            if retired_at.is_none() {
+                *retired_at = Some(now);
+                tracing::info!(target_name = %label, gc_after = ?slot.gc_after(), "target left the configuration; its series go after gc_after");
+            }
+        }
+    }
+
+    /// Locks `slot` for a poll, or `None` while another poll holds it.
+    pub fn begin_poll<'a>(&'a self, slot: &'a TargetSlot) -> Option<PollGuard<'a>> {
+        let state = slot.state.try_lock().ok()?;
+        Some(PollGuard {
+            state,
+            series: &self.series,
+        })
+    }
+}
+
+/// A target's state, held for one poll. When the poll ends (or is cut short) the series it
+/// wrote are marked changed, once: the one place the render cache is invalidated for them.
+pub struct PollGuard<'a> {
+    state: tokio::sync::MutexGuard<'a, TargetState>,
+    series: &'a SeriesTable,
+}
+
+impl std::ops::Deref for PollGuard<'_> {
+    type Target = TargetState;
+
+    fn deref(&self) -> &TargetState {
+        &self.state
+    }
+}
+
+impl std::ops::DerefMut for PollGuard<'_> {
+    fn deref_mut(&mut self) -> &mut TargetState {
+        &mut self.state
+    }
+}
+
+impl Drop for PollGuard<'_> {
+    fn drop(&mut self) {
+        self.series.changed();
+    }
+}
