@@ -288,8 +288,8 @@ fn default_max_retry_wait() -> Duration {
     Duration::from_secs(30)
 }
 /// 7 times the largest page measured on the simulator (a pipeline-list page of 50 pipelines of
-/// 14 stages: 141 KB), and small enough that decoding an answer of this size costs about 10 MiB
-/// (tests/page_sizes.rs).
+/// 14 stages: about 140 KB), and small enough that decoding an answer of this size costs about
+/// 9 MiB (tests/page_sizes.rs).
 fn default_max_response_bytes() -> u64 {
     1024 * 1024
 }

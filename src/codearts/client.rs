@@ -489,7 +489,7 @@ pub(crate) enum BodyError {
 }
 
 /// Reads the body of `response` as it arrives, up to `limit` bytes. A body announced or found
-/// to be larger is abandoned unread: dropping the response closes its connection.
+/// to be larger is abandoned: dropping the response closes its connection, unread.
 pub(crate) async fn read_body(
     mut response: reqwest::Response,
     limit: u64,

@@ -110,7 +110,7 @@ pub enum Error {
         /// First bytes of the body.
         snippet: String,
     },
-    /// The answer was larger than `codearts.max_response_bytes`, so it was abandoned unread.
+    /// The answer was larger than `codearts.max_response_bytes`, so the rest was never read.
     #[error(
         "{api}: answer of at least {size} bytes is over codearts.max_response_bytes ({limit}); abandoned"
     )]
