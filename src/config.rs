@@ -24,6 +24,9 @@ const MAX_RATE: f64 = 10_000.0;
 const MAX_RETRIES: u32 = 10;
 /// Interval of a target whose schedule cannot be read (validation rules that out).
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
+/// Smallest `codearts.max_response_bytes`: below it, legitimate pages would be refused (the
+/// largest measured, a pipeline-list page of 50, is about 140 KB).
+const MIN_RESPONSE_BYTES: u64 = 256 * 1024;
 
 /// A configuration problem: which key, and what is wrong with it.
 #[derive(Debug, thiserror::Error)]
@@ -235,6 +238,9 @@ pub struct CodeArtsConfig {
     /// Longest wait before a retry, whatever the backoff or `Retry-After` says.
     #[serde(default = "default_max_retry_wait", with = "humantime_serde")]
     pub max_retry_wait: Duration,
+    /// Largest API answer read, in bytes; a larger one is abandoned and counted as `too_large`.
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: u64,
 }
 
 impl Default for CodeArtsConfig {
@@ -251,6 +257,7 @@ impl Default for CodeArtsConfig {
             max_retries: default_max_retries(),
             retry_backoff: default_retry_backoff(),
             max_retry_wait: default_max_retry_wait(),
+            max_response_bytes: default_max_response_bytes(),
         }
     }
 }
@@ -283,6 +290,12 @@ fn default_retry_backoff() -> Duration {
 }
 fn default_max_retry_wait() -> Duration {
     Duration::from_secs(30)
+}
+/// 7 times the largest page measured on the simulator (a pipeline-list page of 50 pipelines of
+/// 14 stages: about 140 KB), and small enough that decoding an answer of this size costs about
+/// 9 MiB (tests/page_sizes.rs).
+fn default_max_response_bytes() -> u64 {
+    1024 * 1024
 }
 
 impl CodeArtsConfig {
@@ -921,6 +934,15 @@ impl Config {
                 "must be at least `codearts.retry_backoff`",
             ));
         }
+        if self.codearts.max_response_bytes < MIN_RESPONSE_BYTES {
+            return Err(invalid(
+                "codearts.max_response_bytes",
+                format!(
+                    "{} is less than {MIN_RESPONSE_BYTES} (256 KiB)",
+                    self.codearts.max_response_bytes
+                ),
+            ));
+        }
         if parse_offset(&self.codearts.time_zone).is_none() {
             return Err(invalid(
                 "codearts.time_zone",
@@ -1449,6 +1471,7 @@ pipeline_ids = ["{PIPELINE}"]
         assert_eq!(c.connect_timeout, Duration::from_secs(5));
         assert_eq!(c.retry_backoff, Duration::from_millis(500));
         assert_eq!(c.max_retry_wait, Duration::from_secs(30));
+        assert_eq!(c.max_response_bytes, 1 << 20);
         let with = |line: &str| format!("[codearts]\n{line}\n{}", minimal("interval = \"30s\""));
         for (line, key) in [
             (
@@ -1474,15 +1497,19 @@ pipeline_ids = ["{PIPELINE}"]
                 "retry_backoff = \"2s\"\nmax_retry_wait = \"1s\"",
                 "codearts.max_retry_wait",
             ),
+            ("max_response_bytes = 262143", "codearts.max_response_bytes"),
+            ("max_response_bytes = -1", "codearts.max_response_bytes"),
         ] {
             let message = error_of(&with(line));
             assert!(message.contains(&format!("`{key}`")), "{line}: {message}");
         }
         let config = Config::from_toml(&with(
-            "max_requests_per_second = 0.5\nmax_retries = 0\nmax_concurrent_requests = 1",
+            "max_requests_per_second = 0.5\nmax_retries = 0\nmax_concurrent_requests = 1\n\
+             max_response_bytes = 262_144",
         ))
         .expect("valid");
         assert_eq!(config.codearts.max_requests_per_second, 0.5);
+        assert_eq!(config.codearts.max_response_bytes, 262_144);
     }
 
     #[test]

@@ -96,7 +96,8 @@ enum Command {
         /// Faults to inject, as JSON (`{"faults": [...]}`, as `POST /_sim/faults` takes) or @FILE.
         #[arg(long, value_parser = parse_fault_spec)]
         faults: Option<FaultSpec>,
-        /// Share of requests (0 to 1) hit by a fault, spread evenly over every fault kind.
+        /// Share of requests (0 to 1) hit by a fault, spread evenly over the kinds that fail a
+        /// request (every kind but latency and oversized).
         #[arg(long)]
         fault_share: Option<f64>,
         /// How long a simulated time-out holds a request.

@@ -33,7 +33,7 @@ const RETRY_REASONS: [&str; 6] = [
 ];
 
 /// Every `kind` of `codearts_exporter_api_errors_total` (see `codearts::Error::kind`).
-const ERROR_KINDS: [&str; 3] = ["http", "transport", "decode"];
+const ERROR_KINDS: [&str; 4] = ["http", "transport", "decode", "too_large"];
 
 /// Buckets of the API request latency histogram (seconds).
 const API_BUCKETS: [f64; 10] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -415,6 +415,7 @@ mod tests {
             "codearts_exporter_api_retries_total{api=\"run_detail\",reason=\"throttled\"} 1",
             "codearts_exporter_api_errors_total{api=\"run_list\",kind=\"decode\"} 1",
             "codearts_exporter_api_errors_total{api=\"v5_status\",kind=\"transport\"} 0",
+            "codearts_exporter_api_errors_total{api=\"iam_token\",kind=\"too_large\"} 0",
             "codearts_exporter_api_request_duration_seconds_count{api=\"v5_status\"} 1",
             "codearts_exporter_poll_duration_seconds_count{target=\"t\"} 1",
             "codearts_exporter_target_up{target=\"t\"} 1",

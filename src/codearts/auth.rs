@@ -6,6 +6,7 @@ use std::time::{Duration, Instant, SystemTime};
 use reqwest::header::{HeaderName, HeaderValue};
 use tokio::sync::Mutex;
 
+use super::client::{BodyError, read_body};
 use super::sign::{self, RequestParts};
 use super::{Api, Error, RequestObserver};
 use crate::config::{AuthConfig, AuthMethod, Secret};
@@ -28,8 +29,8 @@ pub(crate) enum Authenticator {
         project_id: Option<String>,
         security_token: Option<Secret>,
     },
-    /// `X-Auth-Token` with tokens obtained from IAM.
-    Password(PasswordTokens),
+    /// `X-Auth-Token` with tokens obtained from IAM (boxed: by far the largest variant).
+    Password(Box<PasswordTokens>),
 }
 
 /// What a request was sent with, so a 401 can invalidate exactly that token.
@@ -41,6 +42,7 @@ impl Authenticator {
         auth: &AuthConfig,
         iam_endpoint: String,
         http: reqwest::Client,
+        max_response_bytes: u64,
         observer: Arc<dyn RequestObserver>,
     ) -> Result<Authenticator, Error> {
         let missing = |key: &str| Error::Setup(format!("{key} is not set"));
@@ -60,9 +62,10 @@ impl Authenticator {
                     (Some(name), None) => serde_json::json!({"project": {"name": name}}),
                     (None, None) => return Err(missing("auth.project_name")),
                 };
-                Authenticator::Password(PasswordTokens {
+                Authenticator::Password(Box::new(PasswordTokens {
                     http,
                     url: format!("{iam_endpoint}/v3/auth/tokens"),
+                    max_response_bytes,
                     username: auth
                         .username
                         .clone()
@@ -75,7 +78,7 @@ impl Authenticator {
                     scope,
                     observer,
                     state: Mutex::new(TokenState::default()),
-                })
+                }))
             }
         })
     }
@@ -194,6 +197,8 @@ fn set_header(
 pub(crate) struct PasswordTokens {
     http: reqwest::Client,
     url: String,
+    /// IAM answers larger than this are abandoned, as every other answer.
+    max_response_bytes: u64,
     username: String,
     password: Secret,
     domain: String,
@@ -320,10 +325,22 @@ impl PasswordTokens {
             .get("x-subject-token")
             .and_then(|v| v.to_str().ok())
             .map(|v| Secret::new(v.trim()));
-        let bytes = response.bytes().await.map_err(|err| Error::Transport {
-            api: Api::IamToken,
-            message: err.to_string(),
-        })?;
+        let bytes = match read_body(response, self.max_response_bytes).await {
+            Ok(bytes) => bytes,
+            Err(BodyError::Transport(err)) => {
+                return Err(Error::Transport {
+                    api: Api::IamToken,
+                    message: err.to_string(),
+                });
+            }
+            Err(BodyError::TooLarge(size)) => {
+                return Err(Error::TooLarge {
+                    api: Api::IamToken,
+                    size,
+                    limit: self.max_response_bytes,
+                });
+            }
+        };
         if !status.is_success() {
             let mut error = super::client::http_error(
                 Api::IamToken,

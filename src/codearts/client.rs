@@ -62,6 +62,8 @@ pub struct Client {
     zone: FixedOffset,
     observer: Arc<dyn RequestObserver>,
     limits: Arc<Limits>,
+    /// Answers larger than this many bytes are abandoned (`codearts.max_response_bytes`).
+    max_response_bytes: u64,
 }
 
 /// What every request of every clone waits for, and how retries are spaced.
@@ -147,6 +149,7 @@ impl Client {
             auth,
             codearts.iam_endpoint(),
             http.clone(),
+            codearts.max_response_bytes,
             observer.clone(),
         )?;
         Ok(Client {
@@ -156,6 +159,7 @@ impl Client {
             zone: codearts.fixed_offset(),
             observer,
             limits: Arc::new(Limits::new(codearts)?),
+            max_response_bytes: codearts.max_response_bytes,
         })
     }
 
@@ -385,7 +389,8 @@ impl Client {
 
     /// Sends a request built by `build`, retrying transient failures with backoff, and a 401
     /// once when the authenticator can renew its credentials. Every attempt waits for its turn
-    /// under the global rate limit and concurrency cap.
+    /// under the global rate limit and concurrency cap. An answer over `max_response_bytes` is
+    /// abandoned and not retried.
     async fn send(
         &self,
         api: Api,
@@ -405,10 +410,20 @@ impl Client {
                 Ok(response) => {
                     let status = response.status();
                     let retry_after = response.headers().get(RETRY_AFTER).and_then(retry_after);
-                    response
-                        .bytes()
-                        .await
-                        .map(|body| (status, retry_after, body))
+                    match read_body(response, self.max_response_bytes).await {
+                        Ok(body) => Ok((status, retry_after, body)),
+                        Err(BodyError::Transport(err)) => Err(err),
+                        Err(BodyError::TooLarge(size)) => {
+                            // Not retried: asking again would most likely bring the same answer.
+                            self.observer
+                                .request_done(api, status.as_str(), started.elapsed());
+                            return Err(Error::TooLarge {
+                                api,
+                                size,
+                                limit: self.max_response_bytes,
+                            });
+                        }
+                    }
                 }
                 Err(err) => Err(err),
             };
@@ -463,6 +478,48 @@ impl Client {
             tokio::time::sleep(wait).await;
         }
     }
+}
+
+/// Why the body of an answer could not be read.
+pub(crate) enum BodyError {
+    /// The connection broke or timed out mid-body.
+    Transport(reqwest::Error),
+    /// The body is over the cap: its announced `Content-Length`, or the bytes read so far.
+    TooLarge(u64),
+}
+
+/// Reads the body of `response` as it arrives, up to `limit` bytes. A body announced or found
+/// to be larger is abandoned: dropping the response closes its connection, unread.
+pub(crate) async fn read_body(
+    mut response: reqwest::Response,
+    limit: u64,
+) -> Result<Bytes, BodyError> {
+    let announced = response.content_length();
+    if let Some(size) = announced.filter(|&size| size > limit) {
+        return Err(BodyError::TooLarge(size));
+    }
+    let mut body = Vec::with_capacity(to_usize(announced.unwrap_or(0)));
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Transport)? {
+        let size = body.len() as u64 + chunk.len() as u64;
+        if size > limit {
+            return Err(BodyError::TooLarge(size));
+        }
+        if size > body.capacity() as u64 {
+            // Doubling as a Vec would, but never past the cap.
+            let grown = (body.capacity() as u64)
+                .saturating_mul(2)
+                .max(size)
+                .min(limit);
+            body.reserve_exact(to_usize(grown) - body.len());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(body))
+}
+
+/// A byte count as `usize`, saturating (only a 32-bit target could overflow).
+fn to_usize(bytes: u64) -> usize {
+    usize::try_from(bytes).unwrap_or(usize::MAX)
 }
 
 /// Exponential backoff with jitter: 50–100% of `base · 2^(retry-1)`.
@@ -688,15 +745,63 @@ mod tests {
         (format!("http://{addr}"), served)
     }
 
+    /// Serves 200 with a JSON array of exactly `size` bytes (`[`, spaces, `]`) in 16 KiB chunks,
+    /// with its `Content-Length` or chunked; returns the endpoint and the requests served.
+    async fn serve_padded_array(size: usize, announce_length: bool) -> (String, Arc<AtomicUsize>) {
+        use http_body_util::StreamBody;
+        use hyper::body::Frame;
+
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let served = Arc::new(AtomicUsize::new(0));
+        let count = served.clone();
+        tokio::spawn(crate::http::serve(
+            listener,
+            move |_request| {
+                count.fetch_add(1, Ordering::SeqCst);
+                let mut body = vec![b' '; size];
+                body[0] = b'[';
+                body[size - 1] = b']';
+                let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = body
+                    .chunks(16 * 1024)
+                    .map(|chunk| Ok(Frame::data(Bytes::copy_from_slice(chunk))))
+                    .collect();
+                let mut response =
+                    hyper::Response::new(StreamBody::new(futures_util::stream::iter(frames)));
+                if announce_length {
+                    response
+                        .headers_mut()
+                        .insert(reqwest::header::CONTENT_LENGTH, size.into());
+                }
+                async move { response }
+            },
+            std::future::pending(),
+        ));
+        (format!("http://{addr}"), served)
+    }
+
     fn client(endpoint: &str, counts: Arc<Counts>) -> Client {
+        client_with(endpoint, counts, AuthConfig::token("t"), 1 << 20)
+    }
+
+    fn client_with(
+        endpoint: &str,
+        counts: Arc<Counts>,
+        auth: AuthConfig,
+        max_response_bytes: u64,
+    ) -> Client {
         let codearts = CodeArtsConfig {
             endpoint: Some(endpoint.to_string()),
+            iam_endpoint: Some(endpoint.to_string()),
             timeout: Duration::from_secs(5),
             max_retries: 2,
             retry_backoff: Duration::from_millis(10),
+            max_response_bytes,
             ..CodeArtsConfig::default()
         };
-        Client::new(&codearts, &AuthConfig::token("t"), counts).expect("client")
+        Client::new(&codearts, &auth, counts).expect("client")
     }
 
     const PROJECT: &str = "0123456789abcdef0123456789abcdef";
@@ -778,6 +883,93 @@ mod tests {
         assert!(err.to_string().contains("DEVPIPE.00011103"));
         assert_eq!(*counts.requests.lock().expect("lock"), ["run_detail 404"]);
         assert!(counts.retries.lock().expect("lock").is_empty());
+    }
+
+    #[tokio::test]
+    async fn answers_over_the_cap_are_abandoned_and_not_retried() {
+        const CAP: usize = 100 * 1024;
+        // Just over the cap, announced; ten times the cap, chunked.
+        for (size, announce_length) in [(CAP + 1, true), (10 * CAP, false)] {
+            let (endpoint, served) = serve_padded_array(size, announce_length).await;
+            let counts = Arc::new(Counts::default());
+            let client = client_with(
+                &endpoint,
+                counts.clone(),
+                AuthConfig::token("t"),
+                CAP as u64,
+            );
+            let err = client
+                .v5_status(PROJECT, &["a".into()])
+                .await
+                .expect_err("over the cap");
+            assert_eq!(err.kind(), "too_large", "{err}");
+            let Error::TooLarge { size, limit, .. } = err else {
+                panic!("{err}")
+            };
+            assert_eq!(limit, CAP as u64);
+            if announce_length {
+                assert_eq!(size, CAP as u64 + 1, "the announced length");
+            } else {
+                // Abandoned at the chunk that passed the cap, long before the end.
+                assert!(
+                    size > CAP as u64 && size <= CAP as u64 + 16 * 1024,
+                    "{size}"
+                );
+            }
+            assert_eq!(served.load(Ordering::SeqCst), 1, "requested once");
+            assert!(counts.retries.lock().expect("lock").is_empty());
+            assert_eq!(*counts.requests.lock().expect("lock"), ["v5_status 200"]);
+            assert_eq!(
+                *counts.failures.lock().expect("lock"),
+                ["v5_status too_large"]
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn answers_up_to_the_cap_are_read() {
+        const CAP: usize = 100 * 1024;
+        for announce_length in [true, false] {
+            let (endpoint, _) = serve_padded_array(CAP, announce_length).await;
+            let counts = Arc::new(Counts::default());
+            let client = client_with(
+                &endpoint,
+                counts.clone(),
+                AuthConfig::token("t"),
+                CAP as u64,
+            );
+            let runs = client
+                .v3_status(&["a".into()])
+                .await
+                .expect("exactly at the cap");
+            assert!(runs.is_empty());
+            assert!(counts.failures.lock().expect("lock").is_empty());
+        }
+    }
+
+    #[tokio::test]
+    async fn an_oversized_iam_answer_is_abandoned_too() {
+        let (endpoint, served) = serve_padded_array(200 * 1024, false).await;
+        let counts = Arc::new(Counts::default());
+        let auth = AuthConfig {
+            username: Some("u".into()),
+            password: Some(crate::config::Secret::new("p")),
+            domain: Some("d".into()),
+            project_name: Some("cn-north-4".into()),
+            ..AuthConfig::empty(crate::config::AuthMethod::Password)
+        };
+        let client = client_with(&endpoint, counts.clone(), auth, 100 * 1024);
+        let err = client
+            .v5_status(PROJECT, &["a".into()])
+            .await
+            .expect_err("no token");
+        assert_eq!(err.kind(), "too_large", "{err}");
+        assert!(err.to_string().starts_with("iam_token: "), "{err}");
+        assert_eq!(served.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            *counts.failures.lock().expect("lock"),
+            ["iam_token too_large", "v5_status too_large"]
+        );
     }
 
     #[tokio::test]

@@ -110,6 +110,18 @@ pub enum Error {
         /// First bytes of the body.
         snippet: String,
     },
+    /// The answer was larger than `codearts.max_response_bytes`, so the rest was never read.
+    #[error(
+        "{api}: answer of at least {size} bytes is over codearts.max_response_bytes ({limit}); abandoned"
+    )]
+    TooLarge {
+        /// Which API.
+        api: Api,
+        /// The announced `Content-Length`, or the bytes read before the cap was passed.
+        size: u64,
+        /// The cap.
+        limit: u64,
+    },
     /// No credentials could be obtained (IAM failing, backing off).
     #[error("no valid IAM token: {0}")]
     Auth(String),
@@ -119,12 +131,13 @@ pub enum Error {
 }
 
 impl Error {
-    /// Short kind for logs and the errors metric: `http`, `transport` or `decode`.
+    /// Short kind for logs and the errors metric: `http`, `transport`, `decode` or `too_large`.
     pub fn kind(&self) -> &'static str {
         match self {
             Error::Http { .. } | Error::Unauthorized { .. } | Error::Auth(_) => "http",
             Error::Timeout { .. } | Error::Transport { .. } | Error::Setup(_) => "transport",
             Error::Decode { .. } => "decode",
+            Error::TooLarge { .. } => "too_large",
         }
     }
 }

@@ -29,6 +29,10 @@ pub const APIS: [&str; 6] = [
 const MAX_LOGGED: usize = 20_000;
 /// How long a `timeout` fault holds the request by default (longer than any sane client time-out).
 const DEFAULT_HANG_MS: u64 = 30_000;
+/// Size of an `oversized` answer by default: 300 MB, as a misbehaving proxy could send.
+const DEFAULT_OVERSIZED_BYTES: u64 = 300_000_000;
+/// An `oversized` body is sent in chunks of this size, each made when hyper asks for it.
+const OVERSIZED_CHUNK: usize = 64 * 1024;
 
 /// Which API a request is for, from its method and path; `None` for anything else.
 pub(crate) fn api_of(method: &str, path: &str) -> Option<&'static str> {
@@ -67,11 +71,14 @@ pub enum FaultKind {
     Empty,
     /// Answers 401 "credentials expired".
     Unauthorized,
+    /// Answers 200 with a body of `bytes` bytes (default 300 MB), a JSON string made as it is
+    /// sent; chunked, or with its `Content-Length` when `content_length` is set.
+    Oversized,
 }
 
 impl FaultKind {
     /// Every kind, in documentation order.
-    pub const ALL: [FaultKind; 9] = [
+    pub const ALL: [FaultKind; 10] = [
         FaultKind::Latency,
         FaultKind::Error,
         FaultKind::Throttle,
@@ -81,6 +88,7 @@ impl FaultKind {
         FaultKind::WrongShape,
         FaultKind::Empty,
         FaultKind::Unauthorized,
+        FaultKind::Oversized,
     ];
 }
 
@@ -130,6 +138,12 @@ pub struct FaultRule {
     /// Added delay (`latency`), or how long a `timeout` holds the request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<u64>,
+    /// Size of an `oversized` body in bytes (default 300 MB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    /// Whether an `oversized` answer announces its `Content-Length` (default: chunked, without).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub content_length: bool,
 }
 
 fn one() -> f64 {
@@ -149,6 +163,8 @@ impl FaultRule {
             retry_after: None,
             retry_after_form: RetryAfterForm::Seconds,
             latency_ms: None,
+            bytes: None,
+            content_length: false,
         }
     }
 
@@ -180,6 +196,12 @@ impl FaultRule {
         if self.retry_after.is_some() && self.kind != FaultKind::Throttle {
             return Err("retry_after: only for kind \"throttle\"".into());
         }
+        if self.bytes.is_some() && self.kind != FaultKind::Oversized {
+            return Err("bytes: only for kind \"oversized\"".into());
+        }
+        if self.content_length && self.kind != FaultKind::Oversized {
+            return Err("content_length: only for kind \"oversized\"".into());
+        }
         Ok(())
     }
 }
@@ -207,9 +229,11 @@ impl FaultSpec {
         Ok(spec)
     }
 
-    /// `share` of all requests hit by a fault, spread evenly over every kind but latency:
-    /// 500, 502 and 503 errors, 429 with and without `Retry-After` (seconds and date), a time-out
-    /// (held `hang`), a dropped connection, malformed JSON, the wrong shape, an empty answer and 401.
+    /// `share` of all requests hit by a fault, spread evenly over every kind but latency and
+    /// oversized: 500, 502 and 503 errors, 429 with and without `Retry-After` (seconds and date), a
+    /// time-out (held `hang`), a dropped connection, malformed JSON, the wrong shape, an empty
+    /// answer and 401. Oversized answers are left out so that the soak's and the benchmarks'
+    /// figures stay comparable with those measured before the kind existed.
     pub fn mix(share: f64, hang: Duration) -> FaultSpec {
         let hang_ms = u64::try_from(hang.as_millis()).unwrap_or(u64::MAX);
         let mut rules = Vec::new();
@@ -273,6 +297,8 @@ pub(crate) enum Effect {
     Empty,
     /// 401.
     Unauthorized,
+    /// 200 with a body of this many bytes; `Content-Length` announced when `content_length`.
+    Oversized { bytes: u64, content_length: bool },
 }
 
 impl Effect {
@@ -287,6 +313,7 @@ impl Effect {
             Effect::WrongShape => FaultKind::WrongShape,
             Effect::Empty => FaultKind::Empty,
             Effect::Unauthorized => FaultKind::Unauthorized,
+            Effect::Oversized { .. } => FaultKind::Oversized,
         }
     }
 }
@@ -442,6 +469,10 @@ fn effect_of(rule: &FaultRule) -> Effect {
         FaultKind::Malformed => Effect::Malformed,
         FaultKind::WrongShape => Effect::WrongShape,
         FaultKind::Empty => Effect::Empty,
+        FaultKind::Oversized => Effect::Oversized {
+            bytes: rule.bytes.unwrap_or(DEFAULT_OVERSIZED_BYTES),
+            content_length: rule.content_length,
+        },
         FaultKind::Unauthorized | FaultKind::Latency => Effect::Unauthorized,
     }
 }
@@ -491,6 +522,40 @@ pub(crate) fn emptied(body: Value) -> Value {
         ),
         other => other,
     }
+}
+
+/// The body of an `oversized` answer: a JSON string of `size` bytes (for 2 bytes or more) in
+/// chunks made one at a time as the stream is polled, so the whole body is never in memory.
+pub(crate) fn oversized_chunks(size: u64) -> impl futures_util::Stream<Item = bytes::Bytes> {
+    // Chunks in the middle share one filler; the first and the last carry the quotes.
+    let filler = bytes::Bytes::from(
+        b"oversized answer (simulated) "
+            .iter()
+            .copied()
+            .cycle()
+            .take(OVERSIZED_CHUNK)
+            .collect::<Vec<u8>>(),
+    );
+    futures_util::stream::unfold(0u64, move |sent| {
+        let left = size.saturating_sub(sent);
+        let len = usize::try_from(left).map_or(OVERSIZED_CHUNK, |left| left.min(OVERSIZED_CHUNK));
+        let next = (len > 0).then(|| {
+            let (first, last) = (sent == 0, left == len as u64);
+            let mut chunk = filler.slice(..len);
+            if first || last {
+                let mut edged = chunk.to_vec();
+                if first {
+                    edged[0] = b'"';
+                }
+                if last {
+                    edged[len - 1] = b'"';
+                }
+                chunk = bytes::Bytes::from(edged);
+            }
+            (chunk, sent + len as u64)
+        });
+        std::future::ready(next)
+    })
 }
 
 /// One request as the simulator saw it.
@@ -608,6 +673,14 @@ mod tests {
                 r#"{"faults":[{"kind":"drop","retry_after":3}]}"#,
                 "retry_after",
             ),
+            (
+                r#"{"faults":[{"kind":"error","bytes":3}]}"#,
+                "faults[0].bytes",
+            ),
+            (
+                r#"{"faults":[{"kind":"drop","content_length":true}]}"#,
+                "faults[0].content_length",
+            ),
             (r#"{"faults":[{"kind":"boom"}]}"#, "unknown variant"),
             (
                 r#"{"faults":[{"kind":"drop","colour":1}]}"#,
@@ -666,9 +739,8 @@ mod tests {
         let hit = first.iter().filter(|e| e.is_some()).count() as f64 / first.len() as f64;
         assert!((0.18..0.22).contains(&hit), "{hit}");
         for kind in FaultKind::ALL {
-            if kind != FaultKind::Latency {
-                assert!(first.contains(&Some(kind)), "{kind:?} never happened");
-            }
+            let in_the_mix = !matches!(kind, FaultKind::Latency | FaultKind::Oversized);
+            assert_eq!(first.contains(&Some(kind)), in_the_mix, "{kind:?}");
         }
     }
 
@@ -687,6 +759,54 @@ mod tests {
         assert_eq!(decision.effect, Some(Effect::Status(502)));
         faults.set(&FaultSpec::default(), 0);
         assert_eq!(faults.decide("run_detail", 0), Decision::default());
+    }
+
+    #[test]
+    fn oversized_rules_default_to_300_mb_chunked() {
+        let faults = Faults::new(
+            &spec(
+                r#"{"faults":[{"api":"v5_status","kind":"oversized","count":1},
+                    {"api":"run_list","kind":"oversized","bytes":5000,"content_length":true}]}"#,
+            ),
+            1,
+            0,
+        );
+        assert_eq!(
+            faults.decide("v5_status", 0).effect,
+            Some(Effect::Oversized {
+                bytes: 300_000_000,
+                content_length: false
+            })
+        );
+        assert_eq!(
+            faults.decide("run_list", 0).effect,
+            Some(Effect::Oversized {
+                bytes: 5000,
+                content_length: true
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn oversized_bodies_are_json_strings_made_chunk_by_chunk() {
+        use futures_util::StreamExt;
+        for size in [
+            2,
+            10,
+            OVERSIZED_CHUNK as u64,
+            3 * OVERSIZED_CHUNK as u64 + 7,
+        ] {
+            let chunks: Vec<bytes::Bytes> = oversized_chunks(size).collect().await;
+            assert!(chunks.iter().all(|c| c.len() <= OVERSIZED_CHUNK));
+            let body = chunks.concat();
+            assert_eq!(body.len() as u64, size);
+            let text: String = serde_json::from_slice(&body).expect("a JSON string");
+            assert_eq!(text.len() as u64, size - 2);
+        }
+        assert_eq!(oversized_chunks(0).count().await, 0);
+        // Made as polled: taking the first chunk of a huge body is instant.
+        let first = oversized_chunks(u64::MAX).next().await.expect("a chunk");
+        assert_eq!(first.len(), OVERSIZED_CHUNK);
     }
 
     #[test]

@@ -321,6 +321,25 @@ async fn faulty_response(
             StatusCode::UNAUTHORIZED,
             &render::error("DEV.00000003", "认证信息过期"),
         )),
+        Effect::Oversized {
+            bytes,
+            content_length,
+        } => {
+            let frames = faults::oversized_chunks(*bytes)
+                .map(|chunk| Ok::<_, std::io::Error>(hyper::body::Frame::data(chunk)));
+            let mut response =
+                Response::new(BodyExt::boxed(http_body_util::StreamBody::new(frames)));
+            let headers = response.headers_mut();
+            headers.insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("application/json;charset=UTF-8"),
+            );
+            // Without the header, hyper sends the stream chunked.
+            if *content_length {
+                headers.insert(hyper::header::CONTENT_LENGTH, (*bytes).into());
+            }
+            response
+        }
         Effect::Drop | Effect::Malformed | Effect::WrongShape | Effect::Empty => {
             let mut reply = sim.handle(request, now_ms());
             match effect {
