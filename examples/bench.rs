@@ -2,8 +2,9 @@
 //!
 //! - `load`: scrapes a URL from N concurrent clients for a while and prints the latency
 //!   percentiles, as one JSON line;
-//! - `serve`: serves a file as `/metrics` through the exporter's own HTTP server code, with no
-//!   rendering at all: the lower bound of what a scrape can cost;
+//! - `serve`: serves a file as `/metrics` through the exporter's own HTTP server code and
+//!   /metrics answer (gzip, or the text inflated as it is sent), with no rendering at all: the
+//!   lower bound of what a scrape can cost;
 //! - `render`: fills the metrics of N pipelines to their full series budget and times the
 //!   rendering and its gzip compression, as one JSON line.
 
@@ -16,9 +17,10 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use codearts_exporter::codearts::model::{Run, RunResult, RunState, StageRun};
 use codearts_exporter::config::MetricsConfig;
-use codearts_exporter::exposition::Exposition;
+use codearts_exporter::exposition::{Exposition, Rendered};
+use codearts_exporter::http;
 use codearts_exporter::metrics::Metrics;
-use codearts_exporter::server::{self, Endpoints};
+use codearts_exporter::server;
 use codearts_exporter::store::series::{Series, SeriesTable};
 
 #[derive(Parser)]
@@ -90,8 +92,13 @@ fn main() -> anyhow::Result<()> {
                     body.len(),
                     listener.local_addr()?
                 );
-                let endpoints = Arc::new(Endpoints::frozen(body.into()));
-                server::serve(listener, endpoints, async {
+                // The answer of the exporter's /metrics, with nothing to render.
+                let rendered = Arc::new(Rendered::of_text(&body));
+                let answer = move |request| {
+                    let rendered = rendered.clone();
+                    async move { server::metrics_answer(&request, rendered) }
+                };
+                http::serve(listener, answer, async {
                     let _ = tokio::signal::ctrl_c().await;
                 })
                 .await;

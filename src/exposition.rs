@@ -28,8 +28,6 @@ pub struct Rendered {
     version: u64,
     at: Instant,
     gzip: Bytes,
-    /// The text of a fixed body; a rendering keeps only its gzip.
-    text: Option<Bytes>,
 }
 
 impl Rendered {
@@ -38,18 +36,17 @@ impl Rendered {
             version,
             at: Instant::now(),
             gzip,
-            text: None,
         }
+    }
+
+    /// A rendering of a given text (a saved /metrics, for the benchmark's lower bound).
+    pub fn of_text(text: &[u8]) -> Rendered {
+        Rendered::new(0, compress(text))
     }
 
     /// The text exposition gzip-compressed.
     pub fn gzip(&self) -> Bytes {
         self.gzip.clone()
-    }
-
-    /// The text as it was given to a fixed body (nothing to inflate).
-    pub fn text(&self) -> Option<Bytes> {
-        self.text.clone()
     }
 
     /// Inflates the text in pieces of at most [`PIECE`] bytes, handing each to `send` until it
@@ -80,7 +77,7 @@ impl Rendered {
     }
 }
 
-/// Gzip of `text` (for a fixed body).
+/// Gzip of `text`.
 fn compress(text: &[u8]) -> Bytes {
     use std::io::Write;
     let mut encoder = GzEncoder::new(Vec::with_capacity(text.len() / 8), Compression::fast());
@@ -106,8 +103,7 @@ pub enum Lookup {
 
 /// Caches the rendering of [`Metrics`].
 pub struct Exposition {
-    /// `None` for a fixed body that is never rendered again.
-    metrics: Option<Arc<Metrics>>,
+    metrics: Arc<Metrics>,
     /// The latest rendering; locked only to read or replace it.
     cache: Mutex<Option<Arc<Rendered>>>,
     /// Held while rendering, so that a change is rendered once however many scrape.
@@ -125,20 +121,8 @@ impl Exposition {
     /// A cache over `metrics`; renders on the first scrape.
     pub fn new(metrics: Arc<Metrics>) -> Self {
         Exposition {
-            metrics: Some(metrics),
+            metrics,
             cache: Mutex::new(None),
-            rendering: Mutex::new(()),
-            refreshing: AtomicBool::new(false),
-        }
-    }
-
-    /// Always `text`, as if rendered once and never changed (the benchmarks' lower bound).
-    pub fn frozen(text: Bytes) -> Self {
-        let mut rendered = Rendered::new(0, compress(&text));
-        rendered.text = Some(text);
-        Exposition {
-            metrics: None,
-            cache: Mutex::new(Some(Arc::new(rendered))),
             rendering: Mutex::new(()),
             refreshing: AtomicBool::new(false),
         }
@@ -152,10 +136,7 @@ impl Exposition {
         let Some(rendered) = lock(&self.cache).clone() else {
             return Lookup::Render;
         };
-        let Some(metrics) = &self.metrics else {
-            return Lookup::Serve(rendered);
-        };
-        let version = metrics.version();
+        let version = self.metrics.version();
         if rendered.is_fresh(version) {
             Lookup::Serve(rendered)
         } else if rendered.version == version {
@@ -172,11 +153,7 @@ impl Exposition {
     /// Blocks while rendering: call it off the async runtime.
     pub fn current(&self) -> Arc<Rendered> {
         let _rendering = lock(&self.rendering);
-        let Some(metrics) = &self.metrics else {
-            return lock(&self.cache)
-                .get_or_insert_with(|| Arc::new(Rendered::new(0, Bytes::new())))
-                .clone();
-        };
+        let metrics = &self.metrics;
         // Read before rendering: a change during the rendering makes the next scrape render.
         let version = metrics.version();
         if let Some(rendered) = lock(&self.cache).as_ref()
@@ -353,11 +330,8 @@ mod tests {
     }
 
     #[test]
-    fn a_frozen_exposition_serves_its_body() {
-        let exposition = Exposition::frozen(Bytes::from_static(b"x 1\n"));
-        let rendered = served(exposition.lookup()).expect("always cached");
-        assert_eq!(rendered.text().as_deref(), Some(&b"x 1\n"[..]));
+    fn a_given_text_is_served_as_its_gzip() {
+        let rendered = Rendered::of_text(b"x 1\n");
         assert_eq!(inflate(&rendered), b"x 1\n");
-        assert!(Arc::ptr_eq(&rendered, &exposition.current()));
     }
 }

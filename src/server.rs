@@ -23,8 +23,8 @@ const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub struct Endpoints {
     /// The /metrics body, cached between changes.
     exposition: Exposition,
-    /// The pollers, for readiness; none for a fixed body.
-    fleet: Option<Arc<Fleet>>,
+    /// The pollers, for readiness and the watchdog.
+    fleet: Arc<Fleet>,
 }
 
 impl Endpoints {
@@ -32,31 +32,18 @@ impl Endpoints {
     pub fn new(metrics: Arc<Metrics>, fleet: Arc<Fleet>) -> Self {
         Endpoints {
             exposition: Exposition::new(metrics),
-            fleet: Some(fleet),
-        }
-    }
-
-    /// Endpoints that serve `text` as /metrics and never render: the lower bound of a scrape's
-    /// cost, for benchmarks.
-    pub fn frozen(text: bytes::Bytes) -> Self {
-        Endpoints {
-            exposition: Exposition::frozen(text),
-            fleet: None,
+            fleet,
         }
     }
 
     /// Targets whose schedule has started no poll for too long, and by how much.
     pub fn stalled(&self) -> Vec<(String, std::time::Duration)> {
-        self.fleet
-            .as_ref()
-            .map_or_else(Vec::new, |fleet| fleet.stalled())
+        self.fleet.stalled()
     }
 
     /// Targets that have not completed a successful poll yet.
     pub fn not_ready(&self) -> Vec<String> {
-        self.fleet
-            .as_ref()
-            .map_or_else(Vec::new, |fleet| fleet.not_ready())
+        self.fleet.not_ready()
     }
 }
 
@@ -86,7 +73,7 @@ pub async fn serve(
 }
 
 /// Body of the exporter's responses: whole, or the text of /metrics streamed as it is inflated.
-type ExporterBody = UnsyncBoxBody<Bytes, io::Error>;
+pub type ExporterBody = UnsyncBoxBody<Bytes, io::Error>;
 
 /// A whole body as an [`ExporterBody`].
 fn whole(response: Response<Body>) -> Response<ExporterBody> {
@@ -119,11 +106,14 @@ async fn metrics(endpoints: Arc<Endpoints>, req: &Request<Incoming>) -> Response
             }
         }
     };
+    metrics_answer(req, rendered)
+}
+
+/// The /metrics answer of `rendered`: its gzip when the scraper accepts it, else its text
+/// inflated as it is sent.
+pub fn metrics_answer(req: &Request<Incoming>, rendered: Arc<Rendered>) -> Response<ExporterBody> {
     if !accepts_gzip(req) {
-        return match rendered.text() {
-            Some(text) => whole(http::response(StatusCode::OK, TEXT_FORMAT, text)),
-            None => inflated(rendered),
-        };
+        return inflated(rendered);
     }
     let mut response = http::response(StatusCode::OK, TEXT_FORMAT, rendered.gzip());
     let headers = response.headers_mut();
