@@ -1,7 +1,8 @@
 //! codearts-exporter: a Prometheus exporter for Huawei Cloud CodeArts Pipeline.
 //!
-//! Data flows `config` → `codearts` (API client) → `poller` (run on schedules by `fleet`) →
-//! `metrics` → `exposition` → `server`.
+//! Data flows `config` → `codearts` (API client) → `schedule` (when) → `poller` (what to fetch,
+//! driving the `recording` state machine) → `store` (every pipeline's state and series) →
+//! `metrics` → `exposition` → `server`; `fleet` runs the pollers, and [`run`] runs everything.
 //! `simulator` is a faithful stand-in for the CodeArts API used by tests and the demo.
 
 // Input from the network, files and users must never panic the exporter; tests may unwrap.
