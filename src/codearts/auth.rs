@@ -6,7 +6,8 @@ use std::time::{Duration, Instant, SystemTime};
 use reqwest::header::{HeaderName, HeaderValue};
 use tokio::sync::Mutex;
 
-use super::client::{BodyError, read_body};
+use super::body::{BodyError, read_body};
+use super::error::http_error;
 use super::sign::{self, RequestParts};
 use super::{Api, Error, RequestObserver};
 use crate::config::{AuthConfig, AuthMethod, Secret};
@@ -342,7 +343,7 @@ impl PasswordTokens {
             }
         };
         if !status.is_success() {
-            let mut error = super::client::http_error(
+            let mut error = http_error(
                 Api::IamToken,
                 status,
                 &bytes,
