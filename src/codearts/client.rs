@@ -18,9 +18,8 @@ use tokio::sync::Semaphore;
 use super::auth::Authenticator;
 use super::body::{BodyError, read_body};
 use super::error::{decode, decode_array, decode_error, http_error, json_kind, transport_error};
-use super::model::{
-    PipelineInfo, PipelineListPage, Run, RunDetail, RunList, V3PipelineStatus, V5RunStatus,
-};
+use super::model::{PipelineInfo, Run};
+use super::wire::{PipelineListPage, RunDetail, RunList, V3PipelineStatus, V5RunStatus};
 use super::{Api, Error, RequestObserver};
 use crate::config::{AuthConfig, CodeArtsConfig};
 

@@ -6,7 +6,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::Api;
-use super::model::ApiErrorBody;
+use super::wire::ApiErrorBody;
 
 /// How much of an unreadable body goes into an error message.
 const SNIPPET_CHARS: usize = 200;
@@ -235,7 +235,7 @@ pub(super) fn json_kind(value: &Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codearts::model::{RunDetail, V3PipelineStatus, V5RunStatus};
+    use crate::codearts::wire::{RunDetail, V3PipelineStatus, V5RunStatus};
 
     #[test]
     fn error_bodies_become_errors_with_code_and_message() {

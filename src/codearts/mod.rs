@@ -11,6 +11,7 @@ mod error;
 pub mod model;
 pub mod sign;
 pub mod time;
+mod wire;
 
 use std::time::Duration;
 
