@@ -762,18 +762,48 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn an_oversized_iam_answer_is_abandoned_too() {
-        let (endpoint, served) = serve_padded_array(200 * 1024, false).await;
-        let counts = Arc::new(Counts::default());
-        let auth = AuthConfig {
+    /// User name and password, so every request first needs a token from IAM.
+    fn password_auth() -> AuthConfig {
+        AuthConfig {
             username: Some("u".into()),
             password: Some(crate::config::Secret::new("p")),
             domain: Some("d".into()),
             project_name: Some("cn-north-4".into()),
             ..AuthConfig::empty(crate::config::AuthMethod::Password)
-        };
-        let client = client_with(&endpoint, counts.clone(), auth, 100 * 1024);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_iam_is_a_transport_error_as_any_other() {
+        // Nothing listens on a port just released.
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind");
+        let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+        drop(listener);
+        let counts = Arc::new(Counts::default());
+        let err = client_with(&endpoint, counts.clone(), password_auth(), 1 << 20)
+            .v5_status(PROJECT, &["a".into()])
+            .await
+            .expect_err("no token");
+        assert_eq!(err.kind(), "transport", "{err}");
+        assert!(
+            err.to_string().starts_with("iam_token: transport error: "),
+            "{err}"
+        );
+        assert_eq!(
+            *counts.requests.lock().expect("lock"),
+            ["iam_token connect"]
+        );
+        assert_eq!(
+            *counts.failures.lock().expect("lock"),
+            ["iam_token transport", "v5_status transport"]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_oversized_iam_answer_is_abandoned_too() {
+        let (endpoint, served) = serve_padded_array(200 * 1024, false).await;
+        let counts = Arc::new(Counts::default());
+        let client = client_with(&endpoint, counts.clone(), password_auth(), 100 * 1024);
         let err = client
             .v5_status(PROJECT, &["a".into()])
             .await
