@@ -6,7 +6,8 @@ use std::time::{Duration, Instant, SystemTime};
 use reqwest::header::{HeaderName, HeaderValue};
 use tokio::sync::Mutex;
 
-use super::client::{BodyError, read_body};
+use super::body::{BodyError, read_body};
+use super::error::{http_error, transport_error};
 use super::sign::{self, RequestParts};
 use super::{Api, Error, RequestObserver};
 use crate::config::{AuthConfig, AuthMethod, Secret};
@@ -302,19 +303,10 @@ impl PasswordTokens {
         let response = match response {
             Ok(response) => response,
             Err(err) => {
-                let code = if err.is_timeout() {
-                    "timeout"
-                } else if err.is_connect() {
-                    "connect"
-                } else {
-                    "error"
-                };
+                let (code, error) = transport_error(Api::IamToken, &err);
                 self.observer
                     .request_done(Api::IamToken, code, started.elapsed());
-                return Err(Error::Transport {
-                    api: Api::IamToken,
-                    message: err.to_string(),
-                });
+                return Err(error);
             }
         };
         let status = response.status();
@@ -327,12 +319,7 @@ impl PasswordTokens {
             .map(|v| Secret::new(v.trim()));
         let bytes = match read_body(response, self.max_response_bytes).await {
             Ok(bytes) => bytes,
-            Err(BodyError::Transport(err)) => {
-                return Err(Error::Transport {
-                    api: Api::IamToken,
-                    message: err.to_string(),
-                });
-            }
+            Err(BodyError::Transport(err)) => return Err(transport_error(Api::IamToken, &err).1),
             Err(BodyError::TooLarge(size)) => {
                 return Err(Error::TooLarge {
                     api: Api::IamToken,
@@ -342,7 +329,7 @@ impl PasswordTokens {
             }
         };
         if !status.is_success() {
-            let mut error = super::client::http_error(
+            let mut error = http_error(
                 Api::IamToken,
                 status,
                 &bytes,

@@ -16,33 +16,17 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 
 use super::auth::Authenticator;
-use super::model::{
-    ApiErrorBody, PipelineInfo, PipelineListPage, Run, RunDetail, RunList, V3PipelineStatus,
-    V5RunStatus,
-};
-use super::{Api, Error};
+use super::body::{BodyError, read_body};
+use super::error::{decode, decode_array, decode_error, http_error, json_kind, transport_error};
+use super::model::{PipelineInfo, Run};
+use super::wire::{PipelineListPage, RunDetail, RunList, V3PipelineStatus, V5RunStatus};
+use super::{Api, Error, RequestObserver};
 use crate::config::{AuthConfig, CodeArtsConfig};
 
 /// Pipelines per page of the project pipeline list.
 const PIPELINE_PAGE: u64 = 50;
 /// Pages of the pipeline list read at most (a guard against a `total` that never comes).
 const MAX_PIPELINE_PAGES: u64 = 200;
-/// How much of an unreadable body goes into an error message.
-const SNIPPET_CHARS: usize = 200;
-/// Runs of token-like characters at least this long are redacted from body snippets.
-const REDACT_RUN: usize = 48;
-
-/// Receives one call per HTTP exchange, for the exporter's own metrics.
-pub trait RequestObserver: Send + Sync {
-    /// A request finished with `code` (HTTP status, or `timeout`/`connect`/`error`).
-    fn request_done(&self, api: Api, code: &str, elapsed: Duration);
-    /// A request is about to be retried because of `reason`.
-    fn retried(&self, api: Api, reason: &str);
-    /// A call failed for good (after any retries); `kind` is [`Error::kind`].
-    fn failed(&self, api: Api, kind: &'static str);
-    /// An attempt to obtain an IAM token succeeded or failed.
-    fn auth_refresh(&self, ok: bool);
-}
 
 /// Which run the detail API should return.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -480,48 +464,6 @@ impl Client {
     }
 }
 
-/// Why the body of an answer could not be read.
-pub(crate) enum BodyError {
-    /// The connection broke or timed out mid-body.
-    Transport(reqwest::Error),
-    /// The body is over the cap: its announced `Content-Length`, or the bytes read so far.
-    TooLarge(u64),
-}
-
-/// Reads the body of `response` as it arrives, up to `limit` bytes. A body announced or found
-/// to be larger is abandoned: dropping the response closes its connection, unread.
-pub(crate) async fn read_body(
-    mut response: reqwest::Response,
-    limit: u64,
-) -> Result<Bytes, BodyError> {
-    let announced = response.content_length();
-    if let Some(size) = announced.filter(|&size| size > limit) {
-        return Err(BodyError::TooLarge(size));
-    }
-    let mut body = Vec::with_capacity(to_usize(announced.unwrap_or(0)));
-    while let Some(chunk) = response.chunk().await.map_err(BodyError::Transport)? {
-        let size = body.len() as u64 + chunk.len() as u64;
-        if size > limit {
-            return Err(BodyError::TooLarge(size));
-        }
-        if size > body.capacity() as u64 {
-            // Doubling as a Vec would, but never past the cap.
-            let grown = (body.capacity() as u64)
-                .saturating_mul(2)
-                .max(size)
-                .min(limit);
-            body.reserve_exact(to_usize(grown) - body.len());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(Bytes::from(body))
-}
-
-/// A byte count as `usize`, saturating (only a 32-bit target could overflow).
-fn to_usize(bytes: u64) -> usize {
-    usize::try_from(bytes).unwrap_or(usize::MAX)
-}
-
 /// Exponential backoff with jitter: 50–100% of `base · 2^(retry-1)`.
 fn backoff(base: Duration, retry: u32) -> Duration {
     let full = base.saturating_mul(1 << retry.saturating_sub(1).min(16));
@@ -539,133 +481,6 @@ fn retry_after(value: &HeaderValue) -> Option<Duration> {
         when.duration_since(SystemTime::now())
             .unwrap_or(Duration::ZERO),
     )
-}
-
-fn transport_error(api: Api, err: &reqwest::Error) -> (&'static str, Error) {
-    if err.is_timeout() {
-        ("timeout", Error::Timeout { api })
-    } else {
-        let code = if err.is_connect() { "connect" } else { "error" };
-        // Without the URL: it is ours and adds noise, and reqwest never puts headers in it.
-        let message = std::error::Error::source(err)
-            .map(|source| format!("{err}: {source}"))
-            .unwrap_or_else(|| err.to_string());
-        (code, Error::Transport { api, message })
-    }
-}
-
-/// An error from a non-2xx answer; `hint` says what to check on a 401.
-pub(crate) fn http_error(api: Api, status: StatusCode, body: &[u8], hint: &'static str) -> Error {
-    let parsed: ApiErrorBody = serde_json::from_slice(body).unwrap_or_default();
-    let code = parsed.error_code.unwrap_or_else(|| "-".into());
-    let message = parsed.error_msg.unwrap_or_else(|| snippet(body));
-    if status == StatusCode::UNAUTHORIZED {
-        Error::Unauthorized {
-            api,
-            hint,
-            code,
-            message,
-        }
-    } else {
-        Error::Http {
-            api,
-            status: status.as_u16(),
-            code,
-            message,
-        }
-    }
-}
-
-/// The start of a body for logs and errors, with anything token-like redacted.
-fn snippet(body: &[u8]) -> String {
-    // Redact before cutting, so a token straddling the cut is still recognised.
-    let head: String = String::from_utf8_lossy(&body[..body.len().min(SNIPPET_CHARS * 8)])
-        .chars()
-        .take(SNIPPET_CHARS * 4)
-        .collect();
-    redact(&head).chars().take(SNIPPET_CHARS).collect()
-}
-
-/// Replaces long runs of base64/hex-like characters (tokens, signatures, keys) with `<redacted>`.
-fn redact(text: &str) -> String {
-    let token_like = |c: char| c.is_ascii_alphanumeric() || "+/=_-%".contains(c);
-    let mut out = String::with_capacity(text.len());
-    let mut run = String::new();
-    let flush = |run: &mut String, out: &mut String| {
-        if run.chars().count() >= REDACT_RUN {
-            out.push_str("<redacted>");
-        } else {
-            out.push_str(run);
-        }
-        run.clear();
-    };
-    for c in text.chars() {
-        if token_like(c) {
-            run.push(c);
-        } else {
-            flush(&mut run, &mut out);
-            out.push(c);
-        }
-    }
-    flush(&mut run, &mut out);
-    out
-}
-
-fn decode_error(api: Api, status: StatusCode, message: String, body: &[u8]) -> Error {
-    Error::Decode {
-        api,
-        status: status.as_u16(),
-        message,
-        snippet: snippet(body),
-    }
-}
-
-fn decode<T: DeserializeOwned>(api: Api, status: StatusCode, body: &[u8]) -> Result<T, Error> {
-    serde_json::from_slice(body).map_err(|err| decode_error(api, status, err.to_string(), body))
-}
-
-/// Decodes a JSON array element by element; returns the entries that decode and how many did not.
-fn decode_array<T: DeserializeOwned>(
-    api: Api,
-    status: StatusCode,
-    body: &[u8],
-) -> Result<(Vec<T>, usize), Error> {
-    let items = match decode::<Value>(api, status, body)? {
-        Value::Array(items) => items,
-        other => {
-            let message = format!("expected a JSON array, got {}", json_kind(&other));
-            return Err(decode_error(api, status, message, body));
-        }
-    };
-    let mut decoded = Vec::with_capacity(items.len());
-    let mut skipped = 0;
-    for item in items {
-        let text = item.to_string();
-        // Entries are objects; serde would also read a struct from an array, by position.
-        let entry = match item {
-            Value::Object(_) => serde_json::from_value(item).map_err(|err| err.to_string()),
-            other => Err(format!("expected an object, got {}", json_kind(&other))),
-        };
-        match entry {
-            Ok(entry) => decoded.push(entry),
-            Err(err) => {
-                skipped += 1;
-                tracing::warn!(%api, status = status.as_u16(), error = %err, entry = %snippet(text.as_bytes()), "skipping an entry that does not decode");
-            }
-        }
-    }
-    Ok((decoded, skipped))
-}
-
-fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 #[cfg(test)]
@@ -947,18 +762,48 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn an_oversized_iam_answer_is_abandoned_too() {
-        let (endpoint, served) = serve_padded_array(200 * 1024, false).await;
-        let counts = Arc::new(Counts::default());
-        let auth = AuthConfig {
+    /// User name and password, so every request first needs a token from IAM.
+    fn password_auth() -> AuthConfig {
+        AuthConfig {
             username: Some("u".into()),
             password: Some(crate::config::Secret::new("p")),
             domain: Some("d".into()),
             project_name: Some("cn-north-4".into()),
             ..AuthConfig::empty(crate::config::AuthMethod::Password)
-        };
-        let client = client_with(&endpoint, counts.clone(), auth, 100 * 1024);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_iam_is_a_transport_error_as_any_other() {
+        // Nothing listens on a port just released.
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind");
+        let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+        drop(listener);
+        let counts = Arc::new(Counts::default());
+        let err = client_with(&endpoint, counts.clone(), password_auth(), 1 << 20)
+            .v5_status(PROJECT, &["a".into()])
+            .await
+            .expect_err("no token");
+        assert_eq!(err.kind(), "transport", "{err}");
+        assert!(
+            err.to_string().starts_with("iam_token: transport error: "),
+            "{err}"
+        );
+        assert_eq!(
+            *counts.requests.lock().expect("lock"),
+            ["iam_token connect"]
+        );
+        assert_eq!(
+            *counts.failures.lock().expect("lock"),
+            ["iam_token transport", "v5_status transport"]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_oversized_iam_answer_is_abandoned_too() {
+        let (endpoint, served) = serve_padded_array(200 * 1024, false).await;
+        let counts = Arc::new(Counts::default());
+        let client = client_with(&endpoint, counts.clone(), password_auth(), 100 * 1024);
         let err = client
             .v5_status(PROJECT, &["a".into()])
             .await
@@ -1077,93 +922,5 @@ mod tests {
         let wait = retry_after(&header).expect("parses");
         assert!(wait > Duration::from_secs(100) && wait <= Duration::from_secs(120));
         assert_eq!(retry_after(&HeaderValue::from_static("soon")), None);
-    }
-
-    #[test]
-    fn error_bodies_become_errors_with_code_and_message() {
-        let body = br#"{"error_code":"DEV.00000003","error_msg":"expired"}"#;
-        let err = http_error(
-            Api::V5Status,
-            StatusCode::UNAUTHORIZED,
-            body,
-            "token rejected or expired",
-        );
-        assert!(matches!(err, Error::Unauthorized { .. }));
-        assert!(err.to_string().contains("token rejected or expired"));
-        let err = http_error(
-            Api::RunDetail,
-            StatusCode::NOT_FOUND,
-            b"<html>nope</html>",
-            "",
-        );
-        assert_eq!(err.to_string(), "run_detail: HTTP 404 -: <html>nope</html>");
-    }
-
-    #[test]
-    fn arrays_decode_entry_by_entry() {
-        let ok = StatusCode::OK;
-        let body = br#"[{"pipeline_id": "a"}, 5, {"pipeline_id": "b"}, "x"]"#;
-        let (entries, skipped): (Vec<V5RunStatus>, usize) =
-            decode_array(Api::V5Status, ok, body).expect("decodes");
-        assert_eq!((entries.len(), skipped), (2, 2));
-        let err = decode_array::<V5RunStatus>(Api::V5Status, ok, br#"{"a": 1}"#)
-            .expect_err("not an array");
-        assert_eq!(err.kind(), "decode");
-        let err = decode_array::<V5RunStatus>(Api::V5Status, ok, b"[{\"pipeline_id\"")
-            .expect_err("truncated");
-        assert!(err.to_string().contains("body starts with"));
-        assert!(err.to_string().contains("HTTP 200"));
-    }
-
-    #[test]
-    fn snippets_are_short_and_redact_tokens() {
-        let token = format!("MIIZ{}", "aB3+/x".repeat(40));
-        let body =
-            format!(r#"{{"token": "{token}", "pipeline_id": "0123456789abcdef0123456789abcdef"}}"#);
-        let text = snippet(body.as_bytes());
-        assert!(!text.contains("MIIZ"), "{text}");
-        assert!(text.contains("<redacted>"));
-        assert!(
-            text.contains("0123456789abcdef0123456789abcdef"),
-            "ids stay readable"
-        );
-        let long = "x ".repeat(1000);
-        assert_eq!(snippet(long.as_bytes()).chars().count(), SNIPPET_CHARS);
-        // A token cut by the snippet's end is still redacted.
-        let body = format!("{}{token}", "a ".repeat(90));
-        assert!(!snippet(body.as_bytes()).contains("MIIZ"));
-        assert_eq!(snippet(&[0xff, 0xfe, b'{']), "\u{fffd}\u{fffd}{");
-    }
-
-    mod properties {
-        use super::*;
-        use proptest::prelude::*;
-
-        proptest! {
-            /// Any body gives a short snippet without long token-like runs, and decodes or fails
-            /// cleanly through every path of the client.
-            #[test]
-            fn any_body_is_handled(
-                body in prop_oneof![
-                    prop::collection::vec(any::<u8>(), 0..2048),
-                    any::<String>().prop_map(String::into_bytes),
-                    "[\\[{}\\]\",:a-zA-Z0-9+/= ]{0,600}".prop_map(String::into_bytes),
-                ],
-            ) {
-                let text = snippet(&body);
-                prop_assert!(text.chars().count() <= SNIPPET_CHARS);
-                let longest = text
-                    .split(|c: char| !(c.is_ascii_alphanumeric() || "+/=_-%".contains(c)))
-                    .map(str::len)
-                    .max()
-                    .unwrap_or(0);
-                prop_assert!(longest < REDACT_RUN, "{text}");
-                let ok = StatusCode::OK;
-                let _ = decode_array::<V5RunStatus>(Api::V5Status, ok, &body);
-                let _ = decode_array::<V3PipelineStatus>(Api::V3Status, ok, &body);
-                let _ = decode::<RunDetail>(Api::RunDetail, ok, &body);
-                let _ = http_error(Api::RunList, StatusCode::BAD_GATEWAY, &body, "");
-            }
-        }
     }
 }

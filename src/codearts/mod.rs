@@ -1,12 +1,22 @@
 //! CodeArts Pipeline API: client, authentication, typed models.
+//!
+//! This file names the APIs and the observer the client reports to. The files depend on each
+//! other one way: `client` uses `auth`, and both use `body` (capped reads) and `error` (error
+//! shaping), which use neither.
 
 mod auth;
+mod body;
 mod client;
+mod error;
 pub mod model;
 pub mod sign;
 pub mod time;
+mod wire;
 
-pub use client::{Client, RequestObserver, RunSelector};
+use std::time::Duration;
+
+pub use client::{Client, RunSelector};
+pub use error::Error;
 
 /// The APIs the exporter calls, as named in the `api` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -55,89 +65,14 @@ impl std::fmt::Display for Api {
     }
 }
 
-/// Why a call to CodeArts failed.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The service answered with an error status.
-    #[error("{api}: HTTP {status} {code}: {message}")]
-    Http {
-        /// Which API.
-        api: Api,
-        /// HTTP status.
-        status: u16,
-        /// `error_code` of the body, or `-`.
-        code: String,
-        /// `error_msg` of the body, or the start of the body.
-        message: String,
-    },
-    /// 401: the credentials were not accepted.
-    #[error("{api}: {hint} (HTTP 401 {code}: {message})")]
-    Unauthorized {
-        /// Which API.
-        api: Api,
-        /// What to check, depending on the auth method.
-        hint: &'static str,
-        /// `error_code` of the body.
-        code: String,
-        /// `error_msg` of the body.
-        message: String,
-    },
-    /// No answer in time.
-    #[error("{api}: request timed out")]
-    Timeout {
-        /// Which API.
-        api: Api,
-    },
-    /// Could not connect or the connection broke.
-    #[error("{api}: transport error: {message}")]
-    Transport {
-        /// Which API.
-        api: Api,
-        /// What went wrong.
-        message: String,
-    },
-    /// The body was not the JSON we expect.
-    #[error(
-        "{api}: cannot decode the response (HTTP {status}): {message}; body starts with {snippet:?}"
-    )]
-    Decode {
-        /// Which API.
-        api: Api,
-        /// HTTP status.
-        status: u16,
-        /// Parser message.
-        message: String,
-        /// First bytes of the body.
-        snippet: String,
-    },
-    /// The answer was larger than `codearts.max_response_bytes`, so the rest was never read.
-    #[error(
-        "{api}: answer of at least {size} bytes is over codearts.max_response_bytes ({limit}); abandoned"
-    )]
-    TooLarge {
-        /// Which API.
-        api: Api,
-        /// The announced `Content-Length`, or the bytes read before the cap was passed.
-        size: u64,
-        /// The cap.
-        limit: u64,
-    },
-    /// No credentials could be obtained (IAM failing, backing off).
-    #[error("no valid IAM token: {0}")]
-    Auth(String),
-    /// The client could not be built from the configuration.
-    #[error("cannot build the HTTP client: {0}")]
-    Setup(String),
-}
-
-impl Error {
-    /// Short kind for logs and the errors metric: `http`, `transport`, `decode` or `too_large`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Error::Http { .. } | Error::Unauthorized { .. } | Error::Auth(_) => "http",
-            Error::Timeout { .. } | Error::Transport { .. } | Error::Setup(_) => "transport",
-            Error::Decode { .. } => "decode",
-            Error::TooLarge { .. } => "too_large",
-        }
-    }
+/// Receives one call per HTTP exchange, for the exporter's own metrics.
+pub trait RequestObserver: Send + Sync {
+    /// A request finished with `code` (HTTP status, or `timeout`/`connect`/`error`).
+    fn request_done(&self, api: Api, code: &str, elapsed: Duration);
+    /// A request is about to be retried because of `reason`.
+    fn retried(&self, api: Api, reason: &str);
+    /// A call failed for good (after any retries); `kind` is [`Error::kind`].
+    fn failed(&self, api: Api, kind: &'static str);
+    /// An attempt to obtain an IAM token succeeded or failed.
+    fn auth_refresh(&self, ok: bool);
 }

@@ -1,0 +1,304 @@
+//! Configuration: load (TOML file + `CODEARTS_EXPORTER_*` env), defaults, validation.
+//!
+//! This file holds the whole [`Config`], how it is loaded and the order its sections are
+//! validated in; each section lives in a file of its own, with its defaults and checks.
+
+mod auth;
+mod codearts;
+mod metrics;
+mod server;
+mod sharding;
+mod targets;
+
+use std::fmt;
+use std::path::Path;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::{Deserialize, Serialize};
+
+pub use auth::{AuthConfig, AuthMethod};
+pub use codearts::CodeArtsConfig;
+pub use metrics::{MetricsConfig, RunLabel};
+pub use server::{DEFAULT_PORT, ServerConfig};
+pub use sharding::ShardingConfig;
+pub use targets::{Pattern, StatusApi, TargetConfig};
+
+/// Prefix of environment variables that override the file.
+pub const ENV_PREFIX: &str = "CODEARTS_EXPORTER_";
+
+/// A configuration problem: which key, and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or environment could not be parsed into the expected shape.
+    #[error("{0}")]
+    Parse(String),
+    /// A value parsed but is not acceptable.
+    #[error("invalid value for `{key}`: {problem}")]
+    Invalid {
+        /// Dotted path of the offending key, e.g. `targets[0].schedule`.
+        key: String,
+        /// What is wrong, in words a user can act on.
+        problem: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        problem: problem.into(),
+    }
+}
+
+/// A secret string: printed as `***` by Debug, Display and Serialize.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The secret itself; call only where it is sent to the API.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("***")
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// HTTP server settings.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Where and how to reach CodeArts.
+    #[serde(default)]
+    pub codearts: CodeArtsConfig,
+    /// Credentials.
+    pub auth: AuthConfig,
+    /// Metric shaping (buckets).
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// What to poll.
+    #[serde(default)]
+    pub targets: Vec<TargetConfig>,
+    /// Which share of the pipelines this replica polls.
+    #[serde(default)]
+    pub sharding: ShardingConfig,
+}
+
+impl Config {
+    /// Loads `path` (TOML) overridden by `CODEARTS_EXPORTER_*` variables, then validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        if !path.exists() {
+            return Err(ConfigError::Parse(format!(
+                "configuration file {} does not exist",
+                path.display()
+            )));
+        }
+        Self::from_figment(Figment::new().merge(Toml::file_exact(path)))
+    }
+
+    /// Loads from a TOML string (plus env overrides); used by tests and the demo.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        Self::from_figment(Figment::new().merge(Toml::string(text)))
+    }
+
+    fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
+        let figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+        let mut config: Config = figment.extract().map_err(describe_figment_error)?;
+        config.auth.resolve_secret_files()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value a parse cannot check; the first problem wins.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.auth.validate()?;
+        self.sharding
+            .check()
+            .map_err(|(key, problem)| invalid(key, problem))?;
+        self.codearts.validate()?;
+        self.metrics.validate()?;
+        targets::validate_targets(&self.targets, self.codearts.timeout)
+    }
+
+    /// The effective configuration as TOML, secrets shown as `***`.
+    pub fn redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|err| format!("# cannot render: {err}\n"))
+    }
+}
+
+/// Reduces a figment error to one line naming the key.
+fn describe_figment_error(err: figment::Error) -> ConfigError {
+    let mut lines = Vec::new();
+    for e in err {
+        let key = e.path.join(".");
+        let source = e
+            .metadata
+            .as_ref()
+            .map(|m| match &m.source {
+                Some(source) => format!(" (from {source})"),
+                None => format!(" (from {})", m.name),
+            })
+            .unwrap_or_default();
+        let kind = e.kind.to_string();
+        if key.is_empty() {
+            lines.push(format!("{kind}{source}"));
+        } else {
+            lines.push(format!("invalid value for `{key}`: {kind}{source}"));
+        }
+    }
+    ConfigError::Parse(lines.join("; "))
+}
+
+/// CodeArts ids are 32 characters of digits and lower-case letters.
+pub fn is_valid_id(id: &str) -> bool {
+    id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
+}
+
+fn check_id(key: &str, id: &str) -> Result<(), ConfigError> {
+    if is_valid_id(id) {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            format!("{id:?} is not a CodeArts id (32 characters of digits and lower-case letters)"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod testing;
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::testing::{PIPELINE, PROJECT, error_of, minimal};
+    use crate::schedule::Schedule;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let config = Config::from_toml(&minimal("interval = \"30s\"")).expect("valid");
+        assert_eq!(config.server.listen.port(), DEFAULT_PORT);
+        assert_eq!(config.codearts.region, "cn-north-4");
+        assert_eq!(
+            config.codearts.pipeline_endpoint(),
+            "https://cloudpipeline-ext.cn-north-4.myhuaweicloud.com"
+        );
+        assert_eq!(
+            config.codearts.iam_endpoint(),
+            "https://iam.cn-north-4.myhuaweicloud.com"
+        );
+        let target = &config.targets[0];
+        assert_eq!(target.status_api, StatusApi::V5);
+        assert_eq!(target.label(), PROJECT);
+        assert_eq!(
+            target.poll_schedule(),
+            Schedule::Every(Duration::from_secs(30))
+        );
+        assert_eq!(config.codearts.fixed_offset().local_minus_utc(), 8 * 3600);
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_problem() {
+        let cases = [
+            (minimal("interval = \"30s\"\nbogus = 1"), "bogus"),
+            (
+                minimal("schedule = \"every minute\""),
+                "targets[0].schedule",
+            ),
+            (
+                minimal("schedule = \"0 0 25 * * *\""),
+                "targets[0].schedule",
+            ),
+            (minimal(""), "targets[0].schedule"),
+            (
+                minimal("interval = \"30s\"\nschedule = \"* * * * * *\""),
+                "targets[0].schedule",
+            ),
+            (minimal("interval = \"soon\""), "targets.0.interval"),
+            (
+                minimal("interval = \"30s\"").replace(PIPELINE, "not-an-id"),
+                "targets[0].pipeline_ids[0]",
+            ),
+            (
+                minimal("interval = \"30s\"").replace("token = \"secret-token-value\"", ""),
+                "auth.token",
+            ),
+            (
+                "[auth]\nmethod = \"token\"\ntoken = \"x\"\n".to_string(),
+                "targets",
+            ),
+            (
+                minimal("interval = \"30s\"").replace("method = \"token\"", "method = \"magic\""),
+                "auth.method",
+            ),
+            (
+                minimal("schedule = \"0 * * * * *\"\nschedule_time_zone = \"Mars/Olympus\""),
+                "targets[0].schedule_time_zone",
+            ),
+            (
+                minimal("interval = \"30s\"\nschedule_time_zone = \"UTC\""),
+                "targets[0].schedule_time_zone",
+            ),
+            (
+                minimal("interval = \"30s\"\npoll_timeout = \"2s\""),
+                "targets[0].poll_timeout",
+            ),
+        ];
+        for (text, key) in cases {
+            let message = error_of(&text);
+            assert!(
+                message.contains(&format!("`{key}`")),
+                "message {message:?} should name `{key}`"
+            );
+        }
+    }
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml"));
+        if let Err(err) = Config::load(path) {
+            panic!("config/example.toml: {err}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_redacted_everywhere() {
+        let config = Config::from_toml(&minimal("interval = \"30s\"")).expect("valid");
+        let rendered = config.redacted_toml();
+        assert!(!rendered.contains("secret-token-value"));
+        assert!(rendered.contains("token = \"***\""));
+        assert!(!format!("{config:?}").contains("secret-token-value"));
+        assert_eq!(
+            config.auth.token.as_ref().map(Secret::expose),
+            Some("secret-token-value")
+        );
+    }
+}
