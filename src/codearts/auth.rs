@@ -6,10 +6,11 @@ use std::time::{Duration, Instant, SystemTime};
 use reqwest::header::{HeaderName, HeaderValue};
 use tokio::sync::Mutex;
 
+use super::api::{Api, RequestObserver};
 use super::body::{BodyError, read_body};
+use super::error::Error;
 use super::error::{http_error, transport_error};
 use super::sign::{self, RequestParts};
-use super::{Api, Error, RequestObserver};
 use crate::config::{AuthConfig, AuthMethod, Secret};
 
 /// Refresh a password token when this share of its lifetime is left.

@@ -15,12 +15,13 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
+use super::api::{Api, RequestObserver};
 use super::auth::Authenticator;
 use super::body::{BodyError, read_body};
+use super::error::Error;
 use super::error::{decode, decode_array, decode_error, http_error, json_kind, transport_error};
 use super::model::{PipelineInfo, Run};
 use super::wire::{PipelineListPage, RunDetail, RunList, V3PipelineStatus, V5RunStatus};
-use super::{Api, Error, RequestObserver};
 use crate::config::{AuthConfig, CodeArtsConfig};
 
 /// Pipelines per page of the project pipeline list.

@@ -5,7 +5,7 @@ use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::Api;
+use super::api::Api;
 use super::wire::ApiErrorBody;
 
 /// How much of an unreadable body goes into an error message.

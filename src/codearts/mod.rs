@@ -1,9 +1,10 @@
 //! CodeArts Pipeline API: client, authentication, typed models.
 //!
-//! This file names the APIs and the observer the client reports to. The files depend on each
-//! other one way: `client` uses `auth`, and both use `body` (capped reads) and `error` (error
-//! shaping), which use neither.
+//! The files depend on each other one way: `client` uses `auth`; both use `body` (capped
+//! reads), `error` (error shaping) and `api` (the APIs' names and the observer the client
+//! reports to), which use neither.
 
+mod api;
 mod auth;
 mod body;
 mod client;
@@ -13,66 +14,6 @@ pub mod sign;
 pub mod time;
 mod wire;
 
-use std::time::Duration;
-
+pub use api::{Api, RequestObserver};
 pub use client::{Client, RunSelector};
 pub use error::Error;
-
-/// The APIs the exporter calls, as named in the `api` label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Api {
-    /// `GET /v3/pipelines/status` (reference 3.1).
-    V3Status,
-    /// `POST /v5/{project_id}/api/pipelines/status` (3.2).
-    V5Status,
-    /// `GET .../pipeline-runs/detail` (3.3).
-    RunDetail,
-    /// `POST .../pipeline-runs/list` (3.4).
-    RunList,
-    /// `POST /v5/{project_id}/api/pipelines/list` (3.5, discovery).
-    PipelineList,
-    /// IAM `POST /v3/auth/tokens`.
-    IamToken,
-}
-
-impl Api {
-    /// Every API, for label sets created up front.
-    pub const ALL: [Api; 6] = [
-        Api::V3Status,
-        Api::V5Status,
-        Api::RunDetail,
-        Api::RunList,
-        Api::PipelineList,
-        Api::IamToken,
-    ];
-
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Api::V3Status => "v3_status",
-            Api::V5Status => "v5_status",
-            Api::RunDetail => "run_detail",
-            Api::RunList => "run_list",
-            Api::PipelineList => "pipeline_list",
-            Api::IamToken => "iam_token",
-        }
-    }
-}
-
-impl std::fmt::Display for Api {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Receives one call per HTTP exchange, for the exporter's own metrics.
-pub trait RequestObserver: Send + Sync {
-    /// A request finished with `code` (HTTP status, or `timeout`/`connect`/`error`).
-    fn request_done(&self, api: Api, code: &str, elapsed: Duration);
-    /// A request is about to be retried because of `reason`.
-    fn retried(&self, api: Api, reason: &str);
-    /// A call failed for good (after any retries); `kind` is [`Error::kind`].
-    fn failed(&self, api: Api, kind: &'static str);
-    /// An attempt to obtain an IAM token succeeded or failed.
-    fn auth_refresh(&self, ok: bool);
-}

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ConfigError, ENV_PREFIX, Secret, check_id, invalid};
+use super::common::{ConfigError, ENV_PREFIX, Secret, check_id, invalid};
 
 /// How the exporter authenticates.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]

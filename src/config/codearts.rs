@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::Offset as _;
 use serde::{Deserialize, Serialize};
 
-use super::{ConfigError, invalid};
+use super::common::{ConfigError, invalid};
 
 /// Bounds of `codearts.max_requests_per_second`: one request an hour to no limit worth the name.
 const MIN_RATE: f64 = 1.0 / 3600.0;

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ConfigError, invalid};
+use super::common::{ConfigError, invalid};
 
 /// `[metrics]`: what detail the pipeline families carry, traded against their series. An empty
 /// bucket list leaves a histogram its `_sum`, `_count` and `+Inf` bucket.

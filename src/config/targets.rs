@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ConfigError, check_id, invalid};
+use super::common::{ConfigError, check_id, invalid};
 use crate::schedule::{self, Schedule};
 
 /// Interval of a target whose schedule cannot be read (validation rules that out).
