@@ -2,7 +2,8 @@
 //!
 //! Data flows `config` → `codearts` (API client) → `poller` (run on schedules by `fleet`) →
 //! `metrics` → `exposition` → `server`.
-//! `simulator` is a faithful stand-in for the CodeArts API used by tests and the demo.
+//! `simulator` is a faithful stand-in for the CodeArts API used by tests and the demo; it and
+//! `demo` exist only with the `simulator` feature (on by default).
 
 // Input from the network, files and users must never panic the exporter; tests may unwrap.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
@@ -10,6 +11,7 @@
 pub mod clock;
 pub mod codearts;
 pub mod config;
+#[cfg(feature = "simulator")]
 pub mod demo;
 pub mod exposition;
 pub mod fleet;
@@ -20,6 +22,7 @@ pub mod recording;
 pub mod run;
 pub mod schedule;
 pub mod server;
+#[cfg(feature = "simulator")]
 pub mod simulator;
 pub mod store;
 
