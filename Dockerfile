@@ -8,6 +8,7 @@
 #   docker run -p 9732:9732 codearts-exporter demo --listen 0.0.0.0:9732   # no credentials
 
 # ---- build: the official Rust toolchain image, the same build command as CI ----
+# Default features: the image keeps the `demo` subcommand (see the docker run line above).
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./

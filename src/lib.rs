@@ -3,7 +3,8 @@
 //! Data flows `config` → `codearts` (API client) → `schedule` (when) → `poller` (what to fetch,
 //! driving the `recording` state machine) → `store` (every pipeline's state and series) →
 //! `metrics` → `exposition` → `server`; `fleet` runs the pollers, and [`run`] runs everything.
-//! `simulator` is a faithful stand-in for the CodeArts API used by tests and the demo.
+//! `simulator` is a faithful stand-in for the CodeArts API used by tests and the demo; it and
+//! `demo` exist only with the `simulator` feature (on by default).
 
 // Input from the network, files and users must never panic the exporter; tests may unwrap.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
@@ -11,6 +12,7 @@
 pub mod clock;
 pub mod codearts;
 pub mod config;
+#[cfg(feature = "simulator")]
 pub mod demo;
 pub mod exposition;
 pub mod fleet;
@@ -21,6 +23,7 @@ pub mod recording;
 pub mod run;
 pub mod schedule;
 pub mod server;
+#[cfg(feature = "simulator")]
 pub mod simulator;
 pub mod store;
 

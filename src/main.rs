@@ -3,19 +3,13 @@
 // Input from the network, files and users must never panic the exporter; tests may unwrap.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
-use std::io::Write;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use codearts_exporter::ConfigFile;
 use codearts_exporter::config::{Config, DEFAULT_PORT, ShardingConfig};
-use codearts_exporter::demo;
-use codearts_exporter::simulator::faults::FaultSpec;
-use codearts_exporter::simulator::{self, SimOptions};
 
 /// Exit code for an invalid configuration.
 const EXIT_CONFIG: u8 = 2;
@@ -56,60 +50,11 @@ enum Command {
         shard: Option<ShardingConfig>,
     },
     /// Run the exporter against a built-in simulator: no credentials needed.
-    Demo {
-        /// Where the exporter listens.
-        #[arg(long, default_value_t = SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)))]
-        listen: SocketAddr,
-        /// Number of simulated pipelines.
-        #[arg(long, default_value_t = 24)]
-        pipelines: usize,
-        /// Number of simulated projects.
-        #[arg(long, default_value_t = 2)]
-        projects: usize,
-        /// Simulated time runs this many times faster than real durations.
-        #[arg(long, default_value_t = 60.0)]
-        speed: f64,
-        /// Seed of the simulated world.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-    },
+    #[cfg(feature = "simulator")]
+    Demo(simulated::DemoArgs),
     /// Run only the CodeArts API simulator.
-    Simulate {
-        /// Where the simulator listens (port 0 picks a free one).
-        #[arg(long)]
-        listen: SocketAddr,
-        /// Number of simulated pipelines.
-        #[arg(long, default_value_t = 24)]
-        pipelines: usize,
-        /// Number of simulated projects.
-        #[arg(long, default_value_t = 2)]
-        projects: usize,
-        /// Seed of the simulated world.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Simulated durations are divided by this.
-        #[arg(long, default_value_t = 1.0)]
-        speed: f64,
-        /// Lifetime of tokens issued by the simulated IAM, e.g. "30s".
-        #[arg(long, value_parser = humantime::parse_duration, default_value = "24h")]
-        token_lifetime: std::time::Duration,
-        /// Faults to inject, as JSON (`{"faults": [...]}`, as `POST /_sim/faults` takes) or @FILE.
-        #[arg(long, value_parser = parse_fault_spec)]
-        faults: Option<FaultSpec>,
-        /// Share of requests (0 to 1) hit by a fault, spread evenly over the kinds that fail a
-        /// request (every kind but latency and oversized).
-        #[arg(long)]
-        fault_share: Option<f64>,
-        /// How long a simulated time-out holds a request.
-        #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
-        fault_hang: std::time::Duration,
-        /// Mean number of stages per pipeline, 2 to 14 (default: 2 to 8, mean 5).
-        #[arg(long, value_parser = clap::value_parser!(u64).range(2..=14))]
-        stages: Option<u64>,
-        /// Share of pipelines running at any time, between 0 and 1 (default: about a third).
-        #[arg(long, value_parser = parse_share)]
-        running_share: Option<f64>,
-    },
+    #[cfg(feature = "simulator")]
+    Simulate(simulated::SimulateArgs),
     /// Exit 0 when the exporter at URL answers /healthz with 200, else 1 (for HEALTHCHECK).
     Healthcheck {
         /// Health endpoint to check.
@@ -161,68 +106,20 @@ fn main() -> ExitCode {
                     if let Some(shard) = shard {
                         loaded.sharding = shard;
                     }
-                    let listener = codearts_exporter::run::bind(loaded.server.listen, "server.listen").await?;
-                    let file = ConfigFile { path: config, shard };
+                    let listener =
+                        codearts_exporter::run::bind(loaded.server.listen, "server.listen").await?;
+                    let file = ConfigFile {
+                        path: config,
+                        shard,
+                    };
                     codearts_exporter::run(loaded, listener, Some(file), shutdown_signal()).await?;
                 }
                 Err(err) => return Ok(config_error(&err)),
             },
-            Command::Demo {
-                listen,
-                pipelines,
-                projects,
-                speed,
-                seed,
-            } => {
-                let options = SimOptions {
-                    pipelines,
-                    projects,
-                    speed,
-                    seed,
-                    ..SimOptions::default()
-                };
-                let announce = |addr, sim_addr| {
-                    println!("codearts-exporter demo: metrics at http://{addr}/metrics (simulated CodeArts at http://{sim_addr})");
-                    let _ = std::io::stdout().flush();
-                };
-                demo::run(listen, options, announce, shutdown_signal()).await?;
-            }
-            Command::Simulate {
-                listen,
-                pipelines,
-                projects,
-                seed,
-                speed,
-                token_lifetime,
-                faults,
-                fault_share,
-                fault_hang,
-                stages,
-                running_share,
-            } => {
-                let mut spec = faults.unwrap_or_default();
-                if let Some(share) = fault_share {
-                    spec.faults.extend(FaultSpec::mix(share, fault_hang).faults);
-                }
-                let options = SimOptions {
-                    pipelines,
-                    projects,
-                    speed,
-                    seed,
-                    token_lifetime,
-                    faults: spec,
-                    stages: stages.and_then(|n| usize::try_from(n).ok()),
-                    running_share,
-                    ..SimOptions::default()
-                };
-                let announce = |addr, token: &str| {
-                    println!("simulator listening on http://{addr} (token: {token})");
-                    let _ = std::io::stdout().flush();
-                };
-                simulator::run(listen, options, announce, shutdown_signal())
-                    .await
-                    .with_context(|| format!("cannot run the simulator on {listen}"))?;
-            }
+            #[cfg(feature = "simulator")]
+            Command::Demo(args) => simulated::demo(args, shutdown_signal()).await?,
+            #[cfg(feature = "simulator")]
+            Command::Simulate(args) => simulated::simulate(args, shutdown_signal()).await?,
             Command::Healthcheck { url } => return Ok(healthcheck(&url).await),
             Command::CheckConfig { .. } => {}
         }
@@ -255,23 +152,6 @@ fn init_logging(format: LogFormat) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
-}
-
-/// A share strictly between 0 and 1.
-fn parse_share(arg: &str) -> Result<f64, String> {
-    match arg.parse::<f64>() {
-        Ok(share) if share > 0.0 && share < 1.0 => Ok(share),
-        _ => Err(format!("{arg} is not a number between 0 and 1 (exclusive)")),
-    }
-}
-
-/// A fault spec from JSON text, or from the file named after `@`.
-fn parse_fault_spec(arg: &str) -> Result<FaultSpec, String> {
-    let text = match arg.strip_prefix('@') {
-        Some(path) => std::fs::read(path).map_err(|err| format!("cannot read {path}: {err}"))?,
-        None => arg.as_bytes().to_vec(),
-    };
-    FaultSpec::from_json(&text)
 }
 
 /// GETs `url`; success only on a 200 within 3 seconds.
@@ -320,5 +200,150 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = terminate => {},
+    }
+}
+
+/// The `demo` and `simulate` subcommands: only in a build with the `simulator` feature.
+#[cfg(feature = "simulator")]
+mod simulated {
+    use std::future::Future;
+    use std::io::Write;
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use anyhow::Context;
+    use clap::Args;
+
+    use codearts_exporter::config::DEFAULT_PORT;
+    use codearts_exporter::demo;
+    use codearts_exporter::simulator::faults::FaultSpec;
+    use codearts_exporter::simulator::{self, SimOptions};
+
+    /// Options of `demo`.
+    #[derive(Args)]
+    pub struct DemoArgs {
+        /// Where the exporter listens.
+        #[arg(long, default_value_t = SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)))]
+        listen: SocketAddr,
+        /// Number of simulated pipelines.
+        #[arg(long, default_value_t = 24)]
+        pipelines: usize,
+        /// Number of simulated projects.
+        #[arg(long, default_value_t = 2)]
+        projects: usize,
+        /// Simulated time runs this many times faster than real durations.
+        #[arg(long, default_value_t = 60.0)]
+        speed: f64,
+        /// Seed of the simulated world.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    }
+
+    /// Options of `simulate`.
+    #[derive(Args)]
+    pub struct SimulateArgs {
+        /// Where the simulator listens (port 0 picks a free one).
+        #[arg(long)]
+        listen: SocketAddr,
+        /// Number of simulated pipelines.
+        #[arg(long, default_value_t = 24)]
+        pipelines: usize,
+        /// Number of simulated projects.
+        #[arg(long, default_value_t = 2)]
+        projects: usize,
+        /// Seed of the simulated world.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Simulated durations are divided by this.
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// Lifetime of tokens issued by the simulated IAM, e.g. "30s".
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "24h")]
+        token_lifetime: Duration,
+        /// Faults to inject, as JSON (`{"faults": [...]}`, as `POST /_sim/faults` takes) or @FILE.
+        #[arg(long, value_parser = parse_fault_spec)]
+        faults: Option<FaultSpec>,
+        /// Share of requests (0 to 1) hit by a fault, spread evenly over the kinds that fail a
+        /// request (every kind but latency and oversized).
+        #[arg(long)]
+        fault_share: Option<f64>,
+        /// How long a simulated time-out holds a request.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+        fault_hang: Duration,
+        /// Mean number of stages per pipeline, 2 to 14 (default: 2 to 8, mean 5).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(2..=14))]
+        stages: Option<u64>,
+        /// Share of pipelines running at any time, between 0 and 1 (default: about a third).
+        #[arg(long, value_parser = parse_share)]
+        running_share: Option<f64>,
+    }
+
+    /// Runs the simulator and the exporter against it until `shutdown` resolves.
+    pub async fn demo(args: DemoArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let options = SimOptions {
+            pipelines: args.pipelines,
+            projects: args.projects,
+            speed: args.speed,
+            seed: args.seed,
+            ..SimOptions::default()
+        };
+        let announce = |addr, sim_addr| {
+            println!(
+                "codearts-exporter demo: metrics at http://{addr}/metrics (simulated CodeArts at http://{sim_addr})"
+            );
+            let _ = std::io::stdout().flush();
+        };
+        demo::run(args.listen, options, announce, shutdown).await?;
+        Ok(())
+    }
+
+    /// Runs the simulator alone until `shutdown` resolves.
+    pub async fn simulate(
+        args: SimulateArgs,
+        shutdown: impl Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        let mut spec = args.faults.unwrap_or_default();
+        if let Some(share) = args.fault_share {
+            spec.faults
+                .extend(FaultSpec::mix(share, args.fault_hang).faults);
+        }
+        let options = SimOptions {
+            pipelines: args.pipelines,
+            projects: args.projects,
+            speed: args.speed,
+            seed: args.seed,
+            token_lifetime: args.token_lifetime,
+            faults: spec,
+            stages: args.stages.and_then(|n| usize::try_from(n).ok()),
+            running_share: args.running_share,
+            ..SimOptions::default()
+        };
+        let announce = |addr, token: &str| {
+            println!("simulator listening on http://{addr} (token: {token})");
+            let _ = std::io::stdout().flush();
+        };
+        let listen = args.listen;
+        simulator::run(listen, options, announce, shutdown)
+            .await
+            .with_context(|| format!("cannot run the simulator on {listen}"))
+    }
+
+    /// A share strictly between 0 and 1.
+    fn parse_share(arg: &str) -> Result<f64, String> {
+        match arg.parse::<f64>() {
+            Ok(share) if share > 0.0 && share < 1.0 => Ok(share),
+            _ => Err(format!("{arg} is not a number between 0 and 1 (exclusive)")),
+        }
+    }
+
+    /// A fault spec from JSON text, or from the file named after `@`.
+    fn parse_fault_spec(arg: &str) -> Result<FaultSpec, String> {
+        let text = match arg.strip_prefix('@') {
+            Some(path) => {
+                std::fs::read(path).map_err(|err| format!("cannot read {path}: {err}"))?
+            }
+            None => arg.as_bytes().to_vec(),
+        };
+        FaultSpec::from_json(&text)
     }
 }

@@ -8,10 +8,15 @@
 //! `POST /_sim/pipelines` and `DELETE /_sim/pipelines/{id}` create and delete pipelines while
 //! it runs. Faults (errors, throttling, time-outs, broken bodies) can be injected per API, see
 //! [`faults`].
+//!
+//! `world` generates the pipelines and their runs, `render` writes them as each API answers,
+//! `routes` reads requests and answers them, `auth` checks credentials, and `request_log` keeps
+//! the requests seen. This file serves them over HTTP and applies faults to the answers.
 
 mod auth;
 pub mod faults;
 mod render;
+mod request_log;
 mod routes;
 mod world;
 
@@ -35,7 +40,8 @@ fn whole(response: Response<http::Body>) -> Response<Body> {
     response.map(|body| body.map_err(|never| match never {}).boxed())
 }
 use auth::TokenStore;
-use faults::{Decision, Effect, FaultSpec, Faults, LoggedRequest, RequestLog, RetryAfterForm};
+use faults::{Decision, Effect, FaultSpec, Faults, RetryAfterForm};
+use request_log::{LoggedRequest, RequestLog};
 use world::{Shape, World};
 
 /// Request bodies larger than this are refused.

@@ -1,19 +1,21 @@
-//! Fault injection and the request log of the simulator.
+//! Fault injection: the rules and the fate of each request.
 //!
 //! Rules are set at start-up ([`super::SimOptions::faults`], `simulate --faults`/`--fault-share`)
 //! or at run time (`POST /_sim/faults`, `DELETE /_sim/faults`). Each rule targets one API (or all),
 //! fires for a share of the requests (seeded RNG, so a run is repeatable for a given order of
-//! requests), optionally only for the next `count` requests or for a period. Every request to the
-//! simulator is logged with its arrival time (`GET /_sim/requests`), so tests can check how a
-//! client spaced its retries.
+//! requests), optionally only for the next `count` requests or for a period. The bodies of faulty
+//! answers are made in `bodies`.
 
-use std::collections::VecDeque;
+mod bodies;
+
 use std::sync::Mutex;
 use std::time::Duration;
 
 use fastrand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+
+pub(crate) use bodies::{emptied, error_body, oversized_chunks, wrong_shape};
 
 /// The API names faults can target, as the exporter's `api` label names them.
 pub const APIS: [&str; 6] = [
@@ -25,14 +27,10 @@ pub const APIS: [&str; 6] = [
     "iam_token",
 ];
 
-/// Requests kept in the log; older ones are forgotten so memory stays bounded.
-const MAX_LOGGED: usize = 20_000;
 /// How long a `timeout` fault holds the request by default (longer than any sane client time-out).
 const DEFAULT_HANG_MS: u64 = 30_000;
 /// Size of an `oversized` answer by default: 300 MB, as a misbehaving proxy could send.
 const DEFAULT_OVERSIZED_BYTES: u64 = 300_000_000;
-/// An `oversized` body is sent in chunks of this size, each made when hyper asks for it.
-const OVERSIZED_CHUNK: usize = 64 * 1024;
 
 /// Which API a request is for, from its method and path; `None` for anything else.
 pub(crate) fn api_of(method: &str, path: &str) -> Option<&'static str> {
@@ -477,144 +475,6 @@ fn effect_of(rule: &FaultRule) -> Effect {
     }
 }
 
-/// The vendor-style error code and message of a simulated error status.
-pub(crate) fn error_body(status: u16) -> Value {
-    let (code, message) = match status {
-        429 => (
-            "APIG.0308",
-            "The throttling threshold has been reached (simulated)",
-        ),
-        502 => ("APIG.0202", "Backend unavailable (simulated)"),
-        503 => ("APIG.0203", "Service temporarily unavailable (simulated)"),
-        504 => ("APIG.0201", "Backend timeout (simulated)"),
-        _ => (
-            "DEVPIPE.00011500",
-            "服务内部错误 (simulated internal error)",
-        ),
-    };
-    super::render::error(code, message)
-}
-
-/// `body` with a valid but wrong shape: an array goes into an object, anything else into an array.
-pub(crate) fn wrong_shape(body: Value) -> Value {
-    match body {
-        Value::Array(_) => json!({ "data": body }),
-        other => Value::Array(vec![other]),
-    }
-}
-
-/// `body` with nothing in it: `[]` for an array, and for an object every list emptied and
-/// `total` 0.
-pub(crate) fn emptied(body: Value) -> Value {
-    match body {
-        Value::Array(_) => Value::Array(Vec::new()),
-        Value::Object(map) => Value::Object(
-            map.into_iter()
-                .map(|(key, value)| {
-                    let value = match value {
-                        Value::Array(_) => Value::Array(Vec::new()),
-                        _ if key == "total" => json!(0),
-                        other => other,
-                    };
-                    (key, value)
-                })
-                .collect(),
-        ),
-        other => other,
-    }
-}
-
-/// The body of an `oversized` answer: a JSON string of `size` bytes (for 2 bytes or more) in
-/// chunks made one at a time as the stream is polled, so the whole body is never in memory.
-pub(crate) fn oversized_chunks(size: u64) -> impl futures_util::Stream<Item = bytes::Bytes> {
-    // Chunks in the middle share one filler; the first and the last carry the quotes.
-    let filler = bytes::Bytes::from(
-        b"oversized answer (simulated) "
-            .iter()
-            .copied()
-            .cycle()
-            .take(OVERSIZED_CHUNK)
-            .collect::<Vec<u8>>(),
-    );
-    futures_util::stream::unfold(0u64, move |sent| {
-        let left = size.saturating_sub(sent);
-        let len = usize::try_from(left).map_or(OVERSIZED_CHUNK, |left| left.min(OVERSIZED_CHUNK));
-        let next = (len > 0).then(|| {
-            let (first, last) = (sent == 0, left == len as u64);
-            let mut chunk = filler.slice(..len);
-            if first || last {
-                let mut edged = chunk.to_vec();
-                if first {
-                    edged[0] = b'"';
-                }
-                if last {
-                    edged[len - 1] = b'"';
-                }
-                chunk = bytes::Bytes::from(edged);
-            }
-            (chunk, sent + len as u64)
-        });
-        std::future::ready(next)
-    })
-}
-
-/// One request as the simulator saw it.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct LoggedRequest {
-    /// Arrival, epoch ms.
-    pub t_ms: i64,
-    /// HTTP method.
-    pub method: String,
-    /// Path without the query.
-    pub path: String,
-    /// API name, when the path is one.
-    pub api: Option<&'static str>,
-    /// Status answered (for a dropped connection, the status of the headers sent).
-    pub status: u16,
-    /// The fault applied, if any.
-    pub fault: Option<FaultKind>,
-    /// `Retry-After` sent, if any.
-    pub retry_after: Option<String>,
-}
-
-/// The last requests, oldest first.
-#[derive(Default)]
-pub(crate) struct RequestLog {
-    entries: Mutex<VecDeque<LoggedRequest>>,
-}
-
-impl RequestLog {
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<LoggedRequest>> {
-        self.entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Adds a request, forgetting the oldest past the bound.
-    pub(crate) fn push(&self, entry: LoggedRequest) {
-        let mut entries = self.lock();
-        if entries.len() >= MAX_LOGGED {
-            entries.pop_front();
-        }
-        entries.push_back(entry);
-    }
-
-    /// Every logged request as JSON, optionally of one API only.
-    pub(crate) fn to_json(&self, api: Option<&str>) -> Value {
-        let entries = self.lock();
-        let list: Vec<&LoggedRequest> = entries
-            .iter()
-            .filter(|entry| api.is_none_or(|a| entry.api == Some(a)))
-            .collect();
-        json!({ "requests": list })
-    }
-
-    /// Forgets every request.
-    pub(crate) fn clear(&self) {
-        self.lock().clear();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -785,66 +645,6 @@ mod tests {
                 content_length: true
             })
         );
-    }
-
-    #[tokio::test]
-    async fn oversized_bodies_are_json_strings_made_chunk_by_chunk() {
-        use futures_util::StreamExt;
-        for size in [
-            2,
-            10,
-            OVERSIZED_CHUNK as u64,
-            3 * OVERSIZED_CHUNK as u64 + 7,
-        ] {
-            let chunks: Vec<bytes::Bytes> = oversized_chunks(size).collect().await;
-            assert!(chunks.iter().all(|c| c.len() <= OVERSIZED_CHUNK));
-            let body = chunks.concat();
-            assert_eq!(body.len() as u64, size);
-            let text: String = serde_json::from_slice(&body).expect("a JSON string");
-            assert_eq!(text.len() as u64, size - 2);
-        }
-        assert_eq!(oversized_chunks(0).count().await, 0);
-        // Made as polled: taking the first chunk of a huge body is instant.
-        let first = oversized_chunks(u64::MAX).next().await.expect("a chunk");
-        assert_eq!(first.len(), OVERSIZED_CHUNK);
-    }
-
-    #[test]
-    fn bodies_are_emptied_or_reshaped() {
-        let list = json!({"offset": 0, "limit": 20, "total": 7, "pipeline_runs": [{"a": 1}]});
-        assert_eq!(
-            emptied(list.clone()),
-            json!({"offset": 0, "limit": 20, "total": 0, "pipeline_runs": []})
-        );
-        assert_eq!(emptied(json!([1, 2])), json!([]));
-        assert_eq!(wrong_shape(json!([1])), json!({"data": [1]}));
-        assert_eq!(wrong_shape(list.clone()), json!([list]));
-    }
-
-    #[test]
-    fn the_log_is_bounded_and_filters_by_api() {
-        let log = RequestLog::default();
-        for i in 0..(MAX_LOGGED + 5) {
-            log.push(LoggedRequest {
-                t_ms: i as i64,
-                method: "GET".into(),
-                path: "/".into(),
-                api: Some(if i % 2 == 0 { "v3_status" } else { "run_list" }),
-                status: 200,
-                fault: None,
-                retry_after: None,
-            });
-        }
-        let all = log.to_json(None);
-        assert_eq!(all["requests"].as_array().map(Vec::len), Some(MAX_LOGGED));
-        assert_eq!(all["requests"][0]["t_ms"], 5);
-        let some = log.to_json(Some("run_list"));
-        assert_eq!(
-            some["requests"].as_array().map(Vec::len),
-            Some(MAX_LOGGED / 2)
-        );
-        log.clear();
-        assert_eq!(log.to_json(None)["requests"], json!([]));
     }
 
     proptest::proptest! {
