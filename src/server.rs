@@ -162,7 +162,7 @@ fn route(endpoints: &Endpoints, req: &Request<Incoming>) -> Response<Body> {
     }
     match req.uri().path() {
         "/healthz" => {
-            // Failing makes Kubernetes or Docker restart a process whose polling is wedged.
+            // Failing makes a liveness probe restart a process whose polling is wedged.
             let stalled = endpoints.stalled();
             if stalled.is_empty() {
                 http::response(StatusCode::OK, "text/plain", "ok\n")
