@@ -456,6 +456,13 @@ impl Series {
     }
 }
 
+/// The integration tests' exposition parser, so unit and integration tests read the text alike.
+/// Declared here, not in `tests`: a `#[path]` inside an inline module is read relative to
+/// `src/store/series/tests/`, which does not exist.
+#[cfg(test)]
+#[path = "../../tests/common/exposition.rs"]
+mod exposition;
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -466,6 +473,8 @@ mod tests {
     use crate::metrics::Metrics;
     use prometheus::Encoder;
     use prometheus::core::Collector;
+
+    use super::exposition::{Sample, parse_metrics};
 
     #[test]
     fn trigger_types_map_to_a_fixed_vocabulary() {
@@ -557,49 +566,6 @@ mod tests {
         String::from_utf8(m.metrics.render()).expect("utf-8")
     }
 
-    /// Every sample of the exposition: name, labels, value.
-    fn parse(text: &str) -> Vec<(String, BTreeMap<String, String>, f64)> {
-        let mut samples = Vec::new();
-        for line in text
-            .lines()
-            .filter(|l| !l.starts_with('#') && !l.is_empty())
-        {
-            let (series, value) = line.rsplit_once(' ').expect("value");
-            let value = match value {
-                "+Inf" => f64::INFINITY,
-                v => v.parse().expect("number"),
-            };
-            let Some((name, rest)) = series.split_once('{') else {
-                samples.push((series.to_string(), BTreeMap::new(), value));
-                continue;
-            };
-            let mut labels = BTreeMap::new();
-            let mut chars = rest.trim_end_matches('}').chars().peekable();
-            loop {
-                let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
-                if key.is_empty() {
-                    break;
-                }
-                assert_eq!(chars.next(), Some('"'), "{line}");
-                let mut value = String::new();
-                while let Some(c) = chars.next() {
-                    match c {
-                        '\\' => match chars.next() {
-                            Some('n') => value.push('\n'),
-                            Some(other) => value.push(other),
-                            None => break,
-                        },
-                        '"' => break,
-                        c => value.push(c),
-                    }
-                }
-                labels.insert(key.trim_start_matches(',').to_string(), value);
-            }
-            samples.push((name.to_string(), labels, value));
-        }
-        samples
-    }
-
     /// The value of the one series named `name` (with `_count`/`_sum`/`_bucket` suffix) of
     /// pipeline `p` whose labels include `labels`.
     fn sample(m: &Fixture, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
@@ -609,15 +575,15 @@ mod tests {
             ("pipeline_id", "p"),
             ("pipeline_name", NAME),
         ]);
-        let found: Vec<f64> = parse(&text(m))
+        let found: Vec<f64> = parse_metrics(&text(m))
             .into_iter()
-            .filter(|(n, l, _)| {
-                n == name
+            .filter(|s| {
+                s.name == name
                     && labels
                         .iter()
-                        .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+                        .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
             })
-            .map(|(_, _, value)| value)
+            .map(|s| s.value)
             .collect();
         match found.as_slice() {
             [one] => Some(*one),
@@ -633,7 +599,7 @@ mod tests {
     /// Series of pipeline `p`, by family (histogram suffixes stripped).
     fn series_per_family(m: &Fixture) -> BTreeMap<String, usize> {
         let mut families = BTreeMap::new();
-        for (name, labels, _) in parse(&text(m)) {
+        for Sample { name, labels, .. } in parse_metrics(&text(m)) {
             if labels.get("pipeline_id").map(String::as_str) != Some("p") {
                 continue;
             }
@@ -1141,10 +1107,10 @@ mod tests {
         prometheus::TextEncoder::new()
             .encode(&reference.collect(), &mut expected)
             .expect("encode");
-        let pick = |text: &str| -> Vec<(String, BTreeMap<String, String>, f64)> {
-            parse(text)
+        let pick = |text: &str| -> Vec<Sample> {
+            parse_metrics(text)
                 .into_iter()
-                .filter(|(name, _, _)| name.starts_with("codearts_pipeline_stage_duration"))
+                .filter(|s| s.name.starts_with("codearts_pipeline_stage_duration"))
                 .collect()
         };
         assert_eq!(
@@ -1172,10 +1138,10 @@ mod tests {
         );
         // Families without a series are not written at all.
         assert!(!all.contains("codearts_pipeline_run_duration_seconds"));
-        let names: Vec<String> = parse(&all)
+        let names: Vec<String> = parse_metrics(&all)
             .into_iter()
-            .filter(|(name, _, _)| name == "codearts_pipeline_status")
-            .map(|(_, labels, _)| labels["pipeline_name"].clone())
+            .filter(|s| s.name == "codearts_pipeline_status")
+            .map(|s| s.labels["pipeline_name"].clone())
             .collect();
         assert!(names.contains(&"back\\slash \"quoted\"\nnew line".to_string()));
         assert_eq!(names.len(), 12);
