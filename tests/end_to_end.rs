@@ -1,14 +1,41 @@
-//! The exporter against the simulator, over HTTP, compared with the simulator's truth.
+//! The exporter against the simulator, over HTTP, compared with the simulator's truth: both in
+//! the test's runtime, and once the binary as a process.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{
-    compare_with_truth, completed_live_runs, config, get, get_json, parse_metrics, select,
-    stable_scrape, start_exporter, start_simulator, start_simulator_with, sum, targets_of, value,
-    wait_for_status_200,
+use codearts_exporter::simulator::SimOptions;
+use common::harness::{
+    Exporter, sim_options, start_exporter, start_simulator, start_simulator_with, test_log,
 };
+use common::{
+    Sample, compare_with_truth, completed_live_runs, config, get, get_json, parse_metrics, select,
+    stable_scrape, sum, targets_of, value, wait_for_status_200,
+};
+
+/// Waits until every target in `targets` has completed two more polls: the second started
+/// after this call, so it saw everything that had happened by then.
+async fn two_more_polls(exporter: &Exporter, targets: &[&str]) {
+    let polls = |s: &[Sample], target: &str| {
+        value(
+            s,
+            "codearts_exporter_poll_duration_seconds_count",
+            &[("target", target)],
+        )
+        .unwrap_or(0.0)
+    };
+    let now = common::scrape(&exporter.url).await;
+    let before: Vec<f64> = targets.iter().map(|t| polls(&now, t)).collect();
+    exporter
+        .scrape_until(Duration::from_secs(60), "two more polls", |s| {
+            targets
+                .iter()
+                .zip(&before)
+                .all(|(target, before)| polls(s, target) >= before + 2.0)
+        })
+        .await;
+}
 
 /// Polls often: each run is seen by many polls, mostly while it runs and once completed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -33,10 +60,10 @@ async fn runs_that_start_and_finish_between_polls_are_counted_from_the_history()
 }
 
 async fn check_against_truth(speed: f64, interval: u32, seed: u64) {
-    let sim = start_simulator(10, 2, seed, speed);
+    let sim = start_simulator(10, 2, seed, speed).await;
     let truth = get_json(&format!("{}/_sim/truth", sim.url)).await;
     let sim_started_ms = truth["started_at_ms"].as_f64().expect("started_at_ms");
-    let exporter = start_exporter(&config(&sim.url, &targets_of(&truth), interval), &[]);
+    let exporter = start_exporter(&config(&sim.url, &targets_of(&truth), interval)).await;
     let metrics_url = format!("{}/metrics", exporter.url);
 
     let (status, _) = get(&format!("{}/healthz", exporter.url)).await;
@@ -59,7 +86,7 @@ async fn check_against_truth(speed: f64, interval: u32, seed: u64) {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     // Two more polls, so the exporter has seen those runs.
-    tokio::time::sleep(Duration::from_secs(2 * u64::from(interval) + 1)).await;
+    two_more_polls(&exporter, &["t0", "t1"]).await;
 
     let samples = stable_scrape(&metrics_url).await;
     // Truth after the scrape: it holds every run the scrape can know about.
@@ -129,6 +156,7 @@ async fn check_against_truth(speed: f64, interval: u32, seed: u64) {
         select(&samples, "codearts_exporter_build_info", &[]).len(),
         1
     );
+    exporter.stop().await;
 }
 
 /// Pipelines whose latest run ended before the backfill window when the exporter starts have
@@ -139,7 +167,11 @@ async fn pipelines_idle_since_before_the_window_are_not_read_back_at_start() {
     // Runs take a third of the time: many pipelines are idle at the start, some for longer
     // than the 20 s window, and run again within the test.
     let pipelines = 24;
-    let sim = start_simulator_with(pipelines, 2, 5, 60.0, &["--running-share", "0.3"]);
+    let sim = start_simulator_with(SimOptions {
+        running_share: Some(0.3),
+        ..sim_options(pipelines, 2, 5, 60.0)
+    })
+    .await;
     let truth = get_json(&format!("{}/_sim/truth", sim.url)).await;
     // Both targets on v5, whose status carries the stage times; polls 5 s apart, so the
     // scrape after the first poll sees that poll's requests only.
@@ -149,19 +181,9 @@ async fn pipelines_idle_since_before_the_window_are_not_read_back_at_start() {
             "chunk_size = 3\n",
             "chunk_size = 3\nbackfill_window = \"20s\"\n",
         );
-    let exporter = start_exporter(&config, &[]);
-    // The exporter's start, to the millisecond: its first log line follows it at once.
-    let started_ms = exporter
-        .proc
-        .stderr
-        .lock()
-        .expect("lock")
-        .iter()
-        .find(|line| line.contains("\"serving metrics\""))
-        .and_then(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .and_then(|event| chrono::DateTime::parse_from_rfc3339(event["timestamp"].as_str()?).ok())
-        .expect("start time")
-        .timestamp_millis() as f64;
+    let exporter = start_exporter(&config).await;
+    // The exporter's start, where its backfill window counts back from.
+    let started_ms = exporter.started_ms;
     let metrics_url = format!("{}/metrics", exporter.url);
     wait_for_status_200(&format!("{}/readyz", exporter.url), Duration::from_secs(30)).await;
 
@@ -202,20 +224,21 @@ async fn pipelines_idle_since_before_the_window_are_not_read_back_at_start() {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     // Two more polls, so the exporter has seen those runs.
-    tokio::time::sleep(Duration::from_secs(11)).await;
+    two_more_polls(&exporter, &["t0", "t1"]).await;
     let samples = stable_scrape(&metrics_url).await;
     let truth = get_json(&format!("{}/_sim/truth", sim.url)).await;
     let checked = compare_with_truth(&samples, &truth, started_ms - 20_000.0);
     assert!(checked >= 12, "only {checked} runs were compared");
+    exporter.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejected_token_is_reported_and_the_exporter_stays_up() {
-    let sim = start_simulator(2, 1, 3, 60.0);
+    let sim = start_simulator(2, 1, 3, 60.0).await;
     let truth = get_json(&format!("{}/_sim/truth", sim.url)).await;
     let config =
         config(&sim.url, &targets_of(&truth), 1).replace("codearts-simulator-token", "wrong-token");
-    let mut exporter = start_exporter(&config, &[]);
+    let exporter = start_exporter(&config).await;
     let metrics_url = format!("{}/metrics", exporter.url);
 
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -243,13 +266,34 @@ async fn a_rejected_token_is_reported_and_the_exporter_stays_up() {
     assert!(body.contains("t0"), "{body}");
     let (status, _) = get(&format!("{}/healthz", exporter.url)).await;
     assert_eq!(status, 200);
-    assert!(exporter.proc.output().contains("token rejected or expired"));
+    let log = test_log();
+    assert!(log.contains("token rejected or expired"), "{log}");
     assert!(
-        !exporter.proc.output().contains("wrong-token"),
+        !log.contains("wrong-token"),
         "the token leaked into the logs"
     );
+    exporter.stop().await;
+}
 
-    // Graceful shutdown on SIGTERM: exit code 0.
+/// The binary as a process: `simulate`, and `run` with a flag, serve over loopback; `run`
+/// exports pipeline series (those of its shard) and exits 0 on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_exports_pipeline_series_and_exits_0_on_sigterm() {
+    let sim = common::start_simulator(8, 1, 3, 60.0);
+    let truth = get_json(&format!("{}/_sim/truth", sim.url)).await;
+    let config = config(&sim.url, &targets_of(&truth), 1);
+    let mut exporter = common::start_exporter_with(&config, &[], &["--shard", "0/2"]);
+    let pipelines = |s: &[Sample]| select(s, "codearts_pipeline_status", &[]).len() / 6;
+    let samples = exporter
+        .scrape_until(Duration::from_secs(30), "pipeline series", |s| {
+            pipelines(s) > 0
+        })
+        .await;
+    assert!(
+        pipelines(&samples) < 8,
+        "--shard 0/2 polls part of the pipelines"
+    );
     let status = exporter.proc.terminate();
     assert_eq!(status.code(), Some(0), "{}", exporter.proc.output());
+    assert!(exporter.proc.output().contains("shutting down"));
 }

@@ -5,7 +5,8 @@ mod common;
 use std::io::Read;
 use std::time::{Duration, Instant};
 
-use common::{get_json, start_exporter, start_simulator, wait_for_status_200};
+use common::harness::{start_exporter, start_simulator};
+use common::{get_json, wait_for_status_200};
 
 /// Every line of the pipeline families, sorted.
 fn pipeline_lines(text: &str) -> Vec<String> {
@@ -27,7 +28,7 @@ fn renders(text: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scrapes_between_polls_share_one_rendering_and_gzip_is_the_same_text() {
-    let sim = start_simulator(12, 1, 5, 60.0);
+    let sim = start_simulator(12, 1, 5, 60.0).await;
     let truth = get_json(&format!("{}/_sim/truth", sim.url)).await;
     let project = truth["pipelines"][0]["project_id"].clone();
     let ids: Vec<String> = truth["pipelines"]
@@ -42,7 +43,7 @@ async fn scrapes_between_polls_share_one_rendering_and_gzip_is_the_same_text() {
         sim.url,
         ids.join(", ")
     );
-    let exporter = start_exporter(&config, &[]);
+    let exporter = start_exporter(&config).await;
     wait_for_status_200(&format!("{}/readyz", exporter.url), Duration::from_secs(30)).await;
 
     let client = reqwest::Client::new();
@@ -98,4 +99,5 @@ async fn scrapes_between_polls_share_one_rendering_and_gzip_is_the_same_text() {
         "no pipeline series in the gzip body"
     );
     assert_eq!(lines, pipeline_lines(&plain), "gzip and text bodies differ");
+    exporter.stop().await;
 }

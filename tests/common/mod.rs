@@ -1,9 +1,13 @@
-//! Helpers for integration tests: start the binary's simulator and exporter on loopback,
-//! scrape over HTTP, compare with the simulator's truth.
+//! Helpers for integration tests: start the binary's simulator and exporter on loopback (or,
+//! with [`harness`], both in the test's own runtime), scrape over HTTP, compare with the
+//! simulator's truth.
 
 #![allow(dead_code)]
 
 mod exposition;
+// The harness serves the simulator, which only the `simulator` feature builds.
+#[cfg(feature = "simulator")]
+pub mod harness;
 
 pub use exposition::{Sample, parse_metrics};
 
