@@ -39,11 +39,17 @@ fn environment_variables_override_the_file() {
     let envs = [
         ("CODEARTS_EXPORTER_AUTH__TOKEN", "from-the-environment"),
         ("CODEARTS_EXPORTER_SERVER__LISTEN", "127.0.0.1:9999"),
+        ("CODEARTS_EXPORTER_SHARDING__INDEX", "2"),
+        ("CODEARTS_EXPORTER_SHARDING__COUNT", "3"),
     ];
     let without_token = valid().replace("token = \"very-secret-token-123\"", "");
     let (code, stdout, stderr) = run_with_config("check-config", &without_token, &envs);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("listen = \"127.0.0.1:9999\""), "{stdout}");
+    assert!(
+        stdout.contains("[sharding]\nindex = 2\ncount = 3\n"),
+        "{stdout}"
+    );
     assert!(!stdout.contains("from-the-environment"));
 }
 

@@ -6,11 +6,13 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use codearts_exporter::simulator::SimOptions;
+use common::harness::{now_ms, start_exporter, start_simulator, start_simulator_with};
 use common::{
-    Sample, get_json, scrape_until, select, send_json, simulator_config, stable_scrape,
-    start_exporter, start_simulator, value, wait_for_status_200,
+    Sample, get_json, scrape_until, select, send_json, simulator_config, stable_scrape, value,
+    wait_for_status_200,
 };
 use serde_json::{Value, json};
 
@@ -19,12 +21,6 @@ const WAIT: Duration = Duration::from_secs(60);
 /// A TOML string literal.
 fn quoted(text: &str) -> String {
     serde_json::to_string(text).expect("json string")
-}
-
-fn now_ms() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_millis() as f64)
 }
 
 fn pipelines(truth: &Value) -> &Vec<Value> {
@@ -67,7 +63,7 @@ fn counter_sum(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
 /// exclude and tags filter; configured ids are polled whatever the filters say.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovery_follows_created_and_deleted_pipelines_through_its_filters() {
-    let sim = start_simulator(8, 2, 21, 60.0);
+    let sim = start_simulator(8, 2, 21, 60.0).await;
     let truth = get_json(&format!("{}/_sim/truth", sim.url)).await;
     let by_project = |project: &str| -> Vec<(String, String)> {
         pipelines(&truth)
@@ -131,7 +127,7 @@ async fn discovery_follows_created_and_deleted_pipelines_through_its_filters() {
         quoted(&include),
         quoted(&exclude)
     ));
-    let exporter = start_exporter(&config, &[]);
+    let exporter = start_exporter(&config).await;
     let metrics_url = format!("{}/metrics", exporter.url);
     wait_for_status_200(&format!("{}/readyz", exporter.url), WAIT).await;
 
@@ -232,6 +228,7 @@ async fn discovery_follows_created_and_deleted_pipelines_through_its_filters() {
             "{target}"
         );
     }
+    exporter.stop().await;
 }
 
 /// A new exporter after a restart records only runs that ended within `backfill_window`
@@ -240,7 +237,7 @@ async fn discovery_follows_created_and_deleted_pipelines_through_its_filters() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_exporter_does_not_count_old_runs_again() {
     const WINDOW_MS: f64 = 12_000.0;
-    let sim = start_simulator(5, 1, 31, 600.0);
+    let sim = start_simulator(5, 1, 31, 600.0).await;
     let truth = get_json(&format!("{}/_sim/truth", sim.url)).await;
     let project = pipelines(&truth)[0]["project_id"]
         .as_str()
@@ -255,7 +252,7 @@ async fn a_restarted_exporter_does_not_count_old_runs_again() {
     let total_runs = |s: &[Sample]| counter_sum(s, "codearts_pipeline_runs_total", &[]);
 
     // The first exporter records some runs, then stops.
-    let mut first = start_exporter(&config, &[]);
+    let first = start_exporter(&config).await;
     scrape_until(
         &format!("{}/metrics", first.url),
         WAIT,
@@ -264,7 +261,7 @@ async fn a_restarted_exporter_does_not_count_old_runs_again() {
     )
     .await;
     let stopped_ms = now_ms();
-    assert_eq!(first.proc.terminate().code(), Some(0));
+    first.stop().await;
 
     // Runs end while no exporter runs, long enough ago that the next one must not count them.
     let deadline = Instant::now() + WAIT;
@@ -293,8 +290,8 @@ async fn a_restarted_exporter_does_not_count_old_runs_again() {
     ]});
     let (status, body) = send_json("POST", &format!("{}/_sim/faults", sim.url), &delay).await;
     assert_eq!(status, 200, "{body}");
-    let before_start_ms = now_ms();
-    let second = start_exporter(&config, &[]);
+    let second = start_exporter(&config).await;
+    let before_start_ms = second.started_ms;
     let after_start_ms = now_ms();
     let metrics_url = format!("{}/metrics", second.url);
     scrape_until(
@@ -325,7 +322,8 @@ async fn a_restarted_exporter_does_not_count_old_runs_again() {
             .map(|r| r["end_ms"].as_f64().expect("end"))
             .collect();
         let ended_since = |ms: f64| runs.iter().filter(|end| **end >= ms).count() as f64;
-        // The exporter's start lies between the two instants taken around its launch.
+        // The exporter's start lies between the instant taken just before `run` and the one
+        // after it first answered.
         let at_least = ended_since(after_start_ms - WINDOW_MS);
         let at_most = ended_since(before_start_ms - WINDOW_MS);
         let counted = counter_sum(
@@ -346,6 +344,7 @@ async fn a_restarted_exporter_does_not_count_old_runs_again() {
         not_counted_again >= 3,
         "only {not_counted_again} old runs were left out"
     );
+    second.stop().await;
 }
 
 /// `trigger_type` label of a trigger, as the README documents it.
@@ -365,7 +364,7 @@ fn trigger_label(trigger: &str) -> &'static str {
 /// Jobs (one run-detail request per run), queue time and run labels against the truth.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_queue_time_and_run_labels_match_the_truth() {
-    let sim = start_simulator(6, 1, 17, 300.0);
+    let sim = start_simulator(6, 1, 17, 300.0).await;
     let truth = get_json(&format!("{}/_sim/truth", sim.url)).await;
     let sim_started_ms = truth["started_at_ms"].as_f64().expect("start");
     let project = pipelines(&truth)[0]["project_id"]
@@ -385,7 +384,7 @@ async fn jobs_queue_time_and_run_labels_match_the_truth() {
          status_api = \"v3\"\n",
         ids.join(", ")
     ));
-    let exporter = start_exporter(&config, &[]);
+    let exporter = start_exporter(&config).await;
     let metrics_url = format!("{}/metrics", exporter.url);
     scrape_until(&metrics_url, WAIT, "12 recorded runs", |s| {
         counter_sum(s, "codearts_pipeline_runs_total", &[]) >= 12.0
@@ -544,11 +543,12 @@ async fn jobs_queue_time_and_run_labels_match_the_truth() {
         details >= runs_checked as f64,
         "{details} details for {runs_checked} runs"
     );
+    exporter.stop().await;
 }
 
 /// API requests per poll, by API, between two scrapes several polls apart.
 async fn requests_per_poll(speed: f64, seed: u64) -> (f64, BTreeMap<String, f64>) {
-    let sim = start_simulator(20, 1, seed, speed);
+    let sim = start_simulator(20, 1, seed, speed).await;
     let truth = get_json(&format!("{}/_sim/truth", sim.url)).await;
     let project = pipelines(&truth)[0]["project_id"]
         .as_str()
@@ -559,7 +559,7 @@ async fn requests_per_poll(speed: f64, seed: u64) -> (f64, BTreeMap<String, f64>
         "[[targets]]\nname = \"t\"\nproject_id = \"{project}\"\ninterval = \"1s\"\n\
          chunk_size = 10\ndiscover = true\ndiscover_every = \"1h\"\n"
     ));
-    let exporter = start_exporter(&config, &[]);
+    let exporter = start_exporter(&config).await;
     let metrics_url = format!("{}/metrics", exporter.url);
     let polls = |s: &[Sample]| {
         value(
@@ -587,6 +587,7 @@ async fn requests_per_poll(speed: f64, seed: u64) -> (f64, BTreeMap<String, f64>
         .iter()
         .map(|(api, n)| (api.clone(), n - before.get(api).copied().unwrap_or(0.0)))
         .collect();
+    exporter.stop().await;
     (polls(&end) - polls(&start), delta)
 }
 
@@ -651,29 +652,21 @@ impl codearts_exporter::codearts::RequestObserver for CountingObserver {
 /// The pipeline list is read page by page until its total, every pipeline once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pipeline_list_is_read_page_by_page_to_its_total() {
-    use codearts_exporter::simulator::{self, SimOptions, Simulator};
-    let sim = Arc::new(Simulator::new(SimOptions {
+    let sim = start_simulator_with(SimOptions {
         pipelines: 120,
         projects: 1,
         ..SimOptions::default()
-    }));
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(simulator::serve(listener, sim.clone(), async {
-        let _ = stopped.await;
-    }));
+    })
+    .await;
     let codearts = codearts_exporter::config::CodeArtsConfig {
-        endpoint: Some(format!("http://{addr}")),
+        endpoint: Some(sim.url.clone()),
         ..Default::default()
     };
-    let auth = codearts_exporter::config::AuthConfig::token(sim.static_token());
+    let auth = codearts_exporter::config::AuthConfig::token(sim.simulator.static_token());
     let observer = Arc::new(CountingObserver::default());
     let client = codearts_exporter::codearts::Client::new(&codearts, &auth, observer.clone())
         .expect("client");
-    let (project, ids) = sim.targets().remove(0);
+    let (project, ids) = sim.simulator.targets().remove(0);
     let listed = client.list_pipelines(&project).await.expect("list");
     let listed_ids: BTreeSet<&str> = listed.iter().map(|p| p.id.as_str()).collect();
     assert_eq!(listed.len(), 120);
@@ -681,6 +674,5 @@ async fn the_pipeline_list_is_read_page_by_page_to_its_total() {
     assert!(listed.iter().all(|p| !p.name.is_empty() && p.name != p.id));
     // 120 pipelines at 50 a page.
     assert_eq!(observer.0.load(Ordering::Relaxed), 3);
-    let _ = stop.send(());
-    let _ = server.await;
+    sim.stop().await;
 }

@@ -7,10 +7,14 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use codearts_exporter::simulator::SimOptions;
+use codearts_exporter::simulator::faults::FaultSpec;
+use common::harness::{
+    Exporter, Sim, sim_options, start_exporter, start_simulator, start_simulator_with, test_log,
+};
 use common::{
-    Exporter, Sample, Sim, compare_with_truth, config, get, get_json, pipeline_samples, request,
-    scrape, stable_scrape, start_exporter, start_simulator, sum, targets_of, value,
-    wait_for_status_200,
+    Sample, compare_with_truth, config, get, get_json, pipeline_samples, request, scrape,
+    stable_scrape, sum, targets_of, value, wait_for_status_200,
 };
 use serde_json::{Value, json};
 
@@ -19,7 +23,7 @@ const TARGETS: [&str; 2] = ["t0", "t1"];
 /// A simulator with 10 pipelines in 2 projects (t0 polled through v5, t1 through v3) and an
 /// exporter polling every second with short time-outs and fast retries, ready.
 async fn start(seed: u64) -> (Sim, Exporter, f64) {
-    let sim = start_simulator(10, 2, seed, 120.0);
+    let sim = start_simulator(10, 2, seed, 120.0).await;
     let truth = get_json(&format!("{}/_sim/truth", sim.url)).await;
     let started_ms = truth["started_at_ms"].as_f64().expect("started_at_ms");
     // Polls may run 10 s, so that calls fail for good (after their retries) before a poll is
@@ -33,7 +37,7 @@ async fn start(seed: u64) -> (Sim, Exporter, f64) {
             "interval = \"1s\"",
             "interval = \"1s\"\npoll_timeout = \"10s\"",
         );
-    let exporter = start_exporter(&text, &[]);
+    let exporter = start_exporter(&text).await;
     wait_for_status_200(&format!("{}/readyz", exporter.url), Duration::from_secs(30)).await;
     (sim, exporter, started_ms)
 }
@@ -204,6 +208,7 @@ async fn server_errors_time_outs_and_dropped_connections_leave_the_last_values()
     );
 
     matches_the_truth(&sim, &exporter, started_ms).await;
+    exporter.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,7 +234,7 @@ async fn broken_bodies_and_rejected_credentials_leave_the_last_values() {
         sum(&before, RETRIES, &[]),
         "a body that does not decode is not retried"
     );
-    let log = exporter.proc.output();
+    let log = test_log();
     assert!(
         log.contains("cannot decode the response (HTTP 200)") && log.contains("body starts with"),
         "the log names the status and shows the body:\n{log}"
@@ -238,19 +243,14 @@ async fn broken_bodies_and_rejected_credentials_leave_the_last_values() {
     let shape = json!({"faults": [{"kind": "wrong_shape"}]});
     let (before, during) = outage(&sim, &exporter, "wrong shape", shape, true).await;
     assert!(grew(&before, &during, ERRORS, &[("kind", "decode")]));
-    assert!(
-        exporter
-            .proc
-            .output()
-            .contains("expected a JSON array, got an object")
-    );
+    assert!(test_log().contains("expected a JSON array, got an object"));
 
     // Credentials rejected for a while; the period ends by itself.
     let rejected = json!({"faults": [{"kind": "unauthorized", "for": "12s"}]});
     let (before, during) = outage(&sim, &exporter, "401", rejected, false).await;
     assert!(grew(&before, &during, REQUESTS, &[("code", "401")]));
     assert!(grew(&before, &during, ERRORS, &[("kind", "http")]));
-    assert!(exporter.proc.output().contains("token rejected or expired"));
+    assert!(test_log().contains("token rejected or expired"));
 
     // Empty answers everywhere: nothing to update, nothing lost, the target stays up.
     let before = scrape(&exporter.url).await;
@@ -283,6 +283,7 @@ async fn broken_bodies_and_rejected_credentials_leave_the_last_values() {
     );
 
     matches_the_truth(&sim, &exporter, started_ms).await;
+    exporter.stop().await;
 }
 
 /// The first request after `index` in `log` (by arrival) for the same API.
@@ -397,16 +398,22 @@ async fn retry_after_is_honoured_and_random_faults_lose_no_run() {
     let during = scrape(&exporter.url).await;
     assert!(grew(&after, &during, REQUESTS, &[]));
     matches_the_truth(&sim, &exporter, started_ms).await;
-    let log = exporter.proc.output();
+    exporter.stop().await;
+    // Panics of the exporter's tasks are in the log too.
+    let log = test_log();
     assert!(!log.contains("panicked"), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn iam_failing_at_start_up_is_retried_until_a_token_comes() {
-    // Faults set on the command line: the first two logins fail with a 503.
+    // Faults set from the start: the first two logins fail with a 503.
     let faults =
         r#"{"faults": [{"api": "iam_token", "kind": "error", "status": 503, "count": 2}]}"#;
-    let sim = common::start_simulator_with(4, 1, 24, 60.0, &["--faults", faults]);
+    let sim = start_simulator_with(SimOptions {
+        faults: FaultSpec::from_json(faults.as_bytes()).expect("a fault spec"),
+        ..sim_options(4, 1, 24, 60.0)
+    })
+    .await;
     let truth = get_json(&format!("{}/_sim/truth", sim.url)).await;
     let endpoint = format!("endpoint = \"{}\"", sim.url);
     let text = config(&sim.url, &targets_of(&truth), 1)
@@ -416,7 +423,7 @@ async fn iam_failing_at_start_up_is_retried_until_a_token_comes() {
             "method = \"password\"\nusername = \"demo-user\"\npassword = \"demo-password\"\n\
              domain = \"demo-account\"\nproject_name = \"cn-north-4\"",
         );
-    let exporter = start_exporter(&text, &[]);
+    let exporter = start_exporter(&text).await;
     wait_for_status_200(&format!("{}/readyz", exporter.url), Duration::from_secs(30)).await;
     let samples = scrape(&exporter.url).await;
     let refresh = "codearts_exporter_auth_refresh_total";
@@ -440,5 +447,6 @@ async fn iam_failing_at_start_up_is_retried_until_a_token_comes() {
         .filter_map(|r| r["status"].as_i64())
         .collect();
     assert_eq!(codes, [503, 503, 201]);
-    assert!(!exporter.proc.output().contains("demo-password"));
+    assert!(!test_log().contains("demo-password"));
+    exporter.stop().await;
 }

@@ -6,10 +6,9 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use common::{
-    Exporter, Sample, get, get_json, parse_metrics, simulator_config, start_exporter,
-    start_exporter_with, start_simulator, wait_for_status_200,
-};
+use codearts_exporter::config::{Config, ShardingConfig};
+use common::harness::{Exporter, start_exporter, start_exporter_with, start_simulator};
+use common::{Sample, get, get_json, parse_metrics, simulator_config, wait_for_status_200};
 
 /// Pipeline series as comparable text: name, labels and value.
 fn pipeline_series(samples: &[Sample]) -> BTreeSet<String> {
@@ -32,10 +31,17 @@ async fn scrape(exporter: &Exporter) -> Vec<Sample> {
     parse_metrics(&get(&format!("{}/metrics", exporter.url)).await.1)
 }
 
+/// `config` with `--shard` applied as `run` applies it: over the file's `[sharding]`.
+fn with_shard(config: &str, shard: &str) -> Config {
+    let mut config = Config::from_toml(config).expect("a valid config");
+    config.sharding = ShardingConfig::parse(shard).expect("N/M");
+    config
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_shards_together_export_what_one_exporter_exports() {
     // Real-time speed: runs take minutes, so the four exporters see the same world.
-    let sim = start_simulator(30, 2, 17, 1.0);
+    let sim = start_simulator(30, 2, 17, 1.0).await;
     let truth = get_json(&format!("{}/_sim/truth", sim.url)).await;
     let mut by_project: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for pipeline in truth["pipelines"].as_array().expect("pipelines") {
@@ -60,18 +66,12 @@ async fn three_shards_together_export_what_one_exporter_exports() {
             ids.join(", "),
             projects[1].0,
         );
-    let whole = start_exporter(&config, &[]);
+    let whole = start_exporter(&config).await;
     let shards = [
-        start_exporter_with(&config, &[], &["--shard", "0/3"]),
-        start_exporter_with(&config, &[], &["--shard", "1/3"]),
-        // The configuration's form, through the environment.
-        start_exporter(
-            &config,
-            &[
-                ("CODEARTS_EXPORTER_SHARDING__INDEX", "2"),
-                ("CODEARTS_EXPORTER_SHARDING__COUNT", "3"),
-            ],
-        ),
+        start_exporter_with(with_shard(&config, "0/3")).await,
+        start_exporter_with(with_shard(&config, "1/3")).await,
+        // The configuration's form (its environment variables: tests/config_errors.rs).
+        start_exporter(&format!("{config}[sharding]\nindex = 2\ncount = 3\n")).await,
     ];
     for exporter in shards.iter().chain([&whole]) {
         wait_for_status_200(&format!("{}/readyz", exporter.url), Duration::from_secs(30)).await;
@@ -103,6 +103,9 @@ async fn three_shards_together_export_what_one_exporter_exports() {
         let union: BTreeSet<String> = parts.iter().flat_map(|p| pipeline_series(p)).collect();
         let whole_series = pipeline_series(&expected);
         if union == whole_series {
+            for exporter in shards.into_iter().chain([whole]) {
+                exporter.stop().await;
+            }
             return;
         }
         last_difference = format!(
