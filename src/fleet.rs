@@ -320,6 +320,14 @@ fn run_schedule(poller: Arc<TargetPoller>, clock: Arc<dyn WallClock>) -> Schedul
         }
         // Polls are cancellation-safe: what a cut poll finished is recorded, the rest is read
         // by the next poll.
+        let in_flight = polls.len();
+        if in_flight > 0 {
+            tracing::info!(
+                target_name = poller.label(),
+                in_flight,
+                "schedule stopped; the poll in flight is cut"
+            );
+        }
         polls.shutdown().await;
     });
     ScheduleTask { stop, task }

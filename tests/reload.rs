@@ -208,3 +208,81 @@ async fn a_changed_file_takes_effect_without_recounting_and_a_broken_one_is_reje
     assert!(log.contains("configuration reload rejected"), "{log}");
     assert!(parse_metrics(&get(&metrics_url).await.1).len() > 10);
 }
+
+/// Reloads that arrive while polls are in flight (history reads held 3 s by the simulator) cut
+/// those polls; the new pollers carry on, and every run is still counted exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_in_the_middle_of_polls_lose_and_recount_nothing() {
+    let sim = start_simulator(8, 2, 23, 300.0);
+    let truth = get_json(&format!("{}/_sim/truth", sim.url)).await;
+    let window_start_ms = truth["started_at_ms"].as_f64().expect("started_at_ms") - 3_600_000.0;
+    let text = common::config(&sim.url, &common::targets_of(&truth), 1);
+    let exporter = start_exporter(&text, &[]);
+    let metrics_url = format!("{}/metrics", exporter.url);
+    wait_for_status_200(&format!("{}/readyz", exporter.url), Duration::from_secs(30)).await;
+
+    let slow = serde_json::json!({"seed": 4, "faults": [
+        {"kind": "latency", "api": "run_list", "latency_ms": 3000, "share": 0.5}
+    ]});
+    let (status, body) =
+        common::request("POST", &format!("{}/_sim/faults", sim.url), Some(&slow)).await;
+    assert_eq!(status, 200, "{body}");
+    // A SIGHUP about every 1.5 s, while some history read is nearly always in flight. Counters
+    // never go back: a reload hands every target's state and series to its new poller.
+    let total = |s: &[Sample]| common::sum(s, "codearts_pipeline_runs_total", &[]);
+    let mut counted = total(&parse_metrics(&get(&metrics_url).await.1));
+    for reloads in 1..=6 {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &exporter.proc.pid().to_string()])
+            .status()
+            .expect("kill -HUP");
+        assert!(status.success());
+        let samples = scrape_until(&metrics_url, Duration::from_secs(30), "the reload", |s| {
+            value(
+                s,
+                "codearts_exporter_config_reload_total",
+                &[("result", "success")],
+            ) == Some(f64::from(reloads))
+        })
+        .await;
+        assert!(total(&samples) >= counted, "runs_total went back");
+        counted = total(&samples);
+    }
+    let log = exporter.proc.output();
+    assert_eq!(log.matches("\"reason\":\"SIGHUP\"").count(), 6, "{log}");
+    assert!(
+        log.contains("schedule stopped; the poll in flight is cut"),
+        "no reload found a poll in flight:\n{log}"
+    );
+    let (status, body) = common::request("DELETE", &format!("{}/_sim/faults", sim.url), None).await;
+    assert_eq!(status, 200, "{body}");
+
+    // Quick answers again: two more successful polls of each target, then the truth.
+    let polls = |s: &[Sample], target: &str| {
+        value(
+            s,
+            "codearts_exporter_poll_duration_seconds_count",
+            &[("target", target)],
+        )
+        .unwrap_or(0.0)
+    };
+    let up = |s: &[Sample]| {
+        ["t0", "t1"]
+            .iter()
+            .all(|t| value(s, "codearts_exporter_target_up", &[("target", t)]) == Some(1.0))
+    };
+    let now = scrape_until(&metrics_url, Duration::from_secs(60), "both targets up", up).await;
+    let counted = [polls(&now, "t0"), polls(&now, "t1")];
+    scrape_until(
+        &metrics_url,
+        Duration::from_secs(60),
+        "two more polls",
+        |s| up(s) && polls(s, "t0") >= counted[0] + 2.0 && polls(s, "t1") >= counted[1] + 2.0,
+    )
+    .await;
+    let samples = stable_scrape(&metrics_url).await;
+    let truth = get_json(&format!("{}/_sim/truth", sim.url)).await;
+    let compared = common::compare_with_truth(&samples, &truth, window_start_ms);
+    assert!(compared > 0, "no run compared");
+}

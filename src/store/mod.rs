@@ -188,3 +188,27 @@ impl Drop for PollGuard<'_> {
         self.series.changed();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_target_keeps_its_place_across_pollers() {
+        let store = Store::new(&MetricsConfig::default());
+        let (first, new) = store.target("t", Duration::from_secs(60));
+        assert!(new);
+        first.set_ready();
+        // The next poller of the same target (after a reload) finds the same state.
+        let (second, new) = store.target("t", Duration::from_secs(30));
+        assert!(!new);
+        assert!(Arc::ptr_eq(&first, &second));
+        assert!(second.is_ready());
+        assert_eq!(second.gc_after(), Duration::from_secs(30), "the new grace period");
+        // Only one poll at a time.
+        let poll = store.begin_poll(&first).expect("free");
+        assert!(store.begin_poll(&second).is_none());
+        drop(poll);
+        assert!(store.begin_poll(&second).is_some());
+    }
+}
