@@ -204,7 +204,11 @@ mod tests {
         assert!(!new);
         assert!(Arc::ptr_eq(&first, &second));
         assert!(second.is_ready());
-        assert_eq!(second.gc_after(), Duration::from_secs(30), "the new grace period");
+        assert_eq!(
+            second.gc_after(),
+            Duration::from_secs(30),
+            "the new grace period"
+        );
         // Only one poll at a time.
         let poll = store.begin_poll(&first).expect("free");
         assert!(store.begin_poll(&second).is_none());
