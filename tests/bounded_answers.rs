@@ -148,7 +148,10 @@ async fn answers_of_300_mb_are_abandoned_at_the_cap() {
     assert!(every_pipeline_has_values(&after, &ids));
 
     // Logged once each, with the size: the bytes read (chunked) or the announced length.
-    let log = exporter.proc.output();
+    let log = exporter.proc.output_when("every oversized answer", |log| {
+        let lines = log.lines().filter(|line| line.contains("\"too_large\""));
+        lines.count() as u64 >= 2 * OVERSIZED
+    });
     let lines: Vec<Value> = log
         .lines()
         .filter(|line| line.contains("\"too_large\""))

@@ -33,6 +33,8 @@ pub struct Proc {
     pub stderr: Arc<Mutex<Vec<String>>>,
     /// Every line the process wrote to stdout so far.
     pub stdout: Arc<Mutex<Vec<String>>>,
+    /// The threads draining stdout and stderr; they end when the process has exited.
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Proc {
@@ -67,23 +69,25 @@ impl Proc {
                 stderr.clone(),
             ),
         ];
+        let mut readers = Vec::new();
         for (pipe, sink) in pipes {
             let tx = tx.clone();
             // Keep draining: a full pipe would block the child.
-            std::thread::spawn(move || {
+            readers.push(std::thread::spawn(move || {
                 for line in BufReader::new(pipe).lines() {
                     let Ok(line) = line else { break };
                     // Kept before it is announced: whoever waits for the line finds it kept.
                     sink.lock().expect("lock").push(line.clone());
                     let _ = tx.send(line);
                 }
-            });
+            }));
         }
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut proc = Proc {
             child,
             stderr,
             stdout,
+            readers,
         };
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -106,7 +110,8 @@ impl Proc {
         self.child.id()
     }
 
-    /// Sends SIGTERM and waits (up to 10 s) for the exit status.
+    /// Sends SIGTERM and waits (up to 10 s) for the exit status; by then every line the
+    /// process wrote is in [`Proc::output`].
     pub fn terminate(&mut self) -> ExitStatus {
         let status = Command::new("kill")
             .args(["-TERM", &self.pid().to_string()])
@@ -116,11 +121,32 @@ impl Proc {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
+                // The pipes are closed: the readers end once they have kept the last lines.
+                for reader in self.readers.drain(..) {
+                    let _ = reader.join();
+                }
                 return status;
             }
             assert!(
                 Instant::now() < deadline,
                 "process did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits (up to 30 s) until the output so far satisfies `done`, and returns it: a line is
+    /// kept a moment after the process wrote it.
+    pub fn output_when(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let output = self.output();
+            if done(&output) {
+                return output;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the process never logged {what}:\n{output}"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
