@@ -185,11 +185,6 @@ impl RunLedger {
         }
     }
 
-    /// Whether the first read (the backfill) is done.
-    pub fn is_backfilled(&self) -> bool {
-        self.backfilled
-    }
-
     /// Runs that ended before this are not recorded: before the window at first sight, and
     /// further back than the window later (those count as missed).
     pub fn cutoff(&self, now: f64, window: Duration) -> f64 {

@@ -81,11 +81,6 @@ impl TargetPoller {
         }
     }
 
-    /// The target's configuration.
-    pub fn target(&self) -> &TargetConfig {
-        &self.target
-    }
-
     /// When this target polls.
     pub fn schedule(&self) -> &Schedule {
         &self.schedule
