@@ -480,8 +480,14 @@ mod tests {
         assert_eq!(get(&healthz).await.0, 200);
 
         fleet.stall_schedules().await;
-        let body = wait_for(&healthz, "/healthz to fail", |status, _| status == 503).await;
-        assert!(body.contains("demo-1") && body.contains("demo-2"), "{body}");
+        // Each target's deadline passes on its own: wait until both are named.
+        let body = wait_for(
+            &healthz,
+            "/healthz to fail for both targets",
+            |status, body| status == 503 && body.contains("demo-1") && body.contains("demo-2"),
+        )
+        .await;
+        assert!(body.starts_with("polling stalled"), "{body}");
         wait_for(&metrics_url, "the stalled gauge", |_, text| {
             text.contains("codearts_exporter_polling_stalled{target=\"demo-1\"} 1")
         })
