@@ -300,15 +300,19 @@ impl ScheduleTask {
     }
 }
 
-/// Runs `poller` on its schedule, one poll at once, until stopped.
+/// Runs `poller` on its schedule, one poll at once, and its backfill beside, until stopped.
 fn run_schedule(poller: Arc<TargetPoller>, clock: Arc<dyn WallClock>) -> ScheduleTask {
     let (stop, mut stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         let mut ticker = poller.schedule().ticker(clock);
         let mut polls = JoinSet::new();
+        // Never ends; cut when the schedule stops (what it recorded stays recorded).
+        let backfill = poller.backfill();
+        tokio::pin!(backfill);
         loop {
             tokio::select! {
                 _ = &mut stopped => break,
+                () = &mut backfill => {}
                 () = ticker.tick() => {
                     // Each poll in its own task: a slow target never delays another, and an
                     // overrunning poll makes the next tick a skip (counted), not a wait.

@@ -64,6 +64,7 @@ pub struct Metrics {
     last_successful_poll: GaugeVec,
     last_poll_start: GaugeVec,
     polling_stalled: GaugeVec,
+    backfill_pending: GaugeVec,
     polls_skipped: IntCounterVec,
     polls_timed_out: IntCounterVec,
     config_reloads: IntCounterVec,
@@ -162,6 +163,10 @@ impl Metrics {
             "codearts_exporter_polling_stalled",
             "1 while the target's schedule has started no poll for three periods (/healthz then fails), else 0.",
         )?;
+        let backfill_pending = target_gauge(
+            "codearts_exporter_backfill_pending_pipelines",
+            "Pipelines of the target whose first run history read (the backfill of runs that ended within backfill_window) is still to come.",
+        )?;
         let build_info = GaugeVec::new(
             Opts::new(
                 "codearts_exporter_build_info",
@@ -220,6 +225,7 @@ impl Metrics {
             last_successful_poll,
             last_poll_start,
             polling_stalled,
+            backfill_pending,
             polls_skipped,
             polls_timed_out,
             config_reloads,
@@ -309,6 +315,16 @@ impl Metrics {
         }
     }
 
+    /// Sets how many pipelines of `target` wait for their backfill.
+    pub fn set_backfill_pending(&self, target: &str, pipelines: usize) {
+        let gauge = self.backfill_pending.with_label_values(&[target]);
+        let value = pipelines as f64;
+        if gauge.get() != value {
+            gauge.set(value);
+            self.changed();
+        }
+    }
+
     /// Records the end of a poll of `target`.
     pub fn poll_finished(&self, target: &str, elapsed: Duration, ok: bool, now_seconds: f64) {
         self.poll_duration
@@ -345,6 +361,7 @@ impl Metrics {
         let _ = self.last_successful_poll.remove_label_values(&[target]);
         let _ = self.last_poll_start.remove_label_values(&[target]);
         let _ = self.polling_stalled.remove_label_values(&[target]);
+        let _ = self.backfill_pending.remove_label_values(&[target]);
         let _ = self.polls_skipped.remove_label_values(&[target]);
         let _ = self.polls_timed_out.remove_label_values(&[target]);
         let _ = self.poll_duration.remove_label_values(&[target]);
@@ -357,6 +374,7 @@ impl Metrics {
         self.polls_skipped.with_label_values(&[target]);
         self.polls_timed_out.with_label_values(&[target]);
         self.polling_stalled.with_label_values(&[target]).set(0.0);
+        self.backfill_pending.with_label_values(&[target]).set(0.0);
         self.changed();
     }
 }

@@ -145,6 +145,17 @@ pub enum Step<'a> {
     Last(&'a Run),
 }
 
+/// What the batch status alone shows of a pipeline's last completed run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FromStatus {
+    /// The latest run, completed, is the last completed one: show it now, before any history
+    /// read (call [`RunLedger::shown_last`]).
+    Last(u64),
+    /// The same, and nothing older is to be recorded: no history read at all (call
+    /// [`RunLedger::settle_by_status`]).
+    Settled(u64),
+}
+
 /// What a history read did.
 #[derive(Debug, PartialEq)]
 pub struct Applied<'a> {
@@ -163,6 +174,9 @@ pub struct RunLedger {
     /// The latest run as of the last batch status, and whether it had completed.
     latest: Option<RunKey>,
     latest_completed: bool,
+    /// When the latest run ended, or started while it runs (Unix seconds): backfills go newest
+    /// first.
+    latest_at: f64,
     /// Something may have completed since the last read: the history must be read.
     needs_read: bool,
     /// The history has been read once (the first read only looks back to the window).
@@ -204,26 +218,28 @@ impl RunLedger {
         }
     }
 
-    /// The batch status names `run` the latest. Returns its number when the status alone
-    /// settles the pipeline: first seen with a latest run that ended before the window, so that
-    /// nothing in its history would be recorded and that run is its last completed one (when
-    /// the status carries its stage times too: v5 does, v3 does not); then call
-    /// [`RunLedger::settle_by_status`] once the run is shown.
+    /// The batch status names `run` the latest. Returns what the status alone shows: the
+    /// last completed run when `run` is one and newer than the one shown (a v3 status has no
+    /// stage times: the history read that follows brings them); settled too when first seen
+    /// with a latest run that ended before the window, with its stage times, so that nothing in
+    /// its history would be recorded.
     pub fn saw_latest(
         &mut self,
         run: &Run,
         key: RunKey,
         now: f64,
         window: Duration,
-    ) -> Option<u64> {
-        let settles = self.latest.is_none()
-            && !self.backfilled
+    ) -> Option<FromStatus> {
+        // Settling needs the stage times too (v5 carries them, v3 does not): no read follows.
+        let whole = run
+            .stages
+            .iter()
+            .all(|stage| stage.result.is_none() || stage.duration().is_some());
+        let settles = whole
             && run.is_completed()
-            && run.end.is_some_and(|end| end < self.cutoff(now, window))
-            && run
-                .stages
-                .iter()
-                .all(|stage| stage.result.is_none() || stage.duration().is_some());
+            && self.latest.is_none()
+            && !self.backfilled
+            && run.end.is_some_and(|end| end < self.cutoff(now, window));
         let news = history_may_have_news(
             self.latest.as_ref(),
             self.latest_completed,
@@ -236,7 +252,20 @@ impl RunLedger {
         }
         self.latest = Some(key);
         self.latest_completed = run.is_completed();
-        if settles { run.run_number } else { None }
+        self.latest_at = run.end.or(run.start).unwrap_or(self.latest_at);
+        let number = run.run_number.filter(|_| run.is_completed())?;
+        if settles {
+            Some(FromStatus::Settled(number))
+        } else if self.last_completed.is_none_or(|last| number > last) {
+            Some(FromStatus::Last(number))
+        } else {
+            None
+        }
+    }
+
+    /// The status's latest run `number` is shown as the last completed one.
+    pub fn shown_last(&mut self, number: u64) {
+        self.last_completed = Some(number);
     }
 
     /// The status's latest run `number` is the last completed one and nothing older is to be
@@ -246,6 +275,16 @@ impl RunLedger {
         self.settled = number;
         self.needs_read = false;
         self.backfilled = true;
+    }
+
+    /// Its first history read (the backfill) is due.
+    pub fn wants_backfill(&self) -> bool {
+        self.needs_read && !self.backfilled
+    }
+
+    /// When its latest run ended, or started while it runs (Unix seconds; 0 when unknown).
+    pub fn latest_at(&self) -> f64 {
+        self.latest_at
     }
 
     /// The history read this pipeline needs now, if any.
@@ -410,6 +449,8 @@ mod tests {
         last: Option<u64>,
         /// History reads made (successful or not).
         reads: usize,
+        /// Runs the status showed as the last completed one before any read did.
+        shown_by_status: Vec<u64>,
     }
 
     fn play(first_seen: f64, events: Vec<Event>) -> Outcome {
@@ -419,9 +460,17 @@ mod tests {
             match event {
                 Status(at, latest) => {
                     let key = RunKey::of(&latest).expect("a key");
-                    if let Some(number) = ledger.saw_latest(&latest, key, at, WINDOW) {
-                        ledger.settle_by_status(number);
-                        outcome.last = Some(number);
+                    match ledger.saw_latest(&latest, key, at, WINDOW) {
+                        Some(FromStatus::Settled(number)) => {
+                            ledger.settle_by_status(number);
+                            outcome.last = Some(number);
+                        }
+                        Some(FromStatus::Last(number)) => {
+                            ledger.shown_last(number);
+                            outcome.last = Some(number);
+                            outcome.shown_by_status.push(number);
+                        }
+                        None => {}
                     }
                 }
                 Read(at, history) => {
@@ -454,7 +503,14 @@ mod tests {
             missed: missed.to_vec(),
             last,
             reads,
+            shown_by_status: Vec::new(),
         }
+    }
+
+    /// ... where the status showed `shown` as the last completed run first.
+    fn shown(mut outcome: Outcome, shown: &[u64]) -> Outcome {
+        outcome.shown_by_status = shown.to_vec();
+        outcome
     }
 
     #[test]
@@ -485,7 +541,7 @@ mod tests {
                     Status(10_030.0, done(6, 10_015.0)),
                     Read(10_030.0, vec![done(6, 10_015.0)]),
                 ],
-                expect(&[1, 2, 3, 4, 5, 6], &[], Some(6), 3),
+                shown(expect(&[1, 2, 3, 4, 5, 6], &[], Some(6), 3), &[3, 6]),
             ),
             (
                 "a run that starts right after the last one costs no read until it completes",
@@ -498,7 +554,7 @@ mod tests {
                     Status(10_020.0, done(2, 10_015.0)),
                     Read(10_020.0, vec![done(2, 10_015.0), done(1, 9_990.0)]),
                 ],
-                expect(&[1, 2], &[], Some(2), 2),
+                shown(expect(&[1, 2], &[], Some(2), 2), &[1, 2]),
             ),
             (
                 "parallel runs: an older run still running is read again until it completes",
@@ -516,7 +572,7 @@ mod tests {
                     Status(10_030.0, done(3, 10_025.0)),
                     Read(10_030.0, vec![done(3, 10_025.0), done(2, 10_015.0)]),
                 ],
-                expect(&[1, 2, 3], &[], Some(3), 4),
+                shown(expect(&[1, 2, 3], &[], Some(3), 4), &[1, 3]),
             ),
             (
                 "an older run that completes after a newer one is read again and recorded once",
@@ -535,7 +591,7 @@ mod tests {
                         vec![running(3), done(2, 9_990.0), done(1, 10_005.0)],
                     ),
                 ],
-                expect(&[2, 1], &[], Some(2), 2),
+                shown(expect(&[2, 1], &[], Some(2), 2), &[2]),
             ),
             (
                 "a restart inside the window records what ended within it, from the start",
@@ -549,7 +605,7 @@ mod tests {
                         vec![done(3, 9_000.0), done(2, 7_000.0), done(1, 5_000.0)],
                     ),
                 ],
-                expect(&[2, 3], &[], Some(3), 1),
+                shown(expect(&[2, 3], &[], Some(3), 1), &[3]),
             ),
             (
                 "a restart after the window: the status settles it, no read, later runs count",
@@ -560,7 +616,7 @@ mod tests {
                     Status(10_010.0, done(3, 10_005.0)),
                     Read(10_010.0, vec![done(3, 10_005.0), done(2, 5_000.0)]),
                 ],
-                expect(&[3], &[], Some(3), 1),
+                shown(expect(&[3], &[], Some(3), 1), &[3]),
             ),
             (
                 "a failed history read is made again, and records once",
@@ -575,7 +631,7 @@ mod tests {
                     Status(10_030.0, done(1, 10_005.0)),
                     Read(10_030.0, vec![done(1, 10_005.0)]),
                 ],
-                expect(&[1], &[], Some(1), 3),
+                shown(expect(&[1], &[], Some(1), 3), &[1]),
             ),
             (
                 "a history that lacks the latest run (a stale answer) is read again",
@@ -587,7 +643,7 @@ mod tests {
                     Read(10_010.0, vec![done(1, 9_990.0)]),
                     Read(10_020.0, vec![done(2, 10_005.0), done(1, 9_990.0)]),
                 ],
-                expect(&[1, 2], &[], Some(2), 3),
+                shown(expect(&[1, 2], &[], Some(2), 3), &[1, 2]),
             ),
             (
                 "runs that left the window before they could be read are missed, not recorded",
@@ -602,7 +658,7 @@ mod tests {
                         vec![done(3, 29_990.0), done(2, 12_000.0), done(1, 9_990.0)],
                     ),
                 ],
-                expect(&[1, 3], &[2], Some(3), 2),
+                shown(expect(&[1, 3], &[2], Some(3), 2), &[1, 3]),
             ),
             (
                 "a pipeline deleted and created again starts a new ledger: its window counts \
@@ -612,7 +668,7 @@ mod tests {
                     Status(50_000.0, done(2, 49_000.0)),
                     Read(50_000.0, vec![done(2, 49_000.0), done(1, 40_000.0)]),
                 ],
-                expect(&[2], &[], Some(2), 1),
+                shown(expect(&[2], &[], Some(2), 1), &[2]),
             ),
         ];
         for (name, first_seen, events, expected) in cases {

@@ -187,8 +187,12 @@ async fn pipelines_idle_since_before_the_window_are_not_read_back_at_start() {
     let metrics_url = format!("{}/metrics", exporter.url);
     wait_for_status_200(&format!("{}/readyz", exporter.url), Duration::from_secs(30)).await;
 
-    // The first poll read the history of the pipelines running or recently finished only.
-    let samples = parse_metrics(&get(&metrics_url).await.1);
+    // The backfill read the history of the pipelines running or recently finished only.
+    let samples = exporter
+        .scrape_until(Duration::from_secs(60), "the backfill to end", |s| {
+            sum(s, "codearts_exporter_backfill_pending_pipelines", &[]) == 0.0
+        })
+        .await;
     let read_back = sum(
         &samples,
         "codearts_exporter_api_requests_total",

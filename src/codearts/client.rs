@@ -3,11 +3,13 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use chrono::FixedOffset;
+use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::header::{HeaderValue, RETRY_AFTER};
 use reqwest::{RequestBuilder, StatusCode};
@@ -38,6 +40,19 @@ pub enum RunSelector<'a> {
     Number(u64),
 }
 
+/// Who waits for the shared rate limit: a poll's requests go first; the backfill (the first
+/// history reads of a cold start) takes only what polls leave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    /// Requests of a scheduled poll.
+    Poll,
+    /// Requests of the backfill, behind every waiting poll request.
+    Backfill,
+}
+
+/// How often a backfill request waiting behind poll requests looks again.
+const YIELD_RECHECK: Duration = Duration::from_millis(5);
+
 /// A CodeArts Pipeline API client; cheap to clone, clones share the pool and the limits.
 #[derive(Clone)]
 pub struct Client {
@@ -47,6 +62,8 @@ pub struct Client {
     zone: FixedOffset,
     observer: Arc<dyn RequestObserver>,
     limits: Arc<Limits>,
+    /// Whose turn this clone's requests take.
+    priority: Priority,
     /// Answers larger than this many bytes are abandoned (`codearts.max_response_bytes`).
     max_response_bytes: u64,
 }
@@ -54,6 +71,8 @@ pub struct Client {
 /// What every request of every clone waits for, and how retries are spaced.
 struct Limits {
     rate: DefaultDirectRateLimiter,
+    /// Poll requests waiting for the rate limit: while there are any, backfill requests wait.
+    polls_waiting: AtomicUsize,
     slots: Semaphore,
     /// No request to an API before this instant (its last `Retry-After`).
     paused: Mutex<HashMap<Api, Instant>>,
@@ -78,6 +97,7 @@ impl Limits {
             .allow_burst(burst);
         Ok(Limits {
             rate: RateLimiter::direct(quota),
+            polls_waiting: AtomicUsize::new(0),
             slots: Semaphore::new(codearts.max_concurrent_requests.max(1)),
             paused: Mutex::new(HashMap::new()),
             max_retries: codearts.max_retries,
@@ -98,8 +118,13 @@ impl Limits {
         *entry = (*entry).max(until);
     }
 
-    /// Waits out a pause of `api`, then for a request slot and the rate limit.
-    async fn turn(&self, api: Api) -> Result<tokio::sync::SemaphorePermit<'_>, Error> {
+    /// Waits out a pause of `api`, then for a request slot and the rate limit, behind every
+    /// waiting poll request when `priority` is the backfill's.
+    async fn turn(
+        &self,
+        api: Api,
+        priority: Priority,
+    ) -> Result<tokio::sync::SemaphorePermit<'_>, Error> {
         while let Some(until) = self.paused_until(api) {
             if until <= Instant::now() {
                 break;
@@ -111,8 +136,48 @@ impl Limits {
             .acquire()
             .await
             .map_err(|_| Error::Setup("request slots closed".into()))?;
-        self.rate.until_ready().await;
+        match priority {
+            Priority::Poll => {
+                let _waiting = PollWaiting::new(&self.polls_waiting);
+                self.rate.until_ready().await;
+            }
+            Priority::Backfill => self.backfill_turn().await,
+        }
         Ok(permit)
+    }
+
+    /// Takes a unit of the rate limit only when no poll request is waiting for one.
+    async fn backfill_turn(&self) {
+        loop {
+            if self.polls_waiting.load(Ordering::SeqCst) > 0 {
+                tokio::time::sleep(YIELD_RECHECK).await;
+                continue;
+            }
+            match self.rate.check() {
+                Ok(()) => return,
+                Err(not_until) => {
+                    let wait = not_until.wait_time_from(DefaultClock::default().now());
+                    // Looks again early: a poll request may arrive meanwhile and go first.
+                    tokio::time::sleep(wait.min(YIELD_RECHECK * 10)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Counts a poll request as waiting for the rate limit while it lives.
+struct PollWaiting<'a>(&'a AtomicUsize);
+
+impl<'a> PollWaiting<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        PollWaiting(count)
+    }
+}
+
+impl Drop for PollWaiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -144,8 +209,17 @@ impl Client {
             zone: codearts.fixed_offset(),
             observer,
             limits: Arc::new(Limits::new(codearts)?),
+            priority: Priority::Poll,
             max_response_bytes: codearts.max_response_bytes,
         })
+    }
+
+    /// A clone whose requests take their turn with `priority` (it shares the pool and limits).
+    pub fn with_priority(&self, priority: Priority) -> Client {
+        Client {
+            priority,
+            ..self.clone()
+        }
     }
 
     /// Latest run of each pipeline through the v3 batch status API.
@@ -389,7 +463,7 @@ impl Client {
                 .build()
                 .map_err(|err| Error::Setup(err.to_string()))?;
             let used = self.auth.authorize(&mut request).await?;
-            let permit = limits.turn(api).await?;
+            let permit = limits.turn(api, self.priority).await?;
             let started = Instant::now();
             let outcome = match self.http.execute(request).await {
                 Ok(response) => {
@@ -859,7 +933,13 @@ mod tests {
             .limits
             .pause(Api::RunList, Instant::now() + Duration::from_millis(300));
         let waited = Instant::now();
-        drop(client.limits.turn(Api::RunList).await.expect("a turn"));
+        drop(
+            client
+                .limits
+                .turn(Api::RunList, Priority::Poll)
+                .await
+                .expect("a turn"),
+        );
         assert!(waited.elapsed() >= Duration::from_millis(300));
         assert_eq!(
             client.limits.paused_until(Api::V5Status),
@@ -880,7 +960,12 @@ mod tests {
         let started = Instant::now();
         // The burst is one second's worth (20); the next 10 come at 20 per second.
         for _ in 0..30 {
-            drop(limits.turn(Api::V5Status).await.expect("a turn"));
+            drop(
+                limits
+                    .turn(Api::V5Status, Priority::Poll)
+                    .await
+                    .expect("a turn"),
+            );
         }
         assert!(
             started.elapsed() >= Duration::from_millis(400),
@@ -894,11 +979,61 @@ mod tests {
             };
             assert!(Limits::new(&config).is_err(), "{silly}");
         }
-        let first = limits.turn(Api::V5Status).await.expect("a turn");
-        let second = limits.turn(Api::RunList).await.expect("a turn");
+        let first = limits
+            .turn(Api::V5Status, Priority::Poll)
+            .await
+            .expect("a turn");
+        let second = limits
+            .turn(Api::RunList, Priority::Poll)
+            .await
+            .expect("a turn");
         assert_eq!(limits.slots.available_permits(), 0);
         drop((first, second));
         assert_eq!(limits.slots.available_permits(), 2);
+    }
+
+    #[tokio::test]
+    async fn poll_requests_take_the_rate_limit_before_the_backfill() {
+        let limits = Arc::new(
+            Limits::new(&CodeArtsConfig {
+                max_requests_per_second: 4.0,
+                ..CodeArtsConfig::default()
+            })
+            .expect("limits"),
+        );
+        // The burst is spent: each further turn waits a quarter of a second.
+        for _ in 0..4 {
+            drop(
+                limits
+                    .turn(Api::V5Status, Priority::Poll)
+                    .await
+                    .expect("a turn"),
+            );
+        }
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut turns = tokio::task::JoinSet::new();
+        // Backfill reads queue first; poll requests arrive behind them (the same tick of this
+        // single-threaded runtime, long before the next unit of the rate limit).
+        let waiters = [
+            ("backfill", Priority::Backfill),
+            ("backfill", Priority::Backfill),
+            ("poll", Priority::Poll),
+            ("poll", Priority::Poll),
+        ];
+        for (who, priority) in waiters {
+            let (limits, order) = (limits.clone(), order.clone());
+            turns.spawn(async move {
+                let permit = limits.turn(Api::RunList, priority).await.expect("a turn");
+                order.lock().expect("order").push(who);
+                drop(permit);
+            });
+        }
+        while turns.join_next().await.is_some() {}
+        assert_eq!(
+            *order.lock().expect("order"),
+            ["poll", "poll", "backfill", "backfill"]
+        );
+        assert_eq!(limits.polls_waiting.load(Ordering::SeqCst), 0);
     }
 
     #[test]

@@ -15,5 +15,5 @@ pub mod time;
 mod wire;
 
 pub use api::{Api, RequestObserver};
-pub use client::{Client, RunSelector};
+pub use client::{Client, Priority, RunSelector};
 pub use error::Error;

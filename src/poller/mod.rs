@@ -8,16 +8,23 @@
 //! read for each pipeline where a run may have completed since the last poll. Every completed
 //! run is observed in the histograms exactly once; with `metrics.jobs` the detail of each run
 //! about to be recorded is read for its jobs.
+//!
+//! A pipeline's first history read (its backfill: the runs that ended within `backfill_window`
+//! before it was first seen) is not part of a poll: the target's backfill task makes them
+//! behind the polls (`backfill.rs`), so that a cold start shows every pipeline's state and last
+//! run after one round of status calls.
 
+mod backfill;
 mod steps;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::clock::unix_now;
-use crate::codearts::{Client, Error};
+use crate::codearts::{Client, Error, Priority};
 use crate::config::{ShardingConfig, TargetConfig};
 use crate::metrics::Metrics;
 use crate::schedule::{Heartbeat, Schedule};
@@ -40,6 +47,8 @@ pub struct Settings {
 pub struct TargetPoller {
     target: TargetConfig,
     client: Client,
+    /// The same client, behind `client`'s requests: for the backfill.
+    background: Client,
     metrics: Arc<Metrics>,
     store: Arc<Store>,
     slot: Arc<TargetSlot>,
@@ -49,6 +58,8 @@ pub struct TargetPoller {
     poll_timeout: Duration,
     /// Moved by each poll start; the watchdog reads it.
     heartbeat: Heartbeat,
+    /// Wakes the backfill when a poll left pipelines to backfill.
+    backfill_due: Notify,
 }
 
 impl TargetPoller {
@@ -70,6 +81,7 @@ impl TargetPoller {
         let heartbeat = Heartbeat::new(schedule.stall_after(chrono::Utc::now(), poll_timeout));
         TargetPoller {
             target,
+            background: client.with_priority(Priority::Backfill),
             client,
             metrics,
             store,
@@ -78,6 +90,7 @@ impl TargetPoller {
             schedule,
             poll_timeout,
             heartbeat,
+            backfill_due: Notify::new(),
         }
     }
 
@@ -101,12 +114,11 @@ impl TargetPoller {
         self.target.label()
     }
 
-    /// Runs one poll, unless the previous one is still running (then counts a skip). The
-    /// steady part (discovery, status, names, history reads of pipelines already backfilled)
-    /// must finish within `poll_timeout`, or the poll is cut short and counted as failed; the
-    /// first history reads of new pipelines come after it, without a deadline.
+    /// Runs one poll, unless the previous one is still running (then counts a skip). It must
+    /// finish within `poll_timeout`, or it is cut short and counted as failed. The target is
+    /// ready after its first successful poll, whatever its backfill still has to read.
     pub async fn poll(&self) {
-        let Some(mut state) = self.store.begin_poll(&self.slot) else {
+        let Some(mut state) = self.store.begin_poll(&self.slot).await else {
             tracing::warn!(
                 target_name = self.label(),
                 "previous poll still running; skipping this one"
@@ -122,11 +134,7 @@ impl TargetPoller {
         let started = Instant::now();
         let steady = tokio::time::timeout_at(started + self.poll_timeout, self.steady(&mut state));
         let ok = match steady.await {
-            Ok((ok, backfill)) => {
-                // The backfill of a cold start may take minutes at scale: not cut short.
-                let backfilled = self.scan_histories(&mut state, &backfill).await;
-                ok && backfilled
-            }
+            Ok(ok) => ok,
             Err(_) => {
                 // Whatever finished before the cut is recorded; the rest is read next poll.
                 tracing::warn!(
@@ -138,19 +146,35 @@ impl TargetPoller {
                 false
             }
         };
+        let pending = backfill_pending(&state);
+        drop(state);
         let elapsed = started.elapsed();
         self.metrics
             .poll_finished(self.label(), elapsed, ok, unix_now());
+        self.metrics.set_backfill_pending(self.label(), pending);
         if ok {
             self.slot.set_ready();
+        }
+        if pending > 0 {
+            self.backfill_due.notify_one();
         }
         tracing::debug!(
             target_name = self.label(),
             ok,
             elapsed_ms = elapsed.as_millis() as u64,
+            backfill_pending = pending,
             "poll finished"
         );
     }
+}
+
+/// Pipelines of the target whose backfill is due.
+fn backfill_pending(state: &crate::store::TargetState) -> usize {
+    state
+        .pipelines
+        .values()
+        .filter(|pipeline| pipeline.series.is_some() && pipeline.ledger.wants_backfill())
+        .count()
 }
 
 /// Logs a failed call with what to check.

@@ -8,10 +8,10 @@ use futures_util::stream;
 
 use super::{TargetPoller, log_api_error};
 use crate::clock::unix_now;
-use crate::codearts::Error;
 use crate::codearts::model::{PipelineInfo, Run};
+use crate::codearts::{Client, Error};
 use crate::config::{ShardingConfig, StatusApi, TargetConfig};
-use crate::recording::{HISTORY_PAGE, HistoryRead, MAX_HISTORY_PAGES, RunKey, Step};
+use crate::recording::{FromStatus, HISTORY_PAGE, HistoryRead, MAX_HISTORY_PAGES, RunKey, Step};
 use crate::store::{PipelineState, TargetState};
 
 /// Detail and history reads in flight at once within one poll of one target.
@@ -21,11 +21,17 @@ const NAMES_BY_DETAIL: usize = 4;
 /// History reads per group: only one group of histories is held at once.
 const SCAN_GROUP: usize = 64;
 
-/// One pipeline's history read.
-type Scan = (String, HistoryRead);
+/// One pipeline's history read to make.
+pub(super) type Scan = (String, HistoryRead);
+
+/// One pipeline's history read made: what it asked for, and the runs it kept.
+pub(super) type History = (String, HistoryRead, Vec<Run>);
+
+/// A run detail to read: pipeline, run number, and how to name the run.
+pub(super) type WantedDetail = (String, u64, RunKey);
 
 /// Run details of the runs about to be recorded, by run number (for their jobs).
-type Details = HashMap<u64, Run>;
+pub(super) type Details = HashMap<u64, Run>;
 
 /// What the batch status said in one poll.
 struct Status {
@@ -36,23 +42,23 @@ struct Status {
 }
 
 impl TargetPoller {
-    /// Everything a poll must finish within its deadline. Returns whether it all succeeded,
-    /// and the first history reads (backfills) still to do.
-    pub(super) async fn steady(&self, state: &mut TargetState) -> (bool, Vec<Scan>) {
+    /// Everything a poll must finish within its deadline; returns whether it all succeeded.
+    pub(super) async fn steady(&self, state: &mut TargetState) -> bool {
         let mut ok = self.discover(state).await;
         let tracked = tracked(&self.target, &state.discovered, &self.settings.sharding);
         let (status, read) = self.read_status(&tracked).await;
         ok &= read;
-        let (names_wanted, settled) = self.note_latest(state, &status.latest);
+        let (names_wanted, shown) = self.note_latest(state, &status.latest);
         ok &= self.name_new(state, names_wanted).await;
-        self.show_status(state, &status.latest, &settled);
+        self.show_status(state, &status.latest, &shown);
         self.mark_absent(state, &tracked, &status);
         // Completed runs come from the history, read only where something may have completed,
-        // and only of pipelines the batch status just answered: others may be gone.
+        // and only of pipelines the batch status just answered: others may be gone. First
+        // reads are the backfill's.
         let now = unix_now();
         let window = self.target.backfill_window;
         let mut seen = HashSet::new();
-        let (backfill, steady): (Vec<Scan>, Vec<Scan>) = status
+        let reads: Vec<Scan> = status
             .latest
             .iter()
             .filter(|run| seen.insert(run.pipeline_id.as_str()))
@@ -60,11 +66,13 @@ impl TargetPoller {
                 let pipeline = state.pipelines.get(&run.pipeline_id)?;
                 pipeline.series.as_ref()?;
                 let read = pipeline.ledger.history_read(now, window)?;
-                Some((run.pipeline_id.clone(), read))
+                (!read.first).then(|| (run.pipeline_id.clone(), read))
             })
-            .partition(|(_, read)| read.first);
-        ok &= self.scan_histories(state, &steady).await;
-        (ok, backfill)
+            .collect();
+        for group in reads.chunks(SCAN_GROUP) {
+            ok &= self.scan_group(state, group).await;
+        }
+        ok
     }
 
     /// Reads the project's pipeline list when discovery is on and due; false when that failed.
@@ -146,13 +154,13 @@ impl TargetPoller {
     }
 
     /// Tells each pipeline's ledger its latest run, creating the pipelines seen for the first
-    /// time. Returns the pipelines whose name is still unknown, and those the status settles
-    /// (with the run number it settles them at).
+    /// time. Returns the pipelines whose name is still unknown, and what the status shows of
+    /// each pipeline's last completed run.
     fn note_latest(
         &self,
         state: &mut TargetState,
         latest: &[Run],
-    ) -> (Vec<(String, RunKey)>, HashMap<String, u64>) {
+    ) -> (Vec<(String, RunKey)>, HashMap<String, FromStatus>) {
         // Until the target's first successful poll, pipelines count as seen at its start.
         let now = unix_now();
         let first_seen = if self.is_ready() {
@@ -162,7 +170,7 @@ impl TargetPoller {
         };
         let window = self.target.backfill_window;
         let mut names_wanted = Vec::new();
-        let mut settled = HashMap::new();
+        let mut shown = HashMap::new();
         for run in latest {
             let Some(key) = RunKey::of(run) else {
                 tracing::warn!(target_name = self.label(), pipeline_id = %run.pipeline_id, "latest run has neither id nor number");
@@ -172,8 +180,8 @@ impl TargetPoller {
                 .pipelines
                 .entry(run.pipeline_id.clone())
                 .or_insert_with(|| PipelineState::new(first_seen));
-            if let Some(number) = pipeline.ledger.saw_latest(run, key.clone(), now, window) {
-                settled.insert(run.pipeline_id.clone(), number);
+            if let Some(from) = pipeline.ledger.saw_latest(run, key.clone(), now, window) {
+                shown.insert(run.pipeline_id.clone(), from);
             }
             if pipeline.series.is_none() {
                 let name = run
@@ -193,7 +201,7 @@ impl TargetPoller {
                 }
             }
         }
-        (names_wanted, settled)
+        (names_wanted, shown)
     }
 
     /// Gives the pipelines in `wanted` their names (and so their series): from the project's
@@ -256,9 +264,15 @@ impl TargetPoller {
         ok
     }
 
-    /// Sets each pipeline's state and stage gauges from its latest run; a first sight that the
-    /// status settles also gets its `last_run_*` gauges from it.
-    fn show_status(&self, state: &mut TargetState, latest: &[Run], settled: &HashMap<String, u64>) {
+    /// Sets each pipeline's state and stage gauges from its latest run, and its `last_run_*`
+    /// gauges when that run is the last completed one: a cold start shows them at once, before
+    /// any history is read.
+    fn show_status(
+        &self,
+        state: &mut TargetState,
+        latest: &[Run],
+        shown: &HashMap<String, FromStatus>,
+    ) {
         for run in latest {
             let Some(pipeline) = state.pipelines.get_mut(&run.pipeline_id) else {
                 continue;
@@ -270,9 +284,16 @@ impl TargetPoller {
             if !run.stages.is_empty() {
                 series.set_stage_states(run);
             }
-            if let Some(&number) = settled.get(&run.pipeline_id) {
-                series.set_last_completed(run);
-                pipeline.ledger.settle_by_status(number);
+            match shown.get(&run.pipeline_id) {
+                Some(&FromStatus::Last(number)) => {
+                    series.set_last_completed(run);
+                    pipeline.ledger.shown_last(number);
+                }
+                Some(&FromStatus::Settled(number)) => {
+                    series.set_last_completed(run);
+                    pipeline.ledger.settle_by_status(number);
+                }
+                None => {}
             }
         }
     }
@@ -298,30 +319,37 @@ impl TargetPoller {
         }
     }
 
-    /// Reads the histories of `scans` a group at a time and records what they hold; false when
-    /// a read failed.
-    pub(super) async fn scan_histories(&self, state: &mut TargetState, scans: &[Scan]) -> bool {
-        let mut ok = true;
-        for group in scans.chunks(SCAN_GROUP) {
-            ok &= self.scan_group(state, group).await;
-        }
+    /// Reads the histories of `group` and records what they hold; false when a read failed.
+    async fn scan_group(&self, state: &mut TargetState, group: &[Scan]) -> bool {
+        let (histories, mut ok) = self.read_histories(&self.client, group).await;
+        let details = if self.settings.record_jobs {
+            let wanted = details_wanted(state, &histories);
+            let (details, fetched) = self.read_details(&self.client, wanted).await;
+            ok &= fetched;
+            details
+        } else {
+            HashMap::new()
+        };
+        self.record_histories(state, histories, details);
         ok
     }
 
-    /// Reads the histories of `group` and records what they hold. Each pipeline's history is
-    /// recorded whole or not at all, so a poll cut short between two reads loses nothing and
-    /// records nothing twice.
-    async fn scan_group(&self, state: &mut TargetState, group: &[Scan]) -> bool {
-        let mut ok = true;
+    /// Reads the histories of `group` through `client`: those read, and whether all were.
+    pub(super) async fn read_histories(
+        &self,
+        client: &Client,
+        group: &[Scan],
+    ) -> (Vec<History>, bool) {
         let scanned: Vec<(String, HistoryRead, Result<Vec<Run>, Error>)> =
             stream::iter(group.iter().cloned())
                 .map(|(pipeline_id, read)| async move {
-                    let result = self.read_history(&pipeline_id, read).await;
+                    let result = self.read_history(client, &pipeline_id, read).await;
                     (pipeline_id, read, result)
                 })
                 .buffer_unordered(CONCURRENCY)
                 .collect()
                 .await;
+        let mut ok = true;
         let mut histories = Vec::with_capacity(scanned.len());
         for (pipeline_id, read, result) in scanned {
             match result {
@@ -332,20 +360,24 @@ impl TargetPoller {
                 }
             }
         }
-        let mut details = if self.settings.record_jobs {
-            let (details, fetched) = self.read_details(state, &histories).await;
-            ok &= fetched;
-            details
-        } else {
-            HashMap::new()
-        };
+        (histories, ok)
+    }
+
+    /// Records what `histories` hold. Each pipeline's history is recorded whole or not at all
+    /// (a pipeline whose run detail failed waits for its next read), so a poll cut short
+    /// between two reads loses nothing and records nothing twice.
+    pub(super) fn record_histories(
+        &self,
+        state: &mut TargetState,
+        histories: Vec<History>,
+        mut details: HashMap<String, Option<Details>>,
+    ) {
         for (pipeline_id, read, mut runs) in histories {
             let Some(pipeline) = state.pipelines.get_mut(&pipeline_id) else {
                 continue;
             };
             let pipeline_details = match details.remove(&pipeline_id) {
                 Some(Some(found)) => found,
-                // A detail failed: nothing of this pipeline is recorded before it can be whole.
                 Some(None) => continue,
                 None => Details::new(),
             };
@@ -353,16 +385,19 @@ impl TargetPoller {
                 tracing::warn!(target_name = self.label(), %pipeline_id, "run history lacks the latest run; reading it again next poll");
             }
         }
-        ok
     }
 
     /// Reads the history newest first, page by page, as far back as `read` needs.
-    async fn read_history(&self, pipeline_id: &str, read: HistoryRead) -> Result<Vec<Run>, Error> {
+    async fn read_history(
+        &self,
+        client: &Client,
+        pipeline_id: &str,
+        read: HistoryRead,
+    ) -> Result<Vec<Run>, Error> {
         let mut runs: Vec<Run> = Vec::new();
         for page in 0..MAX_HISTORY_PAGES {
             let offset = page * HISTORY_PAGE;
-            let (batch, total) = self
-                .client
+            let (batch, total) = client
                 .run_history(&self.target.project_id, pipeline_id, offset, HISTORY_PAGE)
                 .await?;
             let last_page = batch.len() < HISTORY_PAGE as usize || offset + HISTORY_PAGE >= total;
@@ -375,28 +410,13 @@ impl TargetPoller {
         Ok(read.keep(runs))
     }
 
-    /// Reads the run detail of every run about to be recorded. Per pipeline: the details, or
-    /// `None` when one failed; and whether every read succeeded.
-    async fn read_details(
+    /// Reads the run details in `wanted` through `client`. Per pipeline: the details, or `None`
+    /// when one failed; and whether every read succeeded.
+    pub(super) async fn read_details(
         &self,
-        state: &TargetState,
-        histories: &[(String, HistoryRead, Vec<Run>)],
+        client: &Client,
+        wanted: Vec<WantedDetail>,
     ) -> (HashMap<String, Option<Details>>, bool) {
-        let mut wanted: Vec<(String, u64, RunKey)> = Vec::new();
-        for (pipeline_id, read, runs) in histories {
-            let Some(pipeline) = state.pipelines.get(pipeline_id) else {
-                continue;
-            };
-            for run in runs
-                .iter()
-                .filter(|run| pipeline.ledger.will_record(run, read.cutoff))
-            {
-                if let (Some(number), Some(key)) = (run.run_number, RunKey::of(run)) {
-                    wanted.push((pipeline_id.clone(), number, key));
-                }
-            }
-        }
-        let client = &self.client;
         let project_id = self.target.project_id.as_str();
         let fetched: Vec<(String, u64, Result<Run, Error>)> = stream::iter(wanted)
             .map(|(pipeline_id, number, key)| async move {
@@ -429,6 +449,25 @@ impl TargetPoller {
         }
         (details, all_ok)
     }
+}
+
+/// The run details to read for `histories`: every run about to be recorded (for its jobs).
+pub(super) fn details_wanted(state: &TargetState, histories: &[History]) -> Vec<WantedDetail> {
+    let mut wanted = Vec::new();
+    for (pipeline_id, read, runs) in histories {
+        let Some(pipeline) = state.pipelines.get(pipeline_id) else {
+            continue;
+        };
+        for run in runs
+            .iter()
+            .filter(|run| pipeline.ledger.will_record(run, read.cutoff))
+        {
+            if let (Some(number), Some(key)) = (run.run_number, RunKey::of(run)) {
+                wanted.push((pipeline_id.clone(), number, key));
+            }
+        }
+    }
+    wanted
 }
 
 /// Records the completed runs of a history read once each, oldest first, with their jobs when

@@ -65,7 +65,7 @@ mod tests {
         let (slot, new) = store.target("t", Duration::from_secs(60));
         assert!(new);
         {
-            let mut poll = store.begin_poll(&slot).expect("not busy");
+            let mut poll = store.begin_poll(&slot).await.expect("not busy");
             for id in ["a", "b"] {
                 let mut pipeline = PipelineState::new(0.0);
                 let mut series = store.new_series("proj", id, id);
@@ -82,7 +82,7 @@ mod tests {
         assert_eq!(exposed(&store), 2, "within the grace period");
         tokio::time::sleep(Duration::from_secs(1)).await;
         // A target in the middle of a poll is left for the next round.
-        let busy = store.begin_poll(&slot).expect("not busy");
+        let busy = store.begin_poll(&slot).await.expect("not busy");
         store.collect_garbage();
         assert_eq!(exposed(&store), 2);
         drop(busy);

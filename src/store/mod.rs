@@ -1,7 +1,8 @@
 //! Every target's and pipeline's state, in one place: what the pollers know (discovered
 //! pipelines, each pipeline's [`RunLedger`]) together with the series they write.
 //!
-//! Pollers write, a target at a time, under a [`PollGuard`]; a scrape reads the series through
+//! Pollers write, one poll of a target at a time, under a [`PollGuard`]; the target's backfill
+//! writes between polls' steps under a [`WriteGuard`]; a scrape reads the series through
 //! the [`SeriesTable`]; the garbage collector ([`Store::collect_garbage`]) removes what is gone.
 //! A pipeline's series are released when its state is dropped, so removing a pipeline, or a
 //! whole target, is removing it from here. A target's state outlives its poller: after a
@@ -60,6 +61,8 @@ pub struct TargetState {
 #[derive(Debug)]
 pub struct TargetSlot {
     state: tokio::sync::Mutex<TargetState>,
+    /// A poll of the target is running (one at a time; the backfill may still write).
+    polling: AtomicBool,
     /// A poll of the target has succeeded.
     ready: AtomicBool,
     /// The grace period of its absent pipelines, and of the target itself once retired.
@@ -72,6 +75,7 @@ impl TargetSlot {
     fn new(gc_after: Duration) -> TargetSlot {
         TargetSlot {
             state: tokio::sync::Mutex::new(TargetState::default()),
+            polling: AtomicBool::new(false),
             ready: AtomicBool::new(false),
             gc_after: Mutex::new(gc_after),
             retired_at: Mutex::new(None),
@@ -152,21 +156,60 @@ impl Store {
         }
     }
 
-    /// Locks `slot` for a poll, or `None` while another poll holds it.
-    pub fn begin_poll<'a>(&'a self, slot: &'a TargetSlot) -> Option<PollGuard<'a>> {
-        let state = slot.state.try_lock().ok()?;
+    /// Locks `slot` for a poll, or `None` while another poll of it runs.
+    pub async fn begin_poll<'a>(&'a self, slot: &'a TargetSlot) -> Option<PollGuard<'a>> {
+        if slot.polling.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        let running = Running(&slot.polling);
+        // Waits only for a backfill's write, which is brief.
+        let state = self.write(slot).await;
         Some(PollGuard {
             state,
-            series: &self.series,
+            _running: running,
         })
+    }
+
+    /// Locks `slot`'s state for a brief write (the backfill's), waiting for a poll that holds it.
+    pub async fn write<'a>(&'a self, slot: &'a TargetSlot) -> WriteGuard<'a> {
+        WriteGuard {
+            state: slot.state.lock().await,
+            series: &self.series,
+        }
     }
 }
 
-/// A target's state, held for one poll. When the poll ends (or is cut short) the series it
-/// wrote are marked changed, once: the one place the render cache is invalidated for them.
-pub struct PollGuard<'a> {
+/// A target's state, held for a write. When it is released the series written are marked
+/// changed, once: the one place the render cache is invalidated for them.
+pub struct WriteGuard<'a> {
     state: tokio::sync::MutexGuard<'a, TargetState>,
     series: &'a SeriesTable,
+}
+
+impl std::ops::Deref for WriteGuard<'_> {
+    type Target = TargetState;
+
+    fn deref(&self) -> &TargetState {
+        &self.state
+    }
+}
+
+impl std::ops::DerefMut for WriteGuard<'_> {
+    fn deref_mut(&mut self) -> &mut TargetState {
+        &mut self.state
+    }
+}
+
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        self.series.changed();
+    }
+}
+
+/// A target's state, held for one poll (which may be cut short at any await).
+pub struct PollGuard<'a> {
+    state: WriteGuard<'a>,
+    _running: Running<'a>,
 }
 
 impl std::ops::Deref for PollGuard<'_> {
@@ -183,9 +226,12 @@ impl std::ops::DerefMut for PollGuard<'_> {
     }
 }
 
-impl Drop for PollGuard<'_> {
+/// Marks a target's poll as running while it lives.
+struct Running<'a>(&'a AtomicBool);
+
+impl Drop for Running<'_> {
     fn drop(&mut self) {
-        self.series.changed();
+        self.0.store(false, Ordering::Release);
     }
 }
 
@@ -193,8 +239,8 @@ impl Drop for PollGuard<'_> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_target_keeps_its_place_across_pollers() {
+    #[tokio::test]
+    async fn a_target_keeps_its_place_across_pollers() {
         let store = Store::new(&MetricsConfig::default());
         let (first, new) = store.target("t", Duration::from_secs(60));
         assert!(new);
@@ -210,9 +256,9 @@ mod tests {
             "the new grace period"
         );
         // Only one poll at a time.
-        let poll = store.begin_poll(&first).expect("free");
-        assert!(store.begin_poll(&second).is_none());
+        let poll = store.begin_poll(&first).await.expect("free");
+        assert!(store.begin_poll(&second).await.is_none());
         drop(poll);
-        assert!(store.begin_poll(&second).is_some());
+        assert!(store.begin_poll(&second).await.is_some());
     }
 }

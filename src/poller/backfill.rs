@@ -1,0 +1,212 @@
+//! The backfill: each pipeline's first history read, which records the runs that ended within
+//! `backfill_window` before the pipeline was first seen. At scale a cold start has thousands of
+//! them, so they are not part of a poll: one task per target makes them between and beside the
+//! polls, newest pipelines first, with requests that wait behind every poll request for the rate
+//! limit ([`Priority::Backfill`](crate::codearts::Priority)).
+//!
+//! The ledger of each pipeline stays the one truth of what is recorded: the backfill picks what
+//! the ledgers want, reads without holding the target's state, and records each pipeline's
+//! history whole (or not at all) under a brief lock, as a poll does. A run that completes while
+//! its pipeline waits for the backfill is found by that read; one that completes after it, by the
+//! polls' reads.
+
+use std::cmp::Ordering;
+use std::collections::{HashMap, HashSet};
+
+use super::TargetPoller;
+use super::steps::{History, Scan, details_wanted};
+use crate::clock::unix_now;
+use crate::store::TargetState;
+
+/// Pipelines picked at once: their reads run together, and the order is looked at again after
+/// each group (a pipeline that has just run goes ahead of the older ones).
+const BACKFILL_GROUP: usize = 16;
+
+impl TargetPoller {
+    /// Makes the first history reads the polls leave, until the schedule stops (a cut read
+    /// records nothing, and is made again by the next poller of the target). A pipeline whose
+    /// read failed waits for the next poll before it is tried again.
+    pub async fn backfill(&self) {
+        let mut failed: HashSet<String> = HashSet::new();
+        let mut read: Vec<History> = Vec::new();
+        let mut details = HashMap::new();
+        loop {
+            let (group, pending) = {
+                let mut state = self.store.write(&self.slot).await;
+                self.record_histories(
+                    &mut state,
+                    std::mem::take(&mut read),
+                    std::mem::take(&mut details),
+                );
+                pick(&state, &failed, unix_now(), self.target.backfill_window)
+            };
+            self.metrics.set_backfill_pending(self.label(), pending);
+            if group.is_empty() {
+                self.backfill_due.notified().await;
+                failed.clear();
+                continue;
+            }
+            let (histories, _) = self.read_histories(&self.background, &group).await;
+            let done: HashSet<&str> = histories.iter().map(|(id, _, _)| id.as_str()).collect();
+            failed.extend(
+                group
+                    .iter()
+                    .filter(|(id, _)| !done.contains(id.as_str()))
+                    .map(|(id, _)| id.clone()),
+            );
+            if self.settings.record_jobs {
+                let wanted = details_wanted(&*self.store.write(&self.slot).await, &histories);
+                let (fetched, _) = self.read_details(&self.background, wanted).await;
+                for (id, found) in &fetched {
+                    if found.is_none() {
+                        failed.insert(id.clone());
+                    }
+                }
+                details = fetched;
+            }
+            read = histories;
+        }
+    }
+}
+
+/// The next pipelines to backfill, newest latest run first, with the read each needs; and how
+/// many wait (those that failed since the last poll included).
+fn pick(
+    state: &TargetState,
+    failed: &HashSet<String>,
+    now: f64,
+    window: std::time::Duration,
+) -> (Vec<Scan>, usize) {
+    let mut pending: Vec<(f64, Scan)> = Vec::new();
+    let mut waiting = 0;
+    for (id, pipeline) in &state.pipelines {
+        if pipeline.series.is_none() || !pipeline.ledger.wants_backfill() {
+            continue;
+        }
+        waiting += 1;
+        if failed.contains(id) {
+            continue;
+        }
+        if let Some(read) = pipeline.ledger.history_read(now, window) {
+            pending.push((pipeline.ledger.latest_at(), (id.clone(), read)));
+        }
+    }
+    pending.sort_by(|a, b| newest_first(a.0, b.0).then_with(|| a.1.0.cmp(&b.1.0)));
+    pending.truncate(BACKFILL_GROUP);
+    (pending.into_iter().map(|(_, scan)| scan).collect(), waiting)
+}
+
+/// Orders times newest first.
+fn newest_first(a: f64, b: f64) -> Ordering {
+    b.total_cmp(&a)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::codearts::model::{Run, RunResult, RunState};
+    use crate::config::MetricsConfig;
+    use crate::recording::{FromStatus, RunKey};
+    use crate::store::{PipelineState, Store};
+
+    const WINDOW: Duration = Duration::from_secs(3600);
+    const NOW: f64 = 100_000.0;
+
+    fn run(id: &str, number: u64, end: Option<f64>) -> Run {
+        Run {
+            pipeline_id: id.into(),
+            pipeline_name: None,
+            run_id: Some(format!("{id}-{number}")),
+            run_number: Some(number),
+            state: if end.is_some() {
+                RunState::Completed
+            } else {
+                RunState::Running
+            },
+            result: end.map(|_| RunResult::Success),
+            start: Some(end.unwrap_or(NOW) - 10.0),
+            end,
+            detail_url: None,
+            trigger: None,
+            branch: None,
+            stages: Vec::new(),
+        }
+    }
+
+    /// A target whose pipelines' latest runs are `latest`, as a first poll leaves them.
+    fn target(store: &Store, latest: &[Run]) -> TargetState {
+        let mut state = TargetState::default();
+        for run in latest {
+            let mut pipeline = PipelineState::new(NOW);
+            let key = RunKey::of(run).expect("a key");
+            match pipeline.ledger.saw_latest(run, key, NOW, WINDOW) {
+                Some(FromStatus::Settled(number)) => pipeline.ledger.settle_by_status(number),
+                Some(FromStatus::Last(number)) => pipeline.ledger.shown_last(number),
+                None => {}
+            }
+            pipeline.series = Some(store.new_series("p", &run.pipeline_id, &run.pipeline_id));
+            state.pipelines.insert(run.pipeline_id.clone(), pipeline);
+        }
+        state
+    }
+
+    #[test]
+    fn newer_pipelines_are_backfilled_before_older_ones() {
+        let store = Store::new(&MetricsConfig::default());
+        let state = target(
+            &store,
+            &[
+                run("old", 3, Some(NOW - 3000.0)),
+                run("running", 9, None),
+                run("recent", 5, Some(NOW - 60.0)),
+                // Ended before the window: the status settles it, nothing to backfill.
+                run("settled", 2, Some(NOW - 7200.0)),
+                run("middle", 4, Some(NOW - 600.0)),
+            ],
+        );
+        let (group, pending) = pick(&state, &HashSet::new(), NOW, WINDOW);
+        let order: Vec<&str> = group.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(order, ["running", "recent", "middle", "old"]);
+        assert_eq!(pending, 4);
+        assert!(group.iter().all(|(_, read)| read.first));
+        assert_eq!(group[0].1.cutoff, NOW - WINDOW.as_secs_f64());
+
+        // A pipeline whose read failed waits for the next poll, and still counts as pending.
+        let failed: HashSet<String> = ["running".to_string()].into();
+        let (group, pending) = pick(&state, &failed, NOW, WINDOW);
+        assert_eq!(group[0].0, "recent");
+        assert_eq!((group.len(), pending), (3, 4));
+    }
+
+    #[test]
+    fn a_pipeline_that_runs_again_moves_ahead() {
+        let store = Store::new(&MetricsConfig::default());
+        let mut state = target(
+            &store,
+            &[
+                run("a", 1, Some(NOW - 100.0)),
+                run("b", 1, Some(NOW - 200.0)),
+            ],
+        );
+        let b = state.pipelines.get_mut("b").expect("b");
+        let newer = run("b", 2, Some(NOW - 5.0));
+        b.ledger
+            .saw_latest(&newer, RunKey::of(&newer).expect("key"), NOW, WINDOW);
+        let (group, _) = pick(&state, &HashSet::new(), NOW, WINDOW);
+        assert_eq!(group[0].0, "b");
+    }
+
+    #[test]
+    fn groups_are_bounded() {
+        let store = Store::new(&MetricsConfig::default());
+        let runs: Vec<Run> = (0..40)
+            .map(|i| run(&format!("p{i:02}"), 1, Some(NOW - f64::from(i))))
+            .collect();
+        let state = target(&store, &runs);
+        let (group, pending) = pick(&state, &HashSet::new(), NOW, WINDOW);
+        assert_eq!((group.len(), pending), (BACKFILL_GROUP, 40));
+        assert_eq!(group[0].0, "p00");
+    }
+}
