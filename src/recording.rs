@@ -282,6 +282,11 @@ impl RunLedger {
         self.needs_read && !self.backfilled
     }
 
+    /// Whether a last completed run is shown (by the status or a history read).
+    pub fn shows_last(&self) -> bool {
+        self.last_completed.is_some()
+    }
+
     /// When its latest run ended, or started while it runs (Unix seconds; 0 when unknown).
     pub fn latest_at(&self) -> f64 {
         self.latest_at

@@ -1,7 +1,8 @@
 //! The backfill: each pipeline's first history read, which records the runs that ended within
 //! `backfill_window` before the pipeline was first seen. At scale a cold start has thousands of
 //! them, so they are not part of a poll: one task per target makes them between and beside the
-//! polls, newest pipelines first, with requests that wait behind every poll request for the rate
+//! polls, pipelines without a last run first (the status showed the others'), then the newest,
+//! with requests that wait behind every poll request for the rate
 //! limit ([`Priority::Backfill`](crate::codearts::Priority)).
 //!
 //! The ledger of each pipeline stays the one truth of what is recorded: the backfill picks what
@@ -69,15 +70,16 @@ impl TargetPoller {
     }
 }
 
-/// The next pipelines to backfill, newest latest run first, with the read each needs; and how
-/// many wait (those that failed since the last poll included).
+/// The next pipelines to backfill, with the read each needs: first those that show no last run
+/// yet (their latest run is still running), then the newest latest run first; and how many
+/// wait (those that failed since the last poll included).
 fn pick(
     state: &TargetState,
     failed: &HashSet<String>,
     now: f64,
     window: std::time::Duration,
 ) -> (Vec<Scan>, usize) {
-    let mut pending: Vec<(f64, Scan)> = Vec::new();
+    let mut pending: Vec<((bool, f64), Scan)> = Vec::new();
     let mut waiting = 0;
     for (id, pipeline) in &state.pipelines {
         if pipeline.series.is_none() || !pipeline.ledger.wants_backfill() {
@@ -88,10 +90,15 @@ fn pick(
             continue;
         }
         if let Some(read) = pipeline.ledger.history_read(now, window) {
-            pending.push((pipeline.ledger.latest_at(), (id.clone(), read)));
+            let rank = (pipeline.ledger.shows_last(), pipeline.ledger.latest_at());
+            pending.push((rank, (id.clone(), read)));
         }
     }
-    pending.sort_by(|a, b| newest_first(a.0, b.0).then_with(|| a.1.0.cmp(&b.1.0)));
+    pending.sort_by(|(a, a_scan), (b, b_scan)| {
+        (a.0.cmp(&b.0))
+            .then_with(|| newest_first(a.1, b.1))
+            .then_with(|| a_scan.0.cmp(&b_scan.0))
+    });
     pending.truncate(BACKFILL_GROUP);
     (pending.into_iter().map(|(_, scan)| scan).collect(), waiting)
 }
@@ -178,6 +185,17 @@ mod tests {
         let (group, pending) = pick(&state, &failed, NOW, WINDOW);
         assert_eq!(group[0].0, "recent");
         assert_eq!((group.len(), pending), (3, 4));
+    }
+
+    #[test]
+    fn pipelines_without_a_last_run_come_first() {
+        let store = Store::new(&MetricsConfig::default());
+        let mut long_running = run("long-running", 7, None);
+        long_running.start = Some(NOW - 3000.0);
+        let state = target(&store, &[run("recent", 5, Some(NOW - 1.0)), long_running]);
+        let (group, _) = pick(&state, &HashSet::new(), NOW, WINDOW);
+        let order: Vec<&str> = group.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(order, ["long-running", "recent"]);
     }
 
     #[test]
