@@ -52,6 +52,9 @@ pub enum Priority {
 
 /// How often a backfill request waiting behind poll requests looks again.
 const YIELD_RECHECK: Duration = Duration::from_millis(5);
+/// How long after a poll request ends the backfill still keeps off the rate limit: a poll sends
+/// its status chunks one after the other, and the gap between two must not let the backfill in.
+const POLL_GAP: Duration = Duration::from_millis(250);
 
 /// A CodeArts Pipeline API client; cheap to clone, clones share the pool and the limits.
 #[derive(Clone)]
@@ -71,8 +74,11 @@ pub struct Client {
 /// What every request of every clone waits for, and how retries are spaced.
 struct Limits {
     rate: DefaultDirectRateLimiter,
-    /// Poll requests waiting for the rate limit: while there are any, backfill requests wait.
-    polls_waiting: AtomicUsize,
+    /// Poll requests waiting for the rate limit or in flight: while there are any, and for
+    /// [`POLL_GAP`] after the last ended, backfill requests wait.
+    polls_active: AtomicUsize,
+    /// When the last poll request ended.
+    poll_ended: Mutex<Option<Instant>>,
     slots: Semaphore,
     /// No request to an API before this instant (its last `Retry-After`).
     paused: Mutex<HashMap<Api, Instant>>,
@@ -97,7 +103,8 @@ impl Limits {
             .allow_burst(burst);
         Ok(Limits {
             rate: RateLimiter::direct(quota),
-            polls_waiting: AtomicUsize::new(0),
+            polls_active: AtomicUsize::new(0),
+            poll_ended: Mutex::new(None),
             slots: Semaphore::new(codearts.max_concurrent_requests.max(1)),
             paused: Mutex::new(HashMap::new()),
             max_retries: codearts.max_retries,
@@ -120,11 +127,7 @@ impl Limits {
 
     /// Waits out a pause of `api`, then for a request slot and the rate limit, behind every
     /// waiting poll request when `priority` is the backfill's.
-    async fn turn(
-        &self,
-        api: Api,
-        priority: Priority,
-    ) -> Result<tokio::sync::SemaphorePermit<'_>, Error> {
+    async fn turn(&self, api: Api, priority: Priority) -> Result<Turn<'_>, Error> {
         while let Some(until) = self.paused_until(api) {
             if until <= Instant::now() {
                 break;
@@ -136,20 +139,36 @@ impl Limits {
             .acquire()
             .await
             .map_err(|_| Error::Setup("request slots closed".into()))?;
-        match priority {
+        let poll = match priority {
             Priority::Poll => {
-                let _waiting = PollWaiting::new(&self.polls_waiting);
+                let active = PollActive::new(self);
                 self.rate.until_ready().await;
+                Some(active)
             }
-            Priority::Backfill => self.backfill_turn().await,
-        }
-        Ok(permit)
+            Priority::Backfill => {
+                self.backfill_turn().await;
+                None
+            }
+        };
+        Ok(Turn {
+            _permit: permit,
+            _poll: poll,
+        })
     }
 
-    /// Takes a unit of the rate limit only when no poll request is waiting for one.
+    /// Whether poll requests are waiting, in flight, or ended less than [`POLL_GAP`] ago.
+    fn polls_busy(&self) -> bool {
+        if self.polls_active.load(Ordering::SeqCst) > 0 {
+            return true;
+        }
+        let ended = *self.poll_ended.lock().unwrap_or_else(|e| e.into_inner());
+        ended.is_some_and(|at| at.elapsed() < POLL_GAP)
+    }
+
+    /// Takes a unit of the rate limit only when no poll request is busy with it.
     async fn backfill_turn(&self) {
         loop {
-            if self.polls_waiting.load(Ordering::SeqCst) > 0 {
+            if self.polls_busy() {
                 tokio::time::sleep(YIELD_RECHECK).await;
                 continue;
             }
@@ -165,19 +184,26 @@ impl Limits {
     }
 }
 
-/// Counts a poll request as waiting for the rate limit while it lives.
-struct PollWaiting<'a>(&'a AtomicUsize);
+/// A request's turn: its slot, held until the request ends.
+struct Turn<'a> {
+    _permit: tokio::sync::SemaphorePermit<'a>,
+    _poll: Option<PollActive<'a>>,
+}
 
-impl<'a> PollWaiting<'a> {
-    fn new(count: &'a AtomicUsize) -> Self {
-        count.fetch_add(1, Ordering::SeqCst);
-        PollWaiting(count)
+/// Counts a poll request as active (waiting for the rate limit, or in flight) while it lives.
+struct PollActive<'a>(&'a Limits);
+
+impl<'a> PollActive<'a> {
+    fn new(limits: &'a Limits) -> Self {
+        limits.polls_active.fetch_add(1, Ordering::SeqCst);
+        PollActive(limits)
     }
 }
 
-impl Drop for PollWaiting<'_> {
+impl Drop for PollActive<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        *self.0.poll_ended.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        self.0.polls_active.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -1033,7 +1059,7 @@ mod tests {
             *order.lock().expect("order"),
             ["poll", "poll", "backfill", "backfill"]
         );
-        assert_eq!(limits.polls_waiting.load(Ordering::SeqCst), 0);
+        assert_eq!(limits.polls_active.load(Ordering::SeqCst), 0);
     }
 
     #[test]

@@ -31,6 +31,8 @@ impl TargetPoller {
         let mut failed: HashSet<String> = HashSet::new();
         let mut read: Vec<History> = Vec::new();
         let mut details = HashMap::new();
+        // Whether pipelines that show no last run wait for their read (logged when none do).
+        let mut lacking_last = false;
         loop {
             let (group, pending) = {
                 let mut state = self.store.write(&self.slot).await;
@@ -41,7 +43,17 @@ impl TargetPoller {
                 );
                 pick(&state, &failed, unix_now(), self.target.backfill_window)
             };
-            self.metrics.set_backfill_pending(self.label(), pending);
+            self.metrics.set_backfill_pending(self.label(), pending.all);
+            if pending.without_last > 0 {
+                lacking_last = true;
+            } else if lacking_last {
+                lacking_last = false;
+                tracing::info!(
+                    target_name = self.label(),
+                    backfill_pending = pending.all,
+                    "backfill: every pipeline that has completed a run shows its last run"
+                );
+            }
             if group.is_empty() {
                 self.backfill_due.notified().await;
                 failed.clear();
@@ -70,22 +82,34 @@ impl TargetPoller {
     }
 }
 
+/// Pipelines waiting for their backfill.
+#[derive(Debug, Default, PartialEq)]
+struct Pending {
+    /// All of them (those whose read failed since the last poll included).
+    all: usize,
+    /// Those that show no last run yet.
+    without_last: usize,
+}
+
 /// The next pipelines to backfill, with the read each needs: first those that show no last run
 /// yet (their latest run is still running), then the newest latest run first; and how many
-/// wait (those that failed since the last poll included).
+/// wait.
 fn pick(
     state: &TargetState,
     failed: &HashSet<String>,
     now: f64,
     window: std::time::Duration,
-) -> (Vec<Scan>, usize) {
+) -> (Vec<Scan>, Pending) {
     let mut pending: Vec<((bool, f64), Scan)> = Vec::new();
-    let mut waiting = 0;
+    let mut waiting = Pending::default();
     for (id, pipeline) in &state.pipelines {
         if pipeline.series.is_none() || !pipeline.ledger.wants_backfill() {
             continue;
         }
-        waiting += 1;
+        waiting.all += 1;
+        if !pipeline.ledger.shows_last() {
+            waiting.without_last += 1;
+        }
         if failed.contains(id) {
             continue;
         }
@@ -176,7 +200,13 @@ mod tests {
         let (group, pending) = pick(&state, &HashSet::new(), NOW, WINDOW);
         let order: Vec<&str> = group.iter().map(|(id, _)| id.as_str()).collect();
         assert_eq!(order, ["running", "recent", "middle", "old"]);
-        assert_eq!(pending, 4);
+        assert_eq!(
+            pending,
+            Pending {
+                all: 4,
+                without_last: 1
+            }
+        );
         assert!(group.iter().all(|(_, read)| read.first));
         assert_eq!(group[0].1.cutoff, NOW - WINDOW.as_secs_f64());
 
@@ -184,7 +214,7 @@ mod tests {
         let failed: HashSet<String> = ["running".to_string()].into();
         let (group, pending) = pick(&state, &failed, NOW, WINDOW);
         assert_eq!(group[0].0, "recent");
-        assert_eq!((group.len(), pending), (3, 4));
+        assert_eq!((group.len(), pending.all), (3, 4));
     }
 
     #[test]
@@ -224,7 +254,7 @@ mod tests {
             .collect();
         let state = target(&store, &runs);
         let (group, pending) = pick(&state, &HashSet::new(), NOW, WINDOW);
-        assert_eq!((group.len(), pending), (BACKFILL_GROUP, 40));
+        assert_eq!((group.len(), pending.all), (BACKFILL_GROUP, 40));
         assert_eq!(group[0].0, "p00");
     }
 }
