@@ -95,6 +95,7 @@ pub fn config(
             include: None,
             exclude: None,
             tags: Vec::new(),
+            include_disabled: false,
             discover_every: Duration::from_secs(600),
             gc_after: Duration::from_secs(600),
         })

@@ -15,6 +15,8 @@ pub struct PipelineInfo {
     pub name: String,
     /// Tag names.
     pub tags: Vec<String>,
+    /// Disabled (`banned`): it cannot run.
+    pub disabled: bool,
 }
 
 impl PipelineInfo {
@@ -25,6 +27,7 @@ impl PipelineInfo {
             name: non_empty(&entry.name).unwrap_or_else(|| id.clone()),
             id,
             tags: entry.tag_list.clone(),
+            disabled: entry.banned == Some(true),
         })
     }
 }
@@ -562,8 +565,10 @@ mod tests {
     fn pipeline_list_pages_parse_with_either_form_of_tags() {
         let text = r#"{"offset": 0, "limit": 10, "total": 3, "current_system_time": 1,
             "pipelines": [
-              {"pipeline_id": "a", "name": "构建-a", "tag_list": ["nightly", 5, {"name": "发布"}]},
-              {"pipeline_id": "b", "name": null, "tag_list": null, "latest_run": {"x": 1}},
+              {"pipeline_id": "a", "name": "构建-a", "banned": false,
+               "tag_list": ["nightly", 5, {"tag_id": "t1", "name": "发布", "color": "red"}]},
+              {"pipeline_id": "b", "name": null, "tag_list": null, "latest_run": {"x": 1},
+               "banned": true},
               {"name": "no id"},
               7]}"#;
         let page: PipelineListPage = serde_json::from_str(text).expect("parses");
@@ -580,11 +585,13 @@ mod tests {
                     id: "a".into(),
                     name: "构建-a".into(),
                     tags: vec!["nightly".into(), "发布".into()],
+                    disabled: false,
                 },
                 PipelineInfo {
                     id: "b".into(),
                     name: "b".into(),
                     tags: vec![],
+                    disabled: true,
                 },
             ]
         );

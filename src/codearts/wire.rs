@@ -217,7 +217,7 @@ pub(crate) struct RunList {
     pub pipeline_runs: Vec<V5RunStatus>,
 }
 
-/// The pipelines of a project, one page (reference 3.5).
+/// The pipelines of a project, one page (reference 5.4).
 #[derive(Debug, Clone, Default, Deserialize)]
 pub(crate) struct PipelineListPage {
     /// Pipelines matching the query in all pages.
@@ -237,9 +237,12 @@ pub(crate) struct PipelineEntry {
     /// Pipeline name.
     #[serde(default, deserialize_with = "lenient_string")]
     pub name: Option<String>,
-    /// Tags; the reference does not say whether elements are names or objects: both are read.
+    /// Tags: objects (`{tag_id, name, ...}`, as the SDK declares them) or plain names.
     #[serde(default, deserialize_with = "lenient_tags")]
     pub tag_list: Vec<String>,
+    /// True when the pipeline is disabled.
+    #[serde(default, deserialize_with = "lenient_bool")]
+    pub banned: Option<bool>,
 }
 
 /// Tag names from strings, or from objects' `name` (or `tag_name`); anything else is dropped.

@@ -124,6 +124,8 @@ impl Simulator {
                 self.requests.clear();
                 Reply::ok(json!({ "requests": [] }))
             }
+            ("POST", ["_sim", "pipelines", id, "ban"]) => self.ban_pipeline(id, true),
+            ("POST", ["_sim", "pipelines", id, "unban"]) => self.ban_pipeline(id, false),
             ("DELETE", ["_sim", "pipelines", id]) => {
                 if self.world_mut().remove_pipeline(id) {
                     Reply::ok(json!({ "pipeline_id": id, "deleted": true }))
