@@ -276,6 +276,10 @@ mod simulated {
         /// Share of pipelines running at any time, between 0 and 1 (default: about a third).
         #[arg(long, value_parser = parse_share)]
         running_share: Option<f64>,
+        /// Refuse AK/SK-signed requests without the account's IAM project id in a signed
+        /// `X-Project-Id` header.
+        #[arg(long)]
+        require_project_id: bool,
     }
 
     /// Runs the simulator and the exporter against it until `shutdown` resolves.
@@ -316,6 +320,7 @@ mod simulated {
             faults: spec,
             stages: args.stages.and_then(|n| usize::try_from(n).ok()),
             running_share: args.running_share,
+            require_project_id: args.require_project_id,
             ..SimOptions::default()
         };
         let announce = |addr, token: &str| {

@@ -18,17 +18,20 @@ pub enum Api {
     PipelineList,
     /// IAM `POST /v3/auth/tokens`.
     IamToken,
+    /// IAM `GET /v3/projects` (the project id an AK/SK signer sends, reference 3.6).
+    IamProjects,
 }
 
 impl Api {
     /// Every API, for label sets created up front.
-    pub const ALL: [Api; 6] = [
+    pub const ALL: [Api; 7] = [
         Api::V3Status,
         Api::V5Status,
         Api::RunDetail,
         Api::RunList,
         Api::PipelineList,
         Api::IamToken,
+        Api::IamProjects,
     ];
 
     /// The label value.
@@ -40,6 +43,7 @@ impl Api {
             Api::RunList => "run_list",
             Api::PipelineList => "pipeline_list",
             Api::IamToken => "iam_token",
+            Api::IamProjects => "iam_projects",
         }
     }
 }

@@ -133,6 +133,7 @@ impl Client {
         let auth = Authenticator::new(
             auth,
             codearts.iam_endpoint(),
+            &codearts.region,
             http.clone(),
             codearts.max_response_bytes,
             observer.clone(),

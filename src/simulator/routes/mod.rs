@@ -157,6 +157,9 @@ impl Service<'_> {
     fn route(&self, request: &SimRequest<'_>, segments: &[&str], now_ms: i64) -> Reply {
         match (request.method, segments) {
             ("POST", ["v3", "auth", "tokens"]) => self.iam(request, now_ms),
+            ("GET", ["v3", "projects"]) => self
+                .authenticate_iam(request, now_ms)
+                .unwrap_or_else(|| self.iam_projects(request.query)),
             ("GET", ["_sim", "truth"]) => {
                 // `?since_ms=T` keeps the runs that ended at or after T (big worlds).
                 match query_value(request.query, "since_ms").map(|v| v.parse::<i64>()) {
