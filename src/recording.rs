@@ -372,6 +372,7 @@ mod tests {
             detail_url: None,
             trigger: None,
             branch: None,
+            pause: None,
             stages: vec![StageRun {
                 name: "build".into(),
                 state: RunState::Completed,
@@ -379,6 +380,7 @@ mod tests {
                 start: Some(1.0),
                 end: Some(2.0),
                 jobs: Vec::new(),
+                pause: None,
             }],
         }
     }

@@ -304,6 +304,9 @@ pub(crate) struct RunDetail {
     /// Server clock, epoch ms.
     #[serde(default, deserialize_with = "lenient_time")]
     pub current_system_time: Option<RawTime>,
+    /// Time the run was interrupted (manual reviews, suspensions), ms.
+    #[serde(default, deserialize_with = "lenient_u64")]
+    pub pause_time: Option<u64>,
     /// Console URL of the run.
     #[serde(default, deserialize_with = "lenient_string")]
     pub detail_url: Option<String>,
@@ -361,6 +364,9 @@ pub(crate) struct DetailStage {
     /// False when the user deselected the stage for this run.
     #[serde(default, deserialize_with = "lenient_bool")]
     pub is_select: Option<bool>,
+    /// Time the stage was interrupted (a manual review, a suspension), ms.
+    #[serde(default, deserialize_with = "lenient_u64")]
+    pub pause_time: Option<u64>,
     /// Jobs in the stage.
     #[serde(default, deserialize_with = "lenient_vec")]
     pub jobs: Vec<DetailJob>,

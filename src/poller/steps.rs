@@ -491,6 +491,7 @@ fn record(
                 series.observe_completed(run);
                 if let Some(detail) = run.run_number.and_then(|n| details.get(&n)) {
                     series.observe_jobs(detail);
+                    series.observe_pause(detail);
                 }
                 tracing::debug!(pipeline_id = %run.pipeline_id, run_number = ?run.run_number, result = ?run.result, "run recorded");
             }

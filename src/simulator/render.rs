@@ -331,7 +331,7 @@ pub(crate) fn run_detail(
                 "status": state.item.status,
                 "start_time": times(state.item.start),
                 "end_time": times(state.item.end),
-                "pause_time": opt_ms(state.pause),
+                "pause_time": state.pause,
                 "pre": pre,
                 "post": [],
                 "jobs": jobs,
@@ -355,7 +355,7 @@ pub(crate) fn run_detail(
         "run_number": run.number,
         "start_time": view.start,
         "end_time": opt_ms(view.end),
-        "pause_time": opt_ms(view.pause),
+        "pause_time": view.pause,
         "stages": stages,
         "domain_id": world.domain_id,
         "project_id": project.id,
@@ -543,6 +543,7 @@ pub(crate) fn truth_run(def: &PipelineDef, run: &RunPlan, view: &RunView) -> Val
         "end_ms": end,
         "duration_seconds": seconds_between(view.start, end),
         "queue_seconds": queue_seconds,
+        "pause_seconds": view.pause as f64 / 1000.0,
         "stages": stages,
     })
 }
