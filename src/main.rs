@@ -86,6 +86,9 @@ fn main() -> ExitCode {
     if let Command::CheckConfig { config } = &command {
         return match Config::load(config) {
             Ok(config) => {
+                for warning in config.warnings() {
+                    eprintln!("warning: {warning}");
+                }
                 print!("{}", config.redacted_toml());
                 ExitCode::SUCCESS
             }
