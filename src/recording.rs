@@ -394,6 +394,7 @@ mod tests {
     }
 
     /// What happens to a pipeline, in order.
+    #[allow(clippy::large_enum_variant)] // test scripts of a few events; boxing buys nothing
     enum Event {
         /// The batch status at time `.0` names `.1` the latest run.
         Status(f64, Run),

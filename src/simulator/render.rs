@@ -422,7 +422,7 @@ pub(crate) fn tag_id(world: &World, project_id: &str, name: &str) -> String {
 }
 
 /// Salt of tag ids, apart from every other derived id.
-const TAG_ID_SALT: u64 = 0x7461_6769_64;
+const TAG_ID_SALT: u64 = 0x0074_6167_6964;
 
 /// The `tag_list` of a pipeline: the objects the SDK declares, or, for some pipelines, plain
 /// names (the reference shows objects; readers should take both).
