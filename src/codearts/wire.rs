@@ -274,7 +274,7 @@ impl<'de, T: serde::de::DeserializeOwned + Default> Deserialize<'de> for Lenient
     }
 }
 
-/// The v5 run detail (reference 3.3).
+/// The v5 run detail (reference 5.2).
 #[derive(Debug, Clone, Default, Deserialize)]
 pub(crate) struct RunDetail {
     /// Run id.
