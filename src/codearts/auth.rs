@@ -218,10 +218,11 @@ pub(crate) struct ProjectLookup {
 /// Where the lookup stands.
 #[derive(Default)]
 enum LookupState {
-    /// Not tried yet, or failed for a reason that may pass (no answer, 429, 5xx).
+    /// Not tried yet.
     #[default]
     Pending,
-    /// Failed `failures` times in a row for a reason that may pass; not tried before `next`.
+    /// Failed `failures` times in a row for a reason that may pass (no answer, 429, 5xx); not
+    /// tried again before `next`.
     Waiting { failures: u32, next: Instant },
     /// Found: sent with every request.
     Found(String),
@@ -346,8 +347,10 @@ impl ProjectLookup {
                 status == reqwest::StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
             return Err(fail(error.to_string(), transient));
         }
-        let found = serde_json::from_slice::<serde_json::Value>(&bytes)
-            .map_err(|err| fail(format!("{api}: unreadable answer: {err}"), false))?;
+        let found = serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|err| {
+            self.observer.failed(api, "decode");
+            fail(format!("{api}: unreadable answer: {err}"), false)
+        })?;
         let projects = found["projects"].as_array().ok_or_else(|| {
             self.observer.failed(api, "decode");
             fail(format!("{api}: the answer has no projects list"), false)
