@@ -209,6 +209,7 @@ fn run(pipeline: usize, number: u64, stages: usize, result: RunResult, end: f64)
                 start: Some(from),
                 end: Some(from + stage_seconds),
                 jobs: Vec::new(),
+                pause: None,
             }
         })
         .collect();
@@ -226,6 +227,7 @@ fn run(pipeline: usize, number: u64, stages: usize, result: RunResult, end: f64)
         )),
         trigger: Some("Push".into()),
         branch: Some("main".into()),
+        pause: None,
         stages,
     }
 }

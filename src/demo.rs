@@ -56,7 +56,8 @@ pub async fn run(
 
 /// An exporter configuration for the simulator at `simulator_addr`.
 ///
-/// Targets alternate between the v5 and v3 status APIs so both paths run; buckets are the
+/// Targets alternate between the v5 and v3 status APIs so both paths run (the v3 ones log the
+/// legacy API's warning at start-up); buckets are the
 /// defaults divided by `speed`, because the simulator compresses durations by that factor.
 pub fn config(
     simulator: &Simulator,
@@ -91,10 +92,13 @@ pub fn config(
             },
             chunk_size: 10,
             backfill_window: Duration::from_secs(3600),
-            discover: false,
+            // The v5 targets also discover their project's pipelines (the same ones), so the
+            // discovery gauge and its panel have data.
+            discover: index % 2 == 0,
             include: None,
             exclude: None,
             tags: Vec::new(),
+            include_disabled: false,
             discover_every: Duration::from_secs(600),
             gc_after: Duration::from_secs(600),
         })
@@ -173,6 +177,7 @@ mod tests {
         assert_eq!(total, 7);
         assert_eq!(config.targets[0].status_api, StatusApi::V5);
         assert_eq!(config.targets[1].status_api, StatusApi::V3);
+        assert!(config.targets[0].discover && !config.targets[1].discover);
         assert_eq!(config.auth.method, AuthMethod::Aksk);
         assert_eq!(config.metrics.run_duration_buckets[0], 1.0);
         assert_eq!(config.metrics.run_duration_buckets.last(), Some(&120.0));

@@ -86,6 +86,9 @@ fn main() -> ExitCode {
     if let Command::CheckConfig { config } = &command {
         return match Config::load(config) {
             Ok(config) => {
+                for warning in config.warnings() {
+                    eprintln!("warning: {warning}");
+                }
                 print!("{}", config.redacted_toml());
                 ExitCode::SUCCESS
             }
@@ -276,6 +279,10 @@ mod simulated {
         /// Share of pipelines running at any time, between 0 and 1 (default: about a third).
         #[arg(long, value_parser = parse_share)]
         running_share: Option<f64>,
+        /// Refuse AK/SK-signed requests without the account's IAM project id in a signed
+        /// `X-Project-Id` header.
+        #[arg(long)]
+        require_project_id: bool,
     }
 
     /// Runs the simulator and the exporter against it until `shutdown` resolves.
@@ -316,6 +323,7 @@ mod simulated {
             faults: spec,
             stages: args.stages.and_then(|n| usize::try_from(n).ok()),
             running_share: args.running_share,
+            require_project_id: args.require_project_id,
             ..SimOptions::default()
         };
         let announce = |addr, token: &str| {

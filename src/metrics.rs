@@ -65,6 +65,7 @@ pub struct Metrics {
     last_poll_start: GaugeVec,
     polling_stalled: GaugeVec,
     backfill_pending: GaugeVec,
+    discovered_pipelines: GaugeVec,
     polls_skipped: IntCounterVec,
     polls_timed_out: IntCounterVec,
     config_reloads: IntCounterVec,
@@ -167,6 +168,10 @@ impl Metrics {
             "codearts_exporter_backfill_pending_pipelines",
             "Pipelines of the target whose first run history read (the backfill of runs that ended within backfill_window) is still to come.",
         )?;
+        let discovered_pipelines = target_gauge(
+            "codearts_exporter_discovered_pipelines",
+            "Pipelines the target's last discovery kept (after its filters); only for targets with discover = true.",
+        )?;
         let build_info = GaugeVec::new(
             Opts::new(
                 "codearts_exporter_build_info",
@@ -226,6 +231,7 @@ impl Metrics {
             last_poll_start,
             polling_stalled,
             backfill_pending,
+            discovered_pipelines,
             polls_skipped,
             polls_timed_out,
             config_reloads,
@@ -341,6 +347,25 @@ impl Metrics {
         self.changed();
     }
 
+    /// Sets how many pipelines the last discovery of `target` kept.
+    pub fn set_discovered(&self, target: &str, pipelines: usize) {
+        self.discovered_pipelines
+            .with_label_values(&[target])
+            .set(pipelines as f64);
+        self.changed();
+    }
+
+    /// Removes the discovery gauge of a target that no longer discovers (if it had one).
+    pub fn discovery_off(&self, target: &str) {
+        if self
+            .discovered_pipelines
+            .remove_label_values(&[target])
+            .is_ok()
+        {
+            self.changed();
+        }
+    }
+
     /// Counts a poll that was skipped because the previous one still ran.
     pub fn poll_skipped(&self, target: &str) {
         self.polls_skipped.with_label_values(&[target]).inc();
@@ -362,6 +387,7 @@ impl Metrics {
         let _ = self.last_poll_start.remove_label_values(&[target]);
         let _ = self.polling_stalled.remove_label_values(&[target]);
         let _ = self.backfill_pending.remove_label_values(&[target]);
+        let _ = self.discovered_pipelines.remove_label_values(&[target]);
         let _ = self.polls_skipped.remove_label_values(&[target]);
         let _ = self.polls_timed_out.remove_label_values(&[target]);
         let _ = self.poll_duration.remove_label_values(&[target]);

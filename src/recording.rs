@@ -416,6 +416,7 @@ mod tests {
             detail_url: None,
             trigger: None,
             branch: None,
+            pause: None,
             stages: vec![StageRun {
                 name: "build".into(),
                 state: RunState::Completed,
@@ -423,6 +424,7 @@ mod tests {
                 start: Some(1.0),
                 end: Some(2.0),
                 jobs: Vec::new(),
+                pause: None,
             }],
         }
     }
@@ -436,6 +438,7 @@ mod tests {
     }
 
     /// What happens to a pipeline, in order.
+    #[allow(clippy::large_enum_variant)] // test scripts of a few events; boxing buys nothing
     enum Event {
         /// The batch status at time `.0` names `.1` the latest run.
         Status(f64, Run),

@@ -75,6 +75,9 @@ pub async fn run(
         version = env!("CARGO_PKG_VERSION"),
         "serving metrics"
     );
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
     let fleet = Fleet::start(config, client, metrics.clone(), store, started_at).await?;
     let watcher = file.map(|file| tokio::spawn(fleet.clone().watch(file.path, file.shard)));
     let endpoints = Arc::new(Endpoints::new(metrics, fleet.clone()));

@@ -130,13 +130,107 @@ async fn a_wrong_secret_key_gives_a_clear_error() {
     );
     let (status, _) = get(&format!("{}/readyz", exporter.url)).await;
     assert_eq!(status, 503);
+    let output = exporter.proc.output();
     assert!(
-        exporter.proc.output().contains("signature rejected"),
-        "{}",
-        exporter.proc.output()
+        output.contains("either the signature") && output.contains("X-Project-Id"),
+        "{output}"
     );
     let metrics = get(&format!("{}/metrics", exporter.url)).await.1;
     assert_no_secret(&exporter, &metrics, &["not-the-right-secret-key"]);
+}
+
+/// AK/SK without `auth.project_id`: the IAM project id is looked up once from IAM, as the
+/// vendor SDK does, and sent (signed) with every request, so a service that insists on it
+/// accepts them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aksk_looks_up_the_project_id_once_and_sends_it() {
+    let sim = common::start_simulator_with(2, 1, 5, 60.0, &["--require-project-id"]);
+    let truth = get_json(&format!("{}/_sim/truth", sim.url)).await;
+    let auth = format!("method = \"aksk\"\nak = \"{SIM_AK}\"\nsk = \"{SIM_SK}\"");
+    let exporter = start_exporter(&config(&sim, &truth, &auth), &[]);
+    wait_for_status_200(&format!("{}/readyz", exporter.url), Duration::from_secs(30)).await;
+    // Several polls later, still one lookup.
+    let samples = wait_for(&exporter, "three polls", |s| {
+        value(
+            s,
+            "codearts_exporter_api_requests_total",
+            &[("api", "v5_status"), ("code", "200")],
+        )
+        .is_some_and(|n| n >= 3.0)
+    })
+    .await;
+    assert_eq!(
+        value(
+            &samples,
+            "codearts_exporter_api_requests_total",
+            &[("api", "iam_projects"), ("code", "200")]
+        ),
+        Some(1.0)
+    );
+    assert!(
+        select(&samples, "codearts_exporter_api_requests_total", &[])
+            .iter()
+            .all(|s| s.labels["code"] != "401"),
+        "no request refused"
+    );
+    assert!(
+        exporter
+            .proc
+            .output()
+            .contains("looked up the IAM project id")
+    );
+}
+
+/// When the lookup fails, requests go without `X-Project-Id` (which a service that does not
+/// insist on it accepts), and the reason is logged once; a service that insists answers 401,
+/// whose message names both possible causes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_project_id_lookup_falls_back_to_no_header() {
+    let faults = r#"{"faults": [{"kind": "error", "api": "iam_projects", "status": 503}]}"#;
+    let auth = format!("method = \"aksk\"\nak = \"{SIM_AK}\"\nsk = \"{SIM_SK}\"");
+
+    let lenient = common::start_simulator_with(2, 1, 5, 60.0, &["--faults", faults]);
+    let truth = get_json(&format!("{}/_sim/truth", lenient.url)).await;
+    let exporter = start_exporter(&config(&lenient, &truth, &auth), &[]);
+    wait_for_status_200(&format!("{}/readyz", exporter.url), Duration::from_secs(30)).await;
+    wait_for(&exporter, "three polls", |s| {
+        value(
+            s,
+            "codearts_exporter_api_requests_total",
+            &[("api", "v5_status"), ("code", "200")],
+        )
+        .is_some_and(|n| n >= 3.0)
+    })
+    .await;
+    let output = exporter.proc.output();
+    let warnings = output
+        .lines()
+        .filter(|line| line.contains("cannot look up the IAM project id"))
+        .count();
+    assert_eq!(warnings, 1, "{output}");
+    assert!(output.contains("HTTP 503"), "the reason: {output}");
+
+    let strict =
+        common::start_simulator_with(2, 1, 5, 60.0, &["--faults", faults, "--require-project-id"]);
+    let truth = get_json(&format!("{}/_sim/truth", strict.url)).await;
+    let exporter = start_exporter(&config(&strict, &truth, &auth), &[]);
+    let samples = wait_for(&exporter, "a 401", |s| {
+        value(
+            s,
+            "codearts_exporter_api_requests_total",
+            &[("api", "v5_status"), ("code", "401")],
+        )
+        .is_some()
+    })
+    .await;
+    assert_eq!(
+        value(&samples, "codearts_exporter_target_up", &[("target", "t0")]),
+        Some(0.0)
+    );
+    let output = exporter.proc.output_when("the 401's hint", |output| {
+        output.contains("x-project-id is missing") && output.contains("either the signature")
+    });
+    assert!(output.contains("X-Project-Id"), "{output}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

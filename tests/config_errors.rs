@@ -35,6 +35,22 @@ fn check_config_prints_the_effective_config_with_secrets_redacted() {
 }
 
 #[test]
+fn check_config_warns_about_the_legacy_v3_status_api() {
+    let (code, _, stderr) = run_with_config("check-config", &valid(), &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+    let v3 = valid().replace("schedule =", "status_api = \"v3\"\nschedule =");
+    let (code, stdout, stderr) = run_with_config("check-config", &v3, &[]);
+    assert_eq!(code, 0, "a warning, not an error: {stderr}");
+    assert!(stdout.contains("status_api = \"v3\""), "{stdout}");
+    assert!(
+        stderr.contains("warning: targets[0].status_api = \"v3\"")
+            && stderr.contains("to be taken offline"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn environment_variables_override_the_file() {
     let envs = [
         ("CODEARTS_EXPORTER_AUTH__TOKEN", "from-the-environment"),

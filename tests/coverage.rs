@@ -667,7 +667,7 @@ async fn the_pipeline_list_is_read_page_by_page_to_its_total() {
     let client = codearts_exporter::codearts::Client::new(&codearts, &auth, observer.clone())
         .expect("client");
     let (project, ids) = sim.simulator.targets().remove(0);
-    let listed = client.list_pipelines(&project).await.expect("list");
+    let listed = client.list_pipelines(&project, false).await.expect("list");
     let listed_ids: BTreeSet<&str> = listed.iter().map(|p| p.id.as_str()).collect();
     assert_eq!(listed.len(), 120);
     assert_eq!(listed_ids, ids.iter().map(String::as_str).collect());

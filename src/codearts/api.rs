@@ -6,29 +6,32 @@ use std::time::Duration;
 /// The APIs the exporter calls, as named in the `api` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Api {
-    /// `GET /v3/pipelines/status` (reference 3.1).
+    /// `GET /v3/pipelines/status` (reference 5.5).
     V3Status,
-    /// `POST /v5/{project_id}/api/pipelines/status` (3.2).
+    /// `POST /v5/{project_id}/api/pipelines/status` (5.1).
     V5Status,
-    /// `GET .../pipeline-runs/detail` (3.3).
+    /// `GET .../pipeline-runs/detail` (5.2).
     RunDetail,
-    /// `POST .../pipeline-runs/list` (3.4).
+    /// `POST .../pipeline-runs/list` (5.3).
     RunList,
-    /// `POST /v5/{project_id}/api/pipelines/list` (3.5, discovery).
+    /// `POST /v5/{project_id}/api/pipelines/list` (5.4, discovery).
     PipelineList,
-    /// IAM `POST /v3/auth/tokens`.
+    /// IAM `POST /v3/auth/tokens` (3.2).
     IamToken,
+    /// IAM `GET /v3/projects` (the project id an AK/SK signer sends, reference 3.6).
+    IamProjects,
 }
 
 impl Api {
     /// Every API, for label sets created up front.
-    pub const ALL: [Api; 6] = [
+    pub const ALL: [Api; 7] = [
         Api::V3Status,
         Api::V5Status,
         Api::RunDetail,
         Api::RunList,
         Api::PipelineList,
         Api::IamToken,
+        Api::IamProjects,
     ];
 
     /// The label value.
@@ -40,6 +43,7 @@ impl Api {
             Api::RunList => "run_list",
             Api::PipelineList => "pipeline_list",
             Api::IamToken => "iam_token",
+            Api::IamProjects => "iam_projects",
         }
     }
 }

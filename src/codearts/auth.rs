@@ -24,11 +24,11 @@ const MAX_IAM_BACKOFF: Duration = Duration::from_secs(300);
 pub(crate) enum Authenticator {
     /// `X-Auth-Token` with a fixed token.
     Token(Secret),
-    /// `SDK-HMAC-SHA256` signature of each request.
+    /// `SDK-HMAC-SHA256` signature of each request, with `X-Project-Id` as the SDK sends it.
     AkSk {
         ak: String,
         sk: Secret,
-        project_id: Option<String>,
+        project_id: ProjectId,
         security_token: Option<Secret>,
     },
     /// `X-Auth-Token` with tokens obtained from IAM (boxed: by far the largest variant).
@@ -39,10 +39,12 @@ pub(crate) enum Authenticator {
 pub(crate) struct Used(Option<Secret>);
 
 impl Authenticator {
-    /// Builds the authenticator of `auth.method`.
+    /// Builds the authenticator of `auth.method`; `region` names the IAM project whose id an
+    /// AK/SK signer without `auth.project_id` looks up.
     pub(crate) fn new(
         auth: &AuthConfig,
         iam_endpoint: String,
+        region: &str,
         http: reqwest::Client,
         max_response_bytes: u64,
         observer: Arc<dyn RequestObserver>,
@@ -52,12 +54,30 @@ impl Authenticator {
             AuthMethod::Token => {
                 Authenticator::Token(auth.token.clone().ok_or_else(|| missing("auth.token"))?)
             }
-            AuthMethod::Aksk => Authenticator::AkSk {
-                ak: auth.ak.clone().ok_or_else(|| missing("auth.ak"))?,
-                sk: auth.sk.clone().ok_or_else(|| missing("auth.sk"))?,
-                project_id: auth.project_id.clone(),
-                security_token: auth.security_token.clone(),
-            },
+            AuthMethod::Aksk => {
+                let ak = auth.ak.clone().ok_or_else(|| missing("auth.ak"))?;
+                let sk = auth.sk.clone().ok_or_else(|| missing("auth.sk"))?;
+                let project_id = match &auth.project_id {
+                    Some(id) => ProjectId::Configured(id.clone()),
+                    None => ProjectId::Lookup(Box::new(ProjectLookup {
+                        http,
+                        url: format!("{iam_endpoint}/v3/projects"),
+                        region: region.to_string(),
+                        ak: ak.clone(),
+                        sk: sk.clone(),
+                        security_token: auth.security_token.clone(),
+                        max_response_bytes,
+                        observer,
+                        state: Mutex::new(LookupState::default()),
+                    })),
+                };
+                Authenticator::AkSk {
+                    ak,
+                    sk,
+                    project_id,
+                    security_token: auth.security_token.clone(),
+                }
+            }
             AuthMethod::Password => {
                 let scope = match (&auth.project_name, &auth.iam_project_id) {
                     (_, Some(id)) => serde_json::json!({"project": {"id": id}}),
@@ -103,16 +123,10 @@ impl Authenticator {
                 project_id,
                 security_token,
             } => {
-                if let Some(project_id) = project_id {
-                    set_header(request, "x-project-id", project_id)?;
+                if let Some(project_id) = project_id.get().await {
+                    set_header(request, "x-project-id", &project_id)?;
                 }
-                if let Some(token) = security_token {
-                    set_header(request, "x-security-token", token.expose())?;
-                }
-                let date = chrono::Utc::now().format(sign::DATE_FORMAT).to_string();
-                let signature = signature_of(request, ak, sk.expose(), &date);
-                set_header(request, "x-sdk-date", &date)?;
-                set_header(request, "authorization", &signature.authorization)?;
+                sign_request(request, ak, sk, security_token.as_ref())?;
                 Ok(Used(None))
             }
         }
@@ -137,9 +151,224 @@ impl Authenticator {
                 "token from IAM rejected even after a refresh: check the user's permissions and auth scope"
             }
             Authenticator::AkSk { .. } => {
-                "signature rejected: check auth.ak, auth.sk and that the clock is right"
+                "AK/SK request rejected: either the signature (check auth.ak, auth.sk and that the \
+                 clock is right) or the X-Project-Id header (the IAM project id of codearts.region: \
+                 set auth.project_id, or let the exporter look it up, which needs IAM to answer)"
             }
         }
+    }
+}
+
+/// Adds `X-Security-Token` (temporary credentials), `X-Sdk-Date` and the `Authorization`
+/// signature to `request`; every header set before is signed.
+fn sign_request(
+    request: &mut reqwest::Request,
+    ak: &str,
+    sk: &Secret,
+    security_token: Option<&Secret>,
+) -> Result<(), Error> {
+    if let Some(token) = security_token {
+        set_header(request, "x-security-token", token.expose())?;
+    }
+    let date = chrono::Utc::now().format(sign::DATE_FORMAT).to_string();
+    let signature = signature_of(request, ak, sk.expose(), &date);
+    set_header(request, "x-sdk-date", &date)?;
+    set_header(request, "authorization", &signature.authorization)?;
+    Ok(())
+}
+
+/// The IAM project id sent as `X-Project-Id` with AK/SK signatures (reference 3.4, 3.6).
+pub(crate) enum ProjectId {
+    /// `auth.project_id`.
+    Configured(String),
+    /// Looked up from IAM by the region's name, as the vendor SDK does.
+    Lookup(Box<ProjectLookup>),
+}
+
+impl ProjectId {
+    /// The id to send, if there is one (a failed lookup sends none).
+    async fn get(&self) -> Option<String> {
+        match self {
+            ProjectId::Configured(id) => Some(id.clone()),
+            ProjectId::Lookup(lookup) => lookup.id().await,
+        }
+    }
+}
+
+/// First wait after a lookup that failed for a reason that may pass; doubles up to
+/// [`MAX_LOOKUP_BACKOFF`].
+const BASE_LOOKUP_BACKOFF: Duration = Duration::from_secs(30);
+/// Longest wait between lookups.
+const MAX_LOOKUP_BACKOFF: Duration = Duration::from_secs(3600);
+
+/// `GET /v3/projects?name={region}` on IAM, signed with the AK/SK, once; the id is cached.
+pub(crate) struct ProjectLookup {
+    http: reqwest::Client,
+    url: String,
+    region: String,
+    ak: String,
+    sk: Secret,
+    security_token: Option<Secret>,
+    max_response_bytes: u64,
+    observer: Arc<dyn RequestObserver>,
+    /// One lock: concurrent requests wait for one lookup.
+    state: Mutex<LookupState>,
+}
+
+/// Where the lookup stands.
+#[derive(Default)]
+enum LookupState {
+    /// Not tried yet.
+    #[default]
+    Pending,
+    /// Failed `failures` times in a row for a reason that may pass (no answer, 429, 5xx); not
+    /// tried again before `next`.
+    Waiting { failures: u32, next: Instant },
+    /// Found: sent with every request.
+    Found(String),
+    /// IAM answered, but with no id (refused, or no project of that name): never asked again.
+    GaveUp,
+}
+
+/// Why a lookup failed, and whether asking again later may help.
+struct LookupFailure {
+    reason: String,
+    transient: bool,
+}
+
+impl ProjectLookup {
+    /// The cached id, or the result of a lookup when one is due; `None` while there is none.
+    async fn id(&self) -> Option<String> {
+        let mut state = self.state.lock().await;
+        let failures = match &*state {
+            LookupState::Found(id) => return Some(id.clone()),
+            LookupState::GaveUp => return None,
+            LookupState::Waiting { next, .. } if Instant::now() < *next => return None,
+            LookupState::Waiting { failures, .. } => *failures,
+            LookupState::Pending => 0,
+        };
+        match self.fetch().await {
+            Ok(id) => {
+                tracing::info!(
+                    region = %self.region,
+                    project_id = %id,
+                    "looked up the IAM project id; sending it as X-Project-Id"
+                );
+                *state = LookupState::Found(id.clone());
+                Some(id)
+            }
+            Err(failure) => {
+                // Said once: later attempts are at debug level.
+                let first = failures == 0;
+                if failure.transient {
+                    let wait = BASE_LOOKUP_BACKOFF
+                        .saturating_mul(1 << failures.min(16))
+                        .min(MAX_LOOKUP_BACKOFF);
+                    *state = LookupState::Waiting {
+                        failures: failures + 1,
+                        next: Instant::now() + wait,
+                    };
+                    if first {
+                        tracing::warn!(
+                            region = %self.region,
+                            reason = %failure.reason,
+                            retry_in_s = wait.as_secs(),
+                            "cannot look up the IAM project id: requests are signed without \
+                             X-Project-Id until it is found; set auth.project_id to skip the lookup"
+                        );
+                    } else {
+                        tracing::debug!(region = %self.region, reason = %failure.reason, "IAM project id lookup failed again");
+                    }
+                } else {
+                    *state = LookupState::GaveUp;
+                    tracing::warn!(
+                        region = %self.region,
+                        reason = %failure.reason,
+                        "cannot look up the IAM project id: requests are signed without \
+                         X-Project-Id; set auth.project_id if the service asks for it"
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    /// Asks IAM for the project named after the region.
+    async fn fetch(&self) -> Result<String, LookupFailure> {
+        let api = Api::IamProjects;
+        let fail = |reason: String, transient: bool| LookupFailure { reason, transient };
+        let mut request = self
+            .http
+            .get(&self.url)
+            .query(&[("name", self.region.as_str())])
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .build()
+            .map_err(|err| fail(err.to_string(), false))?;
+        sign_request(
+            &mut request,
+            &self.ak,
+            &self.sk,
+            self.security_token.as_ref(),
+        )
+        .map_err(|err| fail(err.to_string(), false))?;
+        let started = Instant::now();
+        let response = match self.http.execute(request).await {
+            Ok(response) => response,
+            Err(err) => {
+                let (code, error) = transport_error(api, &err);
+                self.observer.request_done(api, code, started.elapsed());
+                self.observer.failed(api, error.kind());
+                return Err(fail(error.to_string(), true));
+            }
+        };
+        let status = response.status();
+        self.observer
+            .request_done(api, status.as_str(), started.elapsed());
+        let bytes = match read_body(response, self.max_response_bytes).await {
+            Ok(bytes) => bytes,
+            Err(BodyError::Transport(err)) => {
+                self.observer.failed(api, "transport");
+                return Err(fail(transport_error(api, &err).1.to_string(), true));
+            }
+            Err(BodyError::TooLarge(size)) => {
+                self.observer.failed(api, "too_large");
+                let limit = self.max_response_bytes;
+                return Err(fail(
+                    format!("answer of {size} bytes is over {limit}"),
+                    false,
+                ));
+            }
+        };
+        if !status.is_success() {
+            let hint = "IAM refused the lookup: check auth.ak and auth.sk, and that the key may list projects";
+            let error = http_error(api, status, &bytes, hint);
+            self.observer.failed(api, error.kind());
+            let transient =
+                status == reqwest::StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
+            return Err(fail(error.to_string(), transient));
+        }
+        let found = serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|err| {
+            self.observer.failed(api, "decode");
+            fail(format!("{api}: unreadable answer: {err}"), false)
+        })?;
+        let projects = found["projects"].as_array().ok_or_else(|| {
+            self.observer.failed(api, "decode");
+            fail(format!("{api}: the answer has no projects list"), false)
+        })?;
+        projects
+            .iter()
+            .filter(|p| p["name"].as_str() == Some(self.region.as_str()))
+            .find_map(|p| p["id"].as_str().filter(|id| !id.is_empty()))
+            .map(str::to_string)
+            .ok_or_else(|| {
+                fail(
+                    format!(
+                        "IAM has no project named {:?} for this account (check codearts.region)",
+                        self.region
+                    ),
+                    false,
+                )
+            })
     }
 }
 
@@ -365,5 +594,62 @@ impl PasswordTokens {
             refresh_at,
             expires_at,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    /// The vendor SDK's vectors, signed as the client signs a request it is about to send
+    /// (reqwest's request, headers as set before signing, `X-Project-Id` among them).
+    #[test]
+    fn requests_are_signed_as_the_vendor_sdk_signs_them() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/fixtures/sigv-public.json"
+        );
+        let text = std::fs::read_to_string(path).unwrap_or_else(|err| panic!("{path}: {err}"));
+        let file: Value = serde_json::from_str(&text).expect("json");
+        let vectors = file["vectors"].as_array().expect("vectors");
+        assert!(
+            vectors
+                .iter()
+                .any(|v| v["headers"].get("X-Project-Id").is_some()),
+            "a vector with X-Project-Id"
+        );
+        for vector in vectors {
+            let name = vector["name"].as_str().expect("name");
+            let method: reqwest::Method = vector["method"]
+                .as_str()
+                .expect("method")
+                .parse()
+                .expect("a method");
+            let url = reqwest::Url::parse(vector["url"].as_str().expect("url")).expect("url");
+            let mut request = reqwest::Request::new(method, url);
+            for (key, value) in vector["headers"].as_object().expect("headers") {
+                request.headers_mut().insert(
+                    HeaderName::from_bytes(key.as_bytes()).expect("name"),
+                    HeaderValue::from_str(value.as_str().expect("value")).expect("value"),
+                );
+            }
+            let body = vector["body"].as_str().unwrap_or_default();
+            if !body.is_empty() {
+                *request.body_mut() = Some(body.to_string().into());
+            }
+            let signature = signature_of(
+                &request,
+                vector["ak"].as_str().expect("ak"),
+                vector["sk"].as_str().expect("sk"),
+                vector["sdk_date"].as_str().expect("date"),
+            );
+            let expected = &vector["expected"];
+            assert_eq!(
+                signature.canonical_request, expected["canonical_request"],
+                "{name}"
+            );
+            assert_eq!(signature.authorization, expected["authorization"], "{name}");
+        }
     }
 }

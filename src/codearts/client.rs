@@ -224,6 +224,7 @@ impl Client {
         let auth = Authenticator::new(
             auth,
             codearts.iam_endpoint(),
+            &codearts.region,
             http.clone(),
             codearts.max_response_bytes,
             observer.clone(),
@@ -392,20 +393,25 @@ impl Client {
         Ok(decoded)
     }
 
-    /// One page of the pipelines of a project; returns the pipelines and the total.
+    /// One page of the pipelines of a project; returns the pipelines and the total. Old- and
+    /// new-version pipelines alike; disabled ones only with `include_disabled`.
     pub async fn pipeline_page(
         &self,
         project_id: &str,
         offset: u64,
         limit: u64,
+        include_disabled: bool,
     ) -> Result<(Vec<PipelineInfo>, u64), Error> {
         let url = format!("{}/v5/{project_id}/api/pipelines/list", self.endpoint);
         // Sorted by creation so pages stay stable while pipelines run (update_time moves).
+        // `query_new` defaults to true, which hides old-version pipelines (reference 5.4).
         let query = serde_json::json!({
             "offset": offset,
             "limit": limit,
             "sort_key": "create_time",
             "sort_dir": "asc",
+            "query_new": false,
+            "is_banned": include_disabled,
         });
         let api = Api::PipelineList;
         self.call(
@@ -425,34 +431,43 @@ impl Client {
         .await
     }
 
-    /// Every pipeline of a project, page by page until `total` (ids de-duplicated, first wins).
-    pub async fn list_pipelines(&self, project_id: &str) -> Result<Vec<PipelineInfo>, Error> {
-        let all = self.read_pipeline_list(project_id, u64::MAX).await?;
+    /// Every pipeline of a project, page by page until `total` (ids de-duplicated, first wins);
+    /// disabled ones only with `include_disabled`.
+    pub async fn list_pipelines(
+        &self,
+        project_id: &str,
+        include_disabled: bool,
+    ) -> Result<Vec<PipelineInfo>, Error> {
+        let all = self
+            .read_pipeline_list(project_id, u64::MAX, include_disabled)
+            .await?;
         Ok(all.unwrap_or_default())
     }
 
-    /// Like [`Client::list_pipelines`], but only when the whole list takes at most
-    /// `max_requests` requests (known after the first page, which is read whatever); `None`
-    /// when it would take more.
+    /// Like [`Client::list_pipelines`] with disabled pipelines, but only when the whole list
+    /// takes at most `max_requests` requests (known after the first page, which is read
+    /// whatever); `None` when it would take more.
     pub async fn list_pipelines_within(
         &self,
         project_id: &str,
         max_requests: u64,
     ) -> Result<Option<Vec<PipelineInfo>>, Error> {
-        self.read_pipeline_list(project_id, max_requests).await
+        self.read_pipeline_list(project_id, max_requests, true)
+            .await
     }
 
     async fn read_pipeline_list(
         &self,
         project_id: &str,
         max_requests: u64,
+        include_disabled: bool,
     ) -> Result<Option<Vec<PipelineInfo>>, Error> {
         let mut all: Vec<PipelineInfo> = Vec::new();
         let mut seen = std::collections::HashSet::new();
         let mut offset = 0;
         for page_number in 0..MAX_PIPELINE_PAGES {
             let (page, total) = self
-                .pipeline_page(project_id, offset, PIPELINE_PAGE)
+                .pipeline_page(project_id, offset, PIPELINE_PAGE, include_disabled)
                 .await?;
             if page_number == 0 && total.div_ceil(PIPELINE_PAGE) > max_requests {
                 return Ok(None);

@@ -15,6 +15,8 @@ pub struct PipelineInfo {
     pub name: String,
     /// Tag names.
     pub tags: Vec<String>,
+    /// Disabled (`banned`): it cannot run.
+    pub disabled: bool,
 }
 
 impl PipelineInfo {
@@ -25,6 +27,7 @@ impl PipelineInfo {
             name: non_empty(&entry.name).unwrap_or_else(|| id.clone()),
             id,
             tags: entry.tag_list.clone(),
+            disabled: entry.banned == Some(true),
         })
     }
 }
@@ -160,6 +163,8 @@ pub struct Run {
     pub trigger: Option<String>,
     /// The branch built (`target_branch` of the build parameters), v5 only.
     pub branch: Option<String>,
+    /// Time spent paused (manual reviews, suspensions), seconds; run detail only.
+    pub pause: Option<f64>,
     /// Stages in order; empty when the API gave none.
     pub stages: Vec<StageRun>,
 }
@@ -179,6 +184,8 @@ pub struct StageRun {
     pub end: Option<f64>,
     /// Jobs in order; only the run detail has them.
     pub jobs: Vec<JobRun>,
+    /// Time spent paused (a manual review, a suspension), seconds; run detail only.
+    pub pause: Option<f64>,
 }
 
 /// A job of a stage, normalised (run detail only).
@@ -262,6 +269,7 @@ impl Run {
                     start: None,
                     end: None,
                     jobs: Vec::new(),
+                    pause: None,
                 };
                 (order, run)
             })
@@ -282,6 +290,7 @@ impl Run {
             detail_url: non_empty(&entry.detail_url),
             trigger: None,
             branch: None,
+            pause: None,
             stages: stages.into_iter().map(|(_, s)| s).collect(),
         })
     }
@@ -302,6 +311,7 @@ impl Run {
                     start: epoch(&stage.start_time, zone),
                     end: epoch(&stage.end_time, zone),
                     jobs: Vec::new(),
+                    pause: None,
                 };
                 (stage.sequence.unwrap_or(i as i64), run)
             })
@@ -323,6 +333,7 @@ impl Run {
             detail_url: non_empty(&entry.detail_url),
             trigger: non_empty(&entry.trigger_type),
             branch,
+            pause: None,
             stages: stages.into_iter().map(|(_, s)| s).collect(),
         })
     }
@@ -360,13 +371,15 @@ impl Run {
                         }
                     })
                     .collect();
+                let (start, end) = (epoch(&stage.start_time, zone), epoch(&stage.end_time, zone));
                 let run = StageRun {
                     name: non_empty(&stage.name).unwrap_or_else(|| format!("stage_{}", i + 1)),
                     state,
                     result,
-                    start: epoch(&stage.start_time, zone),
-                    end: epoch(&stage.end_time, zone),
+                    start,
+                    end,
                     jobs,
+                    pause: pause_seconds(stage.pause_time, start, end),
                 };
                 (stage.sequence.unwrap_or(i as i64), run)
             })
@@ -377,6 +390,17 @@ impl Run {
             let params = &source.params.as_ref()?.0;
             non_empty(&params.build_params.as_ref()?.0.target_branch)
         });
+        let start = epoch(&detail.start_time, zone);
+        let end = epoch(&detail.end_time, zone).filter(|_| state == RunState::Completed);
+        let stages: Vec<StageRun> = stages.into_iter().map(|(_, s)| s).collect();
+        // The run's own pause_time; without one, what its stages say (when any says something).
+        let pause = match detail.pause_time {
+            Some(_) => pause_seconds(detail.pause_time, start, end),
+            None => {
+                let paused: Vec<f64> = stages.iter().filter_map(|s| s.pause).collect();
+                (!paused.is_empty()).then(|| paused.iter().sum())
+            }
+        };
         Some(Run {
             pipeline_id: non_empty(&detail.pipeline_id)?,
             pipeline_name: non_empty(&detail.name),
@@ -384,13 +408,31 @@ impl Run {
             run_number: detail.run_number,
             state,
             result,
-            start: epoch(&detail.start_time, zone),
-            end: epoch(&detail.end_time, zone).filter(|_| state == RunState::Completed),
+            start,
+            end,
             detail_url: non_empty(&detail.detail_url),
             trigger: non_empty(&detail.trigger_type),
             branch,
-            stages: stages.into_iter().map(|(_, s)| s).collect(),
+            pause,
+            stages,
         })
+    }
+}
+
+/// A `pause_time` (ms) as seconds paused. The SDK documents it as the time the run or stage
+/// was interrupted, without saying whether that is a duration or a moment (reference 5.2, 7):
+/// it is read as a duration, and a value that cannot be one (longer than the run or stage
+/// from start to end, or, without both, an epoch-like figure past 2001) is dropped.
+fn pause_seconds(pause_ms: Option<u64>, start: Option<f64>, end: Option<f64>) -> Option<f64> {
+    const EPOCH_LIKE_MS: u64 = 1_000_000_000_000;
+    let pause_ms = pause_ms?;
+    let seconds = pause_ms as f64 / 1000.0;
+    match (start, end) {
+        // A second of slack: stage times may have whole seconds only.
+        (Some(start), Some(end)) if end >= start => {
+            (seconds <= end - start + 1.0).then_some(seconds)
+        }
+        _ => (pause_ms < EPOCH_LIKE_MS).then_some(seconds),
     }
 }
 
@@ -559,11 +601,55 @@ mod tests {
     }
 
     #[test]
+    fn pause_time_is_read_as_seconds_paused() {
+        let detail = |run_pause: &str, stage_pauses: [&str; 2]| -> Run {
+            let text = format!(
+                r#"{{"pipeline_id": "p", "status": "COMPLETED",
+                  "start_time": 1763885350000, "end_time": 1763885650000, "pause_time": {run_pause},
+                  "stages": [
+                    {{"name": "Build", "sequence": 0, "status": "COMPLETED",
+                      "start_time": 1763885350000, "end_time": 1763885450000,
+                      "pause_time": {}}},
+                    {{"name": "Review", "sequence": 1, "status": "COMPLETED",
+                      "start_time": 1763885450000, "end_time": 1763885650000,
+                      "pause_time": {}}}]}}"#,
+                stage_pauses[0], stage_pauses[1]
+            );
+            let detail: RunDetail = serde_json::from_str(&text).expect("parses");
+            Run::from_detail(&detail, utc8()).expect("a run")
+        };
+        // Milliseconds, of the run and of each stage; a string of digits too.
+        let run = detail("120500", ["0", "\"120500\""]);
+        assert_eq!(run.pause, Some(120.5));
+        assert_eq!(
+            run.stages.iter().map(|s| s.pause).collect::<Vec<_>>(),
+            [Some(0.0), Some(120.5)]
+        );
+        // The vendor's example: 0, not paused.
+        assert_eq!(detail("0", ["0", "0"]).pause, Some(0.0));
+        // No run figure: what the stages say, summed.
+        assert_eq!(detail("null", ["1000", "2000"]).pause, Some(3.0));
+        assert_eq!(detail("null", ["null", "null"]).pause, None);
+        // Longer than the run took (300 s): a moment, not a duration; dropped.
+        let moment = detail("1763885450000", ["0", "1763885450000"]);
+        assert_eq!((moment.pause, moment.stages[1].pause), (None, None));
+        assert_eq!(detail("300000", ["0", "0"]).pause, Some(300.0), "all of it");
+        assert_eq!(detail("\"soon\"", ["-5", "{}"]).pause, None);
+        assert_eq!(detail("null", ["-5", "{}"]).pause, None);
+        // The other APIs carry none.
+        let listed: V5RunStatus =
+            serde_json::from_str(r#"{"pipeline_id": "p", "pause_time": 5}"#).expect("parses");
+        assert_eq!(Run::from_v5(&listed, utc8()).expect("a run").pause, None);
+    }
+
+    #[test]
     fn pipeline_list_pages_parse_with_either_form_of_tags() {
         let text = r#"{"offset": 0, "limit": 10, "total": 3, "current_system_time": 1,
             "pipelines": [
-              {"pipeline_id": "a", "name": "构建-a", "tag_list": ["nightly", 5, {"name": "发布"}]},
-              {"pipeline_id": "b", "name": null, "tag_list": null, "latest_run": {"x": 1}},
+              {"pipeline_id": "a", "name": "构建-a", "banned": false,
+               "tag_list": ["nightly", 5, {"tag_id": "t1", "name": "发布", "color": "red"}]},
+              {"pipeline_id": "b", "name": null, "tag_list": null, "latest_run": {"x": 1},
+               "banned": true},
               {"name": "no id"},
               7]}"#;
         let page: PipelineListPage = serde_json::from_str(text).expect("parses");
@@ -580,11 +666,13 @@ mod tests {
                     id: "a".into(),
                     name: "构建-a".into(),
                     tags: vec!["nightly".into(), "发布".into()],
+                    disabled: false,
                 },
                 PipelineInfo {
                     id: "b".into(),
                     name: "b".into(),
                     tags: vec![],
+                    disabled: true,
                 },
             ]
         );

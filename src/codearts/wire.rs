@@ -217,7 +217,7 @@ pub(crate) struct RunList {
     pub pipeline_runs: Vec<V5RunStatus>,
 }
 
-/// The pipelines of a project, one page (reference 3.5).
+/// The pipelines of a project, one page (reference 5.4).
 #[derive(Debug, Clone, Default, Deserialize)]
 pub(crate) struct PipelineListPage {
     /// Pipelines matching the query in all pages.
@@ -237,9 +237,12 @@ pub(crate) struct PipelineEntry {
     /// Pipeline name.
     #[serde(default, deserialize_with = "lenient_string")]
     pub name: Option<String>,
-    /// Tags; the reference does not say whether elements are names or objects: both are read.
+    /// Tags: objects (`{tag_id, name, ...}`, as the SDK declares them) or plain names.
     #[serde(default, deserialize_with = "lenient_tags")]
     pub tag_list: Vec<String>,
+    /// True when the pipeline is disabled.
+    #[serde(default, deserialize_with = "lenient_bool")]
+    pub banned: Option<bool>,
 }
 
 /// Tag names from strings, or from objects' `name` (or `tag_name`); anything else is dropped.
@@ -271,7 +274,7 @@ impl<'de, T: serde::de::DeserializeOwned + Default> Deserialize<'de> for Lenient
     }
 }
 
-/// The v5 run detail (reference 3.3).
+/// The v5 run detail (reference 5.2).
 #[derive(Debug, Clone, Default, Deserialize)]
 pub(crate) struct RunDetail {
     /// Run id.
@@ -301,6 +304,9 @@ pub(crate) struct RunDetail {
     /// Server clock, epoch ms.
     #[serde(default, deserialize_with = "lenient_time")]
     pub current_system_time: Option<RawTime>,
+    /// Time the run was interrupted (manual reviews, suspensions), ms.
+    #[serde(default, deserialize_with = "lenient_u64")]
+    pub pause_time: Option<u64>,
     /// Console URL of the run.
     #[serde(default, deserialize_with = "lenient_string")]
     pub detail_url: Option<String>,
@@ -358,6 +364,9 @@ pub(crate) struct DetailStage {
     /// False when the user deselected the stage for this run.
     #[serde(default, deserialize_with = "lenient_bool")]
     pub is_select: Option<bool>,
+    /// Time the stage was interrupted (a manual review, a suspension), ms.
+    #[serde(default, deserialize_with = "lenient_u64")]
+    pub pause_time: Option<u64>,
     /// Jobs in the stage.
     #[serde(default, deserialize_with = "lenient_vec")]
     pub jobs: Vec<DetailJob>,

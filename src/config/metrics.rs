@@ -21,6 +21,10 @@ pub struct MetricsConfig {
     /// Buckets (seconds) of `codearts_pipeline_run_queue_seconds` (none by default).
     #[serde(default)]
     pub queue_duration_buckets: Vec<f64>,
+    /// Buckets (seconds) of `codearts_pipeline_run_pause_seconds` (none by default; the family
+    /// needs `jobs`).
+    #[serde(default)]
+    pub pause_duration_buckets: Vec<f64>,
     /// Expose `codearts_pipeline_stage_status`, the one-hot state of every stage of the latest
     /// run (six series per stage).
     #[serde(default)]
@@ -45,6 +49,7 @@ impl Default for MetricsConfig {
             run_duration_buckets: default_run_buckets(),
             stage_duration_buckets: default_stage_buckets(),
             queue_duration_buckets: Vec::new(),
+            pause_duration_buckets: Vec::new(),
             stage_status: false,
             jobs: false,
             job_duration_buckets: default_job_buckets(),
@@ -106,6 +111,10 @@ impl MetricsConfig {
         check_buckets(
             "metrics.queue_duration_buckets",
             &self.queue_duration_buckets,
+        )?;
+        check_buckets(
+            "metrics.pause_duration_buckets",
+            &self.pause_duration_buckets,
         )?;
         check_buckets("metrics.job_duration_buckets", &self.job_duration_buckets)?;
         let mut run_labels = HashSet::new();

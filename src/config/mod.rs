@@ -85,6 +85,32 @@ impl Config {
         targets::validate_targets(&self.targets, self.codearts.timeout)
     }
 
+    /// What is valid but unwise, one line each naming the key: `check-config` prints them and
+    /// the exporter logs them at start-up.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings: Vec<String> = self
+            .targets
+            .iter()
+            .enumerate()
+            .filter(|(_, target)| target.status_api == StatusApi::V3)
+            .map(|(index, _)| {
+                format!(
+                    "targets[{index}].status_api = \"v3\": the legacy batch status API, which the \
+                     vendor marks \"old version, to be taken offline\" and its SDK dropped in \
+                     3.1.211; use \"v5\" (the default)"
+                )
+            })
+            .collect();
+        if !self.metrics.pause_duration_buckets.is_empty() && !self.metrics.jobs {
+            warnings.push(
+                "metrics.pause_duration_buckets is set but metrics.jobs is false: time paused \
+                 comes from run details, which only metrics.jobs reads"
+                    .to_string(),
+            );
+        }
+        warnings
+    }
+
     /// The effective configuration as TOML, secrets shown as `***`.
     pub fn redacted_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|err| format!("# cannot render: {err}\n"))
@@ -124,6 +150,21 @@ mod tests {
     use super::*;
     use crate::config::testing::{PIPELINE, PROJECT, error_of, minimal};
     use crate::schedule::Schedule;
+
+    #[test]
+    fn the_legacy_status_api_and_idle_pause_buckets_are_warned_about() {
+        let config = Config::from_toml(&minimal("interval = \"30s\"")).expect("valid");
+        assert!(config.warnings().is_empty());
+        let v3 = minimal("interval = \"30s\"\nstatus_api = \"v3\"").replace(
+            "[auth]",
+            "[metrics]\npause_duration_buckets = [60.0]\n[auth]",
+        );
+        let config = Config::from_toml(&v3).expect("valid");
+        let warnings = config.warnings();
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].starts_with("targets[0].status_api = \"v3\""));
+        assert!(warnings[1].starts_with("metrics.pause_duration_buckets"));
+    }
 
     #[test]
     fn minimal_config_gets_defaults() {

@@ -20,7 +20,7 @@ pub enum StatusApi {
     /// `POST /v5/{project_id}/api/pipelines/status` (current).
     #[default]
     V5,
-    /// `GET /v3/pipelines/status` (older).
+    /// `GET /v3/pipelines/status`: legacy, which the vendor marks "to be taken offline".
     V3,
 }
 
@@ -78,6 +78,10 @@ pub struct TargetConfig {
     /// Discovery keeps pipelines carrying at least one of these tags.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// Discovery also keeps disabled (banned) pipelines; they cannot run, so off by default.
+    /// Pipelines in `pipeline_ids` are polled whatever this says.
+    #[serde(default)]
+    pub include_disabled: bool,
     /// How often discovery reads the pipeline list again.
     #[serde(default = "default_discover_every", with = "humantime_serde")]
     pub discover_every: Duration,
@@ -230,6 +234,7 @@ impl TargetConfig {
                 ("include", self.include.is_some()),
                 ("exclude", self.exclude.is_some()),
                 ("tags", !self.tags.is_empty()),
+                ("include_disabled", self.include_disabled),
             ];
             if let Some((field, _)) = discovery_keys.iter().find(|(_, set)| *set) {
                 return Err(invalid(key(field), "is only used with `discover = true`"));
@@ -347,7 +352,7 @@ mod tests {
     fn discovery_and_metric_options_parse_and_default() {
         let config = Config::from_toml(&minimal("interval = \"30s\"")).expect("valid");
         let target = &config.targets[0];
-        assert!(!target.discover);
+        assert!(!target.discover && !target.include_disabled);
         assert_eq!(target.discover_every, Duration::from_secs(600));
         assert_eq!(target.gc_after, Duration::from_secs(600));
         assert!(!config.metrics.jobs);
@@ -359,11 +364,11 @@ mod tests {
              [metrics]\njobs = true\nrun_labels = [\"branch\", \"trigger_type\"]\nbranches = [\"develop\"]\n\
              [[targets]]\nproject_id = \"{PROJECT}\"\ninterval = \"30s\"\ndiscover = true\n\
              include = \"^(订单|pay)\"\nexclude = \"(?i)nightly\"\ntags = [\"backend\"]\n\
-             discover_every = \"1m\"\ngc_after = \"0s\"\n"
+             discover_every = \"1m\"\ngc_after = \"0s\"\ninclude_disabled = true\n"
         );
         let config = Config::from_toml(&text).expect("valid");
         let target = &config.targets[0];
-        assert!(target.discover && target.pipeline_ids.is_empty());
+        assert!(target.discover && target.pipeline_ids.is_empty() && target.include_disabled);
         let include = target.include.as_ref().expect("include");
         assert!(include.is_match("订单服务-build") && !include.is_match("x-订单"));
         let exclude = target.exclude.as_ref().expect("exclude");
@@ -401,6 +406,10 @@ mod tests {
             (
                 minimal("interval = \"30s\"\ntags = [\"x\"]"),
                 "targets[0].tags",
+            ),
+            (
+                minimal("interval = \"30s\"\ninclude_disabled = true"),
+                "targets[0].include_disabled",
             ),
             (
                 minimal("interval = \"30s\"").replace(&format!("[\"{PIPELINE}\"]"), "[]"),

@@ -67,6 +67,7 @@ enum Family {
     Runs,
     RunsMissed,
     RunQueue,
+    RunPause,
     StageStatus,
     StageLastDuration,
     StageDuration,
@@ -75,7 +76,7 @@ enum Family {
 }
 
 impl Family {
-    const ALL: [Family; 16] = [
+    const ALL: [Family; 17] = [
         Family::Status,
         Family::LastResult,
         Family::LastDuration,
@@ -87,6 +88,7 @@ impl Family {
         Family::Runs,
         Family::RunsMissed,
         Family::RunQueue,
+        Family::RunPause,
         Family::StageStatus,
         Family::StageLastDuration,
         Family::StageDuration,
@@ -151,6 +153,11 @@ impl Family {
                 "codearts_pipeline_run_queue_seconds",
                 "histogram",
                 "Time from a run's start to its first stage's start (initialisation and waiting for an executor), one observation per completed run.",
+            ),
+            Family::RunPause => (
+                "codearts_pipeline_run_pause_seconds",
+                "histogram",
+                "Time a completed run spent paused (manual reviews, suspensions), from its run detail's pause_time; one observation per run recorded with metrics.jobs.",
             ),
             Family::StageStatus => (
                 "codearts_pipeline_stage_status",
@@ -299,6 +306,11 @@ impl FamilyWriter<'_> {
             Family::RunQueue => {
                 if let Some(hist) = &data.queue {
                     self.histogram(labels, &[], &layout.queue, hist)?;
+                }
+            }
+            Family::RunPause => {
+                if let Some(hist) = &data.pause {
+                    self.histogram(labels, &[], &layout.pause, hist)?;
                 }
             }
             Family::StageStatus => {

@@ -162,6 +162,7 @@ mod tests {
             detail_url: None,
             trigger: None,
             branch: None,
+            pause: None,
             stages: Vec::new(),
         }
     }

@@ -77,13 +77,22 @@ impl TargetPoller {
 
     /// Reads the project's pipeline list when discovery is on and due; false when that failed.
     async fn discover(&self, state: &mut TargetState) -> bool {
+        if !self.target.discover {
+            // Discovery switched off by a reload: its gauge goes.
+            self.metrics.discovery_off(self.label());
+            return true;
+        }
         let due = state
             .discovered_at
             .is_none_or(|at| at.elapsed() >= self.target.discover_every);
-        if !self.target.discover || !due {
+        if !due {
             return true;
         }
-        match self.client.list_pipelines(&self.target.project_id).await {
+        let listed = self
+            .client
+            .list_pipelines(&self.target.project_id, self.target.include_disabled)
+            .await;
+        match listed {
             Ok(pipelines) => {
                 self.apply_discovery(state, pipelines);
                 true
@@ -122,8 +131,41 @@ impl TargetPoller {
                 "discovered pipelines changed"
             );
         }
+        // Said when discovery first comes back empty, not at every discovery: the gauge and
+        // its alert carry a lasting problem.
+        let newly_empty = state.discovered_at.is_none() || !state.discovered.is_empty();
+        if kept.is_empty() && newly_empty {
+            self.warn_nothing_discovered(listed);
+        }
+        self.metrics.set_discovered(self.label(), kept.len());
         state.discovered = kept;
         state.discovered_at = Some(tokio::time::Instant::now());
+    }
+
+    /// Why discovery may have found nothing, and what to do about it.
+    fn warn_nothing_discovered(&self, listed: usize) {
+        let project_id = self.target.project_id.as_str();
+        if listed == 0 {
+            // The service answers an identity outside the CodeArts project with an empty list,
+            // not an error (reference 5.4).
+            tracing::warn!(
+                target_name = self.label(),
+                project_id,
+                "discovery found no pipeline: the pipeline list of the project is empty. If the \
+                 project does have pipelines, the IAM user of [auth] is most likely not a member \
+                 of this CodeArts project (the service then answers an empty list, and \
+                 DEVPIPE.00011412 to single-pipeline calls): add the user to the project's \
+                 members in CodeArts, and check targets.project_id"
+            );
+        } else {
+            tracing::warn!(
+                target_name = self.label(),
+                project_id,
+                listed,
+                "discovery found no pipeline: the project lists pipelines but none passes the \
+                 target's filters; check include, exclude, tags and include_disabled"
+            );
+        }
     }
 
     /// The latest run of every tracked pipeline, one batch status call per chunk; and whether
@@ -488,6 +530,7 @@ fn record(
                 series.observe_completed(run);
                 if let Some(detail) = run.run_number.and_then(|n| details.get(&n)) {
                     series.observe_jobs(detail);
+                    series.observe_pause(detail);
                 }
                 tracing::debug!(pipeline_id = %run.pipeline_id, run_number = ?run.run_number, result = ?run.result, "run recorded");
             }
@@ -501,13 +544,16 @@ fn record(
     applied.complete
 }
 
-/// Whether discovery keeps `pipeline`: `include` matches its name, `exclude` does not, and it
-/// carries one of `tags` (each filter only when set).
+/// Whether discovery keeps `pipeline`: `include` matches its name, `exclude` does not, it
+/// carries one of `tags` (each filter only when set), and it is enabled unless
+/// `include_disabled`. The list was asked without disabled pipelines already; an entry marked
+/// `banned` is dropped all the same, whatever the service made of the request.
 fn selects(target: &TargetConfig, pipeline: &PipelineInfo) -> bool {
-    target
-        .include
-        .as_ref()
-        .is_none_or(|p| p.is_match(&pipeline.name))
+    (target.include_disabled || !pipeline.disabled)
+        && target
+            .include
+            .as_ref()
+            .is_none_or(|p| p.is_match(&pipeline.name))
         && !target
             .exclude
             .as_ref()
@@ -552,6 +598,7 @@ mod tests {
             id: id.into(),
             name: name.into(),
             tags: tags.iter().map(|t| (*t).to_string()).collect(),
+            disabled: false,
         }
     }
 
@@ -567,6 +614,14 @@ mod tests {
         assert!(selects(&tagged, &info("a", "x", &["frontend", "发布"])));
         assert!(!selects(&tagged, &info("b", "x", &["frontend"])));
         assert!(!selects(&tagged, &info("c", "x", &[])));
+        let disabled = PipelineInfo {
+            disabled: true,
+            ..info("d", "x", &["backend"])
+        };
+        assert!(!selects(&tagged, &disabled));
+        assert!(!selects(&all, &disabled));
+        let with_disabled = target("discover = true\ninclude_disabled = true");
+        assert!(selects(&with_disabled, &disabled));
     }
 
     #[test]

@@ -74,6 +74,10 @@ pub struct SimOptions {
     pub stages: Option<usize>,
     /// Share of pipelines with a run in progress at any time; `None`: about a third.
     pub running_share: Option<f64>,
+    /// AK/SK-signed CodeArts requests must carry the account's IAM project id in a signed
+    /// `X-Project-Id` header (whether the real service insists is an open question; the SDK
+    /// always sends it).
+    pub require_project_id: bool,
 }
 
 impl Default for SimOptions {
@@ -97,6 +101,7 @@ impl Default for SimOptions {
             faults: FaultSpec::default(),
             stages: None,
             running_share: None,
+            require_project_id: false,
         }
     }
 }
@@ -202,6 +207,11 @@ impl Simulator {
     /// The token always accepted in `X-Auth-Token`.
     pub fn static_token(&self) -> &str {
         &self.options.token
+    }
+
+    /// The account's IAM project id (what IAM's project list answers for the region).
+    pub fn iam_project_id(&self) -> String {
+        self.world().iam_project_id.clone()
     }
 
     /// An access key accepted in signatures, if any is configured.

@@ -331,7 +331,7 @@ pub(crate) fn run_detail(
                 "status": state.item.status,
                 "start_time": times(state.item.start),
                 "end_time": times(state.item.end),
-                "pause_time": opt_ms(state.pause),
+                "pause_time": state.pause,
                 "pre": pre,
                 "post": [],
                 "jobs": jobs,
@@ -355,7 +355,7 @@ pub(crate) fn run_detail(
         "run_number": run.number,
         "start_time": view.start,
         "end_time": opt_ms(view.end),
-        "pause_time": opt_ms(view.pause),
+        "pause_time": view.pause,
         "stages": stages,
         "domain_id": world.domain_id,
         "project_id": project.id,
@@ -404,7 +404,55 @@ fn sources(def: &PipelineDef, run: &RunPlan) -> Value {
     }])
 }
 
-/// One pipeline of `POST .../pipelines/list` (reference 3.5).
+/// The id of tag `name` in project `project_id`: a pure function of the account, the project
+/// and the name, so every pipeline carrying the tag shows the same id.
+pub(crate) fn tag_id(world: &World, project_id: &str, name: &str) -> String {
+    // FNV-1a of account, project and name: stable, and independent of the pipelines' RNGs.
+    let hash = world
+        .domain_id
+        .bytes()
+        .chain([0])
+        .chain(project_id.bytes())
+        .chain([0])
+        .chain(name.bytes())
+        .fold(0xcbf2_9ce4_8422_2325_u64, |acc, byte| {
+            (acc ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+    derived_id(TAG_ID_SALT, &[hash])
+}
+
+/// Salt of tag ids, apart from every other derived id.
+const TAG_ID_SALT: u64 = 0x0074_6167_6964;
+
+/// The `tag_list` of a pipeline: the objects the SDK declares, or, for some pipelines, plain
+/// names (the reference shows objects; readers should take both).
+fn tag_list(world: &World, def: &PipelineDef) -> Value {
+    let project = &world.projects[def.project];
+    let (creator_id, _) = world.executor(def.creator);
+    let tags: Vec<Value> = def
+        .tags
+        .iter()
+        .map(|name| {
+            if def.tags_as_names() {
+                return json!(name);
+            }
+            json!({
+                "tag_id": tag_id(world, &project.id, name),
+                "name": name,
+                "color": "#3f7fbf",
+                "project_id": project.id,
+                "domain_id": world.domain_id,
+                "creator_id": creator_id,
+                "updater_id": creator_id,
+                "create_time": def.create_ms,
+                "update_time": def.create_ms,
+            })
+        })
+        .collect();
+    Value::Array(tags)
+}
+
+/// One pipeline of `POST .../pipelines/list` (reference 5.4).
 pub(crate) fn pipeline_entry(
     world: &World,
     def: &PipelineDef,
@@ -424,11 +472,11 @@ pub(crate) fn pipeline_entry(
         "creator_name": creator_name,
         "is_publish": false,
         "is_collect": false,
-        "banned": false,
+        "banned": def.banned,
         "description": def.description,
-        "manifest_version": "3.0",
-        // The reference names the field but not its elements; tag names are the plain reading.
-        "tag_list": def.tags,
+        // Old-version pipelines carry the older definition format.
+        "manifest_version": if def.old_version { "2.0" } else { "3.0" },
+        "tag_list": tag_list(world, def),
         "latest_run": latest.map_or(Value::Null, |(run, view)| v5_run(world, def, run, view, false)),
     })
 }
@@ -495,6 +543,7 @@ pub(crate) fn truth_run(def: &PipelineDef, run: &RunPlan, view: &RunView) -> Val
         "end_ms": end,
         "duration_seconds": seconds_between(view.start, end),
         "queue_seconds": queue_seconds,
+        "pause_seconds": view.pause as f64 / 1000.0,
         "stages": stages,
     })
 }

@@ -13,8 +13,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::codearts::model::{Run, RunResult, RunState};
 use crate::config::{MetricsConfig, RunLabel};
 
-/// `trigger_type` label values: the reference's vocabulary (3.2), lower-cased, plus `other`.
-const TRIGGER_TYPES: [(&str, &str); 7] = [
+/// `trigger_type` label values: the reference's vocabulary (6.4), list filters' values
+/// included, in snake case; anything else is `other`. Keys are the vendor's values lower-cased
+/// without `_` and `-`.
+const TRIGGER_TYPES: [(&str, &str); 11] = [
     ("manual", "manual"),
     ("scheduler", "scheduler"),
     ("mr", "mr"),
@@ -22,6 +24,10 @@ const TRIGGER_TYPES: [(&str, &str); 7] = [
     ("createtag", "create_tag"),
     ("issue", "issue"),
     ("note", "note"),
+    ("rollback", "rollback"),
+    ("cr", "cr"),
+    ("generic", "generic"),
+    ("subpipeline", "sub_pipeline"),
 ];
 /// Label value of anything outside a bounded vocabulary.
 const OTHER: &str = "other";
@@ -111,6 +117,7 @@ pub(crate) struct Layout {
     pub(crate) run: Buckets,
     pub(crate) stage: Buckets,
     pub(crate) queue: Buckets,
+    pub(crate) pause: Buckets,
     pub(crate) job: Buckets,
     pub(crate) stage_status: bool,
     /// Names of the labels of run series after the pipeline labels: run labels, then `result`.
@@ -169,6 +176,8 @@ pub(crate) struct PipelineData {
     pub(crate) runs: BTreeMap<Vec<String>, Hist>,
     pub(crate) missed: Option<u64>,
     pub(crate) queue: Option<Hist>,
+    /// Time paused per run (from run details, so only with `metrics.jobs`).
+    pub(crate) pause: Option<Hist>,
     pub(crate) stage_states: BTreeMap<String, RunState>,
     pub(crate) stage_last: BTreeMap<String, f64>,
     pub(crate) stages: BTreeMap<String, StageStats>,
@@ -203,6 +212,7 @@ impl SeriesTable {
                 run: Buckets::new(&config.run_duration_buckets),
                 stage: Buckets::new(&config.stage_duration_buckets),
                 queue: Buckets::new(&config.queue_duration_buckets),
+                pause: Buckets::new(&config.pause_duration_buckets),
                 job: Buckets::new(&config.job_duration_buckets),
                 stage_status: config.stage_status,
                 run_label_names: RunLabels::new(config)
@@ -450,6 +460,21 @@ impl Series {
         });
     }
 
+    /// Observes the time `detail` (the run detail of a run recorded once) spent paused, when
+    /// its detail says.
+    pub fn observe_pause(&mut self, detail: &Run) {
+        let Some(pause) = detail.pause else {
+            return;
+        };
+        let registry = self.registry.clone();
+        let layout = &registry.layout;
+        self.update(|data| {
+            data.pause
+                .get_or_insert_with(Hist::default)
+                .observe(&layout.pause, pause);
+        });
+    }
+
     /// Counts a completed run that was found too late to be recorded.
     pub fn missed(&mut self) {
         self.update(|data| *data.missed.get_or_insert(0) += 1);
@@ -486,6 +511,12 @@ mod tests {
             (Some("CreateTag"), "create_tag"),
             (Some("Issue"), "issue"),
             (Some("Note"), "note"),
+            (Some("RollBack"), "rollback"),
+            (Some("CR"), "cr"),
+            (Some("Generic"), "generic"),
+            (Some("SubPipeline"), "sub_pipeline"),
+            (Some("sub_pipeline"), "sub_pipeline"),
+            (Some("Roll-Back"), "rollback"),
             (Some(" push "), "push"),
             (Some("Webhook"), "other"),
             (Some(""), "other"),
@@ -509,6 +540,7 @@ mod tests {
             start: times.map(|t| t.0),
             end: times.map(|t| t.1),
             jobs: Vec::new(),
+            pause: None,
         }
     }
 
@@ -525,6 +557,7 @@ mod tests {
             detail_url: Some("https://console.example/run/7".into()),
             trigger: Some("Push".into()),
             branch: Some("feature/x".into()),
+            pause: None,
             stages: vec![
                 stage(
                     "构建",
@@ -961,9 +994,61 @@ mod tests {
             ),
             None
         );
+        // Time paused: one observation per run whose detail says, none otherwise.
+        assert_eq!(
+            sample(&m, "codearts_pipeline_run_pause_seconds_count", &[]),
+            None
+        );
+        series.observe_pause(&run);
+        assert_eq!(
+            sample(&m, "codearts_pipeline_run_pause_seconds_count", &[]),
+            None,
+            "a detail without pause_time"
+        );
+        for pause in [0.0, 42.5] {
+            run.pause = Some(pause);
+            series.observe_pause(&run);
+        }
+        assert_eq!(
+            sample(&m, "codearts_pipeline_run_pause_seconds_count", &[]),
+            Some(2.0)
+        );
+        assert_eq!(
+            sample(&m, "codearts_pipeline_run_pause_seconds_sum", &[]),
+            Some(42.5)
+        );
+        assert_eq!(
+            sample(
+                &m,
+                "codearts_pipeline_run_pause_seconds_bucket",
+                &[("le", "+Inf")]
+            ),
+            Some(2.0),
+            "no buckets by default"
+        );
         drop(series);
         let all = text(&m);
         assert!(!all.contains("pipeline_id=\"p\""), "left over:\n{all}");
+
+        // Buckets when asked.
+        let m = fixture(&MetricsConfig {
+            pause_duration_buckets: vec![60.0, 3600.0],
+            ..MetricsConfig::default()
+        });
+        let mut series = m.series("proj", "p", NAME);
+        run.pause = Some(600.0);
+        series.observe_pause(&run);
+        let le = |bound: &str| {
+            sample(
+                &m,
+                "codearts_pipeline_run_pause_seconds_bucket",
+                &[("le", bound)],
+            )
+        };
+        assert_eq!(
+            (le("60"), le("3600"), le("+Inf")),
+            (Some(0.0), Some(1.0), Some(1.0))
+        );
     }
 
     /// A completed 6-stage run with `result`, where stage `failing` carries the result.

@@ -18,13 +18,14 @@ use serde_json::{Value, json};
 pub(crate) use bodies::{emptied, error_body, oversized_chunks, wrong_shape};
 
 /// The API names faults can target, as the exporter's `api` label names them.
-pub const APIS: [&str; 6] = [
+pub const APIS: [&str; 7] = [
     "v3_status",
     "v5_status",
     "run_detail",
     "run_list",
     "pipeline_list",
     "iam_token",
+    "iam_projects",
 ];
 
 /// How long a `timeout` fault holds the request by default (longer than any sane client time-out).
@@ -38,6 +39,7 @@ pub(crate) fn api_of(method: &str, path: &str) -> Option<&'static str> {
     let segments: Vec<&str> = path.split('/').collect();
     match (method, segments.as_slice()) {
         ("POST", ["v3", "auth", "tokens"]) => Some("iam_token"),
+        ("GET", ["v3", "projects"]) => Some("iam_projects"),
         ("GET", ["v3", "pipelines", "status"]) => Some("v3_status"),
         ("POST", ["v5", _, "api", "pipelines", "status"]) => Some("v5_status"),
         ("POST", ["v5", _, "api", "pipelines", "list"]) => Some("pipeline_list"),

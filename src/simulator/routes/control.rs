@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 use super::params::{body_object, field_list};
 use super::{Reply, Service, Simulator, bad_param, no_project};
 use crate::simulator::render;
+use crate::simulator::world::PipelineKind;
 
 impl Simulator {
     /// Every completed run, per pipeline (what `GET /_sim/truth` answers).
@@ -20,8 +21,8 @@ impl Simulator {
         service.truth(now_ms, i64::MIN)
     }
 
-    /// `POST /_sim/pipelines` `{"name", "project_id", "tags"}` (all optional): creates a
-    /// pipeline whose first run starts now.
+    /// `POST /_sim/pipelines` `{"name", "project_id", "tags", "old_version", "banned"}` (all
+    /// optional): creates a pipeline whose first run starts now.
     pub(super) fn add_pipeline(&self, body: &[u8], now_ms: i64) -> Reply {
         let body = match body_object(body) {
             Ok(body) => body,
@@ -36,6 +37,18 @@ impl Simulator {
             Ok(tags) => tags,
             Err(reply) => return reply,
         };
+        let flag = |key: &str| match body.get(key) {
+            None | Some(Value::Null) => Ok(false),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(_) => Err(bad_param(key)),
+        };
+        let kind = match (flag("old_version"), flag("banned")) {
+            (Ok(old_version), Ok(banned)) => PipelineKind {
+                old_version,
+                banned,
+            },
+            (Err(reply), _) | (_, Err(reply)) => return reply,
+        };
         let mut world = self.world_mut();
         let project = match body.get("project_id") {
             None | Some(Value::Null) => 0,
@@ -48,14 +61,26 @@ impl Simulator {
         if world.projects.is_empty() {
             return no_project();
         }
-        let index = world.add_pipeline(project, name, tags, now_ms);
+        let index = world.add_pipeline(project, name, tags, kind, now_ms);
         let def = &world.pipelines[index];
         Reply::ok(json!({
             "pipeline_id": def.id,
             "name": def.name,
             "project_id": world.projects[project].id,
             "tag_list": def.tags,
+            "old_version": def.old_version,
+            "banned": def.banned,
         }))
+    }
+
+    /// `POST /_sim/pipelines/{id}/ban` and `.../unban`: disables or enables a pipeline.
+    pub(super) fn ban_pipeline(&self, id: &str, banned: bool) -> Reply {
+        let mut world = self.world_mut();
+        let Some(index) = world.pipeline(id) else {
+            return super::no_pipeline();
+        };
+        world.set_banned(index, banned);
+        Reply::ok(json!({ "pipeline_id": id, "banned": banned }))
     }
 }
 
@@ -77,6 +102,8 @@ impl Service<'_> {
                         "pipeline_id": def.id,
                         "name": def.name,
                         "tags": def.tags,
+                        "old_version": def.old_version,
+                        "banned": def.banned,
                         "stage_count": def.stages.len(),
                         "runs": runs,
                     })
@@ -119,7 +146,8 @@ mod tests {
 
         // Listed, with a run that starts at creation and no history before it.
         let later = START + 1000;
-        let list = call(&sim, "POST", &list_uri, "{\"limit\": 100}", later);
+        let every = "{\"limit\": 100, \"query_new\": false}";
+        let list = call(&sim, "POST", &list_uri, every, later);
         assert_eq!(list.body["total"], ids.len() + 1);
         let entry = list.body["pipelines"]
             .as_array()
@@ -154,7 +182,7 @@ mod tests {
             later,
         );
         assert_eq!(again.status, StatusCode::NOT_FOUND);
-        let list = call(&sim, "POST", &list_uri, "{\"limit\": 100}", later);
+        let list = call(&sim, "POST", &list_uri, every, later);
         assert_eq!(list.body["total"], ids.len());
         let status = call(&sim, "POST", &status_uri, &json!([id]).to_string(), later);
         assert!(status.body.as_array().expect("array").is_empty());

@@ -2,13 +2,74 @@
 //! tokens IAM issued, or an AK/SK signature.
 
 use hyper::StatusCode;
+use serde_json::json;
 
+use super::params::query_value;
 use super::{Reply, Service, SimRequest, unauthorized};
 use crate::simulator::auth::{self, IamReply, Signed};
+use crate::simulator::world::REGION;
 
 impl Service<'_> {
-    /// `None` when the request carries valid credentials, else the 401 to answer.
+    /// `None` when a CodeArts request carries valid credentials, else the 401 to answer. With
+    /// [`crate::simulator::SimOptions::require_project_id`], a signature must also cover an
+    /// `X-Project-Id` header holding the account's IAM project id.
     pub(super) fn authenticate(&self, request: &SimRequest<'_>, now_ms: i64) -> Option<Reply> {
+        if let Some(refused) = self.authenticate_iam(request, now_ms) {
+            return Some(refused);
+        }
+        let signed = request.headers.contains_key("authorization")
+            && !request.headers.contains_key("x-auth-token");
+        if signed && self.options.require_project_id {
+            let sent = request
+                .headers
+                .get("x-project-id")
+                .and_then(|v| v.to_str().ok());
+            let covered = request
+                .headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|a| a.split("SignedHeaders=").nth(1))
+                .and_then(|rest| rest.split(',').next())
+                .is_some_and(|names| names.split(';').any(|n| n.trim() == "x-project-id"));
+            if sent != Some(self.world.iam_project_id.as_str()) || !covered {
+                return Some(unauthorized(
+                    "APIG.0301",
+                    "Incorrect IAM authentication information: x-project-id is missing or does not match the credential",
+                ));
+            }
+        }
+        None
+    }
+
+    /// `GET /v3/projects[?name=]` on IAM: the account's projects; the simulated account has
+    /// one, named after the region (reference 3.6).
+    pub(super) fn iam_projects(&self, query: Option<&str>) -> Reply {
+        let wanted = query_value(query, "name");
+        let projects: Vec<serde_json::Value> = [REGION]
+            .iter()
+            .filter(|name| wanted.as_deref().is_none_or(|w| w == **name))
+            .map(|name| {
+                json!({
+                    "id": self.world.iam_project_id,
+                    "name": name,
+                    "domain_id": self.world.domain_id,
+                    "parent_id": self.world.domain_id,
+                    "enabled": true,
+                    "is_domain": false,
+                    "description": "",
+                    "links": {"self": format!("https://iam.{REGION}.myhuaweicloud.com/v3/projects/{}", self.world.iam_project_id)},
+                })
+            })
+            .collect();
+        Reply::ok(json!({
+            "projects": projects,
+            "links": {"self": format!("https://iam.{REGION}.myhuaweicloud.com/v3/projects"), "previous": null, "next": null},
+        }))
+    }
+
+    /// `None` when the request carries valid credentials (a token or a signature), else the
+    /// 401 to answer.
+    pub(super) fn authenticate_iam(&self, request: &SimRequest<'_>, now_ms: i64) -> Option<Reply> {
         if let Some(value) = request.headers.get("x-auth-token") {
             let token = value.to_str().unwrap_or("\u{0}");
             if token.is_empty() {
@@ -124,5 +185,21 @@ mod tests {
             call_with(&sim, "GET", "/_sim/truth", None, "", START).status,
             StatusCode::OK
         );
+    }
+
+    #[test]
+    fn iam_lists_the_project_named_after_the_region() {
+        let sim = sim();
+        let missing = call_with(&sim, "GET", "/v3/projects?name=cn-north-4", None, "", START);
+        assert_eq!(missing.status, StatusCode::UNAUTHORIZED);
+        let found = call(&sim, "GET", "/v3/projects?name=cn-north-4", "", START);
+        assert_eq!(found.status, StatusCode::OK);
+        let projects = found.body["projects"].as_array().expect("projects");
+        assert_eq!(projects.len(), 1);
+        assert_eq!(projects[0]["name"], "cn-north-4");
+        assert_eq!(projects[0]["id"], sim.iam_project_id().as_str());
+        assert_eq!(projects[0]["enabled"], true);
+        let other = call(&sim, "GET", "/v3/projects?name=eu-west-0", "", START);
+        assert_eq!(other.body["projects"], serde_json::json!([]));
     }
 }

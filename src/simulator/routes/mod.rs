@@ -124,6 +124,8 @@ impl Simulator {
                 self.requests.clear();
                 Reply::ok(json!({ "requests": [] }))
             }
+            ("POST", ["_sim", "pipelines", id, "ban"]) => self.ban_pipeline(id, true),
+            ("POST", ["_sim", "pipelines", id, "unban"]) => self.ban_pipeline(id, false),
             ("DELETE", ["_sim", "pipelines", id]) => {
                 if self.world_mut().remove_pipeline(id) {
                     Reply::ok(json!({ "pipeline_id": id, "deleted": true }))
@@ -155,6 +157,9 @@ impl Service<'_> {
     fn route(&self, request: &SimRequest<'_>, segments: &[&str], now_ms: i64) -> Reply {
         match (request.method, segments) {
             ("POST", ["v3", "auth", "tokens"]) => self.iam(request, now_ms),
+            ("GET", ["v3", "projects"]) => self
+                .authenticate_iam(request, now_ms)
+                .unwrap_or_else(|| self.iam_projects(request.query)),
             ("GET", ["_sim", "truth"]) => {
                 // `?since_ms=T` keeps the runs that ended at or after T (big worlds).
                 match query_value(request.query, "since_ms").map(|v| v.parse::<i64>()) {

@@ -106,6 +106,19 @@ pub(super) fn field_choice(
     }
 }
 
+/// A boolean field; `default` when absent or null.
+pub(super) fn field_bool(
+    body: &Map<String, Value>,
+    key: &str,
+    default: bool,
+) -> Result<bool, Reply> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(default),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(bad_param(key)),
+    }
+}
+
 /// Offset and limit of a list request: limit defaults to 10 and is capped at 100.
 pub(super) fn paging(body: &Map<String, Value>) -> Result<(u64, u64), Reply> {
     let offset = field_u64(body, "offset")?.unwrap_or(0);

@@ -1,8 +1,8 @@
-//! The project pipeline list (reference 3.5), which discovery reads.
+//! The project pipeline list (reference 5.4), which discovery reads.
 
 use serde_json::{Value, json};
 
-use super::params::{body_object, field_choice, field_list, page, paging};
+use super::params::{body_object, field_bool, field_choice, field_list, page, paging};
 use super::{Reply, Service, bad_param};
 use crate::simulator::render;
 
@@ -25,8 +25,12 @@ impl Service<'_> {
             Some(_) => return Err(bad_param("name")),
         };
         let statuses = field_list(&body, "status")?;
-        // Pipelines carrying any of these tags.
+        // Pipelines carrying any of these tags (by name or tag id).
         let tags = field_list(&body, "tag_list")?;
+        // Reference 5.4: `query_new` (default true) lists only new-version pipelines;
+        // `is_banned: true` includes disabled ones.
+        let new_only = field_bool(&body, "query_new", true)?;
+        let with_banned = field_bool(&body, "is_banned", false)?;
         let sort_key = field_choice(
             &body,
             "sort_key",
@@ -51,10 +55,16 @@ impl Service<'_> {
             {
                 continue;
             }
-            if tags
-                .as_ref()
-                .is_some_and(|wanted| !def.tags.iter().any(|t| wanted.contains(t)))
-            {
+            if (new_only && def.old_version) || (def.banned && !with_banned) {
+                continue;
+            }
+            let project_id = &self.world.projects[def.project].id;
+            if tags.as_ref().is_some_and(|wanted| {
+                !def.tags.iter().any(|t| {
+                    wanted.contains(t)
+                        || wanted.contains(&render::tag_id(self.world, project_id, t))
+                })
+            }) {
                 continue;
             }
             let row = self.world.with_runs(index, now_ms, |def, log| {
@@ -113,7 +123,7 @@ mod tests {
         let sim = sim();
         let (project, ids) = sim.targets().remove(0);
         let uri = format!("/v5/{project}/api/pipelines/list");
-        let reply = call(&sim, "POST", &uri, "", START);
+        let reply = call(&sim, "POST", &uri, "{\"query_new\": false}", START);
         assert_eq!(reply.body["total"], ids.len());
         assert_eq!(reply.body["current_system_time"], START);
         let pipelines = reply.body["pipelines"].as_array().expect("pipelines");
@@ -146,7 +156,13 @@ mod tests {
                 .iter()
                 .any(|p| p["name"] == name.as_str())
         );
-        let paged = call(&sim, "POST", &uri, "{\"offset\": 1, \"limit\": 1}", START);
+        let paged = call(
+            &sim,
+            "POST",
+            &uri,
+            "{\"offset\": 1, \"limit\": 1, \"query_new\": false}",
+            START,
+        );
         assert_eq!(paged.body["pipelines"].as_array().expect("p").len(), 1);
         assert_eq!(paged.body["pipelines"][0], pipelines[1]);
     }
@@ -156,33 +172,134 @@ mod tests {
         let sim = sim();
         let (project, ids) = sim.targets().remove(0);
         let uri = format!("/v5/{project}/api/pipelines/list");
-        let all = call(&sim, "POST", &uri, "{\"limit\": 100}", START);
-        let pipelines = all.body["pipelines"].as_array().expect("pipelines");
-        assert_eq!(pipelines.len(), ids.len());
-        let tagged = pipelines
-            .iter()
-            .find(|p| !p["tag_list"].as_array().expect("tags").is_empty())
-            .expect("a tagged pipeline");
-        let tag = tagged["tag_list"][0].as_str().expect("tag").to_string();
-        let filtered = call(
+        let all = call(
             &sim,
             "POST",
             &uri,
-            &json!({"tag_list": [tag.clone()], "limit": 100}).to_string(),
+            "{\"limit\": 100, \"query_new\": false}",
             START,
         );
-        let kept = filtered.body["pipelines"].as_array().expect("pipelines");
-        assert!(!kept.is_empty());
-        assert!(kept.iter().all(|p| {
-            p["tag_list"]
-                .as_array()
-                .expect("tags")
-                .iter()
-                .any(|t| t == tag.as_str())
-        }));
+        let pipelines = all.body["pipelines"].as_array().expect("pipelines");
+        assert_eq!(pipelines.len(), ids.len());
+        // Tags come as objects, and from some pipelines as plain names.
+        let name_of = |tag: &Value| {
+            tag.as_str()
+                .or_else(|| tag["name"].as_str())
+                .expect("a name")
+                .to_string()
+        };
+        let tags: Vec<&Value> = pipelines
+            .iter()
+            .flat_map(|p| p["tag_list"].as_array().expect("tags"))
+            .collect();
+        let everywhere: Vec<Value> = sim
+            .targets()
+            .iter()
+            .flat_map(|(project, _)| {
+                let uri = format!("/v5/{project}/api/pipelines/list");
+                let every = "{\"limit\": 100, \"query_new\": false}";
+                let reply = call(&sim, "POST", &uri, every, START);
+                let pipelines = reply.body["pipelines"].as_array().expect("p").clone();
+                pipelines
+                    .into_iter()
+                    .flat_map(|p| p["tag_list"].as_array().expect("tags").clone())
+            })
+            .collect();
+        assert!(everywhere.iter().any(Value::is_string));
+        let object = tags.iter().find(|t| t.is_object()).expect("a tag object");
+        assert_eq!(object["tag_id"].as_str().expect("tag_id").len(), 32);
+        assert!(object["project_id"] == project.as_str() && object["create_time"].is_i64());
+        let tag = name_of(object);
+        // One tag, one id, whichever pipeline carries it.
+        let ids_of_tag: std::collections::BTreeSet<&str> = tags
+            .iter()
+            .filter(|t| t.is_object() && name_of(t) == tag)
+            .map(|t| t["tag_id"].as_str().expect("id"))
+            .collect();
+        assert_eq!(ids_of_tag.len(), 1);
+        for wanted in [tag.clone(), ids_of_tag.first().expect("id").to_string()] {
+            let filtered = call(
+                &sim,
+                "POST",
+                &uri,
+                &json!({"tag_list": [wanted], "limit": 100, "query_new": false}).to_string(),
+                START,
+            );
+            let kept = filtered.body["pipelines"].as_array().expect("pipelines");
+            assert!(!kept.is_empty());
+            assert!(kept.iter().all(|p| {
+                p["tag_list"]
+                    .as_array()
+                    .expect("tags")
+                    .iter()
+                    .any(|t| name_of(t) == tag)
+            }));
+        }
         assert_eq!(
             call(&sim, "POST", &uri, "{\"tag_list\": 5}", START).status,
             StatusCode::BAD_REQUEST
         );
+    }
+
+    #[test]
+    fn old_version_and_disabled_pipelines_are_listed_only_when_asked() {
+        let sim = sim();
+        let (project, ids) = sim.targets().remove(0);
+        let uri = format!("/v5/{project}/api/pipelines/list");
+        let listed = |body: Value| -> Vec<String> {
+            let mut body = body;
+            body["limit"] = json!(100);
+            let reply = call(&sim, "POST", &uri, &body.to_string(), START);
+            assert_eq!(reply.status, StatusCode::OK, "{body}");
+            reply.body["pipelines"]
+                .as_array()
+                .expect("pipelines")
+                .iter()
+                .map(|p| p["pipeline_id"].as_str().expect("id").to_string())
+                .collect()
+        };
+        let truth = sim.truth(START);
+        let old: Vec<String> = truth["pipelines"]
+            .as_array()
+            .expect("pipelines")
+            .iter()
+            .filter(|p| p["project_id"] == project.as_str() && p["old_version"] == true)
+            .map(|p| p["pipeline_id"].as_str().expect("id").to_string())
+            .collect();
+        assert!(!old.is_empty() && old.len() < ids.len());
+        // query_new defaults to true: only new-version pipelines.
+        let default = listed(json!({}));
+        assert_eq!(default.len(), ids.len() - old.len());
+        assert!(default.iter().all(|id| !old.contains(id)));
+        assert_eq!(listed(json!({"query_new": true})), default);
+        assert_eq!(listed(json!({"query_new": false})).len(), ids.len());
+
+        // A disabled pipeline shows only with is_banned: true, marked banned.
+        let banned = &default[0];
+        let ban = call(
+            &sim,
+            "POST",
+            &format!("/_sim/pipelines/{banned}/ban"),
+            "",
+            START,
+        );
+        assert_eq!(ban.status, StatusCode::OK);
+        let every = json!({"query_new": false, "is_banned": true});
+        assert!(!listed(json!({"query_new": false})).contains(banned));
+        assert!(!listed(json!({"query_new": false, "is_banned": false})).contains(banned));
+        assert_eq!(listed(every.clone()).len(), ids.len());
+        let reply = call(&sim, "POST", &uri, &every.to_string(), START);
+        let entry = reply.body["pipelines"]
+            .as_array()
+            .expect("pipelines")
+            .iter()
+            .find(|p| p["pipeline_id"] == banned.as_str())
+            .expect("listed")
+            .clone();
+        assert_eq!(entry["banned"], true);
+        for bad in [json!({"query_new": "no"}), json!({"is_banned": 1})] {
+            let reply = call(&sim, "POST", &uri, &bad.to_string(), START);
+            assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{bad}");
+        }
     }
 }

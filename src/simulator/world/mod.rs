@@ -31,6 +31,15 @@ pub(crate) use plan::RunPlan;
 pub(crate) use random::derived_id;
 pub(crate) use view::{ItemView, RunView};
 
+/// What kind of pipeline `POST /_sim/pipelines` creates.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct PipelineKind {
+    /// Of the old pipeline version (listed only with `query_new: false`).
+    pub old_version: bool,
+    /// Disabled (listed only with `is_banned: true`).
+    pub banned: bool,
+}
+
 /// Runs kept per pipeline; older ones are forgotten so memory stays bounded.
 pub(crate) const MAX_RUNS: usize = 500;
 
@@ -224,11 +233,13 @@ impl World {
     }
 
     /// Creates a pipeline in `project` whose first run starts at `now_ms`; returns its index.
+    /// New pipelines are of the current version and enabled unless `kind` says otherwise.
     pub fn add_pipeline(
         &mut self,
         project: usize,
         name: Option<String>,
         tags: Option<Vec<String>>,
+        kind: PipelineKind,
         now_ms: i64,
     ) -> usize {
         let index = self.pipelines.len();
@@ -247,6 +258,8 @@ impl World {
             def.name = name;
         }
         def.tags = tags.unwrap_or_else(|| tags_for(seed, index));
+        def.old_version = kind.old_version;
+        def.banned = kind.banned;
         let run_rng = Rng::with_seed(mix(seed, 2 * index as u64 + 1));
         let log = RunLog::fresh(
             &def,
@@ -261,6 +274,13 @@ impl World {
         self.pipelines.push(def);
         self.logs.push(Mutex::new(log));
         index
+    }
+
+    /// Sets whether pipeline `index` is disabled.
+    pub fn set_banned(&mut self, index: usize, banned: bool) {
+        if let Some(def) = self.pipelines.get_mut(index) {
+            def.banned = banned;
+        }
     }
 
     /// Deletes the pipeline with `id`: every API forgets it. False when there is none.

@@ -73,6 +73,10 @@ pub(crate) struct PipelineDef {
     pub creator: usize,
     /// Labels users put on pipelines (the list API's `tag_list`).
     pub tags: Vec<String>,
+    /// An old-version pipeline: the list shows it only when asked with `query_new: false`.
+    pub old_version: bool,
+    /// Disabled (`banned`): the list shows it only when asked with `is_banned: true`.
+    pub banned: bool,
 }
 
 impl PipelineDef {
@@ -84,6 +88,12 @@ impl PipelineDef {
     /// v3 empty values: `""` (true) or `null` (false); the reference documents both.
     pub fn empty_strings(&self) -> bool {
         self.index % 3 == 1
+    }
+
+    /// `tag_list` entries as plain names (true) or as the objects the SDK declares (false):
+    /// the reference shows objects, and lenient readers should take both.
+    pub fn tags_as_names(&self) -> bool {
+        self.index % 3 == 2
     }
 
     pub(super) fn generate(
@@ -185,6 +195,9 @@ impl PipelineDef {
             codehub_id: (0..10).map(|_| rng.digit(10)).collect(),
             creator: rng.usize(..executors.max(1)),
             tags: Vec::new(),
+            // Every fifth pipeline of a generated world predates the current pipeline version.
+            old_version: index % 5 == 2,
+            banned: false,
         }
     }
 }

@@ -51,7 +51,7 @@ impl RunPlan {
                 .unwrap_or(RUNNING)
         };
         let end = (rel >= self.duration_ms).then_some(self.end_ms());
-        let pause = stages.iter().filter_map(|s| s.pause).next_back();
+        let pause = stages.iter().map(|s| s.pause).sum();
         let mut update = base;
         if rel >= self.queue_ms {
             update = update.max(base + self.queue_ms);
@@ -131,8 +131,8 @@ pub(crate) struct JobView {
 pub(crate) struct StageView {
     pub item: ItemView,
     pub selected: bool,
-    /// Start of the manual review, once it started.
-    pub pause: Option<i64>,
+    /// Time held at its gate (manual review or suspension) so far, ms: `pause_time`.
+    pub pause: i64,
     pub pre: Vec<ItemView>,
     pub jobs: Vec<JobView>,
 }
@@ -145,10 +145,8 @@ impl StagePlan {
             Some(GateKind::Suspend) => SUSPEND,
             None => RUNNING,
         };
-        let pause = self
-            .gate
-            .filter(|g| g.kind == GateKind::Review && g.start <= rel)
-            .map(|g| base + g.start);
+        // Time held at the gate so far: a manual review or a suspension interrupts the stage.
+        let pause = self.gate.map_or(0, |g| (rel.min(g.end) - g.start).max(0));
         StageView {
             item: item_view(self.span, base, rel, active, self.fin, None),
             selected: self.selected,
@@ -181,8 +179,8 @@ pub(crate) struct RunView {
     pub status: &'static str,
     pub start: i64,
     pub end: Option<i64>,
-    /// Start of the latest manual review.
-    pub pause: Option<i64>,
+    /// Time its stages were held at gates so far, ms: `pause_time`.
+    pub pause: i64,
     /// Last change so far.
     pub update: i64,
     pub stages: Vec<StageView>,
@@ -206,7 +204,9 @@ mod tests {
         assert_eq!(run.view(run.start_ms + run.queue_ms - 1).status, QUEUED);
         let during = run.view(run.start_ms + gate.start);
         assert_eq!(during.status, PAUSED);
-        assert_eq!(during.pause, Some(run.start_ms + gate.start));
+        assert_eq!(during.pause, 0, "the review has just begun");
+        let held = (gate.end - gate.start) / 2;
+        assert_eq!(run.view(run.start_ms + gate.start + held).pause, held);
         assert!(during.end.is_none());
         let first = run.view(run.start_ms + run.queue_ms);
         assert_eq!(first.status, RUNNING);
@@ -215,6 +215,13 @@ mod tests {
         let done = run.view(run.end_ms());
         assert_eq!(done.status, run.outcome.status());
         assert_eq!(done.update, run.end_ms());
+        let gated: i64 = run
+            .stages
+            .iter()
+            .filter_map(|s| s.gate)
+            .map(|g| g.end - g.start)
+            .sum();
+        assert_eq!(done.pause, gated, "every gate, whole");
         // Completed stages end where the next one starts.
         let ran: Vec<&StageView> = done
             .stages
