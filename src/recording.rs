@@ -230,11 +230,13 @@ impl RunLedger {
         now: f64,
         window: Duration,
     ) -> Option<FromStatus> {
-        // Settling needs the stage times too (v5 carries them, v3 does not): no read follows.
-        let whole = run
-            .stages
-            .iter()
-            .all(|stage| stage.result.is_none() || stage.duration().is_some());
+        // Settling needs the stages with their times (the v5 status carries them; v3 has no
+        // times, and a list's `latest_run` may come without stages): no read follows.
+        let whole = !run.stages.is_empty()
+            && run
+                .stages
+                .iter()
+                .all(|stage| stage.result.is_none() || stage.duration().is_some());
         let settles = whole
             && run.is_completed()
             && self.latest.is_none()

@@ -155,3 +155,43 @@ async fn statuses_and_last_runs_come_first_and_the_backfill_records_every_run_on
     assert!(checked >= PIPELINES, "only {checked} runs compared");
     exporter.stop().await;
 }
+
+/// A poll that reads the pipeline list (discovery) takes each listed pipeline's state from the
+/// list's `latest_run`: a cold start with discovery needs no batch status call at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_discovery_poll_takes_the_states_from_the_pipeline_list() {
+    let sim = start_simulator_with(sim_options(12, 1, 41, 60.0)).await;
+    let truth = get_json(&format!("{}/_sim/truth", sim.url)).await;
+    let project = truth["pipelines"][0]["project_id"].clone();
+    // One poll only (the next is a minute away).
+    let config = format!(
+        "{}[[targets]]\nname = \"t0\"\nproject_id = {project}\ndiscover = true\ninterval = \"60s\"\n",
+        common::simulator_config(&sim.url)
+    );
+    let exporter = start_exporter(&config).await;
+    let ready = exporter
+        .scrape_until(Duration::from_secs(60), "the first poll", |s| {
+            sum(s, "codearts_exporter_poll_duration_seconds_count", &[]) >= 1.0
+        })
+        .await;
+    let requests = |api: &str| {
+        sum(
+            &ready,
+            "codearts_exporter_api_requests_total",
+            &[("api", api)],
+        )
+    };
+    assert!(requests("pipeline_list") >= 1.0);
+    assert_eq!(requests("v5_status"), 0.0, "states came from the list");
+    // Every pipeline that has run shows its state, as the batch status would have given it.
+    let listed = get_json(&format!("{}/_sim/truth", sim.url)).await;
+    let ran = listed["pipelines"]
+        .as_array()
+        .expect("pipelines")
+        .iter()
+        .filter(|p| p["runs"].as_array().is_some_and(|r| !r.is_empty()))
+        .count();
+    let shown = states(&ready).len();
+    assert!(shown >= ran && shown > 0, "{shown} states for {ran} pipelines that ran");
+    exporter.stop().await;
+}

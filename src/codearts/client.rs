@@ -422,7 +422,7 @@ impl Client {
                 let pipelines: Vec<PipelineInfo> = page
                     .pipelines
                     .iter()
-                    .filter_map(PipelineInfo::from_entry)
+                    .filter_map(|entry| PipelineInfo::from_entry(entry, self.zone))
                     .collect();
                 let total = page.total.unwrap_or(offset + pipelines.len() as u64);
                 Ok((pipelines, total))

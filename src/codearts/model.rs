@@ -7,7 +7,7 @@ use super::time::RawTime;
 use super::wire::{PipelineEntry, RunDetail, V3PipelineStatus, V5RunStatus};
 
 /// A pipeline found by discovery, normalised.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PipelineInfo {
     /// Pipeline id.
     pub id: String,
@@ -17,17 +17,33 @@ pub struct PipelineInfo {
     pub tags: Vec<String>,
     /// Disabled (`banned`): it cannot run.
     pub disabled: bool,
+    /// Its latest run, as the batch status would give it (with the pipeline's name); `None`
+    /// when it never ran or the entry's `latest_run` was unreadable.
+    pub latest: Option<Run>,
 }
 
 impl PipelineInfo {
-    /// From a list entry; `None` without an id.
-    pub(crate) fn from_entry(entry: &PipelineEntry) -> Option<PipelineInfo> {
+    /// From a list entry, with times of the service's `zone`; `None` without an id.
+    pub(crate) fn from_entry(entry: &PipelineEntry, zone: FixedOffset) -> Option<PipelineInfo> {
         let id = non_empty(&entry.pipeline_id)?;
+        let name = non_empty(&entry.name).unwrap_or_else(|| id.clone());
+        // The list's `latest_run` names no pipeline: it is this entry's.
+        let latest = entry.latest_run.as_ref().and_then(|run| {
+            let run = V5RunStatus {
+                pipeline_id: Some(id.clone()),
+                ..run.clone()
+            };
+            let mut run = Run::from_v5(&run, zone)?;
+            run.pipeline_name = Some(name.clone());
+            // A run that can be named neither by id nor number is of no use.
+            (run.run_id.is_some() || run.run_number.is_some()).then_some(run)
+        });
         Some(PipelineInfo {
-            name: non_empty(&entry.name).unwrap_or_else(|| id.clone()),
+            name,
             id,
             tags: entry.tag_list.clone(),
             disabled: entry.banned == Some(true),
+            latest,
         })
     }
 }
@@ -647,18 +663,31 @@ mod tests {
         let text = r#"{"offset": 0, "limit": 10, "total": 3, "current_system_time": 1,
             "pipelines": [
               {"pipeline_id": "a", "name": "构建-a", "banned": false,
-               "tag_list": ["nightly", 5, {"tag_id": "t1", "name": "发布", "color": "red"}]},
+               "tag_list": ["nightly", 5, {"tag_id": "t1", "name": "发布", "color": "red"}],
+               "latest_run": {"pipeline_run_id": "ad6b", "status": "FAILED", "run_number": 57,
+                              "start_time": 1763885350000, "end_time": 1763885642000,
+                              "stage_status_list": []}},
               {"pipeline_id": "b", "name": null, "tag_list": null, "latest_run": {"x": 1},
                "banned": true},
               {"name": "no id"},
               7]}"#;
         let page: PipelineListPage = serde_json::from_str(text).expect("parses");
         assert_eq!(page.total, Some(3));
-        let infos: Vec<PipelineInfo> = page
+        let mut infos: Vec<PipelineInfo> = page
             .pipelines
             .iter()
-            .filter_map(PipelineInfo::from_entry)
+            .filter_map(|entry| PipelineInfo::from_entry(entry, utc8()))
             .collect();
+        // The list's latest run is the entry's, named after it; an unreadable one is none.
+        let latest = infos[0].latest.take().expect("a's latest run");
+        assert_eq!(latest.pipeline_id, "a");
+        assert_eq!(latest.pipeline_name.as_deref(), Some("构建-a"));
+        assert_eq!(latest.run_number, Some(57));
+        assert_eq!(latest.state, RunState::Completed);
+        assert_eq!(latest.result, Some(RunResult::Error));
+        assert_eq!(latest.end, Some(1_763_885_642.0));
+        assert!(latest.stages.is_empty());
+        assert_eq!(infos[1].latest, None);
         assert_eq!(
             infos,
             [
@@ -667,12 +696,14 @@ mod tests {
                     name: "构建-a".into(),
                     tags: vec!["nightly".into(), "发布".into()],
                     disabled: false,
+                    latest: None,
                 },
                 PipelineInfo {
                     id: "b".into(),
                     name: "b".into(),
                     tags: vec![],
                     disabled: true,
+                    latest: None,
                 },
             ]
         );

@@ -62,6 +62,18 @@ where
     })
 }
 
+/// An object of type `T`, or `None` for null or anything that does not parse as one.
+fn lenient_object<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    Ok(match Value::deserialize(d)? {
+        value @ Value::Object(_) => serde_json::from_value(value).ok(),
+        _ => None,
+    })
+}
+
 /// Error body of every CodeArts API: `{"error_code": "...", "error_msg": "..."}`.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub(crate) struct ApiErrorBody {
@@ -243,6 +255,10 @@ pub(crate) struct PipelineEntry {
     /// True when the pipeline is disabled.
     #[serde(default, deserialize_with = "lenient_bool")]
     pub banned: Option<bool>,
+    /// Its latest run, in the shape of the v5 batch status (5.1); null when it never ran, and
+    /// dropped when it does not parse.
+    #[serde(default, deserialize_with = "lenient_object")]
+    pub latest_run: Option<V5RunStatus>,
 }
 
 /// Tag names from strings, or from objects' `name` (or `tag_name`); anything else is dropped.

@@ -137,7 +137,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::codearts::model::{Run, RunResult, RunState};
+    use crate::codearts::model::{Run, RunResult, RunState, StageRun};
     use crate::config::MetricsConfig;
     use crate::recording::{FromStatus, RunKey};
     use crate::store::{PipelineState, Store};
@@ -163,7 +163,15 @@ mod tests {
             trigger: None,
             branch: None,
             pause: None,
-            stages: Vec::new(),
+            stages: vec![StageRun {
+                name: "build".into(),
+                state: RunState::Completed,
+                result: Some(RunResult::Success),
+                start: Some(1.0),
+                end: Some(2.0),
+                jobs: Vec::new(),
+                pause: None,
+            }],
         }
     }
 

@@ -33,6 +33,9 @@ pub(super) type WantedDetail = (String, u64, RunKey);
 /// Run details of the runs about to be recorded, by run number (for their jobs).
 pub(super) type Details = HashMap<u64, Run>;
 
+/// The latest run of each pipeline of a pipeline list, by id (`None`: it never ran).
+type Listed = HashMap<String, Option<Run>>;
+
 /// What the batch status said in one poll.
 struct Status {
     /// The latest run of each pipeline answered.
@@ -44,9 +47,9 @@ struct Status {
 impl TargetPoller {
     /// Everything a poll must finish within its deadline; returns whether it all succeeded.
     pub(super) async fn steady(&self, state: &mut TargetState) -> bool {
-        let mut ok = self.discover(state).await;
+        let (mut ok, listed) = self.discover(state).await;
         let tracked = tracked(&self.target, &state.discovered, &self.settings.sharding);
-        let (status, read) = self.read_status(&tracked).await;
+        let (status, read) = self.read_status(&tracked, listed).await;
         ok &= read;
         let (names_wanted, shown) = self.note_latest(state, &status.latest);
         ok &= self.name_new(state, names_wanted).await;
@@ -76,30 +79,38 @@ impl TargetPoller {
     }
 
     /// Reads the project's pipeline list when discovery is on and due; false when that failed.
-    async fn discover(&self, state: &mut TargetState) -> bool {
+    /// With the v5 status, also the latest run of every pipeline listed (by id; `None` for one
+    /// that never ran): the list carries it, so those need no status call this poll.
+    async fn discover(&self, state: &mut TargetState) -> (bool, Option<Listed>) {
         if !self.target.discover {
             // Discovery switched off by a reload: its gauge goes.
             self.metrics.discovery_off(self.label());
-            return true;
+            return (true, None);
         }
         let due = state
             .discovered_at
             .is_none_or(|at| at.elapsed() >= self.target.discover_every);
         if !due {
-            return true;
+            return (true, None);
         }
         let listed = self
             .client
             .list_pipelines(&self.target.project_id, self.target.include_disabled)
             .await;
         match listed {
-            Ok(pipelines) => {
+            Ok(mut pipelines) => {
+                let latest = (self.target.status_api == StatusApi::V5).then(|| {
+                    pipelines
+                        .iter_mut()
+                        .map(|p| (p.id.clone(), p.latest.take()))
+                        .collect()
+                });
                 self.apply_discovery(state, pipelines);
-                true
+                (true, latest)
             }
             Err(err) => {
                 log_api_error(self.label(), &err, "pipeline list (discovery) failed");
-                false
+                (false, None)
             }
         }
     }
@@ -168,15 +179,24 @@ impl TargetPoller {
         }
     }
 
-    /// The latest run of every tracked pipeline, one batch status call per chunk; and whether
-    /// every call succeeded.
-    async fn read_status(&self, tracked: &[String]) -> (Status, bool) {
+    /// The latest run of every tracked pipeline: from the pipeline list just read for those it
+    /// listed, else one batch status call per chunk; and whether every call succeeded.
+    async fn read_status(&self, tracked: &[String], listed: Option<Listed>) -> (Status, bool) {
         let mut ok = true;
+        let mut listed = listed.unwrap_or_default();
         let mut latest = Vec::new();
         let mut unanswered = HashSet::new();
+        let mut to_ask = Vec::new();
+        for id in tracked {
+            match listed.remove(id) {
+                // A pipeline that never ran: the batch status would not answer it either.
+                Some(run) => latest.extend(run),
+                None => to_ask.push(id.clone()),
+            }
+        }
         // One chunk after the other: a 429 with Retry-After then holds back the next request,
         // rather than finding others already on their way.
-        for chunk in tracked.chunks(self.target.chunk_size) {
+        for chunk in to_ask.chunks(self.target.chunk_size) {
             let result = match self.target.status_api {
                 StatusApi::V5 => self.client.v5_status(&self.target.project_id, chunk).await,
                 StatusApi::V3 => self.client.v3_status(chunk).await,
@@ -599,6 +619,7 @@ mod tests {
             name: name.into(),
             tags: tags.iter().map(|t| (*t).to_string()).collect(),
             disabled: false,
+            latest: None,
         }
     }
 
