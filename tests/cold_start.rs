@@ -12,7 +12,6 @@ use common::{
     Sample, compare_with_truth, config, get, get_json, parse_metrics, select, stable_scrape, sum,
     targets_of, value,
 };
-use serde_json::Value;
 
 /// Pipelines in each of the two projects.
 const PIPELINES: usize = 40;
@@ -127,20 +126,38 @@ async fn statuses_and_last_runs_come_first_and_the_backfill_records_every_run_on
             polls(s) >= before + 4.0
         })
         .await;
-    // Pipelines that have never completed a run have no last run to compare: those known
-    // before the scrape are left out (a first run may complete between scrape and truth).
-    let before_scrape = get_json(&format!("{}/_sim/truth", sim.url)).await;
-    let never_ran: Vec<&Value> = before_scrape["pipelines"]
-        .as_array()
-        .expect("pipelines")
-        .iter()
-        .filter(|p| p["runs"].as_array().is_none_or(Vec::is_empty))
-        .map(|p| &p["pipeline_id"])
-        .collect();
     let samples = stable_scrape(&metrics_url).await;
     let mut truth = get_json(&format!("{}/_sim/truth", sim.url)).await;
+    // A pipeline without a last run is one whose first run ever ended after the last poll
+    // began (or has not ended): nothing to compare yet.
+    let last_poll_start = select(
+        &samples,
+        "codearts_exporter_last_poll_start_timestamp_seconds",
+        &[],
+    )
+    .iter()
+    .map(|s| s.value)
+    .fold(f64::INFINITY, f64::min);
     if let Some(pipelines) = truth["pipelines"].as_array_mut() {
-        pipelines.retain(|p| !never_ran.contains(&&p["pipeline_id"]));
+        pipelines.retain(|p| {
+            let id = p["pipeline_id"].as_str().expect("id");
+            let shown = value(
+                &samples,
+                "codearts_pipeline_last_run_number",
+                &[("pipeline_id", id)],
+            )
+            .is_some();
+            if !shown {
+                let runs = p["runs"].as_array().expect("runs");
+                assert!(
+                    runs.iter()
+                        .all(|r| r["end_ms"].as_f64().expect("end") / 1000.0
+                            >= last_poll_start - 1.0),
+                    "{id} shows no last run, but one ended before the last poll: {runs:?}"
+                );
+            }
+            shown
+        });
     }
     // Runs that completed while the backfill went on are among those compared.
     let during = truth["pipelines"]
@@ -156,42 +173,64 @@ async fn statuses_and_last_runs_come_first_and_the_backfill_records_every_run_on
     exporter.stop().await;
 }
 
-/// A poll that reads the pipeline list (discovery) takes each listed pipeline's state from the
-/// list's `latest_run`: a cold start with discovery needs no batch status call at all.
+/// A poll that reads the pipeline list (for discovery, or for the names of a cold start
+/// without it) takes each listed pipeline's state from the list's `latest_run`: the first poll
+/// needs no batch status call at all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_discovery_poll_takes_the_states_from_the_pipeline_list() {
-    let sim = start_simulator_with(sim_options(12, 1, 41, 60.0)).await;
-    let truth = get_json(&format!("{}/_sim/truth", sim.url)).await;
-    let project = truth["pipelines"][0]["project_id"].clone();
-    // One poll only (the next is a minute away).
-    let config = format!(
-        "{}[[targets]]\nname = \"t0\"\nproject_id = {project}\ndiscover = true\ninterval = \"60s\"\n",
-        common::simulator_config(&sim.url)
-    );
-    let exporter = start_exporter(&config).await;
-    let ready = exporter
-        .scrape_until(Duration::from_secs(60), "the first poll", |s| {
-            sum(s, "codearts_exporter_poll_duration_seconds_count", &[]) >= 1.0
-        })
-        .await;
-    let requests = |api: &str| {
-        sum(
-            &ready,
-            "codearts_exporter_api_requests_total",
-            &[("api", api)],
-        )
-    };
-    assert!(requests("pipeline_list") >= 1.0);
-    assert_eq!(requests("v5_status"), 0.0, "states came from the list");
-    // Every pipeline that has run shows its state, as the batch status would have given it.
-    let listed = get_json(&format!("{}/_sim/truth", sim.url)).await;
-    let ran = listed["pipelines"]
-        .as_array()
-        .expect("pipelines")
-        .iter()
-        .filter(|p| p["runs"].as_array().is_some_and(|r| !r.is_empty()))
-        .count();
-    let shown = states(&ready).len();
-    assert!(shown >= ran && shown > 0, "{shown} states for {ran} pipelines that ran");
-    exporter.stop().await;
+async fn a_poll_that_reads_the_pipeline_list_takes_the_states_from_it() {
+    for discover in [true, false] {
+        let sim = start_simulator_with(sim_options(12, 1, 41, 60.0)).await;
+        let truth = get_json(&format!("{}/_sim/truth", sim.url)).await;
+        let project = truth["pipelines"][0]["project_id"].clone();
+        let pipelines = if discover {
+            "discover = true".to_string()
+        } else {
+            let ids: Vec<String> = truth["pipelines"]
+                .as_array()
+                .expect("pipelines")
+                .iter()
+                .map(|p| p["pipeline_id"].to_string())
+                .collect();
+            format!("pipeline_ids = [{}]", ids.join(", "))
+        };
+        // One poll only (the next is a minute away).
+        let config = format!(
+            "{}[[targets]]\nname = \"t0\"\nproject_id = {project}\n{pipelines}\ninterval = \"60s\"\n",
+            common::simulator_config(&sim.url)
+        );
+        let exporter = start_exporter(&config).await;
+        let polled = exporter
+            .scrape_until(Duration::from_secs(60), "the first poll", |s| {
+                sum(s, "codearts_exporter_poll_duration_seconds_count", &[]) >= 1.0
+            })
+            .await;
+        let requests = |api: &str| {
+            sum(
+                &polled,
+                "codearts_exporter_api_requests_total",
+                &[("api", api)],
+            )
+        };
+        assert!(requests("pipeline_list") >= 1.0, "discover = {discover}");
+        assert_eq!(
+            requests("v5_status"),
+            0.0,
+            "discover = {discover}: the states came from the list"
+        );
+        // Every pipeline that has run shows its state, named, as the status would have it.
+        let after = get_json(&format!("{}/_sim/truth", sim.url)).await;
+        let ran = after["pipelines"]
+            .as_array()
+            .expect("pipelines")
+            .iter()
+            .filter(|p| p["runs"].as_array().is_some_and(|r| !r.is_empty()))
+            .count();
+        let shown = states(&polled).len();
+        assert!(
+            shown >= ran && shown > 0,
+            "discover = {discover}: {shown} states for {ran} pipelines that ran"
+        );
+        assert_eq!(requests("run_detail"), 0.0, "no name was read one by one");
+        exporter.stop().await;
+    }
 }

@@ -49,6 +49,10 @@ impl TargetPoller {
     pub(super) async fn steady(&self, state: &mut TargetState) -> bool {
         let (mut ok, listed) = self.discover(state).await;
         let tracked = tracked(&self.target, &state.discovered, &self.settings.sharding);
+        let listed = match listed {
+            Some(listed) => Some(listed),
+            None => self.list_unnamed(state, &tracked).await,
+        };
         let (status, read) = self.read_status(&tracked, listed).await;
         ok &= read;
         let (names_wanted, shown) = self.note_latest(state, &status.latest);
@@ -176,6 +180,39 @@ impl TargetPoller {
                 "discovery found no pipeline: the project lists pipelines but none passes the \
                  target's filters; check include, exclude, tags and include_disabled"
             );
+        }
+    }
+
+    /// On a v5 target where many tracked pipelines have no name yet (a cold start without
+    /// discovery): the pipeline list, which names them and carries their latest runs, when it
+    /// takes fewer requests than they are. Names it cannot give come from run details later.
+    async fn list_unnamed(&self, state: &TargetState, tracked: &[String]) -> Option<Listed> {
+        if self.target.status_api != StatusApi::V5 {
+            return None;
+        }
+        let unnamed = tracked
+            .iter()
+            .filter(|id| !state.discovered.contains_key(*id))
+            .filter(|id| state.pipelines.get(*id).is_none_or(|p| p.series.is_none()))
+            .count();
+        if unnamed <= NAMES_BY_DETAIL {
+            return None;
+        }
+        let listed = self
+            .client
+            .list_pipelines_within(&self.target.project_id, unnamed as u64)
+            .await;
+        match listed {
+            Ok(pipelines) => Some(
+                pipelines?
+                    .into_iter()
+                    .map(|pipeline| (pipeline.id, pipeline.latest))
+                    .collect(),
+            ),
+            Err(err) => {
+                log_api_error(self.label(), &err, "pipeline list (names) failed");
+                None
+            }
         }
     }
 
