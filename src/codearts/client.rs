@@ -134,26 +134,33 @@ impl Limits {
             }
             tokio::time::sleep_until(until.into()).await;
         }
-        let permit = self
-            .slots
-            .acquire()
-            .await
-            .map_err(|_| Error::Setup("request slots closed".into()))?;
-        let poll = match priority {
+        let slot = || async {
+            self.slots
+                .acquire()
+                .await
+                .map_err(|_| Error::Setup("request slots closed".into()))
+        };
+        match priority {
             Priority::Poll => {
+                // Active from now: a poll request waiting for a slot holds the backfill back too.
                 let active = PollActive::new(self);
+                let permit = slot().await?;
                 self.rate.until_ready().await;
-                Some(active)
+                Ok(Turn {
+                    _permit: permit,
+                    _poll: Some(active),
+                })
             }
             Priority::Backfill => {
+                // The slot after the rate limit: a backfill request waiting behind the polls
+                // must not hold a slot they need.
                 self.backfill_turn().await;
-                None
+                Ok(Turn {
+                    _permit: slot().await?,
+                    _poll: None,
+                })
             }
-        };
-        Ok(Turn {
-            _permit: permit,
-            _poll: poll,
-        })
+        }
     }
 
     /// Whether poll requests are waiting, in flight, or ended less than [`POLL_GAP`] ago.
@@ -1035,9 +1042,12 @@ mod tests {
 
     #[tokio::test]
     async fn poll_requests_take_the_rate_limit_before_the_backfill() {
+        // Fewer request slots than waiters: backfill requests waiting behind the polls must not
+        // hold the slots the polls need.
         let limits = Arc::new(
             Limits::new(&CodeArtsConfig {
                 max_requests_per_second: 4.0,
+                max_concurrent_requests: 2,
                 ..CodeArtsConfig::default()
             })
             .expect("limits"),
@@ -1058,6 +1068,7 @@ mod tests {
         let waiters = [
             ("backfill", Priority::Backfill),
             ("backfill", Priority::Backfill),
+            ("backfill", Priority::Backfill),
             ("poll", Priority::Poll),
             ("poll", Priority::Poll),
         ];
@@ -1069,10 +1080,13 @@ mod tests {
                 drop(permit);
             });
         }
-        while turns.join_next().await.is_some() {}
+        let all_served = async { while turns.join_next().await.is_some() {} };
+        tokio::time::timeout(Duration::from_secs(10), all_served)
+            .await
+            .expect("every turn served: no request holds a slot the others wait for");
         assert_eq!(
             *order.lock().expect("order"),
-            ["poll", "poll", "backfill", "backfill"]
+            ["poll", "poll", "backfill", "backfill", "backfill"]
         );
         assert_eq!(limits.polls_active.load(Ordering::SeqCst), 0);
     }
