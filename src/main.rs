@@ -111,7 +111,9 @@ fn main() -> ExitCode {
                 }
                 if let Some(path) = &config.server.web_config_file {
                     match WebConfig::load(path) {
-                        Ok(web) => println!("# web configuration {}: {}", path.display(), web.summary()),
+                        Ok(web) => {
+                            println!("# web configuration {}: {}", path.display(), web.summary())
+                        }
                         Err(err) => return web_config_error(&err),
                     }
                 }

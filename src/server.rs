@@ -134,7 +134,10 @@ async fn authorize(web: &WebConfig, req: &Request<Incoming>) -> Option<Response<
     if req.uri().path() == "/healthz" {
         return None;
     }
-    match auth.check(req.headers().get(hyper::header::AUTHORIZATION)).await {
+    match auth
+        .check(req.headers().get(hyper::header::AUTHORIZATION))
+        .await
+    {
         Verdict::Allowed => None,
         Verdict::Denied => {
             let mut refusal =
@@ -164,7 +167,8 @@ async fn authorize(web: &WebConfig, req: &Request<Incoming>) -> Option<Response<
 
 /// The answer of an authorized request.
 async fn answer(endpoints: Arc<Endpoints>, req: Request<Incoming>) -> Response<ExporterBody> {
-    if req.uri().path() == "/metrics" && (req.method() == Method::GET || req.method() == Method::HEAD)
+    if req.uri().path() == "/metrics"
+        && (req.method() == Method::GET || req.method() == Method::HEAD)
     {
         metrics(endpoints, &req).await
     } else {

@@ -219,7 +219,8 @@ mod tests {
     use super::*;
 
     fn header(user: &str, password: &str) -> HeaderValue {
-        let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        let encoded =
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
         HeaderValue::from_str(&format!("Basic {encoded}")).unwrap()
     }
 
@@ -231,9 +232,18 @@ mod tests {
     #[tokio::test]
     async fn only_the_right_password_of_a_known_user_is_allowed() {
         let auth = auth();
-        assert_eq!(auth.check(Some(&header("prometheus", "s3cret"))).await, Verdict::Allowed);
-        assert_eq!(auth.check(Some(&header("prometheus", "wrong"))).await, Verdict::Denied);
-        assert_eq!(auth.check(Some(&header("someone", "s3cret"))).await, Verdict::Denied);
+        assert_eq!(
+            auth.check(Some(&header("prometheus", "s3cret"))).await,
+            Verdict::Allowed
+        );
+        assert_eq!(
+            auth.check(Some(&header("prometheus", "wrong"))).await,
+            Verdict::Denied
+        );
+        assert_eq!(
+            auth.check(Some(&header("someone", "s3cret"))).await,
+            Verdict::Denied
+        );
         assert_eq!(auth.check(None).await, Verdict::Denied);
         let bearer = HeaderValue::from_static("Bearer abc");
         assert_eq!(auth.check(Some(&bearer)).await, Verdict::Denied);
@@ -255,9 +265,15 @@ mod tests {
         let places: Vec<InLine> = (0..auth.line_limit)
             .map(|_| InLine::join(&auth.in_line, auth.line_limit).unwrap())
             .collect();
-        assert_eq!(auth.check(Some(&header("prometheus", "wrong"))).await, Verdict::Busy);
+        assert_eq!(
+            auth.check(Some(&header("prometheus", "wrong"))).await,
+            Verdict::Busy
+        );
         drop(places);
-        assert_eq!(auth.check(Some(&header("prometheus", "wrong"))).await, Verdict::Denied);
+        assert_eq!(
+            auth.check(Some(&header("prometheus", "wrong"))).await,
+            Verdict::Denied
+        );
     }
 
     #[test]

@@ -101,7 +101,11 @@ struct HttpServerFile {
 }
 
 /// A key that is present in the file but unsupported (`Some` when present and not null).
-fn reject_present(value: &Option<IgnoredAny>, key: &str, why: &'static str) -> Result<(), WebConfigError> {
+fn reject_present(
+    value: &Option<IgnoredAny>,
+    key: &str,
+    why: &'static str,
+) -> Result<(), WebConfigError> {
     match value {
         Some(_) => Err(WebConfigError::Unsupported {
             key: key.to_string(),
@@ -235,7 +239,10 @@ fn parse_headers(headers: BTreeMap<String, String>) -> Result<HeaderMap, WebConf
         if !ALLOWED_HEADERS.contains(&header.as_str()) {
             return Err(invalid(
                 &key,
-                format!("only these headers may be set: {}", ALLOWED_HEADERS.join(", ")),
+                format!(
+                    "only these headers may be set: {}",
+                    ALLOWED_HEADERS.join(", ")
+                ),
             ));
         }
         let value =
@@ -255,18 +262,20 @@ const FILE_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 /// the TLS session they have.
 pub async fn watch(path: PathBuf, current: channel::Sender<Arc<WebConfig>>) {
     let contents = |sources: &[PathBuf]| -> Vec<Option<Vec<u8>>> {
-        sources.iter().map(|file| std::fs::read(file).ok()).collect()
+        sources
+            .iter()
+            .map(|file| std::fs::read(file).ok())
+            .collect()
     };
     let mut sources = current.borrow().sources.clone();
     let mut last = contents(&sources);
-    let mut hangups =
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-            Ok(signal) => Some(signal),
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot watch SIGHUP; the web configuration reloads on file changes only");
-                None
-            }
-        };
+    let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(signal) => Some(signal),
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot watch SIGHUP; the web configuration reloads on file changes only");
+            None
+        }
+    };
     let mut ticks = tokio::time::interval(FILE_CHECK_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -12,8 +12,11 @@ fn write_cert(dir: &Path) {
 fn load(text: &str) -> Result<WebConfig, WebConfigError> {
     let dir = tempfile::tempdir().unwrap();
     write_cert(dir.path());
-    std::fs::write(dir.path().join("ca.pem"), std::fs::read(dir.path().join("cert.pem")).unwrap())
-        .unwrap();
+    std::fs::write(
+        dir.path().join("ca.pem"),
+        std::fs::read(dir.path().join("cert.pem")).unwrap(),
+    )
+    .unwrap();
     let path = dir.path().join("web.yml");
     std::fs::write(&path, text).unwrap();
     WebConfig::load(&path)
@@ -61,10 +64,16 @@ fn keys_rustls_cannot_honour_are_named() {
     ] {
         let name = key.split(':').next().unwrap();
         let err = error(&format!("{TLS}  {key}\n"));
-        assert!(err.contains(&format!("`tls_server_config.{name}` is not supported")), "{err}");
+        assert!(
+            err.contains(&format!("`tls_server_config.{name}` is not supported")),
+            "{err}"
+        );
     }
     let err = error(&format!("{TLS}  min_version: TLS11\n"));
-    assert!(err.contains("`tls_server_config.min_version` is not supported"), "{err}");
+    assert!(
+        err.contains("`tls_server_config.min_version` is not supported"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -118,7 +127,11 @@ fn inconsistent_settings_are_named() {
 #[test]
 fn inline_certificates_are_accepted() {
     let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let indent = |pem: String| pem.lines().map(|l| format!("    {l}\n")).collect::<String>();
+    let indent = |pem: String| {
+        pem.lines()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
+    };
     let text = format!(
         "tls_server_config:\n  cert: |\n{}  key: |\n{}",
         indent(certified.cert.pem()),

@@ -50,7 +50,10 @@ impl TlsVersion {
                 key: key.to_string(),
                 why: "TLS 1.0 and 1.1 are obsolete and rustls does not offer them; use TLS12 or TLS13",
             }),
-            other => Err(invalid(key, format!("{other:?} is not one of TLS12, TLS13"))),
+            other => Err(invalid(
+                key,
+                format!("{other:?} is not one of TLS12, TLS13"),
+            )),
         }
     }
 
@@ -214,14 +217,12 @@ impl TlsServerFile {
                 "is above max_version",
             ));
         }
-        let versions: Vec<&'static rustls::SupportedProtocolVersion> = [
-            TlsVersion::Tls12,
-            TlsVersion::Tls13,
-        ]
-        .into_iter()
-        .filter(|v| (min..=max).contains(v))
-        .map(TlsVersion::rustls)
-        .collect();
+        let versions: Vec<&'static rustls::SupportedProtocolVersion> =
+            [TlsVersion::Tls12, TlsVersion::Tls13]
+                .into_iter()
+                .filter(|v| (min..=max).contains(v))
+                .map(TlsVersion::rustls)
+                .collect();
 
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let verifier = client_verifier(client_auth, client_roots, &provider)?;
