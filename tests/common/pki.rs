@@ -14,6 +14,7 @@ impl Ca {
     /// A new CA named `name`.
     pub fn new(name: &str) -> Ca {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.distinguished_name = rcgen::DistinguishedName::new();
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, name);
@@ -32,7 +33,12 @@ impl Ca {
     /// (certificate PEM, key PEM).
     pub fn issue(&self, names: &[&str]) -> (String, String) {
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let params = CertificateParams::new(names).expect("params");
+        let mut params = CertificateParams::new(names.clone()).expect("params");
+        // Its own subject: one equal to the CA's would read as self-signed to OpenSSL.
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, names.join(" "));
         let key = KeyPair::generate().expect("key");
         let cert = params.signed_by(&key, &self.issuer).expect("sign");
         (cert.pem(), key.serialize_pem())
