@@ -290,12 +290,25 @@ fn a_malformed_web_config_exits_2_naming_the_key() {
         ),
     )
     .expect("write config");
+    // Runs the binary; a web configuration accepted by mistake would run the exporter, so it
+    // is stopped after 30 s and the test fails.
     let run = |args: &[&str]| {
-        let output = Command::new(binary())
+        let mut child = Command::new(binary())
             .args(args)
             .current_dir(dir.path())
-            .output()
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .expect("run the binary");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while child.try_wait().expect("wait").is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{args:?} still runs after 30 s: the web configuration was accepted");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let output = child.wait_with_output().expect("output");
         (
             output.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&output.stdout).into_owned(),

@@ -116,7 +116,7 @@ fn reject_present(
 }
 
 /// The web configuration in effect: what the server applies to each connection and request.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct WebConfig {
     /// TLS settings; `None` serves plain HTTP.
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -134,8 +134,11 @@ impl WebConfig {
     /// No TLS, no auth, no headers: what the exporter serves without a web configuration.
     pub fn plain() -> Self {
         WebConfig {
+            tls: None,
+            basic_auth: None,
+            headers: HeaderMap::new(),
             http2: true,
-            ..WebConfig::default()
+            sources: Vec::new(),
         }
     }
 
