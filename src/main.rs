@@ -8,9 +8,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use codearts_exporter::ConfigFile;
 use codearts_exporter::config::{Config, DEFAULT_PORT, ShardingConfig};
 use codearts_exporter::web_config::{WebConfig, WebConfigError};
+use codearts_exporter::{ConfigFile, RunError};
 
 /// Exit code for an invalid configuration.
 const EXIT_CONFIG: u8 = 2;
@@ -123,12 +123,6 @@ fn main() -> ExitCode {
             Err(err) => config_error(&err),
         };
     }
-    // A bad web configuration is a configuration error (exit 2), caught before anything starts.
-    if let Some(path) = &web_config_file
-        && let Err(err) = WebConfig::load(path)
-    {
-        return web_config_error(&err);
-    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -145,11 +139,6 @@ fn main() -> ExitCode {
                     }
                     if web_config_file.is_some() {
                         loaded.server.web_config_file = web_config_file;
-                    }
-                    if let Some(path) = &loaded.server.web_config_file
-                        && let Err(err) = WebConfig::load(path)
-                    {
-                        return Ok(web_config_error(&err));
                     }
                     let listener =
                         codearts_exporter::run::bind(loaded.server.listen, "server.listen").await?;
@@ -174,6 +163,14 @@ fn main() -> ExitCode {
     });
     match outcome {
         Ok(code) => code,
+        // A bad web configuration is a configuration error, found before anything serves.
+        Err(err)
+            if err.downcast_ref::<WebConfigError>().is_some()
+                || matches!(err.downcast_ref::<RunError>(), Some(RunError::WebConfig(_))) =>
+        {
+            eprintln!("configuration error: {err:#}");
+            ExitCode::from(EXIT_CONFIG)
+        }
         Err(err) => {
             tracing::error!("{err:#}");
             eprintln!("error: {err:#}");

@@ -100,22 +100,24 @@ impl BasicAuth {
         if self.remembered(&digest) {
             return Verdict::Allowed;
         }
-        // An unknown user costs a bcrypt check too, so timing does not tell which users exist.
-        let (hash, known) = match self.users.get(&user) {
-            Some(hash) => (hash.clone(), true),
-            None => (unknown_user_hash(), false),
-        };
+        let hash = self.users.get(&user).cloned();
+        let known = hash.is_some();
         let Some(_place) = InLine::join(&self.in_line, self.line_limit) else {
             return Verdict::Busy;
         };
         let Ok(_slot) = self.slots.clone().acquire_owned().await else {
             return Verdict::Busy;
         };
-        let matches = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash))
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or(false);
+        let matches = tokio::task::spawn_blocking(move || {
+            // An unknown user costs a bcrypt check too, so timing does not tell which users
+            // exist.
+            let hash = hash.unwrap_or_else(unknown_user_hash);
+            bcrypt::verify(password, &hash)
+        })
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or(false);
         if matches && known {
             self.remember(digest);
             Verdict::Allowed
