@@ -1,7 +1,8 @@
 //! The web configuration file (`--web.config.file`) on a running exporter: TLS only, basic
 //! auth on every path but /healthz, extra headers, client certificates, `healthcheck` over TLS,
-//! certificates swapped on disk served after a reload (connections open before it kept), and
-//! a malformed file refused with exit code 2 naming the key.
+//! certificates swapped on disk served after a reload (connections open before it kept), a
+//! changed file reloaded without a signal, and a malformed file refused with exit code 2 naming
+//! the key.
 
 mod common;
 
@@ -83,7 +84,9 @@ async fn tls_and_basic_auth_guard_every_path_but_healthz_and_certificates_reload
     let web = write_web_config(dir.path(), "", Some(("prometheus", "s3cret")));
     let mut text = std::fs::read_to_string(&web).expect("read web.yml");
     text.push_str("http_server_config:\n  headers:\n    X-Frame-Options: deny\n");
-    std::fs::write(&web, text).expect("write web.yml");
+    std::fs::write(&web, &text).expect("write web.yml");
+    let good_web = dir.path().join("good-web.yml");
+    std::fs::write(&good_web, text).expect("keep web.yml");
     let (proc, addr) = start_demo(&web);
     let base = format!("https://{addr}");
 
@@ -220,6 +223,28 @@ async fn tls_and_basic_auth_guard_every_path_but_healthz_and_certificates_reload
         .await
         .expect("GET /metrics");
     assert_eq!(response.status(), 200);
+
+    // A changed file is reloaded without a signal (it is compared every 5 s).
+    let mut text = std::fs::read_to_string(&good_web).expect("read the good web.yml");
+    text = text.replace("X-Frame-Options: deny", "X-Frame-Options: sameorigin");
+    std::fs::write(&web, text).expect("write web.yml");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = trusting_second.get(format!("{base}/healthz")).send().await;
+        if answer.is_ok_and(|r| {
+            r.headers()
+                .get("x-frame-options")
+                .is_some_and(|v| v == "sameorigin")
+        }) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the changed file was not reloaded:\n{}",
+            proc.output()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
