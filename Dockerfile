@@ -6,6 +6,15 @@
 #     -v "$PWD/codearts.toml:/etc/codearts-exporter/config.toml:ro" \
 #     -e CODEARTS_EXPORTER_AUTH__TOKEN=... codearts-exporter
 #   docker run -p 9732:9732 codearts-exporter demo --listen 0.0.0.0:9732   # no credentials
+# /metrics over HTTPS with basic auth (README "Securing /metrics"): mount a web configuration
+# and its certificates; the image has no shell, so override the health check in exec form
+# (docker compose: config/docker-compose.yml shows it):
+#   docker run -p 9732:9732 \
+#     -v "$PWD/codearts.toml:/etc/codearts-exporter/config.toml:ro" \
+#     -v "$PWD/web:/etc/codearts-exporter-web:ro" \
+#     -e CODEARTS_EXPORTER_AUTH__TOKEN=... codearts-exporter \
+#     run --config /etc/codearts-exporter/config.toml \
+#     --web.config.file /etc/codearts-exporter-web/web-config.yml
 
 # ---- build: the official Rust toolchain image, the same build command as CI ----
 # Default features: the image keeps the `demo` subcommand (see the docker run line above).
@@ -14,6 +23,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY config/example.toml ./config/example.toml
+COPY config/web-config.example.yml ./config/web-config.example.yml
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked \
@@ -26,13 +36,16 @@ LABEL org.opencontainers.image.title="codearts-exporter" \
 COPY --from=build /out/codearts-exporter /usr/local/bin/codearts-exporter
 # Every key documented, for reference; mount the real file at /etc/codearts-exporter/config.toml.
 COPY --from=build /src/config/example.toml /etc/codearts-exporter/config.example.toml
+# The web configuration (TLS, basic auth) documented, for reference.
+COPY --from=build /src/config/web-config.example.yml /etc/codearts-exporter/web-config.example.yml
 # The base image's "nonroot" user.
 USER 65532:65532
 EXPOSE 9732
 # Secrets come from the environment (CODEARTS_EXPORTER_AUTH__TOKEN, CODEARTS_EXPORTER_AUTH__SK,
 # CODEARTS_EXPORTER_AUTH__PASSWORD, ...) or from files named by token_file/sk_file/password_file
 # (Docker and Kubernetes secrets), never from the image.
-# `healthcheck` GETs http://127.0.0.1:9732/healthz (add --url when server.listen uses another port).
+# `healthcheck` GETs http://127.0.0.1:9732/healthz (add --url when server.listen uses another port;
+# with TLS on, --url https://127.0.0.1:9732/healthz and --ca-file FILE or --insecure).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
     CMD ["/usr/local/bin/codearts-exporter", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/codearts-exporter"]

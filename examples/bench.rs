@@ -6,7 +6,10 @@
 //!   /metrics answer (gzip, or the text inflated as it is sent), with no rendering at all: the
 //!   lower bound of what a scrape can cost;
 //! - `render`: fills the metrics of N pipelines to their full series budget and times the
-//!   rendering and its gzip compression, as one JSON line.
+//!   rendering and its gzip compression, as one JSON line;
+//! - `tls-files`: writes a CA, a server certificate and a web configuration with TLS and basic
+//!   auth, for the TLS figures (`load --ca-file --user --password`, and `--flood-per-second`
+//!   for wrong passwords sent while scraping).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -46,6 +49,35 @@ enum Command {
         /// Send `Accept-Encoding: gzip`, as Prometheus does.
         #[arg(long)]
         gzip: bool,
+        /// CA certificate (PEM) to trust, for an https URL.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// Basic auth user.
+        #[arg(long)]
+        user: Option<String>,
+        /// Basic auth password.
+        #[arg(long)]
+        password: Option<String>,
+        /// Meanwhile, send this many requests per second with a wrong password, each on a new
+        /// connection, and count their answers.
+        #[arg(long, default_value_t = 0.0)]
+        flood_per_second: f64,
+    },
+    /// Write ca.pem, server.pem, server-key.pem and web.yml (TLS, basic auth of USER with
+    /// PASSWORD hashed at COST) into DIR.
+    TlsFiles {
+        /// Where to write them.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Basic auth user.
+        #[arg(long, default_value = "prometheus")]
+        user: String,
+        /// Basic auth password.
+        #[arg(long)]
+        password: String,
+        /// bcrypt cost (10 is what `htpasswd -B` and exporter-toolkit's docs use).
+        #[arg(long, default_value_t = 10)]
+        cost: u32,
     },
     /// Serve FILE as /metrics (and its gzip when accepted) with the exporter's server code.
     Serve {
@@ -78,10 +110,37 @@ fn main() -> anyhow::Result<()> {
             concurrency,
             seconds,
             gzip,
+            ca_file,
+            user,
+            password,
+            flood_per_second,
         } => {
+            let access = Access {
+                ca: match ca_file {
+                    Some(path) => Some(
+                        std::fs::read(&path).with_context(|| format!("read {}", path.display()))?,
+                    ),
+                    None => None,
+                },
+                user,
+                password,
+            };
             let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(load(url, concurrency.max(1), seconds, gzip))
+            runtime.block_on(load(
+                url,
+                concurrency.max(1),
+                seconds,
+                gzip,
+                access,
+                flood_per_second,
+            ))
         }
+        Command::TlsFiles {
+            dir,
+            user,
+            password,
+            cost,
+        } => tls_files(&dir, &user, &password, cost),
         Command::Serve { listen, file } => {
             let body = std::fs::read(&file).with_context(|| format!("read {}", file.display()))?;
             let runtime = tokio::runtime::Runtime::new()?;
@@ -122,15 +181,47 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-async fn load(url: String, concurrency: usize, seconds: f64, gzip: bool) -> anyhow::Result<()> {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(concurrency)
-        .build()?;
+/// How `load` reaches the URL: a CA to trust, basic auth credentials.
+struct Access {
+    ca: Option<Vec<u8>>,
+    user: Option<String>,
+    password: Option<String>,
+}
+
+impl Access {
+    fn client(&self, idle_per_host: usize) -> anyhow::Result<reqwest::Client> {
+        let mut builder = reqwest::Client::builder().pool_max_idle_per_host(idle_per_host);
+        if let Some(ca) = &self.ca {
+            builder = builder.add_root_certificate(reqwest::Certificate::from_pem(ca)?);
+        }
+        Ok(builder.build()?)
+    }
+}
+
+async fn load(
+    url: String,
+    concurrency: usize,
+    seconds: f64,
+    gzip: bool,
+    access: Access,
+    flood_per_second: f64,
+) -> anyhow::Result<()> {
+    let client = access.client(concurrency)?;
     let until = Instant::now() + Duration::from_secs_f64(seconds);
+    let flood = (flood_per_second > 0.0).then(|| {
+        let client = access.client(0);
+        let url = url.clone();
+        let user = access.user.clone().unwrap_or_else(|| "prometheus".into());
+        tokio::spawn(async move { flood(client?, url, user, flood_per_second, until).await })
+    });
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
         let client = client.clone();
         let url = url.clone();
+        let credentials = access
+            .user
+            .clone()
+            .map(|user| (user, access.password.clone()));
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut bytes = 0usize;
@@ -140,6 +231,9 @@ async fn load(url: String, concurrency: usize, seconds: f64, gzip: bool) -> anyh
                 let mut request = client.get(&url);
                 if gzip {
                     request = request.header("Accept-Encoding", "gzip");
+                }
+                if let Some((user, password)) = &credentials {
+                    request = request.basic_auth(user, password.as_deref());
                 }
                 let body = match request.send().await {
                     Ok(response) if response.status().is_success() => response.bytes().await,
@@ -169,6 +263,10 @@ async fn load(url: String, concurrency: usize, seconds: f64, gzip: bool) -> anyh
         bytes = bytes.max(size);
         errors += failed;
     }
+    let flooded = match flood {
+        Some(task) => Some(task.await??),
+        None => None,
+    };
     latencies.sort_by(f64::total_cmp);
     let ms = |p: f64| (percentile(&latencies, p) * 1e5).round() / 100.0;
     println!(
@@ -177,6 +275,8 @@ async fn load(url: String, concurrency: usize, seconds: f64, gzip: bool) -> anyh
             "url": url,
             "concurrency": concurrency,
             "gzip": gzip,
+            "tls": url.starts_with("https://"),
+            "basic_auth": access.user.is_some(),
             "seconds": seconds,
             "requests": latencies.len(),
             "errors": errors,
@@ -184,8 +284,87 @@ async fn load(url: String, concurrency: usize, seconds: f64, gzip: bool) -> anyh
             "p50_ms": ms(50.0),
             "p99_ms": ms(99.0),
             "max_ms": ms(100.0),
+            "flood": flooded,
         })
     );
+    Ok(())
+}
+
+/// Sends `per_second` requests a second to `url` with a wrong password for `user`, each on a
+/// new connection, until `until`; returns the answers by status, and what was sent.
+async fn flood(
+    client: reqwest::Client,
+    url: String,
+    user: String,
+    per_second: f64,
+    until: Instant,
+) -> anyhow::Result<serde_json::Value> {
+    let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / per_second));
+    let mut requests = tokio::task::JoinSet::new();
+    let started = Instant::now();
+    let mut sent = 0usize;
+    while Instant::now() < until {
+        ticks.tick().await;
+        let request = client
+            .get(&url)
+            .basic_auth(&user, Some(format!("wrong-{sent}")));
+        requests.spawn(async move {
+            match request.send().await {
+                Ok(response) => response.status().as_u16().to_string(),
+                Err(_) => "error".to_string(),
+            }
+        });
+        sent += 1;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut answers = std::collections::BTreeMap::<String, usize>::new();
+    while let Some(answer) = requests.join_next().await {
+        *answers.entry(answer?).or_default() += 1;
+    }
+    Ok(serde_json::json!({
+        "sent": sent,
+        "per_second": (sent as f64 / elapsed * 10.0).round() / 10.0,
+        "answers": answers,
+    }))
+}
+
+/// Writes a CA, a server certificate for 127.0.0.1 it signed, and `web.yml` with TLS and the
+/// basic auth of `user` into `dir`.
+fn tls_files(dir: &std::path::Path, user: &str, password: &str, cost: u32) -> anyhow::Result<()> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType, IsCa,
+        KeyPair,
+    };
+    std::fs::create_dir_all(dir)?;
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    // Named apart from the server certificate: a subject equal to its issuer's reads as
+    // self-signed to OpenSSL (curl).
+    ca.distinguished_name = DistinguishedName::new();
+    ca.distinguished_name
+        .push(DnType::CommonName, "codearts-exporter bench CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate()?)?;
+    let key = KeyPair::generate()?;
+    let mut server =
+        CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?;
+    server.distinguished_name = DistinguishedName::new();
+    server
+        .distinguished_name
+        .push(DnType::CommonName, "127.0.0.1");
+    let server = server.signed_by(&key, &ca)?;
+    std::fs::write(dir.join("ca.pem"), ca.pem())?;
+    std::fs::write(dir.join("server.pem"), server.pem())?;
+    std::fs::write(dir.join("server-key.pem"), key.serialize_pem())?;
+    let hash = bcrypt::hash(password, cost)?;
+    let dir = std::fs::canonicalize(dir)?;
+    std::fs::write(
+        dir.join("web.yml"),
+        format!(
+            "tls_server_config:\n  cert_file: {d}/server.pem\n  key_file: {d}/server-key.pem\n\
+             basic_auth_users:\n  {user}: {hash}\n",
+            d = dir.display()
+        ),
+    )?;
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,9 +20,10 @@ const DEMO_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Runs a simulator of `options` on a free loopback port and the exporter on `listen` against
 /// it, until `shutdown` resolves; `on_ready` learns both addresses (exporter, simulator) once
-/// they listen.
+/// they listen. A `web_config_file` secures the exporter's endpoints (TLS, basic auth).
 pub async fn run(
     listen: SocketAddr,
+    web_config_file: Option<PathBuf>,
     options: SimOptions,
     on_ready: impl FnOnce(SocketAddr, SocketAddr),
     shutdown: impl Future<Output = ()>,
@@ -42,7 +44,8 @@ pub async fn run(
     let simulator_task = tokio::spawn(simulator::serve(sim_listener, simulator.clone(), async {
         let _ = simulator_stopped.await;
     }));
-    let config = config(&simulator, sim_addr, listen, speed)?;
+    let mut config = config(&simulator, sim_addr, listen, speed)?;
+    config.server.web_config_file = web_config_file;
     let listener = run::bind(listen, "--listen").await?;
     let addr = listener
         .local_addr()
@@ -116,7 +119,10 @@ pub fn config(
         buckets.dedup();
     }
     let config = Config {
-        server: ServerConfig { listen },
+        server: ServerConfig {
+            listen,
+            web_config_file: None,
+        },
         codearts: CodeArtsConfig {
             endpoint: Some(endpoint.clone()),
             iam_endpoint: Some(endpoint),

@@ -26,5 +26,6 @@ pub mod server;
 #[cfg(feature = "simulator")]
 pub mod simulator;
 pub mod store;
+pub mod web_config;
 
 pub use run::{ConfigFile, RunError, run};

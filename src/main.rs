@@ -8,8 +8,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use codearts_exporter::ConfigFile;
 use codearts_exporter::config::{Config, DEFAULT_PORT, ShardingConfig};
+use codearts_exporter::web_config::{WebConfig, WebConfigError};
+use codearts_exporter::{ConfigFile, RunError};
 
 /// Exit code for an invalid configuration.
 const EXIT_CONFIG: u8 = 2;
@@ -27,6 +28,10 @@ struct Cli {
     /// Configuration file (runs the daemon when no subcommand is given).
     #[arg(long, short)]
     config: Option<PathBuf>,
+    /// exporter-toolkit web configuration file (TLS, client certificates, basic auth,
+    /// headers); overrides `[server] web_config_file`.
+    #[arg(long = "web.config.file", value_name = "FILE", global = true)]
+    web_config_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -56,12 +61,8 @@ enum Command {
     #[cfg(feature = "simulator")]
     Simulate(simulated::SimulateArgs),
     /// Exit 0 when the exporter at URL answers /healthz with 200, else 1 (for HEALTHCHECK).
-    Healthcheck {
-        /// Health endpoint to check.
-        #[arg(long, default_value_t = format!("http://127.0.0.1:{DEFAULT_PORT}/healthz"))]
-        url: String,
-    },
-    /// Validate a configuration and print it with secrets redacted.
+    Healthcheck(HealthcheckArgs),
+    /// Validate a configuration (and its web configuration) and print it with secrets redacted.
     CheckConfig {
         /// Configuration file (TOML).
         #[arg(long, short)]
@@ -69,9 +70,28 @@ enum Command {
     },
 }
 
+/// Options of `healthcheck`.
+#[derive(clap::Args)]
+struct HealthcheckArgs {
+    /// Health endpoint to check (`https://` for an exporter serving TLS).
+    #[arg(long, default_value_t = format!("http://127.0.0.1:{DEFAULT_PORT}/healthz"))]
+    url: String,
+    /// CA certificate (PEM) that signed the exporter's certificate, besides the system's roots.
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+    /// Client certificate and key (PEM, both in this file) when the exporter requires one.
+    #[arg(long, value_name = "FILE")]
+    client_cert_file: Option<PathBuf>,
+    /// Accept any server certificate (a probe on 127.0.0.1 of a certificate made for the
+    /// service's name).
+    #[arg(long)]
+    insecure: bool,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    let web_config_file = cli.web_config_file;
     let command = match (cli.command, cli.config) {
         (Some(command), _) => command,
         (None, Some(config)) => Command::Run {
@@ -85,9 +105,20 @@ fn main() -> ExitCode {
     };
     if let Command::CheckConfig { config } = &command {
         return match Config::load(config) {
-            Ok(config) => {
+            Ok(mut config) => {
                 for warning in config.warnings() {
                     eprintln!("warning: {warning}");
+                }
+                if web_config_file.is_some() {
+                    config.server.web_config_file = web_config_file;
+                }
+                if let Some(path) = &config.server.web_config_file {
+                    match WebConfig::load(path) {
+                        Ok(web) => {
+                            println!("# web configuration {}: {}", path.display(), web.summary())
+                        }
+                        Err(err) => return web_config_error(&err),
+                    }
                 }
                 print!("{}", config.redacted_toml());
                 ExitCode::SUCCESS
@@ -109,6 +140,9 @@ fn main() -> ExitCode {
                     if let Some(shard) = shard {
                         loaded.sharding = shard;
                     }
+                    if web_config_file.is_some() {
+                        loaded.server.web_config_file = web_config_file;
+                    }
                     let listener =
                         codearts_exporter::run::bind(loaded.server.listen, "server.listen").await?;
                     let file = ConfigFile {
@@ -120,16 +154,26 @@ fn main() -> ExitCode {
                 Err(err) => return Ok(config_error(&err)),
             },
             #[cfg(feature = "simulator")]
-            Command::Demo(args) => simulated::demo(args, shutdown_signal()).await?,
+            Command::Demo(args) => {
+                simulated::demo(args, web_config_file, shutdown_signal()).await?
+            }
             #[cfg(feature = "simulator")]
             Command::Simulate(args) => simulated::simulate(args, shutdown_signal()).await?,
-            Command::Healthcheck { url } => return Ok(healthcheck(&url).await),
+            Command::Healthcheck(args) => return Ok(healthcheck(&args).await),
             Command::CheckConfig { .. } => {}
         }
         anyhow::Ok(ExitCode::SUCCESS)
     });
     match outcome {
         Ok(code) => code,
+        // A bad web configuration is a configuration error, found before anything serves.
+        Err(err)
+            if err.downcast_ref::<WebConfigError>().is_some()
+                || matches!(err.downcast_ref::<RunError>(), Some(RunError::WebConfig(_))) =>
+        {
+            eprintln!("configuration error: {err:#}");
+            ExitCode::from(EXIT_CONFIG)
+        }
         Err(err) => {
             tracing::error!("{err:#}");
             eprintln!("error: {err:#}");
@@ -139,6 +183,11 @@ fn main() -> ExitCode {
 }
 
 fn config_error(err: &codearts_exporter::config::ConfigError) -> ExitCode {
+    eprintln!("configuration error: {err}");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+fn web_config_error(err: &WebConfigError) -> ExitCode {
     eprintln!("configuration error: {err}");
     ExitCode::from(EXIT_CONFIG)
 }
@@ -157,15 +206,13 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// GETs `url`; success only on a 200 within 3 seconds.
-async fn healthcheck(url: &str) -> ExitCode {
-    let client = match reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(3))
-        .build()
-    {
+/// GETs the URL of `args`; success only on a 200 within 3 seconds.
+async fn healthcheck(args: &HealthcheckArgs) -> ExitCode {
+    let url = args.url.as_str();
+    let client = match healthcheck_client(args) {
         Ok(client) => client,
         Err(err) => {
-            eprintln!("unhealthy: {err}");
+            eprintln!("unhealthy: {err:#}");
             return ExitCode::FAILURE;
         }
     };
@@ -180,6 +227,30 @@ async fn healthcheck(url: &str) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The client of `healthcheck`, with the TLS settings of `args`.
+fn healthcheck_client(args: &HealthcheckArgs) -> anyhow::Result<reqwest::Client> {
+    use anyhow::Context;
+    let mut builder = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(3))
+        .danger_accept_invalid_certs(args.insecure);
+    if let Some(path) = &args.ca_file {
+        let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        for cert in reqwest::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("no PEM certificate in {}", path.display()))?
+        {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    if let Some(path) = &args.client_cert_file {
+        let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let identity = reqwest::Identity::from_pem(&pem).with_context(|| {
+            format!("{} does not hold a PEM certificate and key", path.display())
+        })?;
+        builder = builder.identity(identity);
+    }
+    Ok(builder.build()?)
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -212,6 +283,7 @@ mod simulated {
     use std::future::Future;
     use std::io::Write;
     use std::net::SocketAddr;
+    use std::path::PathBuf;
     use std::time::Duration;
 
     use anyhow::Context;
@@ -221,6 +293,7 @@ mod simulated {
     use codearts_exporter::demo;
     use codearts_exporter::simulator::faults::FaultSpec;
     use codearts_exporter::simulator::{self, SimOptions};
+    use codearts_exporter::web_config::WebConfig;
 
     /// Options of `demo`.
     #[derive(Args)]
@@ -285,8 +358,17 @@ mod simulated {
         require_project_id: bool,
     }
 
-    /// Runs the simulator and the exporter against it until `shutdown` resolves.
-    pub async fn demo(args: DemoArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    /// Runs the simulator and the exporter against it until `shutdown` resolves; a
+    /// `web_config_file` secures the exporter's endpoints.
+    pub async fn demo(
+        args: DemoArgs,
+        web_config_file: Option<PathBuf>,
+        shutdown: impl Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        let scheme = match &web_config_file {
+            Some(path) if WebConfig::load(path)?.tls().is_some() => "https",
+            _ => "http",
+        };
         let options = SimOptions {
             pipelines: args.pipelines,
             projects: args.projects,
@@ -296,11 +378,11 @@ mod simulated {
         };
         let announce = |addr, sim_addr| {
             println!(
-                "codearts-exporter demo: metrics at http://{addr}/metrics (simulated CodeArts at http://{sim_addr})"
+                "codearts-exporter demo: metrics at {scheme}://{addr}/metrics (simulated CodeArts at http://{sim_addr})"
             );
             let _ = std::io::stdout().flush();
         };
-        demo::run(args.listen, options, announce, shutdown).await?;
+        demo::run(args.listen, web_config_file, options, announce, shutdown).await?;
         Ok(())
     }
 

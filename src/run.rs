@@ -14,6 +14,7 @@ use crate::fleet::{Fleet, FleetError};
 use crate::metrics::{Metrics, MetricsError};
 use crate::server::{self, Endpoints};
 use crate::store::Store;
+use crate::web_config::{self, WebConfig, WebConfigError};
 
 /// The file the configuration came from: it is reloaded on SIGHUP and when it changes.
 #[derive(Debug, Clone)]
@@ -36,6 +37,9 @@ pub enum RunError {
     /// The API client could not be built.
     #[error("{0}")]
     Client(#[from] codearts::Error),
+    /// The web configuration (TLS, basic auth) is invalid.
+    #[error("{0}")]
+    WebConfig(#[from] WebConfigError),
     /// The pollers could not start.
     #[error("{0}")]
     Fleet(#[from] FleetError),
@@ -50,7 +54,9 @@ pub enum RunError {
 }
 
 /// Polls the targets of `config` and serves `/metrics`, `/healthz` and `/readyz` on `listener`
-/// until `shutdown` resolves; with a `file`, reloads it on SIGHUP and when it changes. On
+/// until `shutdown` resolves; with a `file`, reloads it on SIGHUP and when it changes. The web
+/// configuration of `[server] web_config_file` secures the endpoints; it is reloaded on SIGHUP
+/// and when it or its certificates change. On
 /// shutdown the server finishes the requests in flight, then the schedules, the polls in
 /// flight, the reload watcher, the garbage collector and the watchdog are stopped and awaited.
 pub async fn run(
@@ -59,6 +65,15 @@ pub async fn run(
     file: Option<ConfigFile>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
+    // Checked before anything starts: a bad web configuration stops the exporter at once.
+    let web_file = config.server.web_config_file.clone();
+    let web = match &web_file {
+        Some(path) => WebConfig::load(path)?,
+        None => WebConfig::plain(),
+    };
+    let tls = web.tls().is_some();
+    let web_settings = web.summary();
+    let (web_sender, web) = tokio::sync::watch::channel(Arc::new(web));
     // The backfill window counts back from here.
     let started_at = clock::unix_now();
     let store = Arc::new(Store::new(&config.metrics));
@@ -70,6 +85,8 @@ pub async fn run(
     })?;
     tracing::info!(
         %addr,
+        tls,
+        web = %web_settings,
         endpoint = %config.codearts.pipeline_endpoint(),
         targets = config.targets.len(),
         version = env!("CARGO_PKG_VERSION"),
@@ -81,8 +98,13 @@ pub async fn run(
     let fleet = Fleet::start(config, client, metrics.clone(), store, started_at).await?;
     let watcher = file.map(|file| tokio::spawn(fleet.clone().watch(file.path, file.shard)));
     let endpoints = Arc::new(Endpoints::new(metrics, fleet.clone()));
-    server::serve(listener, endpoints, shutdown).await;
+    let web_watcher = web_file.map(|path| tokio::spawn(web_config::watch(path, web_sender)));
+    server::serve_secured(listener, endpoints, web, shutdown).await;
     tracing::info!("shutting down");
+    if let Some(watcher) = web_watcher {
+        watcher.abort();
+        let _ = watcher.await;
+    }
     if let Some(watcher) = watcher {
         watcher.abort();
         let _ = watcher.await;

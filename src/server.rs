@@ -9,12 +9,14 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
 use crate::exposition::{Exposition, Lookup, Rendered};
 use crate::fleet::Fleet;
-use crate::http::{self, Body};
+use crate::http::{self, Accepted, Body, Connection};
 use crate::metrics::Metrics;
+use crate::web_config::{Verdict, WebConfig};
 
 /// Content type of the Prometheus text exposition format.
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -47,29 +49,131 @@ impl Endpoints {
     }
 }
 
-/// Serves the endpoints on `listener` until `shutdown` resolves; in-flight requests finish.
+/// Serves the endpoints on `listener` in plain HTTP until `shutdown` resolves; in-flight
+/// requests finish.
 pub async fn serve(
     listener: TcpListener,
     endpoints: Arc<Endpoints>,
     shutdown: impl Future<Output = ()>,
 ) {
-    http::serve(
-        listener,
-        move |req| {
-            let endpoints = endpoints.clone();
-            async move {
-                if req.uri().path() == "/metrics"
-                    && (req.method() == Method::GET || req.method() == Method::HEAD)
-                {
-                    metrics(endpoints, &req).await
-                } else {
-                    whole(route(&endpoints, &req))
-                }
+    let (_keep, web) = watch::channel(Arc::new(WebConfig::plain()));
+    serve_secured(listener, endpoints, web, shutdown).await;
+}
+
+/// Serves the endpoints on `listener` with the web configuration `web` (TLS, basic auth,
+/// headers) until `shutdown` resolves; in-flight requests finish. Each new connection takes
+/// the TLS settings current when it arrives, each request the basic auth and headers current
+/// when it arrives: a reload drops no connection.
+pub async fn serve_secured(
+    listener: TcpListener,
+    endpoints: Arc<Endpoints>,
+    web: watch::Receiver<Arc<WebConfig>>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let accept = {
+        let web = web.clone();
+        move |stream| {
+            let current = web.borrow().clone();
+            secure(stream, current)
+        }
+    };
+    let handler = move |req: Request<Incoming>| {
+        let endpoints = endpoints.clone();
+        let current = web.borrow().clone();
+        async move {
+            let mut response = match authorize(&current, &req).await {
+                Some(refusal) => whole(refusal),
+                None => answer(endpoints, req).await,
+            };
+            let headers = response.headers_mut();
+            for (name, value) in current.headers() {
+                headers.insert(name, value.clone());
             }
-        },
-        shutdown,
-    )
-    .await;
+            response
+        }
+    };
+    http::serve_with(listener, handler, accept, shutdown).await;
+}
+
+/// How long a client may take over its TLS handshake.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Makes a new connection ready under `web`: a TLS handshake when TLS is on. A client that
+/// does not complete one (plain HTTP on a TLS port, a wrong or missing client certificate)
+/// is closed.
+async fn secure(stream: TcpStream, web: Arc<WebConfig>) -> Option<Accepted> {
+    let http2 = web.http2();
+    let Some(tls) = web.tls() else {
+        return Some(Accepted {
+            stream: Connection::Left(stream),
+            http2,
+        });
+    };
+    let peer = stream.peer_addr().ok();
+    let handshake = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+        Ok(Ok(stream)) => Some(Accepted {
+            stream: Connection::Right(stream),
+            http2,
+        }),
+        Ok(Err(err)) => {
+            tracing::debug!(?peer, error = %err, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(?peer, "TLS handshake timed out");
+            None
+        }
+    }
+}
+
+/// `None` when the request may proceed, else the refusal: every path but /healthz needs the
+/// credentials when basic auth is on (liveness probes cannot send them).
+async fn authorize(web: &WebConfig, req: &Request<Incoming>) -> Option<Response<Body>> {
+    let auth = web.basic_auth()?;
+    if req.uri().path() == "/healthz" {
+        return None;
+    }
+    match auth
+        .check(req.headers().get(hyper::header::AUTHORIZATION))
+        .await
+    {
+        Verdict::Allowed => None,
+        Verdict::Denied => {
+            let mut refusal =
+                http::response(StatusCode::UNAUTHORIZED, "text/plain", "unauthorized\n");
+            refusal.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                hyper::header::HeaderValue::from_static(
+                    "Basic realm=\"codearts-exporter\", charset=\"UTF-8\"",
+                ),
+            );
+            Some(refusal)
+        }
+        Verdict::Busy => {
+            let mut refusal = http::response(
+                StatusCode::TOO_MANY_REQUESTS,
+                "text/plain",
+                "too many password checks at once; try again\n",
+            );
+            refusal.headers_mut().insert(
+                hyper::header::RETRY_AFTER,
+                hyper::header::HeaderValue::from_static("1"),
+            );
+            Some(refusal)
+        }
+    }
+}
+
+/// The answer of an authorized request.
+async fn answer(endpoints: Arc<Endpoints>, req: Request<Incoming>) -> Response<ExporterBody> {
+    if req.uri().path() == "/metrics"
+        && (req.method() == Method::GET || req.method() == Method::HEAD)
+    {
+        metrics(endpoints, &req).await
+    } else {
+        whole(route(&endpoints, &req))
+    }
 }
 
 /// Body of the exporter's responses: whole, or the text of /metrics streamed as it is inflated.

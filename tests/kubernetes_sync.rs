@@ -110,14 +110,18 @@ fn the_derivation_indents_every_group_line() {
 
 /// The text of the ConfigMap's `config.toml: |` block, de-indented.
 fn configmap_config() -> String {
-    let manifest = read("config/kubernetes/configmap.yaml");
-    let mut lines = manifest
-        .lines()
-        .skip_while(|line| line.trim() != "config.toml: |");
-    let key = lines
+    literal_block("config/kubernetes/configmap.yaml", "config.toml")
+}
+
+/// The literal block `key: |` of the manifest at `path`, unindented.
+fn literal_block(path: &str, key: &str) -> String {
+    let manifest = read(path);
+    let header = format!("{key}: |");
+    let mut lines = manifest.lines().skip_while(|line| line.trim() != header);
+    let key_line = lines
         .next()
-        .expect("a `config.toml: |` key in configmap.yaml");
-    let key_indent = key.len() - key.trim_start().len();
+        .unwrap_or_else(|| panic!("a `{header}` key in {path}"));
+    let key_indent = key_line.len() - key_line.trim_start().len();
     let block: Vec<&str> = lines
         .take_while(|line| {
             line.trim().is_empty() || line.len() - line.trim_start().len() > key_indent
@@ -128,7 +132,7 @@ fn configmap_config() -> String {
         .filter(|line| !line.trim().is_empty())
         .map(|line| line.len() - line.trim_start().len())
         .min()
-        .expect("config.toml is not empty");
+        .unwrap_or_else(|| panic!("{key} in {path} is not empty"));
     block
         .iter()
         .map(|line| {
@@ -277,5 +281,108 @@ fn the_sharded_statefulset_runs_as_many_replicas_as_shards() {
     let kustomization = read("config/kubernetes/sharded/kustomization.yaml");
     assert!(
         kustomization.contains("  - statefulset.yaml\n") && kustomization.contains("  - ../\n")
+    );
+}
+
+#[test]
+fn the_secured_overlay_agrees_with_its_secrets_and_its_web_config_is_valid() {
+    let overlay = read("config/kubernetes/secured/kustomization.yaml");
+    let web_secret = read("config/kubernetes/secured/web.secret.example.yaml");
+    let scrape_secret = read("config/kubernetes/secured/scrape.secret.example.yaml");
+    let deployment = read("config/kubernetes/deployment.yaml");
+    let monitor = read("config/kubernetes/servicemonitor.yaml");
+
+    // The Secret's web configuration is the documented example's (from its first key on).
+    let web = literal_block(
+        "config/kubernetes/secured/web.secret.example.yaml",
+        "web-config.yml",
+    );
+    let example = read("config/web-config.example.yml");
+    let example = &example[example.find("tls_server_config:").expect("example keys")..];
+    assert_eq!(
+        web.trim(),
+        example.trim(),
+        "web.secret.example.yaml differs from config/web-config.example.yml"
+    );
+
+    // The exporter reads the web configuration where the Secret is mounted, and the files it
+    // names are keys of that Secret.
+    let mount = "/etc/codearts-exporter-web";
+    assert!(overlay.contains(&format!("--web.config.file={mount}/web-config.yml")));
+    assert!(overlay.contains(&format!("mountPath: {mount}")));
+    assert!(overlay.contains("secretName: codearts-exporter-web"));
+    assert!(web_secret.contains("\n  name: codearts-exporter-web\n"));
+    for key in ["web-config.yml", "tls.crt", "tls.key", "ca.crt"] {
+        assert!(
+            web_secret.contains(&format!("\n  {key}: |\n")),
+            "the Secret has no {key}"
+        );
+    }
+    assert!(web.contains(&format!("cert_file: {mount}/tls.crt")));
+    assert!(web.contains(&format!("key_file: {mount}/tls.key")));
+    // The ServiceMonitor trusts the Secret's CA and sends the scrape Secret's credentials.
+    assert!(overlay.contains("name: codearts-exporter-web\n              key: ca.crt"));
+    assert!(overlay.contains("name: codearts-exporter-scrape\n            key: username"));
+    assert!(overlay.contains("name: codearts-exporter-scrape\n            key: password"));
+    assert!(scrape_secret.contains("\n  name: codearts-exporter-scrape\n"));
+    // The JSON patches' paths exist in the base manifests.
+    assert!(monitor.contains("  endpoints:\n    - port: metrics"));
+    for path in [
+        "args:",
+        "volumeMounts:",
+        "livenessProbe:\n            httpGet:",
+        "readinessProbe:\n            httpGet:",
+    ] {
+        assert!(deployment.contains(path), "deployment.yaml has no {path}");
+    }
+    assert!(deployment.contains("      volumes:\n"));
+    // The example password is the one hashed in the example web configuration.
+    let password = scrape_secret
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("password: "))
+        .expect("password");
+    let hash = web
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("prometheus: "))
+        .expect("the user prometheus");
+    assert!(bcrypt::verify(password, hash).expect("bcrypt hash"));
+
+    // check-config accepts the web configuration with real files in place of the mount.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["codearts-exporter".to_string()]).expect("cert");
+    fs::write(dir.path().join("tls.crt"), certified.cert.pem()).expect("write tls.crt");
+    fs::write(
+        dir.path().join("tls.key"),
+        certified.signing_key.serialize_pem(),
+    )
+    .expect("write tls.key");
+    let web_path = dir.path().join("web-config.yml");
+    fs::write(
+        &web_path,
+        web.replace(mount, &dir.path().display().to_string()),
+    )
+    .expect("write web-config.yml");
+    let config_path = dir.path().join("config.toml");
+    fs::write(&config_path, configmap_config()).expect("write config");
+    let output = Command::new(env!("CARGO_BIN_EXE_codearts-exporter"))
+        .arg("check-config")
+        .arg("--config")
+        .arg(&config_path)
+        .arg("--web.config.file")
+        .arg(&web_path)
+        .env("CODEARTS_EXPORTER_AUTH__TOKEN", "token-from-the-secret")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run check-config");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the web configuration is rejected:\n{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("TLS on, basic auth users: 1, extra headers: 2"),
+        "{stdout}"
     );
 }

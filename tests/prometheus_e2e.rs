@@ -127,8 +127,9 @@ impl Drop for Prometheus {
     }
 }
 
-/// Writes the Prometheus configuration made from config/prometheus/prometheus.yml and starts
-/// Prometheus on a free port.
+/// Writes the Prometheus configuration made from config/prometheus/prometheus.yml (scrape and
+/// evaluation every second, the exporter at `exporter_addr`) and starts Prometheus on a free
+/// port.
 fn start_prometheus(dir: &Path, exporter_addr: &str) -> Prometheus {
     let mut config =
         fs::read_to_string(repo("config/prometheus/prometheus.yml")).expect("read prometheus.yml");
@@ -144,10 +145,15 @@ fn start_prometheus(dir: &Path, exporter_addr: &str) -> Prometheus {
         );
         config = config.replace(from, to);
     }
-    let config_path = dir.join("prometheus.yml");
-    fs::write(&config_path, config).expect("write prometheus.yml");
     fs::copy(repo("config/prometheus/alerts.yml"), dir.join("alerts.yml"))
         .expect("copy alerts.yml");
+    start_prometheus_with(dir, &config)
+}
+
+/// Starts Prometheus on a free port with `config` (checked by promtool first).
+fn start_prometheus_with(dir: &Path, config: &str) -> Prometheus {
+    let config_path = dir.join("prometheus.yml");
+    fs::write(&config_path, config).expect("write prometheus.yml");
     promtool(
         &["check", "config", config_path.to_str().expect("utf-8 path")],
         None,
@@ -822,4 +828,145 @@ async fn dashboards_and_alerts_work_against_a_real_prometheus() {
     );
     drop(prometheus);
     drop(exporter);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scrapes over HTTPS with basic auth and client certificates
+// ---------------------------------------------------------------------------------------------
+
+/// Starts the demo with the web configuration `web`; returns it and its `host:port`.
+fn start_secured_demo(web: &Path) -> (Proc, String) {
+    let (proc, line) = Proc::start(
+        &[
+            "--web.config.file",
+            web.to_str().expect("utf-8 path"),
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--pipelines",
+            "4",
+            "--projects",
+            "1",
+        ],
+        &[],
+        |line| line.contains("metrics at https://"),
+    );
+    let addr = line
+        .split("metrics at https://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .expect("exporter address in the demo's line")
+        .to_string();
+    (proc, addr)
+}
+
+/// The value of `up` of each job Prometheus has scraped.
+async fn up_by_job(
+    client: &reqwest::Client,
+    base: &str,
+) -> std::collections::BTreeMap<String, String> {
+    let url = format!("{base}/api/v1/query?query=up");
+    let mut jobs = std::collections::BTreeMap::new();
+    let Ok(response) = client.get(&url).send().await else {
+        return jobs;
+    };
+    let Ok(body) = response.json::<Value>().await else {
+        return jobs;
+    };
+    for series in body["data"]["result"].as_array().into_iter().flatten() {
+        if let (Some(job), Some(value)) = (
+            series["metric"]["job"].as_str(),
+            series["value"][1].as_str(),
+        ) {
+            jobs.insert(job.to_string(), value.to_string());
+        }
+    }
+    jobs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_scrapes_over_https_with_basic_auth_and_client_certificates() {
+    require_tool("prometheus");
+    require_tool("promtool");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = common::pki::Ca::new("test CA");
+    ca.write_server_files(dir.path());
+    let (client_cert, client_key) = ca.issue(&["prometheus"]);
+    fs::write(dir.path().join("client.pem"), client_cert).expect("write client.pem");
+    fs::write(dir.path().join("client-key.pem"), client_key).expect("write client-key.pem");
+
+    // One exporter with basic auth; one that requires a client certificate of the CA.
+    let basic_dir = dir.path().join("basic");
+    let cert_dir = dir.path().join("cert");
+    for sub in [&basic_dir, &cert_dir] {
+        fs::create_dir(sub).expect("mkdir");
+        for file in ["ca.pem", "server.pem", "server-key.pem"] {
+            fs::copy(dir.path().join(file), sub.join(file)).expect("copy");
+        }
+    }
+    let basic_web = common::pki::write_web_config(&basic_dir, "", Some(("prometheus", "s3cret")));
+    let cert_web = common::pki::write_web_config(
+        &cert_dir,
+        "client_auth_type: RequireAndVerifyClientCert\nclient_ca_file: ca.pem",
+        None,
+    );
+    let (basic_exporter, basic_addr) = start_secured_demo(&basic_web);
+    let (cert_exporter, cert_addr) = start_secured_demo(&cert_web);
+
+    let d = dir.path().display();
+    let job = |name: &str, addr: &str, extra: &str| {
+        format!(
+            "  - job_name: {name}\n    scheme: https\n    tls_config:\n      ca_file: {d}/ca.pem\n\
+             {extra}    static_configs:\n      - targets: [\"{addr}\"]\n"
+        )
+    };
+    // `extra` follows `ca_file`: indented by 6 it is more of `tls_config`, by 4 more of the job.
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
+         scrape_configs:\n{}{}{}{}",
+        job(
+            "basic_auth",
+            &basic_addr,
+            "    basic_auth:\n      username: prometheus\n      password: s3cret\n"
+        ),
+        job(
+            "wrong_password",
+            &basic_addr,
+            "    basic_auth:\n      username: prometheus\n      password: wrong\n"
+        ),
+        job("no_client_cert", &cert_addr, ""),
+        job(
+            "client_cert",
+            &cert_addr,
+            &format!("      cert_file: {d}/client.pem\n      key_file: {d}/client-key.pem\n")
+        ),
+    );
+    let mut prometheus = start_prometheus_with(dir.path(), &config);
+    wait_ready(&mut prometheus).await;
+
+    let client = reqwest::Client::new();
+    let expected = [
+        ("basic_auth", "1"),
+        ("client_cert", "1"),
+        ("no_client_cert", "0"),
+        ("wrong_password", "0"),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let up = up_by_job(&client, &prometheus.url).await;
+        if expected
+            .iter()
+            .all(|(job, value)| up.get(*job).map(String::as_str) == Some(*value))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "up by job is {up:?}, expected {expected:?}\n\nprometheus log:\n{}\n\nexporters:\n{}\n{}",
+            prometheus.log(),
+            basic_exporter.output(),
+            cert_exporter.output()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }

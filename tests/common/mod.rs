@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 mod exposition;
+pub mod pki;
 // The harness serves the simulator, which only the `simulator` feature builds.
 #[cfg(feature = "simulator")]
 pub mod harness;
