@@ -332,6 +332,12 @@ fn run_schedule(poller: Arc<TargetPoller>, clock: Arc<dyn WallClock>) -> Schedul
                 "schedule stopped; the poll in flight is cut"
             );
         }
+        if poller.is_backfilling() {
+            tracing::info!(
+                target_name = poller.label(),
+                "schedule stopped; the backfill reads in flight are cut"
+            );
+        }
         polls.shutdown().await;
     });
     ScheduleTask { stop, task }

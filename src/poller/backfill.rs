@@ -11,8 +11,9 @@
 //! its pipeline waits for the backfill is found by that read; one that completes after it, by the
 //! polls' reads.
 
-use std::cmp::Ordering;
+use std::cmp::Ordering as Order;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
 
 use super::TargetPoller;
 use super::steps::{History, Scan, details_wanted};
@@ -59,6 +60,7 @@ impl TargetPoller {
                 failed.clear();
                 continue;
             }
+            self.backfill_reading.store(true, Ordering::Relaxed);
             let (histories, _) = self.read_histories(&self.background, &group).await;
             let done: HashSet<&str> = histories.iter().map(|(id, _, _)| id.as_str()).collect();
             failed.extend(
@@ -78,6 +80,7 @@ impl TargetPoller {
                 details = fetched;
             }
             read = histories;
+            self.backfill_reading.store(false, Ordering::Relaxed);
         }
     }
 }
@@ -128,7 +131,7 @@ fn pick(
 }
 
 /// Orders times newest first.
-fn newest_first(a: f64, b: f64) -> Ordering {
+fn newest_first(a: f64, b: f64) -> Order {
     b.total_cmp(&a)
 }
 

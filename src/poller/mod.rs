@@ -18,6 +18,7 @@ mod backfill;
 mod steps;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -60,6 +61,8 @@ pub struct TargetPoller {
     heartbeat: Heartbeat,
     /// Wakes the backfill when a poll left pipelines to backfill.
     backfill_due: Notify,
+    /// The backfill is reading (so stopping the schedule cuts a read).
+    backfill_reading: AtomicBool,
 }
 
 impl TargetPoller {
@@ -91,7 +94,13 @@ impl TargetPoller {
             poll_timeout,
             heartbeat,
             backfill_due: Notify::new(),
+            backfill_reading: AtomicBool::new(false),
         }
+    }
+
+    /// True while the backfill reads histories.
+    pub fn is_backfilling(&self) -> bool {
+        self.backfill_reading.load(Ordering::Relaxed)
     }
 
     /// When this target polls.
