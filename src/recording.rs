@@ -219,10 +219,9 @@ impl RunLedger {
     }
 
     /// The batch status names `run` the latest. Returns what the status alone shows: the
-    /// last completed run when `run` is one and newer than the one shown (a v3 status has no
-    /// stage times: the history read that follows brings them); settled too when first seen
-    /// with a latest run that ended before the window, with its stage times, so that nothing in
-    /// its history would be recorded.
+    /// last completed run when `run` is one, with its stages and their times (v5; v3 has no
+    /// stage times), and newer than the one shown; settled too when first seen with a latest run
+    /// that ended before the window, so that nothing in its history would be recorded.
     pub fn saw_latest(
         &mut self,
         run: &Run,
@@ -230,8 +229,8 @@ impl RunLedger {
         now: f64,
         window: Duration,
     ) -> Option<FromStatus> {
-        // Settling needs the stages with their times (the v5 status carries them; v3 has no
-        // times, and a list's `latest_run` may come without stages): no read follows.
+        // The stages with their times: the v5 status carries them; v3 has no times, and a
+        // list's `latest_run` may come without stages.
         let whole = !run.stages.is_empty()
             && run
                 .stages
@@ -255,7 +254,9 @@ impl RunLedger {
         self.latest = Some(key);
         self.latest_completed = run.is_completed();
         self.latest_at = run.end.or(run.start).unwrap_or(self.latest_at);
-        let number = run.run_number.filter(|_| run.is_completed())?;
+        // A run without its stage times (v3) would blank the stage gauges of the last run
+        // until a history read brings them: its last run comes from that read instead.
+        let number = run.run_number.filter(|_| run.is_completed() && whole)?;
         if settles {
             Some(FromStatus::Settled(number))
         } else if self.last_completed.is_none_or(|last| number > last) {

@@ -72,14 +72,23 @@ async fn statuses_and_last_runs_come_first_and_the_backfill_records_every_run_on
         backfill_pending(&ready) > 0.0,
         "ready only once the backfill was done: it must not wait for it"
     );
-    // Every pipeline shows its state; every one whose latest run has completed shows that run
-    // as its last, before any history read of it.
+    // Every pipeline shows its state; every one of the v5 target whose latest run has completed
+    // shows that run as its last, before any history read of it (the v3 status has no stage
+    // times: there the history read brings the last run).
     let shown = states(&ready);
     assert_eq!(shown.len(), 2 * PIPELINES, "one state per pipeline");
+    let v5_project = targets_of(&truth)[0]["project_id"].clone();
+    let v5: Vec<&str> = truth["pipelines"]
+        .as_array()
+        .expect("pipelines")
+        .iter()
+        .filter(|p| p["project_id"] == v5_project)
+        .filter_map(|p| p["pipeline_id"].as_str())
+        .collect();
     let truth_now = get_json(&format!("{}/_sim/truth", sim.url)).await;
     let mut completed = 0;
     for (id, state) in &shown {
-        if state != "completed" {
+        if state != "completed" || !v5.contains(&id.as_str()) {
             continue;
         }
         completed += 1;
@@ -103,8 +112,8 @@ async fn statuses_and_last_runs_come_first_and_the_backfill_records_every_run_on
         );
     }
     assert!(
-        completed > PIPELINES,
-        "only {completed} pipelines idle: {shown:?}"
+        completed > PIPELINES / 2,
+        "only {completed} idle pipelines of the v5 target: {shown:?}"
     );
 
     // The backfill ends, then two more polls see what completed meanwhile.

@@ -358,13 +358,23 @@ pub fn pipeline_samples(samples: &[Sample]) -> Vec<Sample> {
         .collect()
 }
 
-/// Scrapes until two scrapes in a row agree on every pipeline series (no poll in between).
+/// Scrapes until the backfill is done (it reads behind the polls) and two scrapes in a row
+/// agree on every pipeline series (no poll in between).
 pub async fn stable_scrape(url: &str) -> Vec<Sample> {
+    let backfilled =
+        |s: &[Sample]| sum(s, "codearts_exporter_backfill_pending_pipelines", &[]) == 0.0;
+    scrape_until(
+        url,
+        Duration::from_secs(120),
+        "the backfill to end",
+        backfilled,
+    )
+    .await;
     let mut previous = parse_metrics(&get(url).await.1);
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let current = parse_metrics(&get(url).await.1);
-        if pipeline_samples(&current) == pipeline_samples(&previous) {
+        if backfilled(&current) && pipeline_samples(&current) == pipeline_samples(&previous) {
             return current;
         }
         previous = current;
