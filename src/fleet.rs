@@ -23,10 +23,9 @@ use crate::codearts::{self, Client};
 use crate::config::{Config, ConfigError, ShardingConfig, TargetConfig};
 use crate::metrics::Metrics;
 use crate::poller::{Settings, TargetPoller};
+use crate::reload::ReloadTrigger;
 use crate::store::Store;
 
-/// How often the configuration file is compared with the one running.
-const FILE_CHECK_EVERY: Duration = Duration::from_secs(5);
 /// How often the watchdog looks at every target's schedule.
 const WATCHDOG_EVERY: Duration = Duration::from_secs(1);
 /// How often the garbage collector looks for pipelines and targets whose grace period ended.
@@ -240,38 +239,10 @@ impl Fleet {
     /// Reloads on SIGHUP and when the content of `path` changes; runs until the process ends.
     /// `shard` is the command line's `--shard`, which overrides the file's `[sharding]`.
     pub async fn watch(self: Arc<Self>, path: PathBuf, shard: Option<ShardingConfig>) {
-        let mut last = tokio::fs::read(&path).await.ok();
-        let mut hangups = match tokio::signal::unix::signal(
-            tokio::signal::unix::SignalKind::hangup(),
-        ) {
-            Ok(signal) => Some(signal),
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot watch SIGHUP; reloads follow file changes only");
-                None
-            }
-        };
-        let mut ticks = tokio::time::interval(FILE_CHECK_EVERY);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut trigger = ReloadTrigger::new(vec![path.clone()], "the configuration");
         loop {
-            let hangup = async {
-                match hangups.as_mut() {
-                    Some(signal) => signal.recv().await,
-                    None => std::future::pending().await,
-                }
-            };
-            let reason = tokio::select! {
-                _ = hangup => "SIGHUP",
-                _ = ticks.tick() => {
-                    // Compared by content: a Kubernetes ConfigMap update swaps a symlink, and
-                    // editors replace files, so times and inodes are not reliable.
-                    let now = tokio::fs::read(&path).await.ok();
-                    if now.is_none() || now == last {
-                        continue;
-                    }
-                    "file changed"
-                }
-            };
-            last = tokio::fs::read(&path).await.ok();
+            let reason = trigger.next().await;
+            trigger.loaded(vec![path.clone()]);
             tracing::info!(path = %path.display(), reason, "reloading the configuration");
             let loaded = Config::load(&path).map(|mut config| {
                 if let Some(shard) = shard {

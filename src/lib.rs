@@ -2,7 +2,8 @@
 //!
 //! Data flows `config` → `codearts` (API client) → `schedule` (when) → `poller` (what to fetch,
 //! driving the `recording` state machine) → `store` (every pipeline's state and series) →
-//! `metrics` → `exposition` → `server`; `fleet` runs the pollers, and [`run`] runs everything.
+//! `metrics` → `exposition` → `server`; `fleet` runs the pollers (`reload` says when the
+//! configuration files are due again), and [`run`] runs everything.
 //! `simulator` is a faithful stand-in for the CodeArts API used by tests and the demo; it and
 //! `demo` exist only with the `simulator` feature (on by default).
 
@@ -20,6 +21,7 @@ pub mod http;
 pub mod metrics;
 pub mod poller;
 pub mod recording;
+pub mod reload;
 pub mod run;
 pub mod schedule;
 pub mod server;

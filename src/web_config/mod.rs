@@ -18,6 +18,8 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use tokio::sync::watch as channel;
 
+use crate::reload::ReloadTrigger;
+
 pub use basic_auth::{BasicAuth, Verdict};
 pub use tls::{ClientAuth, TlsVersion};
 
@@ -255,50 +257,16 @@ fn parse_headers(headers: BTreeMap<String, String>) -> Result<HeaderMap, WebConf
     Ok(map)
 }
 
-/// How often the web configuration and its certificates are compared with what was loaded.
-const FILE_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// Reloads `path` into `current` on SIGHUP and when it, or a file it names, changes; a file
 /// that cannot be loaded is logged and the running settings stay. Runs until aborted.
 ///
 /// Only new connections and requests see a new configuration: connections in flight keep
 /// the TLS session they have.
 pub async fn watch(path: PathBuf, current: channel::Sender<Arc<WebConfig>>) {
-    let contents = |sources: &[PathBuf]| -> Vec<Option<Vec<u8>>> {
-        sources
-            .iter()
-            .map(|file| std::fs::read(file).ok())
-            .collect()
-    };
     let mut sources = current.borrow().sources.clone();
-    let mut last = contents(&sources);
-    let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(signal) => Some(signal),
-        Err(err) => {
-            tracing::warn!(error = %err, "cannot watch SIGHUP; the web configuration reloads on file changes only");
-            None
-        }
-    };
-    let mut ticks = tokio::time::interval(FILE_CHECK_EVERY);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut trigger = ReloadTrigger::new(sources.clone(), "the web configuration");
     loop {
-        let hangup = async {
-            match hangups.as_mut() {
-                Some(signal) => signal.recv().await,
-                None => std::future::pending().await,
-            }
-        };
-        let reason = tokio::select! {
-            _ = hangup => "SIGHUP",
-            _ = ticks.tick() => {
-                // Compared by content, as the main configuration is: a Secret update swaps a
-                // symlink, and certificate tools replace files.
-                if contents(&sources) == last {
-                    continue;
-                }
-                "file changed"
-            }
-        };
+        let reason = trigger.next().await;
         let loaded = {
             let path = path.clone();
             tokio::task::spawn_blocking(move || WebConfig::load(&path)).await
@@ -306,13 +274,13 @@ pub async fn watch(path: PathBuf, current: channel::Sender<Arc<WebConfig>>) {
         match loaded {
             Ok(Ok(config)) => {
                 sources = config.sources.clone();
-                last = contents(&sources);
+                trigger.loaded(sources.clone());
                 tracing::info!(path = %path.display(), reason, settings = %config.summary(), "web configuration reloaded");
                 current.send_replace(Arc::new(config));
             }
             Ok(Err(err)) => {
                 // Not compared again until it changes: one log line per bad version.
-                last = contents(&sources);
+                trigger.loaded(sources.clone());
                 tracing::error!(path = %path.display(), reason, error = %err, "web configuration reload rejected; the running settings stay");
             }
             Err(err) => {
