@@ -309,6 +309,7 @@ impl Metrics {
     /// Counts a poll of `target` cut short at its deadline.
     pub fn poll_timed_out(&self, target: &str) {
         self.polls_timed_out.with_label_values(&[target]).inc();
+        self.changed();
     }
 
     /// Sets whether the schedule of `target` is stalled.

@@ -83,6 +83,8 @@ impl Proc {
                 }
             }));
         }
+        // Only the readers send now: a process that exits before it is ready ends the wait.
+        drop(tx);
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut proc = Proc {
             child,
@@ -166,8 +168,23 @@ impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A failed test shows what the process said last, which CI's log otherwise lacks.
+        if std::thread::panicking() {
+            let lines = self.stderr.lock().unwrap_or_else(|e| e.into_inner());
+            let from = lines.len().saturating_sub(PANIC_LOG_LINES);
+            eprintln!(
+                "--- last {} stderr lines of a process of this test ---",
+                lines.len() - from
+            );
+            for line in &lines[from..] {
+                eprintln!("{line}");
+            }
+        }
     }
 }
+
+/// How many of a process's last stderr lines a failed test prints.
+const PANIC_LOG_LINES: usize = 60;
 
 /// A running simulator and its base URL.
 pub struct Sim {
