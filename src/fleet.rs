@@ -149,7 +149,13 @@ impl Fleet {
     /// Applies a newly loaded configuration, or logs and counts why it cannot be.
     pub async fn reload(self: &Arc<Self>, loaded: Result<Config, ConfigError>) {
         let result = match loaded {
-            Ok(config) => self.apply(config).await,
+            Ok(config) => {
+                // As at start-up: a reload is when a changed file shows its warnings.
+                for warning in config.warnings() {
+                    tracing::warn!("{warning}");
+                }
+                self.apply(config).await
+            }
             Err(err) => Err(FleetError::Config(err)),
         };
         match &result {

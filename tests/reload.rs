@@ -177,8 +177,9 @@ async fn a_changed_file_takes_effect_without_recounting_and_a_broken_one_is_reje
         "runs of the kept pipeline"
     );
 
-    // SIGHUP reloads too (the file is valid again).
-    let valid = config(&sim.url, &[("a", &project, &[kept, added])]);
+    // SIGHUP reloads too (the file is valid again), and warns about the legacy status API as
+    // the start does.
+    let valid = config(&sim.url, &[("a", &project, &[kept, added])]) + "status_api = \"v3\"\n";
     std::fs::write(&exporter.config_path, valid).expect("rewrite config");
     let status = std::process::Command::new("kill")
         .args(["-HUP", &exporter.proc.pid().to_string()])
@@ -207,6 +208,11 @@ async fn a_changed_file_takes_effect_without_recounting_and_a_broken_one_is_reje
         .proc
         .output_when("a reload on SIGHUP and a rejected one", |log| {
             log.contains("\"SIGHUP\"") && log.contains("configuration reload rejected")
+        });
+    exporter
+        .proc
+        .output_when("the reload's warning about the v3 status API", |log| {
+            log.contains("targets[0].status_api = \\\"v3\\\": the legacy batch status API")
         });
     assert!(parse_metrics(&get(&metrics_url).await.1).len() > 10);
 }

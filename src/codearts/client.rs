@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -15,7 +14,7 @@ use reqwest::header::{HeaderValue, RETRY_AFTER};
 use reqwest::{RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 
 use super::api::{Api, RequestObserver};
 use super::auth::Authenticator;
@@ -50,8 +49,6 @@ pub enum Priority {
     Backfill,
 }
 
-/// How often a backfill request waiting behind poll requests looks again.
-const YIELD_RECHECK: Duration = Duration::from_millis(5);
 /// How long after a poll request ends the backfill still keeps off the rate limit: a poll sends
 /// its status chunks one after the other, and the gap between two must not let the backfill in.
 const POLL_GAP: Duration = Duration::from_millis(250);
@@ -74,11 +71,10 @@ pub struct Client {
 /// What every request of every clone waits for, and how retries are spaced.
 struct Limits {
     rate: DefaultDirectRateLimiter,
-    /// Poll requests waiting for the rate limit or in flight: while there are any, and for
-    /// [`POLL_GAP`] after the last ended, backfill requests wait.
-    polls_active: AtomicUsize,
-    /// When the last poll request ended.
-    poll_ended: Mutex<Option<Instant>>,
+    /// Poll requests waiting or in flight, and when the last ended: while there are any, and
+    /// for [`POLL_GAP`] after the last ended, backfill requests wait. Watched, so that they
+    /// wake when it changes rather than look again and again.
+    polls: watch::Sender<PollActivity>,
     slots: Semaphore,
     /// No request to an API before this instant (its last `Retry-After`).
     paused: Mutex<HashMap<Api, Instant>>,
@@ -103,8 +99,7 @@ impl Limits {
             .allow_burst(burst);
         Ok(Limits {
             rate: RateLimiter::direct(quota),
-            polls_active: AtomicUsize::new(0),
-            poll_ended: Mutex::new(None),
+            polls: watch::Sender::new(PollActivity::default()),
             slots: Semaphore::new(codearts.max_concurrent_requests.max(1)),
             paused: Mutex::new(HashMap::new()),
             max_retries: codearts.max_retries,
@@ -163,28 +158,38 @@ impl Limits {
         }
     }
 
-    /// Whether poll requests are waiting, in flight, or ended less than [`POLL_GAP`] ago.
-    fn polls_busy(&self) -> bool {
-        if self.polls_active.load(Ordering::SeqCst) > 0 {
-            return true;
-        }
-        let ended = *self.poll_ended.lock().unwrap_or_else(|e| e.into_inner());
-        ended.is_some_and(|at| at.elapsed() < POLL_GAP)
-    }
-
     /// Takes a unit of the rate limit only when no poll request is busy with it.
     async fn backfill_turn(&self) {
+        let mut polls = self.polls.subscribe();
         loop {
-            if self.polls_busy() {
-                tokio::time::sleep(YIELD_RECHECK).await;
-                continue;
-            }
-            match self.rate.check() {
-                Ok(()) => return,
-                Err(not_until) => {
-                    let wait = not_until.wait_time_from(DefaultClock::default().now());
-                    // Looks again early: a poll request may arrive meanwhile and go first.
-                    tokio::time::sleep(wait.min(YIELD_RECHECK * 10)).await;
+            let activity = *polls.borrow_and_update();
+            // Until when this request must hold back; a change of the polls ends the wait early.
+            let hold_until = if activity.active > 0 {
+                None
+            } else if let Some(gap_end) = activity
+                .ended
+                .map(|ended| ended + POLL_GAP)
+                .filter(|gap_end| *gap_end > Instant::now())
+            {
+                Some(gap_end)
+            } else {
+                match self.rate.check() {
+                    Ok(()) => return,
+                    Err(not_until) => Some(
+                        Instant::now() + not_until.wait_time_from(DefaultClock::default().now()),
+                    ),
+                }
+            };
+            match hold_until {
+                // The sender lives as long as `self`, so `changed` cannot fail.
+                None => {
+                    let _ = polls.changed().await;
+                }
+                Some(until) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(until.into()) => {}
+                        _ = polls.changed() => {}
+                    }
                 }
             }
         }
@@ -197,20 +202,29 @@ struct Turn<'a> {
     _poll: Option<PollActive<'a>>,
 }
 
+/// Poll requests waiting or in flight, and when the last one ended.
+#[derive(Debug, Clone, Copy, Default)]
+struct PollActivity {
+    active: usize,
+    ended: Option<Instant>,
+}
+
 /// Counts a poll request as active (waiting for the rate limit, or in flight) while it lives.
 struct PollActive<'a>(&'a Limits);
 
 impl<'a> PollActive<'a> {
     fn new(limits: &'a Limits) -> Self {
-        limits.polls_active.fetch_add(1, Ordering::SeqCst);
+        limits.polls.send_modify(|polls| polls.active += 1);
         PollActive(limits)
     }
 }
 
 impl Drop for PollActive<'_> {
     fn drop(&mut self) {
-        *self.0.poll_ended.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
-        self.0.polls_active.fetch_sub(1, Ordering::SeqCst);
+        self.0.polls.send_modify(|polls| {
+            polls.active -= 1;
+            polls.ended = Some(Instant::now());
+        });
     }
 }
 
@@ -1088,7 +1102,45 @@ mod tests {
             *order.lock().expect("order"),
             ["poll", "poll", "backfill", "backfill", "backfill"]
         );
-        assert_eq!(limits.polls_active.load(Ordering::SeqCst), 0);
+        assert_eq!(limits.polls.borrow().active, 0);
+    }
+
+    #[tokio::test]
+    async fn a_backfill_request_waits_for_the_poll_gap_and_wakes_after_it() {
+        let limits = Arc::new(Limits::new(&CodeArtsConfig::default()).expect("limits"));
+        let poll = limits
+            .turn(Api::V5Status, Priority::Poll)
+            .await
+            .expect("a turn");
+        let backfill = tokio::spawn({
+            let limits = limits.clone();
+            async move {
+                drop(
+                    limits
+                        .turn(Api::RunList, Priority::Backfill)
+                        .await
+                        .expect("a turn"),
+                );
+                Instant::now()
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            !backfill.is_finished(),
+            "went while a poll request was active"
+        );
+        let ended = Instant::now();
+        drop(poll);
+        // Woken by the poll's end, not by looking again: a lost wake-up hangs, and fails here.
+        let went = tokio::time::timeout(Duration::from_secs(10), backfill)
+            .await
+            .expect("the backfill request went after the gap")
+            .expect("joined");
+        assert!(
+            went >= ended + POLL_GAP,
+            "went {:?} after the poll",
+            went - ended
+        );
     }
 
     #[test]

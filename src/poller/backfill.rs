@@ -37,11 +37,13 @@ impl TargetPoller {
         loop {
             let (group, pending) = {
                 let mut state = self.store.write(&self.slot).await;
-                self.record_histories(
-                    &mut state,
-                    std::mem::take(&mut read),
-                    std::mem::take(&mut details),
-                );
+                if !read.is_empty() {
+                    self.record_histories(
+                        &mut state,
+                        std::mem::take(&mut read),
+                        std::mem::take(&mut details),
+                    );
+                }
                 pick(&state, &failed, unix_now(), self.target.backfill_window)
             };
             self.metrics.set_backfill_pending(self.label(), pending.all);

@@ -186,11 +186,12 @@ fn backfill_pending(state: &crate::store::TargetState) -> usize {
         .count()
 }
 
-/// Logs a failed call with what to check.
+/// Logs a failed call; a rejected credential is an error, and its message says what to check
+/// for the configured auth method.
 fn log_api_error(target_name: &str, err: &Error, what: &str) {
     match err {
         Error::Unauthorized { .. } => {
-            tracing::error!(target_name, error = %err, "{what}: check auth.token")
+            tracing::error!(target_name, error = %err, "{what}: credentials rejected")
         }
         _ => tracing::warn!(target_name, kind = err.kind(), error = %err, "{what}"),
     }

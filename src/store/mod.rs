@@ -175,15 +175,18 @@ impl Store {
         WriteGuard {
             state: slot.state.lock().await,
             series: &self.series,
+            written: false,
         }
     }
 }
 
-/// A target's state, held for a write. When it is released the series written are marked
-/// changed, once: the one place the render cache is invalidated for them.
+/// A target's state, held for a write. When it is released after a write, the series are
+/// marked changed, once: the one place the render cache is invalidated for them.
 pub struct WriteGuard<'a> {
     state: tokio::sync::MutexGuard<'a, TargetState>,
     series: &'a SeriesTable,
+    /// Borrowed mutably: a guard only read through leaves the render cache alone.
+    written: bool,
 }
 
 impl std::ops::Deref for WriteGuard<'_> {
@@ -196,13 +199,16 @@ impl std::ops::Deref for WriteGuard<'_> {
 
 impl std::ops::DerefMut for WriteGuard<'_> {
     fn deref_mut(&mut self) -> &mut TargetState {
+        self.written = true;
         &mut self.state
     }
 }
 
 impl Drop for WriteGuard<'_> {
     fn drop(&mut self) {
-        self.series.changed();
+        if self.written {
+            self.series.changed();
+        }
     }
 }
 
@@ -260,5 +266,24 @@ mod tests {
         assert!(store.begin_poll(&second).await.is_none());
         drop(poll);
         assert!(store.begin_poll(&second).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn only_a_guard_written_through_marks_the_series_changed() {
+        let store = Store::new(&MetricsConfig::default());
+        let (slot, _) = store.target("t", Duration::from_secs(60));
+        let before = store.series().version();
+        let read = store.write(&slot).await;
+        assert!(read.pipelines.is_empty());
+        drop(read);
+        assert_eq!(
+            store.series().version(),
+            before,
+            "read only: the render stays"
+        );
+        let mut written = store.write(&slot).await;
+        written.discovered_at = None;
+        drop(written);
+        assert_ne!(store.series().version(), before, "written: rendered again");
     }
 }
