@@ -398,38 +398,17 @@ fn history_may_have_news(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codearts::model::{RunResult, RunState, StageRun};
 
     const WINDOW: Duration = Duration::from_secs(3600);
 
     fn run(number: u64, end: Option<f64>) -> Run {
-        Run {
-            pipeline_id: "p".into(),
-            pipeline_name: None,
-            run_id: Some(format!("run-{number}")),
-            run_number: Some(number),
-            state: if end.is_some() {
-                RunState::Completed
-            } else {
-                RunState::Running
-            },
-            result: end.map(|_| RunResult::Success),
-            start: Some(end.unwrap_or(0.0) - 10.0),
+        Run::example(
+            "p",
+            format!("run-{number}"),
+            number,
+            end.unwrap_or(0.0) - 10.0,
             end,
-            detail_url: None,
-            trigger: None,
-            branch: None,
-            pause: None,
-            stages: vec![StageRun {
-                name: "build".into(),
-                state: RunState::Completed,
-                result: Some(RunResult::Success),
-                start: Some(1.0),
-                end: Some(2.0),
-                jobs: Vec::new(),
-                pause: None,
-            }],
-        }
+        )
     }
 
     fn done(number: u64, end: f64) -> Run {

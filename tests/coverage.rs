@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use codearts_exporter::simulator::SimOptions;
 use common::harness::{now_ms, start_exporter, start_simulator, start_simulator_with};
 use common::{
-    Sample, get_json, scrape_until, select, send_json, simulator_config, stable_scrape, value,
+    Sample, get_json, scrape_until, select, send_json, simulator_config, stable_scrape, sum, value,
     wait_for_status_200,
 };
 use serde_json::{Value, json};
@@ -569,8 +569,13 @@ async fn requests_per_poll(speed: f64, seed: u64) -> (f64, BTreeMap<String, f64>
         )
         .unwrap_or(0.0)
     };
-    // The first polls name and read every pipeline once: measure after them.
-    let start = scrape_until(&metrics_url, WAIT, "two polls", |s| polls(s) >= 2.0).await;
+    // The first polls name every pipeline and the backfill reads each once: measure after
+    // them (the backfill's gauge waited for on its own: it is set just after the poll count).
+    scrape_until(&metrics_url, WAIT, "two polls", |s| polls(s) >= 2.0).await;
+    let start = scrape_until(&metrics_url, WAIT, "the backfill to end", |s| {
+        sum(s, "codearts_exporter_backfill_pending_pipelines", &[]) == 0.0
+    })
+    .await;
     let end = scrape_until(&metrics_url, WAIT, "eight more polls", |s| {
         polls(s) >= polls(&start) + 8.0
     })

@@ -98,6 +98,8 @@ async fn a_changed_file_takes_effect_without_recounting_and_a_broken_one_is_reje
         &[("a", &project, &[kept, added]), ("b", &project, &[other])],
     );
     std::fs::write(&exporter.config_path, after).expect("rewrite config");
+    // Waited for together: a scrape reads family by family, so one that shows a pipeline of
+    // target b may still show b's `target_up` from before its first poll ended.
     let samples = scrape_until(&metrics_url, Duration::from_secs(30), "the reload", |s| {
         value(
             s,
@@ -107,12 +109,9 @@ async fn a_changed_file_takes_effect_without_recounting_and_a_broken_one_is_reje
             && has_pipeline(s, added)
             && has_pipeline(s, other)
             && !has_pipeline(s, dropped)
+            && value(s, "codearts_exporter_target_up", &[("target", "b")]) == Some(1.0)
     })
     .await;
-    assert_eq!(
-        value(&samples, "codearts_exporter_target_up", &[("target", "b")]),
-        Some(1.0)
-    );
     assert!(
         runs_counted(&samples, kept) >= counted_before,
         "histograms restarted"
@@ -123,24 +122,17 @@ async fn a_changed_file_takes_effect_without_recounting_and_a_broken_one_is_reje
     let samples = scrape_until(
         &metrics_url,
         Duration::from_secs(30),
-        "the rejection",
+        "the rejection, counted and shown",
         |s| {
             value(
                 s,
                 "codearts_exporter_config_reload_total",
                 &[("result", "failure")],
             ) == Some(1.0)
+                && value(s, "codearts_exporter_config_last_reload_successful", &[]) == Some(0.0)
         },
     )
     .await;
-    assert_eq!(
-        value(
-            &samples,
-            "codearts_exporter_config_last_reload_successful",
-            &[]
-        ),
-        Some(0.0)
-    );
     let polled_at = value(
         &samples,
         "codearts_exporter_last_successful_poll_timestamp_seconds",

@@ -39,6 +39,13 @@ async fn start(seed: u64) -> (Sim, Exporter, f64) {
         );
     let exporter = start_exporter(&text).await;
     wait_for_status_200(&format!("{}/readyz", exporter.url), Duration::from_secs(30)).await;
+    // Ready once every first poll ended, which set the backfill's gauge: its reads, which
+    // record behind the polls, are over before any outage begins.
+    exporter
+        .scrape_until(Duration::from_secs(60), "the backfill to end", |s| {
+            sum(s, "codearts_exporter_backfill_pending_pipelines", &[]) == 0.0
+        })
+        .await;
     (sim, exporter, started_ms)
 }
 
@@ -252,9 +259,21 @@ async fn broken_bodies_and_rejected_credentials_leave_the_last_values() {
     assert!(grew(&before, &during, ERRORS, &[("kind", "http")]));
     assert!(test_log().contains("token rejected or expired"));
 
-    // Empty answers everywhere: nothing to update, nothing lost, the target stays up.
-    let before = scrape(&exporter.url).await;
+    // Empty answers everywhere: nothing to update, nothing lost, the target stays up. `before`
+    // is taken once a poll that began before the faults has ended, since it may record runs.
     set_faults(&sim, json!({"faults": [{"kind": "empty"}]})).await;
+    let set = per_target(
+        &scrape(&exporter.url).await,
+        "codearts_exporter_poll_duration_seconds_count",
+    );
+    let before = exporter
+        .scrape_until(Duration::from_secs(30), "empty", |s| {
+            per_target(s, "codearts_exporter_poll_duration_seconds_count")
+                .iter()
+                .zip(&set)
+                .all(|(n, p)| *n >= p + 2.0)
+        })
+        .await;
     let polls = per_target(&before, "codearts_exporter_poll_duration_seconds_count");
     let during = exporter
         .scrape_until(Duration::from_secs(30), "empty", |s| {

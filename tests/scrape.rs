@@ -6,7 +6,7 @@ use std::io::Read;
 use std::time::{Duration, Instant};
 
 use common::harness::{start_exporter, start_simulator};
-use common::{get_json, wait_for_status_200};
+use common::{get_json, sum, wait_for_status_200};
 
 /// Every line of the pipeline families, sorted.
 fn pipeline_lines(text: &str) -> Vec<String> {
@@ -45,6 +45,12 @@ async fn scrapes_between_polls_share_one_rendering_and_gzip_is_the_same_text() {
     );
     let exporter = start_exporter(&config).await;
     wait_for_status_200(&format!("{}/readyz", exporter.url), Duration::from_secs(30)).await;
+    // The backfill records behind the first poll; after it nothing changes for an hour.
+    exporter
+        .scrape_until(Duration::from_secs(60), "the backfill to end", |s| {
+            sum(s, "codearts_exporter_backfill_pending_pipelines", &[]) == 0.0
+        })
+        .await;
 
     let client = reqwest::Client::new();
     let url = format!("{}/metrics", exporter.url);

@@ -464,6 +464,48 @@ fn epoch(raw: &Option<RawTime>, zone: FixedOffset) -> Option<f64> {
     raw.as_ref().and_then(|t| t.epoch_seconds(zone))
 }
 
+/// Runs for unit tests elsewhere in the crate.
+#[cfg(test)]
+impl Run {
+    /// A run of one stage that took 1 s: completed with success at `end` when given, else
+    /// running; started at `start`.
+    pub(crate) fn example(
+        pipeline_id: &str,
+        run_id: String,
+        number: u64,
+        start: f64,
+        end: Option<f64>,
+    ) -> Run {
+        Run {
+            pipeline_id: pipeline_id.into(),
+            pipeline_name: None,
+            run_id: Some(run_id),
+            run_number: Some(number),
+            state: if end.is_some() {
+                RunState::Completed
+            } else {
+                RunState::Running
+            },
+            result: end.map(|_| RunResult::Success),
+            start: Some(start),
+            end,
+            detail_url: None,
+            trigger: None,
+            branch: None,
+            pause: None,
+            stages: vec![StageRun {
+                name: "build".into(),
+                state: RunState::Completed,
+                result: Some(RunResult::Success),
+                start: Some(1.0),
+                end: Some(2.0),
+                jobs: Vec::new(),
+                pause: None,
+            }],
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::Value;

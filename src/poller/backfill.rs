@@ -142,7 +142,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::codearts::model::{Run, RunResult, RunState, StageRun};
+    use crate::codearts::model::Run;
     use crate::config::MetricsConfig;
     use crate::recording::{FromStatus, RunKey};
     use crate::store::{PipelineState, Store};
@@ -151,33 +151,13 @@ mod tests {
     const NOW: f64 = 100_000.0;
 
     fn run(id: &str, number: u64, end: Option<f64>) -> Run {
-        Run {
-            pipeline_id: id.into(),
-            pipeline_name: None,
-            run_id: Some(format!("{id}-{number}")),
-            run_number: Some(number),
-            state: if end.is_some() {
-                RunState::Completed
-            } else {
-                RunState::Running
-            },
-            result: end.map(|_| RunResult::Success),
-            start: Some(end.unwrap_or(NOW) - 10.0),
+        Run::example(
+            id,
+            format!("{id}-{number}"),
+            number,
+            end.unwrap_or(NOW) - 10.0,
             end,
-            detail_url: None,
-            trigger: None,
-            branch: None,
-            pause: None,
-            stages: vec![StageRun {
-                name: "build".into(),
-                state: RunState::Completed,
-                result: Some(RunResult::Success),
-                start: Some(1.0),
-                end: Some(2.0),
-                jobs: Vec::new(),
-                pause: None,
-            }],
-        }
+        )
     }
 
     /// A target whose pipelines' latest runs are `latest`, as a first poll leaves them.

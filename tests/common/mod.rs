@@ -375,8 +375,31 @@ pub fn pipeline_samples(samples: &[Sample]) -> Vec<Sample> {
         .collect()
 }
 
-/// Scrapes until the backfill is done (it reads behind the polls) and two scrapes in a row
-/// agree on every pipeline series (no poll in between).
+/// Whether every target that is up has ended the last poll it started. A poll shows its
+/// states before its history reads come back, so one in flight can look settled for as long
+/// as those reads take.
+fn no_poll_in_flight(samples: &[Sample]) -> bool {
+    select(samples, "codearts_exporter_target_up", &[])
+        .iter()
+        .filter(|up| up.value == 1.0)
+        .all(|up| {
+            let target = [("target", up.labels["target"].as_str())];
+            let started = value(
+                samples,
+                "codearts_exporter_last_poll_start_timestamp_seconds",
+                &target,
+            );
+            let succeeded = value(
+                samples,
+                "codearts_exporter_last_successful_poll_timestamp_seconds",
+                &target,
+            );
+            matches!((started, succeeded), (Some(started), Some(succeeded)) if succeeded >= started)
+        })
+}
+
+/// Scrapes until the backfill is done (it reads behind the polls), no poll is in flight, and
+/// two scrapes in a row agree on every pipeline series (no poll in between).
 pub async fn stable_scrape(url: &str) -> Vec<Sample> {
     let backfilled =
         |s: &[Sample]| sum(s, "codearts_exporter_backfill_pending_pipelines", &[]) == 0.0;
@@ -391,7 +414,10 @@ pub async fn stable_scrape(url: &str) -> Vec<Sample> {
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let current = parse_metrics(&get(url).await.1);
-        if backfilled(&current) && pipeline_samples(&current) == pipeline_samples(&previous) {
+        if backfilled(&current)
+            && no_poll_in_flight(&current)
+            && pipeline_samples(&current) == pipeline_samples(&previous)
+        {
             return current;
         }
         previous = current;
