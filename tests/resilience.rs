@@ -70,6 +70,19 @@ async fn clear_faults(sim: &Sim) {
     assert_eq!(status, 200, "{body}");
 }
 
+/// Scrapes until every target has ended two more polls than `since` shows.
+async fn two_more_polls(exporter: &Exporter, since: &[Sample], what: &str) -> Vec<Sample> {
+    let polls = per_target(since, "codearts_exporter_poll_duration_seconds_count");
+    exporter
+        .scrape_until(Duration::from_secs(30), what, |s| {
+            per_target(s, "codearts_exporter_poll_duration_seconds_count")
+                .iter()
+                .zip(&polls)
+                .all(|(n, p)| *n >= p + 2.0)
+        })
+        .await
+}
+
 /// Waits until every target has finished a successful poll that started after now.
 async fn recovered(exporter: &Exporter) -> Vec<Sample> {
     let before = scrape(&exporter.url).await;
@@ -262,27 +275,9 @@ async fn broken_bodies_and_rejected_credentials_leave_the_last_values() {
     // Empty answers everywhere: nothing to update, nothing lost, the target stays up. `before`
     // is taken once a poll that began before the faults has ended, since it may record runs.
     set_faults(&sim, json!({"faults": [{"kind": "empty"}]})).await;
-    let set = per_target(
-        &scrape(&exporter.url).await,
-        "codearts_exporter_poll_duration_seconds_count",
-    );
-    let before = exporter
-        .scrape_until(Duration::from_secs(30), "empty", |s| {
-            per_target(s, "codearts_exporter_poll_duration_seconds_count")
-                .iter()
-                .zip(&set)
-                .all(|(n, p)| *n >= p + 2.0)
-        })
-        .await;
-    let polls = per_target(&before, "codearts_exporter_poll_duration_seconds_count");
-    let during = exporter
-        .scrape_until(Duration::from_secs(30), "empty", |s| {
-            per_target(s, "codearts_exporter_poll_duration_seconds_count")
-                .iter()
-                .zip(&polls)
-                .all(|(n, p)| *n >= p + 2.0)
-        })
-        .await;
+    let set = scrape(&exporter.url).await;
+    let before = two_more_polls(&exporter, &set, "empty").await;
+    let during = two_more_polls(&exporter, &before, "empty").await;
     assert!(all_up(&during));
     let runs = |s: &[Sample]| sum(s, "codearts_pipeline_runs_total", &[]);
     assert_eq!(runs(&during), runs(&before), "no run appears from nothing");
