@@ -834,32 +834,6 @@ async fn dashboards_and_alerts_work_against_a_real_prometheus() {
 // Scrapes over HTTPS with basic auth and client certificates
 // ---------------------------------------------------------------------------------------------
 
-/// Starts the demo with the web configuration `web`; returns it and its `host:port`.
-fn start_secured_demo(web: &Path) -> (Proc, String) {
-    let (proc, line) = Proc::start(
-        &[
-            "--web.config.file",
-            web.to_str().expect("utf-8 path"),
-            "demo",
-            "--listen",
-            "127.0.0.1:0",
-            "--pipelines",
-            "4",
-            "--projects",
-            "1",
-        ],
-        &[],
-        |line| line.contains("metrics at https://"),
-    );
-    let addr = line
-        .split("metrics at https://")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .expect("exporter address in the demo's line")
-        .to_string();
-    (proc, addr)
-}
-
 /// The value of `up` of each job Prometheus has scraped.
 async fn up_by_job(
     client: &reqwest::Client,
@@ -910,8 +884,8 @@ async fn prometheus_scrapes_over_https_with_basic_auth_and_client_certificates()
         "client_auth_type: RequireAndVerifyClientCert\nclient_ca_file: ca.pem",
         None,
     );
-    let (basic_exporter, basic_addr) = start_secured_demo(&basic_web);
-    let (cert_exporter, cert_addr) = start_secured_demo(&cert_web);
+    let (basic_exporter, basic_addr) = common::pki::start_secured_demo(&basic_web);
+    let (cert_exporter, cert_addr) = common::pki::start_secured_demo(&cert_web);
 
     let d = dir.path().display();
     let job = |name: &str, addr: &str, extra: &str| {

@@ -7,40 +7,11 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::pki::{Ca, write_web_config};
+use common::pki::{Ca, start_secured_demo, write_web_config};
 use common::{Proc, binary};
-
-/// Starts the demo (simulator + exporter) with the web configuration `web`; returns the
-/// process and the exporter's `host:port`.
-fn start_demo(web: &Path) -> (Proc, String) {
-    let web = web.to_str().expect("utf-8 path");
-    let (proc, line) = Proc::start(
-        &[
-            "--web.config.file",
-            web,
-            "demo",
-            "--listen",
-            "127.0.0.1:0",
-            "--pipelines",
-            "4",
-            "--projects",
-            "1",
-        ],
-        &[],
-        |line| line.contains("metrics at "),
-    );
-    let addr = line
-        .split("metrics at https://")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .unwrap_or_else(|| panic!("the demo does not announce https: {line}"))
-        .to_string();
-    (proc, addr)
-}
 
 /// A client that trusts only `ca_pem`.
 fn client(ca_pem: &str) -> reqwest::Client {
@@ -87,7 +58,7 @@ async fn tls_and_basic_auth_guard_every_path_but_healthz_and_certificates_reload
     std::fs::write(&web, &text).expect("write web.yml");
     let good_web = dir.path().join("good-web.yml");
     std::fs::write(&good_web, text).expect("keep web.yml");
-    let (proc, addr) = start_demo(&web);
+    let (proc, addr) = start_secured_demo(&web);
     let base = format!("https://{addr}");
 
     // Plain HTTP on the TLS port gets no HTTP answer: the handshake fails and the connection
@@ -257,7 +228,7 @@ async fn a_required_client_certificate_must_be_given_and_verify() {
         "client_auth_type: RequireAndVerifyClientCert\nclient_ca_file: ca.pem\nmin_version: TLS13",
         None,
     );
-    let (_proc, addr) = start_demo(&web);
+    let (_proc, addr) = start_secured_demo(&web);
     let url = format!("https://{addr}/healthz");
 
     assert!(client(&ca.pem()).get(&url).send().await.is_err());

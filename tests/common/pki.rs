@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 
+use super::Proc;
+
 /// A certificate authority for one test.
 pub struct Ca {
     issuer: CertifiedIssuer<'static, KeyPair>,
@@ -76,4 +78,32 @@ pub fn write_web_config(dir: &Path, tls: &str, user: Option<(&str, &str)>) -> Pa
     let path = dir.join("web.yml");
     std::fs::write(&path, text).expect("write web.yml");
     path
+}
+
+/// Starts the demo (simulator + exporter) with the web configuration `web`; returns the
+/// process and the exporter's `host:port`.
+pub fn start_secured_demo(web: &Path) -> (Proc, String) {
+    let web = web.to_str().expect("utf-8 path");
+    let (proc, line) = Proc::start(
+        &[
+            "--web.config.file",
+            web,
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--pipelines",
+            "4",
+            "--projects",
+            "1",
+        ],
+        &[],
+        |line| line.contains("metrics at "),
+    );
+    let addr = line
+        .split("metrics at https://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_else(|| panic!("the demo does not announce https: {line}"))
+        .to_string();
+    (proc, addr)
 }
