@@ -51,6 +51,23 @@ async fn scrape(exporter: &Exporter) -> Vec<common::Sample> {
     parse_metrics(&get(&format!("{}/metrics", exporter.url)).await.1)
 }
 
+/// Waits for the first 401 of the batch status; the target is down then, as it never polled.
+async fn rejected(exporter: &Exporter) {
+    let samples = wait_for(exporter, "a 401", |s| {
+        value(
+            s,
+            "codearts_exporter_api_requests_total",
+            &[("api", "v5_status"), ("code", "401")],
+        )
+        .is_some()
+    })
+    .await;
+    assert_eq!(
+        value(&samples, "codearts_exporter_target_up", &[("target", "t0")]),
+        Some(0.0)
+    );
+}
+
 /// Waits until `check` holds on a scrape (up to 30 s).
 async fn wait_for(
     exporter: &Exporter,
@@ -116,19 +133,7 @@ async fn a_wrong_secret_key_gives_a_clear_error() {
     let truth = get_json(&format!("{}/_sim/truth", sim.url)).await;
     let auth = format!("method = \"aksk\"\nak = \"{SIM_AK}\"\nsk = \"not-the-right-secret-key\"");
     let exporter = start_exporter(&config(&sim, &truth, &auth), &[("RUST_LOG", "debug")]);
-    let samples = wait_for(&exporter, "a 401", |s| {
-        value(
-            s,
-            "codearts_exporter_api_requests_total",
-            &[("api", "v5_status"), ("code", "401")],
-        )
-        .is_some()
-    })
-    .await;
-    assert_eq!(
-        value(&samples, "codearts_exporter_target_up", &[("target", "t0")]),
-        Some(0.0)
-    );
+    rejected(&exporter).await;
     let (status, _) = get(&format!("{}/readyz", exporter.url)).await;
     assert_eq!(status, 503);
     let output = exporter.proc.output();
@@ -215,19 +220,7 @@ async fn a_failed_project_id_lookup_falls_back_to_no_header() {
         common::start_simulator_with(2, 1, 5, 60.0, &["--faults", faults, "--require-project-id"]);
     let truth = get_json(&format!("{}/_sim/truth", strict.url)).await;
     let exporter = start_exporter(&config(&strict, &truth, &auth), &[]);
-    let samples = wait_for(&exporter, "a 401", |s| {
-        value(
-            s,
-            "codearts_exporter_api_requests_total",
-            &[("api", "v5_status"), ("code", "401")],
-        )
-        .is_some()
-    })
-    .await;
-    assert_eq!(
-        value(&samples, "codearts_exporter_target_up", &[("target", "t0")]),
-        Some(0.0)
-    );
+    rejected(&exporter).await;
     let output = exporter.proc.output_when("the 401's hint", |output| {
         output.contains("x-project-id is missing") && output.contains("either the signature")
     });

@@ -194,13 +194,8 @@ async fn a_poll_that_reads_the_pipeline_list_takes_the_states_from_it() {
         let pipelines = if discover {
             "discover = true".to_string()
         } else {
-            let ids: Vec<String> = truth["pipelines"]
-                .as_array()
-                .expect("pipelines")
-                .iter()
-                .map(|p| p["pipeline_id"].to_string())
-                .collect();
-            format!("pipeline_ids = [{}]", ids.join(", "))
+            // One project: its ids, as a TOML array.
+            format!("pipeline_ids = {}", targets_of(&truth)[0]["pipeline_ids"])
         };
         // One poll only (the next is a minute away).
         let config = format!(

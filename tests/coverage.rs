@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use codearts_exporter::simulator::SimOptions;
 use common::harness::{now_ms, start_exporter, start_simulator, start_simulator_with};
 use common::{
-    Sample, get_json, scrape_until, select, send_json, simulator_config, stable_scrape, sum, value,
-    wait_for_status_200,
+    Sample, get_json, polled, scrape_until, select, send_json, simulator_config, stable_scrape,
+    sum, value, wait_for_status_200,
 };
 use serde_json::{Value, json};
 
@@ -25,18 +25,6 @@ fn quoted(text: &str) -> String {
 
 fn pipelines(truth: &Value) -> &Vec<Value> {
     truth["pipelines"].as_array().expect("pipelines")
-}
-
-/// Ids of the pipelines that have a status series, for one project.
-fn polled(samples: &[Sample], project: &str) -> BTreeSet<String> {
-    select(
-        samples,
-        "codearts_pipeline_status",
-        &[("project_id", project)],
-    )
-    .iter()
-    .map(|s| s.labels["pipeline_id"].clone())
-    .collect()
 }
 
 /// The values of `name` for pipeline `id`, by the values of three of their labels.

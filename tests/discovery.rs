@@ -7,22 +7,10 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::harness::{start_exporter, start_simulator, test_log};
-use common::{Sample, get_json, scrape_until, select, send_json, simulator_config, value};
+use common::{get_json, polled, scrape_until, send_json, simulator_config, value};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// Ids of the pipelines that have a status series, for one project.
-fn polled(samples: &[Sample], project: &str) -> BTreeSet<String> {
-    select(
-        samples,
-        "codearts_pipeline_status",
-        &[("project_id", project)],
-    )
-    .iter()
-    .map(|s| s.labels["pipeline_id"].clone())
-    .collect()
-}
 
 /// (project id, [(pipeline id, old version)]) of every project, from the simulator's truth.
 async fn projects(sim_url: &str) -> Vec<(String, Vec<(String, bool)>)> {

@@ -12,7 +12,7 @@ pub mod harness;
 
 pub use exposition::{Sample, parse_metrics};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -555,6 +555,18 @@ pub fn targets_of(truth: &Value) -> Value {
             .map(|(project, ids)| serde_json::json!({"project_id": project, "pipeline_ids": ids}))
             .collect(),
     )
+}
+
+/// Ids of the pipelines that have a status series, for one project.
+pub fn polled(samples: &[Sample], project: &str) -> BTreeSet<String> {
+    select(
+        samples,
+        "codearts_pipeline_status",
+        &[("project_id", project)],
+    )
+    .iter()
+    .map(|s| s.labels["pipeline_id"].clone())
+    .collect()
 }
 
 /// Completed runs in the truth that ended at or after `since_ms`.
