@@ -53,40 +53,20 @@ async fn scrape(exporter: &Exporter) -> Vec<common::Sample> {
 
 /// Waits for the first 401 of the batch status; the target is down then, as it never polled.
 async fn rejected(exporter: &Exporter) {
-    let samples = wait_for(exporter, "a 401", |s| {
-        value(
-            s,
-            "codearts_exporter_api_requests_total",
-            &[("api", "v5_status"), ("code", "401")],
-        )
-        .is_some()
-    })
-    .await;
+    let samples = exporter
+        .scrape_until(Duration::from_secs(30), "a 401", |s| {
+            value(
+                s,
+                "codearts_exporter_api_requests_total",
+                &[("api", "v5_status"), ("code", "401")],
+            )
+            .is_some()
+        })
+        .await;
     assert_eq!(
         value(&samples, "codearts_exporter_target_up", &[("target", "t0")]),
         Some(0.0)
     );
-}
-
-/// Waits until `check` holds on a scrape (up to 30 s).
-async fn wait_for(
-    exporter: &Exporter,
-    what: &str,
-    check: impl Fn(&[common::Sample]) -> bool,
-) -> Vec<common::Sample> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let samples = scrape(exporter).await;
-        if check(&samples) {
-            return samples;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}\n{}",
-            exporter.proc.output()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 fn assert_no_secret(exporter: &Exporter, metrics: &str, secrets: &[&str]) {
@@ -156,15 +136,16 @@ async fn aksk_looks_up_the_project_id_once_and_sends_it() {
     let exporter = start_exporter(&config(&sim, &truth, &auth), &[]);
     wait_for_status_200(&format!("{}/readyz", exporter.url), Duration::from_secs(30)).await;
     // Several polls later, still one lookup.
-    let samples = wait_for(&exporter, "three polls", |s| {
-        value(
-            s,
-            "codearts_exporter_api_requests_total",
-            &[("api", "v5_status"), ("code", "200")],
-        )
-        .is_some_and(|n| n >= 3.0)
-    })
-    .await;
+    let samples = exporter
+        .scrape_until(Duration::from_secs(30), "three polls", |s| {
+            value(
+                s,
+                "codearts_exporter_api_requests_total",
+                &[("api", "v5_status"), ("code", "200")],
+            )
+            .is_some_and(|n| n >= 3.0)
+        })
+        .await;
     assert_eq!(
         value(
             &samples,
@@ -199,15 +180,16 @@ async fn a_failed_project_id_lookup_falls_back_to_no_header() {
     let truth = get_json(&format!("{}/_sim/truth", lenient.url)).await;
     let exporter = start_exporter(&config(&lenient, &truth, &auth), &[]);
     wait_for_status_200(&format!("{}/readyz", exporter.url), Duration::from_secs(30)).await;
-    wait_for(&exporter, "three polls", |s| {
-        value(
-            s,
-            "codearts_exporter_api_requests_total",
-            &[("api", "v5_status"), ("code", "200")],
-        )
-        .is_some_and(|n| n >= 3.0)
-    })
-    .await;
+    exporter
+        .scrape_until(Duration::from_secs(30), "three polls", |s| {
+            value(
+                s,
+                "codearts_exporter_api_requests_total",
+                &[("api", "v5_status"), ("code", "200")],
+            )
+            .is_some_and(|n| n >= 3.0)
+        })
+        .await;
     let output = exporter.proc.output();
     let warnings = output
         .lines()
@@ -304,20 +286,21 @@ async fn a_revoked_token_is_renewed_once_and_the_request_retried() {
             &[("reason", "unauthorized")],
         )
     };
-    let samples = wait_for(&exporter, "a retry after a 401", |s| {
-        unauthorized_retries(s) >= 1.0
-            && sum(
-                s,
-                "codearts_exporter_api_requests_total",
-                &[("code", "401")],
-            ) == unauthorized_retries(s)
-            && value(
-                s,
-                "codearts_exporter_auth_refresh_total",
-                &[("result", "success")],
-            ) == Some(2.0)
-    })
-    .await;
+    let samples = exporter
+        .scrape_until(Duration::from_secs(30), "a retry after a 401", |s| {
+            unauthorized_retries(s) >= 1.0
+                && sum(
+                    s,
+                    "codearts_exporter_api_requests_total",
+                    &[("code", "401")],
+                ) == unauthorized_retries(s)
+                && value(
+                    s,
+                    "codearts_exporter_auth_refresh_total",
+                    &[("result", "success")],
+                ) == Some(2.0)
+        })
+        .await;
     // The 401 was answered by a renewal and a retry, so the poll succeeded.
     assert_eq!(
         sum(
@@ -343,15 +326,16 @@ async fn a_wrong_password_gives_a_clear_error_and_backs_off() {
         "method = \"password\"\nusername = \"{SIM_USER}\"\npassword = \"wrong-password-123\"\ndomain = \"{SIM_DOMAIN}\"\nproject_name = \"cn-north-4\""
     );
     let exporter = start_exporter(&config(&sim, &truth, &auth), &[("RUST_LOG", "debug")]);
-    let samples = wait_for(&exporter, "a failed refresh", |s| {
-        value(
-            s,
-            "codearts_exporter_auth_refresh_total",
-            &[("result", "failure")],
-        )
-        .is_some()
-    })
-    .await;
+    let samples = exporter
+        .scrape_until(Duration::from_secs(30), "a failed refresh", |s| {
+            value(
+                s,
+                "codearts_exporter_auth_refresh_total",
+                &[("result", "failure")],
+            )
+            .is_some()
+        })
+        .await;
     assert_eq!(
         value(&samples, "codearts_exporter_target_up", &[("target", "t0")]),
         Some(0.0)

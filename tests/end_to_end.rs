@@ -10,8 +10,8 @@ use common::harness::{
     Exporter, sim_options, start_exporter, start_simulator, start_simulator_with, test_log,
 };
 use common::{
-    Sample, compare_with_truth, completed_live_runs, config, get, get_json, parse_metrics, select,
-    stable_scrape, sum, targets_of, value, wait_for_status_200,
+    Sample, compare_with_truth, completed_live_runs, config, get, get_json, select, stable_scrape,
+    sum, targets_of, value, wait_for_status_200,
 };
 
 /// Waits until every target in `targets` has completed two more polls: the second started
@@ -243,23 +243,17 @@ async fn a_rejected_token_is_reported_and_the_exporter_stays_up() {
     let config =
         config(&sim.url, &targets_of(&truth), 1).replace("codearts-simulator-token", "wrong-token");
     let exporter = start_exporter(&config).await;
-    let metrics_url = format!("{}/metrics", exporter.url);
 
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let samples = loop {
-        let samples = parse_metrics(&get(&metrics_url).await.1);
-        if value(
-            &samples,
-            "codearts_exporter_api_requests_total",
-            &[("api", "v5_status"), ("code", "401")],
-        )
-        .is_some()
-        {
-            break samples;
-        }
-        assert!(Instant::now() < deadline, "no 401 was counted");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let samples = exporter
+        .scrape_until(Duration::from_secs(30), "a 401 counted", |s| {
+            value(
+                s,
+                "codearts_exporter_api_requests_total",
+                &[("api", "v5_status"), ("code", "401")],
+            )
+            .is_some()
+        })
+        .await;
     assert_eq!(
         value(&samples, "codearts_exporter_target_up", &[("target", "t0")]),
         Some(0.0)

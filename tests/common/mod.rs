@@ -446,8 +446,14 @@ async fn scrape_until_or_explain(
     let deadline = Instant::now() + timeout;
     loop {
         let samples = parse_metrics(&get(url).await.1);
+        // A scrape gathers its families one by one, so one that meets `done` may still miss a
+        // write made before the ones `done` saw (a poll writes its families in turn). The next
+        // scrape starts after all of those writes: return it when it still meets `done`.
         if done(&samples) {
-            return samples;
+            let confirmed = parse_metrics(&get(url).await.1);
+            if done(&confirmed) {
+                return confirmed;
+            }
         }
         assert!(
             Instant::now() < deadline,
