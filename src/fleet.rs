@@ -248,7 +248,6 @@ impl Fleet {
         let mut trigger = ReloadTrigger::new(vec![path.clone()], "the configuration");
         loop {
             let reason = trigger.next().await;
-            trigger.loaded(vec![path.clone()]);
             tracing::info!(path = %path.display(), reason, "reloading the configuration");
             let loaded = Config::load(&path).map(|mut config| {
                 if let Some(shard) = shard {

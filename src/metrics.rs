@@ -68,8 +68,47 @@ pub struct Metrics {
     discovered_pipelines: GaugeVec,
     polls_skipped: IntCounterVec,
     polls_timed_out: IntCounterVec,
-    config_reloads: IntCounterVec,
-    config_reload_ok: Gauge,
+    config_reloads: Reloads,
+    web_config_reloads: Reloads,
+}
+
+/// The two families of a reloaded file: reloads by result, and whether the last one succeeded.
+struct Reloads {
+    total: IntCounterVec,
+    last_successful: Gauge,
+}
+
+impl Reloads {
+    /// Registers `{prefix}_reload_total{result}` and `{prefix}_last_reload_successful` (1 until
+    /// a reload fails).
+    fn register(
+        registry: &Registry,
+        prefix: &str,
+        total_help: &str,
+        last_help: &str,
+    ) -> Result<Reloads, MetricsError> {
+        let total = IntCounterVec::new(
+            Opts::new(format!("{prefix}_reload_total"), total_help),
+            &["result"],
+        )?;
+        registry.register(Box::new(total.clone()))?;
+        for result in ["success", "failure"] {
+            total.with_label_values(&[result]);
+        }
+        let last_successful = Gauge::new(format!("{prefix}_last_reload_successful"), last_help)?;
+        registry.register(Box::new(last_successful.clone()))?;
+        last_successful.set(1.0);
+        Ok(Reloads {
+            total,
+            last_successful,
+        })
+    }
+
+    fn record(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.total.with_label_values(&[result]).inc();
+        self.last_successful.set(if ok { 1.0 } else { 0.0 });
+    }
 }
 
 impl Metrics {
@@ -193,23 +232,18 @@ impl Metrics {
             "Time spent rendering /metrics (text and gzip); divided by the renderings, the cost of one.",
         )?;
         registry.register(Box::new(render_seconds.clone()))?;
-        let config_reloads = IntCounterVec::new(
-            Opts::new(
-                "codearts_exporter_config_reload_total",
-                "Configuration reloads (SIGHUP or a changed file) by result.",
-            ),
-            &["result"],
-        )?;
-        registry.register(Box::new(config_reloads.clone()))?;
-        for result in ["success", "failure"] {
-            config_reloads.with_label_values(&[result]);
-        }
-        let config_reload_ok = Gauge::new(
-            "codearts_exporter_config_last_reload_successful",
+        let config_reloads = Reloads::register(
+            &registry,
+            "codearts_exporter_config",
+            "Configuration reloads (SIGHUP or a changed file) by result.",
             "1 when the last configuration reload succeeded (or none happened), else 0.",
         )?;
-        registry.register(Box::new(config_reload_ok.clone()))?;
-        config_reload_ok.set(1.0);
+        let web_config_reloads = Reloads::register(
+            &registry,
+            "codearts_exporter_web_config",
+            "Reloads of the web configuration file (SIGHUP, or it or a certificate it names changed) by result.",
+            "1 when the last reload of the web configuration file succeeded (or none happened), else 0.",
+        )?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -235,7 +269,7 @@ impl Metrics {
             polls_skipped,
             polls_timed_out,
             config_reloads,
-            config_reload_ok,
+            web_config_reloads,
         })
     }
 
@@ -375,9 +409,13 @@ impl Metrics {
 
     /// Counts a configuration reload.
     pub fn config_reloaded(&self, ok: bool) {
-        let result = if ok { "success" } else { "failure" };
-        self.config_reloads.with_label_values(&[result]).inc();
-        self.config_reload_ok.set(if ok { 1.0 } else { 0.0 });
+        self.config_reloads.record(ok);
+        self.changed();
+    }
+
+    /// Counts a reload of the web configuration file, successful or rejected.
+    pub fn web_config_reloaded(&self, ok: bool) {
+        self.web_config_reloads.record(ok);
         self.changed();
     }
 

@@ -97,8 +97,12 @@ pub async fn run(
     }
     let fleet = Fleet::start(config, client, metrics.clone(), store, started_at).await?;
     let watcher = file.map(|file| tokio::spawn(fleet.clone().watch(file.path, file.shard)));
+    let web_watcher = web_file.map(|path| {
+        let metrics = metrics.clone();
+        let reloaded = move |ok| metrics.web_config_reloaded(ok);
+        tokio::spawn(web_config::watch(path, web_sender, reloaded))
+    });
     let endpoints = Arc::new(Endpoints::new(metrics, fleet.clone()));
-    let web_watcher = web_file.map(|path| tokio::spawn(web_config::watch(path, web_sender)));
     server::serve_secured(listener, endpoints, web, shutdown).await;
     tracing::info!("shutting down");
     if let Some(watcher) = web_watcher {

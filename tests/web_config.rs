@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::pki::{Ca, start_secured_demo, write_web_config};
-use common::{Proc, binary};
+use common::{Proc, Sample, binary, parse_metrics, value};
 
 /// A client that trusts only `ca_pem`.
 fn client(ca_pem: &str) -> reqwest::Client {
@@ -35,6 +35,47 @@ fn send_hangup(proc: &Proc) {
         .status()
         .expect("run kill");
     assert!(status.success());
+}
+
+/// Scrapes `base` (as user prometheus) until the web configuration's reload families meet
+/// `done` (up to 30 s): they are written just after the reload's log line.
+async fn web_reloads(
+    client: &reqwest::Client,
+    base: &str,
+    what: &str,
+    done: impl Fn(&[Sample]) -> bool,
+) -> Vec<Sample> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = client
+            .get(format!("{base}/metrics"))
+            .basic_auth("prometheus", Some("s3cret"))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("body");
+        let samples = parse_metrics(&text);
+        if done(&samples) {
+            return samples;
+        }
+        assert!(Instant::now() < deadline, "{what}:\n{text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn reloads(samples: &[Sample], result: &str) -> f64 {
+    let name = "codearts_exporter_web_config_reload_total";
+    value(samples, name, &[("result", result)]).unwrap_or(f64::NAN)
+}
+
+fn last_reload_ok(samples: &[Sample]) -> Option<f64> {
+    value(
+        samples,
+        "codearts_exporter_web_config_last_reload_successful",
+        &[],
+    )
 }
 
 /// Runs `healthcheck` with `args`; returns its exit code.
@@ -170,6 +211,12 @@ async fn tls_and_basic_auth_guard_every_path_but_healthz_and_certificates_reload
         .await
         .expect("the connection opened before the reload is kept");
     assert_eq!(kept.status(), 200);
+    // (A reload that read the key and the certificate half-written would count a failure.)
+    let swapped = web_reloads(&trusting_second, &base, "a reload counted", |s| {
+        reloads(s, "success") >= 1.0 && last_reload_ok(s) == Some(1.0)
+    })
+    .await;
+    let failed_before = reloads(&swapped, "failure");
     let fresh_first = client(&first_ca.pem());
     assert!(
         fresh_first
@@ -194,6 +241,10 @@ async fn tls_and_basic_auth_guard_every_path_but_healthz_and_certificates_reload
         .await
         .expect("GET /metrics");
     assert_eq!(response.status(), 200);
+    web_reloads(&trusting_second, &base, "the rejection counted", |s| {
+        reloads(s, "failure") >= failed_before + 1.0 && last_reload_ok(s) == Some(0.0)
+    })
+    .await;
 
     // A changed file is reloaded without a signal (it is compared every 5 s).
     let mut text = std::fs::read_to_string(&good_web).expect("read the good web.yml");
@@ -216,6 +267,10 @@ async fn tls_and_basic_auth_guard_every_path_but_healthz_and_certificates_reload
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    web_reloads(&trusting_second, &base, "the good reload counted", |s| {
+        reloads(s, "failure") >= failed_before + 1.0 && last_reload_ok(s) == Some(1.0)
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

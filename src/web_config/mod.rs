@@ -258,13 +258,18 @@ fn parse_headers(headers: BTreeMap<String, String>) -> Result<HeaderMap, WebConf
 }
 
 /// Reloads `path` into `current` on SIGHUP and when it, or a file it names, changes; a file
-/// that cannot be loaded is logged and the running settings stay. Runs until aborted.
+/// that cannot be loaded is logged and the running settings stay. Each reload's result goes to
+/// `reloaded`. Runs until aborted.
 ///
 /// Only new connections and requests see a new configuration: connections in flight keep
 /// the TLS session they have.
-pub async fn watch(path: PathBuf, current: channel::Sender<Arc<WebConfig>>) {
-    let mut sources = current.borrow().sources.clone();
-    let mut trigger = ReloadTrigger::new(sources.clone(), "the web configuration");
+pub async fn watch(
+    path: PathBuf,
+    current: channel::Sender<Arc<WebConfig>>,
+    reloaded: impl Fn(bool),
+) {
+    let sources = current.borrow().sources.clone();
+    let mut trigger = ReloadTrigger::new(sources, "the web configuration");
     loop {
         let reason = trigger.next().await;
         let loaded = {
@@ -273,18 +278,19 @@ pub async fn watch(path: PathBuf, current: channel::Sender<Arc<WebConfig>>) {
         };
         match loaded {
             Ok(Ok(config)) => {
-                sources = config.sources.clone();
-                trigger.loaded(sources.clone());
+                trigger.watch(config.sources.clone());
                 tracing::info!(path = %path.display(), reason, settings = %config.summary(), "web configuration reloaded");
                 current.send_replace(Arc::new(config));
+                reloaded(true);
             }
             Ok(Err(err)) => {
                 // Not compared again until it changes: one log line per bad version.
-                trigger.loaded(sources.clone());
                 tracing::error!(path = %path.display(), reason, error = %err, "web configuration reload rejected; the running settings stay");
+                reloaded(false);
             }
             Err(err) => {
                 tracing::error!(error = %err, "web configuration reload failed");
+                reloaded(false);
             }
         }
     }
