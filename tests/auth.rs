@@ -51,16 +51,29 @@ async fn scrape(exporter: &Exporter) -> Vec<common::Sample> {
     parse_metrics(&get(&format!("{}/metrics", exporter.url)).await.1)
 }
 
+/// Batch status requests answered with `code`, if any were.
+fn status_requests(samples: &[common::Sample], code: &str) -> Option<f64> {
+    value(
+        samples,
+        "codearts_exporter_api_requests_total",
+        &[("api", "v5_status"), ("code", code)],
+    )
+}
+
+/// Waits until three batch status requests have succeeded.
+async fn three_polls(exporter: &Exporter) -> Vec<common::Sample> {
+    exporter
+        .scrape_until(Duration::from_secs(30), "three polls", |s| {
+            status_requests(s, "200").is_some_and(|n| n >= 3.0)
+        })
+        .await
+}
+
 /// Waits for the first 401 of the batch status; the target is down then, as it never polled.
 async fn rejected(exporter: &Exporter) {
     let samples = exporter
         .scrape_until(Duration::from_secs(30), "a 401", |s| {
-            value(
-                s,
-                "codearts_exporter_api_requests_total",
-                &[("api", "v5_status"), ("code", "401")],
-            )
-            .is_some()
+            status_requests(s, "401").is_some()
         })
         .await;
     assert_eq!(
@@ -91,14 +104,7 @@ async fn aksk_requests_are_signed_and_accepted() {
     wait_for_status_200(&format!("{}/readyz", exporter.url), Duration::from_secs(30)).await;
     let samples = scrape(&exporter).await;
     assert!(!select(&samples, "codearts_pipeline_status", &[]).is_empty());
-    assert!(
-        value(
-            &samples,
-            "codearts_exporter_api_requests_total",
-            &[("api", "v5_status"), ("code", "200")]
-        )
-        .is_some()
-    );
+    assert!(status_requests(&samples, "200").is_some());
     let metrics = get(&format!("{}/metrics", exporter.url)).await.1;
     assert_no_secret(
         &exporter,
@@ -136,16 +142,7 @@ async fn aksk_looks_up_the_project_id_once_and_sends_it() {
     let exporter = start_exporter(&config(&sim, &truth, &auth), &[]);
     wait_for_status_200(&format!("{}/readyz", exporter.url), Duration::from_secs(30)).await;
     // Several polls later, still one lookup.
-    let samples = exporter
-        .scrape_until(Duration::from_secs(30), "three polls", |s| {
-            value(
-                s,
-                "codearts_exporter_api_requests_total",
-                &[("api", "v5_status"), ("code", "200")],
-            )
-            .is_some_and(|n| n >= 3.0)
-        })
-        .await;
+    let samples = three_polls(&exporter).await;
     assert_eq!(
         value(
             &samples,
@@ -180,16 +177,7 @@ async fn a_failed_project_id_lookup_falls_back_to_no_header() {
     let truth = get_json(&format!("{}/_sim/truth", lenient.url)).await;
     let exporter = start_exporter(&config(&lenient, &truth, &auth), &[]);
     wait_for_status_200(&format!("{}/readyz", exporter.url), Duration::from_secs(30)).await;
-    exporter
-        .scrape_until(Duration::from_secs(30), "three polls", |s| {
-            value(
-                s,
-                "codearts_exporter_api_requests_total",
-                &[("api", "v5_status"), ("code", "200")],
-            )
-            .is_some_and(|n| n >= 3.0)
-        })
-        .await;
+    three_polls(&exporter).await;
     let output = exporter.proc.output();
     let warnings = output
         .lines()
@@ -250,14 +238,7 @@ async fn password_tokens_are_renewed_before_they_expire_without_a_gap() {
         renewals >= 3.0,
         "only {renewals} tokens in 12 s of 4 s tokens"
     );
-    assert!(
-        value(
-            &samples,
-            "codearts_exporter_api_requests_total",
-            &[("api", "v5_status"), ("code", "401")]
-        )
-        .is_none()
-    );
+    assert!(status_requests(&samples, "401").is_none());
     let metrics = get(&format!("{}/metrics", exporter.url)).await.1;
     assert_no_secret(&exporter, &metrics, &[SIM_PASSWORD]);
 }
