@@ -24,7 +24,7 @@ use codearts_exporter::exposition::{Exposition, Rendered};
 use codearts_exporter::http;
 use codearts_exporter::metrics::Metrics;
 use codearts_exporter::server;
-use codearts_exporter::store::series::{Series, SeriesTable};
+use codearts_exporter::store::Store;
 
 #[derive(Parser)]
 #[command(about = "Benchmark helpers for scripts/bench")]
@@ -412,14 +412,14 @@ fn run(pipeline: usize, number: u64, stages: usize, result: RunResult, end: f64)
 }
 
 fn render(pipelines: usize, stages: usize, rounds: usize) -> anyhow::Result<()> {
-    let table = Arc::new(SeriesTable::new(&MetricsConfig::default()));
-    let metrics = Arc::new(Metrics::new(table.clone())?);
+    let store = Store::new(&MetricsConfig::default())?;
+    let metrics = Arc::new(Metrics::new(&store)?);
     let mut all = Vec::with_capacity(pipelines);
     for pipeline in 0..pipelines {
         let project = format!("{:032x}", pipeline % 10);
         let id = format!("{pipeline:032x}");
         let name = format!("订单服务-build-{pipeline:05}");
-        let mut series = Series::new(&table, &project, &id, &name);
+        let mut series = store.new_series(&project, &id, &name);
         let mut last = None;
         // One run of each result: every label set of every family exists.
         for (number, result) in [RunResult::Success, RunResult::Error, RunResult::Aborted]
@@ -448,7 +448,7 @@ fn render(pipelines: usize, stages: usize, rounds: usize) -> anyhow::Result<()> 
     let mut render_seconds = Vec::new();
     let mut last = None;
     for _ in 0..rounds {
-        table.changed();
+        store.series().changed();
         let started = Instant::now();
         let rendered = exposition.current();
         render_seconds.push(started.elapsed().as_secs_f64());

@@ -17,6 +17,11 @@ pub fn unix_now() -> f64 {
 pub trait WallClock: Send + Sync {
     /// The current time.
     fn now(&self) -> DateTime<Utc>;
+
+    /// The current time in Unix seconds.
+    fn unix_seconds(&self) -> f64 {
+        self.now().timestamp_micros() as f64 / 1e6
+    }
 }
 
 /// The system's wall clock.

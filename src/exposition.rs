@@ -183,7 +183,7 @@ impl Exposition {
 mod tests {
     use super::*;
     use crate::config::MetricsConfig;
-    use crate::store::series::SeriesTable;
+    use crate::store::Store;
 
     /// The whole text of `rendered`, read at once (independently of `inflate_into`).
     fn inflate(rendered: &Rendered) -> Vec<u8> {
@@ -203,6 +203,13 @@ mod tests {
             .unwrap_or_default()
     }
 
+    /// A store and the metrics that render it.
+    fn store_and_metrics() -> (Store, Arc<Metrics>) {
+        let store = Store::new(&MetricsConfig::default()).expect("store");
+        let metrics = Arc::new(Metrics::new(&store).expect("metrics"));
+        (store, metrics)
+    }
+
     fn served(lookup: Lookup) -> Option<Arc<Rendered>> {
         match lookup {
             Lookup::Serve(rendered) => Some(rendered),
@@ -212,16 +219,15 @@ mod tests {
 
     #[test]
     fn scrapes_share_a_rendering_until_the_metrics_change() {
-        let metrics = Arc::new(
-            Metrics::new(Arc::new(SeriesTable::new(&MetricsConfig::default()))).expect("metrics"),
-        );
+        let (store, metrics) = store_and_metrics();
         let exposition = Exposition::new(metrics.clone());
         let first = exposition.current();
         let second = exposition.current();
         assert!(Arc::ptr_eq(&first, &second));
         assert_eq!(renders(&first), "codearts_exporter_metrics_renders_total 1");
 
-        metrics.poll_finished("t", Duration::from_millis(5), true, 10.0);
+        let slot = store.target("t", Duration::from_secs(60));
+        slot.series(|series| series.poll_finished(Duration::from_millis(5), true, 10.0));
         let third = exposition.current();
         assert!(!Arc::ptr_eq(&second, &third));
         assert_eq!(renders(&third), "codearts_exporter_metrics_renders_total 2");
@@ -233,12 +239,13 @@ mod tests {
 
     #[test]
     fn the_text_inflates_in_pieces_that_add_up_to_the_whole() {
-        let metrics = Arc::new(
-            Metrics::new(Arc::new(SeriesTable::new(&MetricsConfig::default()))).expect("metrics"),
-        );
+        let (store, metrics) = store_and_metrics();
         // Enough series for several pieces.
-        for i in 0..3000 {
-            metrics.poll_finished(&format!("target-{i}"), Duration::from_millis(5), true, 1.0);
+        let slots: Vec<_> = (0..3000)
+            .map(|i| store.target(&format!("target-{i}"), Duration::from_secs(60)))
+            .collect();
+        for slot in &slots {
+            slot.series(|series| series.poll_finished(Duration::from_millis(5), true, 1.0));
         }
         let rendered = Exposition::new(metrics.clone()).current();
         let whole = inflate(&rendered);
@@ -275,9 +282,7 @@ mod tests {
 
     #[test]
     fn a_change_is_rendered_by_one_scrape_while_others_get_the_previous_rendering() {
-        let metrics = Arc::new(
-            Metrics::new(Arc::new(SeriesTable::new(&MetricsConfig::default()))).expect("metrics"),
-        );
+        let (_store, metrics) = store_and_metrics();
         let exposition = Exposition::new(metrics.clone());
         assert!(
             matches!(exposition.lookup(), Lookup::Render),
@@ -287,7 +292,7 @@ mod tests {
         let cached = served(exposition.lookup()).expect("cached");
         assert!(Arc::ptr_eq(&first, &cached));
 
-        metrics.poll_skipped("t");
+        metrics.config_reloaded(true);
         assert!(
             matches!(exposition.lookup(), Lookup::Render),
             "a change is rendered"
@@ -308,9 +313,7 @@ mod tests {
 
     #[test]
     fn an_old_rendering_is_served_while_one_refresh_renders_it_again() {
-        let metrics = Arc::new(
-            Metrics::new(Arc::new(SeriesTable::new(&MetricsConfig::default()))).expect("metrics"),
-        );
+        let (_store, metrics) = store_and_metrics();
         let exposition = Exposition::new(metrics.clone());
         let old = Arc::new(Rendered {
             at: Instant::now() - MAX_AGE,

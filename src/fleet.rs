@@ -10,7 +10,7 @@
 //! (unless it came back). `server.listen`, `[metrics]` and `[sharding]` need a restart: a change
 //! to them is logged and not applied.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio::sync::{Mutex, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::clock::{self, SystemClock, WallClock};
+use crate::clock::{SystemClock, WallClock};
 use crate::codearts::{self, Client};
 use crate::config::{Config, ConfigError, ShardingConfig, TargetConfig};
 use crate::metrics::Metrics;
@@ -84,10 +84,10 @@ impl Fleet {
                 Arc::new(TargetPoller::new(
                     target.clone(),
                     client.clone(),
-                    metrics.clone(),
                     store.clone(),
                     settings,
                     poll_timeout(target, &config, clock.as_ref()),
+                    clock.clone(),
                 ))
             })
             .collect();
@@ -189,18 +189,18 @@ impl Fleet {
             let started_at = if known.contains(target.label()) {
                 self.settings.started_at
             } else {
-                clock::unix_now()
+                self.clock.unix_seconds()
             };
             let poller = Arc::new(TargetPoller::new(
                 target.clone(),
                 client.clone(),
-                self.metrics.clone(),
                 self.store.clone(),
                 Settings {
                     started_at,
                     ..self.settings
                 },
                 poll_timeout(target, &config, self.clock.as_ref()),
+                self.clock.clone(),
             ));
             running
                 .schedules
@@ -335,12 +335,9 @@ async fn watch_schedules(fleet: Weak<Fleet>) {
         let Some(fleet) = fleet.upgrade() else {
             return;
         };
-        let now: HashMap<String, Duration> = fleet.stalled().into_iter().collect();
         for poller in fleet.current() {
             let label = poller.label();
-            let overdue = now.get(label);
-            fleet.metrics.set_polling_stalled(label, overdue.is_some());
-            match overdue {
+            match poller.check_stalled() {
                 Some(overdue) if stalled.insert(label.to_string()) => tracing::error!(
                     target_name = label,
                     overdue_s = overdue.as_secs(),
@@ -365,9 +362,7 @@ async fn collect_garbage(fleet: Weak<Fleet>) {
         let Some(fleet) = fleet.upgrade() else {
             return;
         };
-        for label in fleet.store.collect_garbage() {
-            fleet.metrics.target_removed(&label);
-        }
+        fleet.store.collect_garbage();
     }
 }
 
@@ -440,15 +435,15 @@ mod tests {
         for target in &mut config.targets {
             target.interval = Some(Duration::from_secs(1));
         }
-        let store = Arc::new(Store::new(&config.metrics));
-        let metrics = Arc::new(Metrics::new(store.series().clone()).expect("metrics"));
+        let store = Arc::new(Store::new(&config.metrics).expect("store"));
+        let metrics = Arc::new(Metrics::new(&store).expect("metrics"));
         let client = Client::new(&config.codearts, &config.auth, metrics.clone()).expect("client");
         let fleet = Fleet::start(
             config.clone(),
             client,
             metrics.clone(),
             store,
-            clock::unix_now(),
+            crate::clock::unix_now(),
         )
         .await
         .expect("a fleet");

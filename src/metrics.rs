@@ -1,10 +1,10 @@
-//! Metric families, and how a run becomes samples.
+//! The exporter's metric families, and the rendering of `/metrics`.
 //!
-//! The exporter's own families (requests, polls, reloads, process) live in a `prometheus`
-//! registry; the pipeline families, which grow with the number of pipelines, in a compact store
-//! of their own (see [`pipelines`]). A rendering writes both.
-
-pub mod text;
+//! The exporter's own families (requests, reloads, renders, process) live in a `prometheus`
+//! registry, together with the per-target families that the store's target slots own
+//! ([`crate::store::target`]); the pipeline families, which grow with the number of pipelines,
+//! in the store's compact series table ([`crate::store::series`]), which writes their text.
+//! A rendering writes both.
 
 use std::io::{self, Write};
 use std::sync::Arc;
@@ -20,6 +20,7 @@ use prometheus::{
 
 use crate::codearts::{Api, RequestObserver};
 
+use crate::store::Store;
 use crate::store::series::SeriesTable;
 
 /// Every `reason` of `codearts_exporter_api_retries_total`.
@@ -37,8 +38,6 @@ const ERROR_KINDS: [&str; 4] = ["http", "transport", "decode", "too_large"];
 
 /// Buckets of the API request latency histogram (seconds).
 const API_BUCKETS: [f64; 10] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
-/// Buckets of the poll duration histogram (seconds).
-const POLL_BUCKETS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 
 /// Could not create or register a metric family (a programming error, reported at start-up).
 #[derive(Debug, thiserror::Error)]
@@ -59,15 +58,6 @@ pub struct Metrics {
     api_retries: IntCounterVec,
     api_errors: IntCounterVec,
     auth_refreshes: IntCounterVec,
-    poll_duration: HistogramVec,
-    target_up: GaugeVec,
-    last_successful_poll: GaugeVec,
-    last_poll_start: GaugeVec,
-    polling_stalled: GaugeVec,
-    backfill_pending: GaugeVec,
-    discovered_pipelines: GaugeVec,
-    polls_skipped: IntCounterVec,
-    polls_timed_out: IntCounterVec,
     config_reloads: Reloads,
     web_config_reloads: Reloads,
 }
@@ -112,9 +102,14 @@ impl Reloads {
 }
 
 impl Metrics {
-    /// Creates and registers every family; the pipeline series come from `series`.
-    pub fn new(series: Arc<SeriesTable>) -> Result<Metrics, MetricsError> {
+    /// Creates and registers every family; the targets' and pipelines' series come from the
+    /// store that owns them.
+    pub fn new(store: &Store) -> Result<Metrics, MetricsError> {
         let registry = Registry::new();
+        for family in store.target_families().collectors() {
+            registry.register(family)?;
+        }
+        let series = store.series().clone();
         let histogram = |name: &str,
                          help: &str,
                          buckets: &[f64],
@@ -130,12 +125,6 @@ impl Metrics {
             "Latency of requests to the CodeArts API.",
             &API_BUCKETS,
             &["api"],
-        )?;
-        let poll_duration = histogram(
-            "codearts_exporter_poll_duration_seconds",
-            "Duration of polls of a target; _count is the number of polls.",
-            &POLL_BUCKETS,
-            &["target"],
         )?;
         let counter =
             |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, MetricsError> {
@@ -171,45 +160,6 @@ impl Metrics {
             "codearts_exporter_auth_refresh_total",
             "Attempts to obtain an IAM token (method password), by result.",
             &["result"],
-        )?;
-        let polls_skipped = counter(
-            "codearts_exporter_polls_skipped_total",
-            "Polls not started because the previous poll of the target was still running.",
-            &["target"],
-        )?;
-        let polls_timed_out = counter(
-            "codearts_exporter_polls_timed_out_total",
-            "Polls cut short at the target's poll_timeout (counted as failed).",
-            &["target"],
-        )?;
-        let target_gauge = |name: &str, help: &str| -> Result<GaugeVec, MetricsError> {
-            let vec = GaugeVec::new(Opts::new(name, help), &["target"])?;
-            registry.register(Box::new(vec.clone()))?;
-            Ok(vec)
-        };
-        let target_up = target_gauge(
-            "codearts_exporter_target_up",
-            "1 when the last poll of the target succeeded, else 0.",
-        )?;
-        let last_successful_poll = target_gauge(
-            "codearts_exporter_last_successful_poll_timestamp_seconds",
-            "End of the last successful poll of the target, Unix seconds.",
-        )?;
-        let last_poll_start = target_gauge(
-            "codearts_exporter_last_poll_start_timestamp_seconds",
-            "Start of the last poll of the target, Unix seconds.",
-        )?;
-        let polling_stalled = target_gauge(
-            "codearts_exporter_polling_stalled",
-            "1 while the target's schedule has started no poll for three periods (/healthz then fails), else 0.",
-        )?;
-        let backfill_pending = target_gauge(
-            "codearts_exporter_backfill_pending_pipelines",
-            "Pipelines of the target whose first run history read (the backfill of runs that ended within backfill_window) is still to come.",
-        )?;
-        let discovered_pipelines = target_gauge(
-            "codearts_exporter_discovered_pipelines",
-            "Pipelines the target's last discovery kept (after its filters); only for targets with discover = true.",
         )?;
         let build_info = GaugeVec::new(
             Opts::new(
@@ -259,15 +209,6 @@ impl Metrics {
             api_retries,
             api_errors,
             auth_refreshes,
-            poll_duration,
-            target_up,
-            last_successful_poll,
-            last_poll_start,
-            polling_stalled,
-            backfill_pending,
-            discovered_pipelines,
-            polls_skipped,
-            polls_timed_out,
             config_reloads,
             web_config_reloads,
         })
@@ -281,7 +222,7 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut exporter)
             .map_err(io::Error::other)?;
         out.write_all(&exporter)?;
-        text::write(&self.series, out)
+        self.series.write_text(out)
     }
 
     /// The text exposition of every family.
@@ -332,81 +273,6 @@ impl Metrics {
         self.version.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Records the start of a poll of `target` at `now_seconds` (Unix).
-    pub fn poll_started(&self, target: &str, now_seconds: f64) {
-        self.last_poll_start
-            .with_label_values(&[target])
-            .set(now_seconds);
-        self.changed();
-    }
-
-    /// Counts a poll of `target` cut short at its deadline.
-    pub fn poll_timed_out(&self, target: &str) {
-        self.polls_timed_out.with_label_values(&[target]).inc();
-        self.changed();
-    }
-
-    /// Sets whether the schedule of `target` is stalled.
-    pub fn set_polling_stalled(&self, target: &str, stalled: bool) {
-        let gauge = self.polling_stalled.with_label_values(&[target]);
-        let value = if stalled { 1.0 } else { 0.0 };
-        if gauge.get() != value {
-            gauge.set(value);
-            self.changed();
-        }
-    }
-
-    /// Sets how many pipelines of `target` wait for their backfill.
-    pub fn set_backfill_pending(&self, target: &str, pipelines: usize) {
-        let gauge = self.backfill_pending.with_label_values(&[target]);
-        let value = pipelines as f64;
-        if gauge.get() != value {
-            gauge.set(value);
-            self.changed();
-        }
-    }
-
-    /// Records the end of a poll of `target`.
-    pub fn poll_finished(&self, target: &str, elapsed: Duration, ok: bool, now_seconds: f64) {
-        self.poll_duration
-            .with_label_values(&[target])
-            .observe(elapsed.as_secs_f64());
-        self.target_up
-            .with_label_values(&[target])
-            .set(if ok { 1.0 } else { 0.0 });
-        if ok {
-            self.last_successful_poll
-                .with_label_values(&[target])
-                .set(now_seconds);
-        }
-        self.changed();
-    }
-
-    /// Sets how many pipelines the last discovery of `target` kept.
-    pub fn set_discovered(&self, target: &str, pipelines: usize) {
-        self.discovered_pipelines
-            .with_label_values(&[target])
-            .set(pipelines as f64);
-        self.changed();
-    }
-
-    /// Removes the discovery gauge of a target that no longer discovers (if it had one).
-    pub fn discovery_off(&self, target: &str) {
-        if self
-            .discovered_pipelines
-            .remove_label_values(&[target])
-            .is_ok()
-        {
-            self.changed();
-        }
-    }
-
-    /// Counts a poll that was skipped because the previous one still ran.
-    pub fn poll_skipped(&self, target: &str) {
-        self.polls_skipped.with_label_values(&[target]).inc();
-        self.changed();
-    }
-
     /// Counts a configuration reload.
     pub fn config_reloaded(&self, ok: bool) {
         self.config_reloads.record(ok);
@@ -416,30 +282,6 @@ impl Metrics {
     /// Counts a reload of the web configuration file, successful or rejected.
     pub fn web_config_reloaded(&self, ok: bool) {
         self.web_config_reloads.record(ok);
-        self.changed();
-    }
-
-    /// Removes the series of a target that left the configuration.
-    pub fn target_removed(&self, target: &str) {
-        let _ = self.target_up.remove_label_values(&[target]);
-        let _ = self.last_successful_poll.remove_label_values(&[target]);
-        let _ = self.last_poll_start.remove_label_values(&[target]);
-        let _ = self.polling_stalled.remove_label_values(&[target]);
-        let _ = self.backfill_pending.remove_label_values(&[target]);
-        let _ = self.discovered_pipelines.remove_label_values(&[target]);
-        let _ = self.polls_skipped.remove_label_values(&[target]);
-        let _ = self.polls_timed_out.remove_label_values(&[target]);
-        let _ = self.poll_duration.remove_label_values(&[target]);
-        self.changed();
-    }
-
-    /// Creates the target's series before its first poll (down until proven up).
-    pub fn target_registered(&self, target: &str) {
-        self.target_up.with_label_values(&[target]).set(0.0);
-        self.polls_skipped.with_label_values(&[target]);
-        self.polls_timed_out.with_label_values(&[target]);
-        self.polling_stalled.with_label_values(&[target]).set(0.0);
-        self.backfill_pending.with_label_values(&[target]).set(0.0);
         self.changed();
     }
 }
@@ -483,14 +325,16 @@ mod tests {
 
     #[test]
     fn exporter_families_are_present() {
-        let m =
-            Metrics::new(Arc::new(SeriesTable::new(&MetricsConfig::default()))).expect("metrics");
-        m.target_registered("t");
+        let store = Store::new(&MetricsConfig::default()).expect("store");
+        let m = Metrics::new(&store).expect("metrics");
+        let slot = store.target("t", Duration::from_secs(60));
         m.request_done(Api::V5Status, "200", Duration::from_millis(20));
         m.retried(Api::RunDetail, "throttled");
         m.failed(Api::RunList, "decode");
-        m.poll_finished("t", Duration::from_millis(30), true, 1234.0);
-        m.poll_skipped("t");
+        slot.series(|series| {
+            series.poll_finished(Duration::from_millis(30), true, 1234.0);
+            series.poll_skipped();
+        });
         let all = text(&m);
         for needle in [
             "codearts_exporter_build_info{version=",

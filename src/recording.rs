@@ -102,9 +102,7 @@ pub struct HistoryRead {
 impl HistoryRead {
     /// Whether the pages read so far (`runs`, the last page being `page`) go far enough back.
     pub fn has_enough(&self, runs: &[Run], page: &[Run]) -> bool {
-        let ended_before =
-            |run: &Run| run.is_completed() && run.end.is_some_and(|end| end < self.cutoff);
-        let reached_cutoff = page.iter().any(ended_before);
+        let reached_cutoff = page.iter().any(|run| self.ended_before(run));
         if self.first {
             // The first read also looks for the last completed run, for `last_run_*`.
             reached_cutoff && runs.iter().any(Run::is_completed)
@@ -121,16 +119,19 @@ impl HistoryRead {
     pub fn keep(&self, mut runs: Vec<Run>) -> Vec<Run> {
         runs.retain(|run| run.run_number.is_some_and(|n| n > self.floor));
         if self.first {
-            let ended_before =
-                |run: &Run| run.is_completed() && run.end.is_some_and(|end| end < self.cutoff);
             let newest_before = runs
                 .iter()
-                .filter(|run| ended_before(run))
+                .filter(|run| self.ended_before(run))
                 .filter_map(|run| run.run_number)
                 .max();
-            runs.retain(|run| !ended_before(run) || run.run_number == newest_before);
+            runs.retain(|run| !self.ended_before(run) || run.run_number == newest_before);
         }
         runs
+    }
+
+    /// Whether `run` completed before the cutoff (so it is not recorded).
+    fn ended_before(&self, run: &Run) -> bool {
+        run.is_completed() && run.end.is_some_and(|end| end < self.cutoff)
     }
 }
 
@@ -145,14 +146,26 @@ pub enum Step<'a> {
     Last(&'a Run),
 }
 
+/// What recording does with a completed run found in the history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    /// Observe it in the histograms now.
+    Observe,
+    /// Count it as missed: it left the window before it was found.
+    Missed,
+    /// Neither: it ended before the window of the pipeline's first read.
+    PassedOver,
+    /// Observed, missed or passed over before.
+    Recorded,
+}
+
 /// What the batch status alone shows of a pipeline's last completed run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FromStatus {
     /// The latest run, completed, is the last completed one: show it now, before any history
-    /// read (call [`RunLedger::shown_last`]).
+    /// read.
     Last(u64),
-    /// The same, and nothing older is to be recorded: no history read at all (call
-    /// [`RunLedger::settle_by_status`]).
+    /// The same, and nothing older is to be recorded: no history read at all.
     Settled(u64),
 }
 
@@ -266,18 +279,19 @@ impl RunLedger {
         }
     }
 
-    /// The status's latest run `number` is shown as the last completed one.
-    pub fn shown_last(&mut self, number: u64) {
-        self.last_completed = Some(number);
-    }
-
-    /// The status's latest run `number` is the last completed one and nothing older is to be
-    /// recorded: no history read.
-    pub fn settle_by_status(&mut self, number: u64) {
-        self.last_completed = Some(number);
-        self.settled = number;
-        self.needs_read = false;
-        self.backfilled = true;
+    /// The status's latest run is now shown as the last completed one (what
+    /// [`RunLedger::saw_latest`] returned, once the series show it); when settled, nothing
+    /// older is to be recorded: no history read.
+    pub fn shown_by_status(&mut self, shown: FromStatus) {
+        match shown {
+            FromStatus::Last(number) => self.last_completed = Some(number),
+            FromStatus::Settled(number) => {
+                self.last_completed = Some(number);
+                self.settled = number;
+                self.needs_read = false;
+                self.backfilled = true;
+            }
+        }
     }
 
     /// Its first history read (the backfill) is due.
@@ -304,13 +318,28 @@ impl RunLedger {
         })
     }
 
-    /// Whether `run`, found in the history, is observed now (not before, never again).
+    /// Whether `run`, found in the history, is observed now (not before, never again): the
+    /// runs whose details a read fetches are exactly those [`RunLedger::apply_history`] observes.
     pub fn will_record(&self, run: &Run, cutoff: f64) -> bool {
-        run.is_completed()
-            && run
-                .run_number
-                .is_some_and(|number| !self.recorded.contains(number))
-            && run.end.is_some_and(|end| end >= cutoff)
+        self.fate(run, cutoff) == Some(Fate::Observe)
+    }
+
+    /// What recording does with `run`, found in a history read with `cutoff`: the one rule
+    /// behind both [`RunLedger::will_record`] and [`RunLedger::apply_history`]. `None` for a
+    /// run that has not completed or has no number.
+    fn fate(&self, run: &Run, cutoff: f64) -> Option<Fate> {
+        let number = run.run_number.filter(|_| run.is_completed())?;
+        Some(if self.recorded.contains(number) {
+            Fate::Recorded
+        } else if run.end.is_some_and(|end| end >= cutoff) {
+            Fate::Observe
+        } else if self.backfilled {
+            // Completed while we watched, but found too late to record.
+            Fate::Missed
+        } else {
+            // Ended before the window of the first read: not ours to record.
+            Fate::PassedOver
+        })
     }
 
     /// Takes in the runs of a history read (as kept by [`HistoryRead::keep`]) and says what to
@@ -342,13 +371,12 @@ impl RunLedger {
                 continue;
             }
             self.unfinished.remove(&number);
+            match self.fate(run, cutoff) {
+                Some(Fate::Observe) => steps.push(Step::Observe(run)),
+                Some(Fate::Missed) => steps.push(Step::Missed(run)),
+                Some(Fate::PassedOver) | Some(Fate::Recorded) | None => {}
+            }
             if !self.recorded.contains(number) {
-                if run.end.is_some_and(|end| end >= cutoff) {
-                    steps.push(Step::Observe(run));
-                } else if self.backfilled {
-                    // Completed while we watched, but found too late to record.
-                    steps.push(Step::Missed(run));
-                }
                 self.recorded.insert(number);
             }
             self.settled = self.settled.max(number);
@@ -450,17 +478,13 @@ mod tests {
             match event {
                 Status(at, latest) => {
                     let key = RunKey::of(&latest).expect("a key");
-                    match ledger.saw_latest(&latest, key, at, WINDOW) {
-                        Some(FromStatus::Settled(number)) => {
-                            ledger.settle_by_status(number);
-                            outcome.last = Some(number);
-                        }
-                        Some(FromStatus::Last(number)) => {
-                            ledger.shown_last(number);
-                            outcome.last = Some(number);
+                    if let Some(shown) = ledger.saw_latest(&latest, key, at, WINDOW) {
+                        ledger.shown_by_status(shown);
+                        let (FromStatus::Last(number) | FromStatus::Settled(number)) = shown;
+                        outcome.last = Some(number);
+                        if matches!(shown, FromStatus::Last(_)) {
                             outcome.shown_by_status.push(number);
                         }
-                        None => {}
                     }
                 }
                 Read(at, history) => {

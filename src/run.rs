@@ -13,7 +13,7 @@ use crate::config::{Config, ConfigError, ShardingConfig};
 use crate::fleet::{Fleet, FleetError};
 use crate::metrics::{Metrics, MetricsError};
 use crate::server::{self, Endpoints};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use crate::web_config::{self, WebConfig, WebConfigError};
 
 /// The file the configuration came from: it is reloaded on SIGHUP and when it changes.
@@ -34,6 +34,9 @@ pub enum RunError {
     /// The metric families could not be set up.
     #[error("{0}")]
     Metrics(#[from] MetricsError),
+    /// The store could not be set up.
+    #[error("{0}")]
+    Store(#[from] StoreError),
     /// The API client could not be built.
     #[error("{0}")]
     Client(#[from] codearts::Error),
@@ -76,8 +79,8 @@ pub async fn run(
     let (web_sender, web) = tokio::sync::watch::channel(Arc::new(web));
     // The backfill window counts back from here.
     let started_at = clock::unix_now();
-    let store = Arc::new(Store::new(&config.metrics));
-    let metrics = Arc::new(Metrics::new(store.series().clone())?);
+    let store = Arc::new(Store::new(&config.metrics)?);
+    let metrics = Arc::new(Metrics::new(&store)?);
     let client = Client::new(&config.codearts, &config.auth, metrics.clone())?;
     let addr = listener.local_addr().map_err(|source| RunError::Io {
         what: "cannot read the listening address".into(),

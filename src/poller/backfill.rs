@@ -17,7 +17,6 @@ use std::sync::atomic::Ordering;
 
 use super::TargetPoller;
 use super::steps::{History, Scan, details_wanted};
-use crate::clock::unix_now;
 use crate::store::TargetState;
 
 /// Pipelines picked at once: their reads run together, and the order is looked at again after
@@ -44,9 +43,8 @@ impl TargetPoller {
                         std::mem::take(&mut details),
                     );
                 }
-                pick(&state, &failed, unix_now(), self.target.backfill_window)
+                pick(&state, &failed, self.now(), self.target.backfill_window)
             };
-            self.metrics.set_backfill_pending(self.label(), pending.all);
             if pending.without_last > 0 {
                 lacking_last = true;
             } else if lacking_last {
@@ -107,10 +105,7 @@ fn pick(
 ) -> (Vec<Scan>, Pending) {
     let mut pending: Vec<((bool, f64), Scan)> = Vec::new();
     let mut waiting = Pending::default();
-    for (id, pipeline) in &state.pipelines {
-        if pipeline.series.is_none() || !pipeline.ledger.wants_backfill() {
-            continue;
-        }
+    for (id, pipeline) in state.backfill_pending() {
         waiting.all += 1;
         if !pipeline.ledger.shows_last() {
             waiting.without_last += 1;
@@ -144,7 +139,7 @@ mod tests {
     use super::*;
     use crate::codearts::model::Run;
     use crate::config::MetricsConfig;
-    use crate::recording::{FromStatus, RunKey};
+    use crate::recording::RunKey;
     use crate::store::{PipelineState, Store};
 
     const WINDOW: Duration = Duration::from_secs(3600);
@@ -166,10 +161,8 @@ mod tests {
         for run in latest {
             let mut pipeline = PipelineState::new(NOW);
             let key = RunKey::of(run).expect("a key");
-            match pipeline.ledger.saw_latest(run, key, NOW, WINDOW) {
-                Some(FromStatus::Settled(number)) => pipeline.ledger.settle_by_status(number),
-                Some(FromStatus::Last(number)) => pipeline.ledger.shown_last(number),
-                None => {}
+            if let Some(shown) = pipeline.ledger.saw_latest(run, key, NOW, WINDOW) {
+                pipeline.ledger.shown_by_status(shown);
             }
             pipeline.series = Some(store.new_series("p", &run.pipeline_id, &run.pipeline_id));
             state.pipelines.insert(run.pipeline_id.clone(), pipeline);
@@ -179,7 +172,7 @@ mod tests {
 
     #[test]
     fn newer_pipelines_are_backfilled_before_older_ones() {
-        let store = Store::new(&MetricsConfig::default());
+        let store = Store::new(&MetricsConfig::default()).expect("store");
         let state = target(
             &store,
             &[
@@ -213,7 +206,7 @@ mod tests {
 
     #[test]
     fn pipelines_without_a_last_run_come_first() {
-        let store = Store::new(&MetricsConfig::default());
+        let store = Store::new(&MetricsConfig::default()).expect("store");
         let mut long_running = run("long-running", 7, None);
         long_running.start = Some(NOW - 3000.0);
         let state = target(&store, &[run("recent", 5, Some(NOW - 1.0)), long_running]);
@@ -224,7 +217,7 @@ mod tests {
 
     #[test]
     fn a_pipeline_that_runs_again_moves_ahead() {
-        let store = Store::new(&MetricsConfig::default());
+        let store = Store::new(&MetricsConfig::default()).expect("store");
         let mut state = target(
             &store,
             &[
@@ -242,7 +235,7 @@ mod tests {
 
     #[test]
     fn groups_are_bounded() {
-        let store = Store::new(&MetricsConfig::default());
+        let store = Store::new(&MetricsConfig::default()).expect("store");
         let runs: Vec<Run> = (0..40)
             .map(|i| run(&format!("p{i:02}"), 1, Some(NOW - f64::from(i))))
             .collect();

@@ -24,11 +24,10 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::clock::unix_now;
+use crate::clock::WallClock;
 use crate::codearts::{Client, Error, Priority};
 use crate::config::{ShardingConfig, TargetConfig};
-use crate::metrics::Metrics;
-use crate::schedule::{Heartbeat, Schedule};
+use crate::schedule::Schedule;
 use crate::store::{Store, TargetSlot};
 
 /// What the exporter's start-up fixes for every poller (a reload keeps it).
@@ -50,15 +49,15 @@ pub struct TargetPoller {
     client: Client,
     /// The same client, behind `client`'s requests: for the backfill.
     background: Client,
-    metrics: Arc<Metrics>,
     store: Arc<Store>,
+    /// The target's state, series and heartbeat.
     slot: Arc<TargetSlot>,
     settings: Settings,
     schedule: Schedule,
+    /// The wall clock of run times, schedules and the heartbeat.
+    clock: Arc<dyn WallClock>,
     /// How long one poll may take before it is cut short.
     poll_timeout: Duration,
-    /// Moved by each poll start; the watchdog reads it.
-    heartbeat: Heartbeat,
     /// Wakes the backfill when a poll left pipelines to backfill.
     backfill_due: Notify,
     /// The backfill is reading (so stopping the schedule cuts a read).
@@ -71,28 +70,26 @@ impl TargetPoller {
     pub fn new(
         target: TargetConfig,
         client: Client,
-        metrics: Arc<Metrics>,
         store: Arc<Store>,
         settings: Settings,
         poll_timeout: Duration,
+        clock: Arc<dyn WallClock>,
     ) -> Self {
-        let (slot, new) = store.target(target.label(), target.gc_after);
-        if new {
-            metrics.target_registered(target.label());
-        }
+        let slot = store.target(target.label(), target.gc_after);
         let schedule = target.poll_schedule();
-        let heartbeat = Heartbeat::new(schedule.stall_after(chrono::Utc::now(), poll_timeout));
+        // This poller's schedule decides when its first poll is overdue.
+        slot.heartbeat
+            .beat(schedule.stall_after(clock.now(), poll_timeout));
         TargetPoller {
             target,
             background: client.with_priority(Priority::Backfill),
             client,
-            metrics,
             store,
             slot,
             settings,
             schedule,
+            clock,
             poll_timeout,
-            heartbeat,
             backfill_due: Notify::new(),
             backfill_reading: AtomicBool::new(false),
         }
@@ -110,7 +107,21 @@ impl TargetPoller {
 
     /// How long the target's schedule is past the time by which a poll should have started.
     pub fn stalled_for(&self) -> Option<Duration> {
-        self.heartbeat.overdue()
+        self.slot.heartbeat.overdue()
+    }
+
+    /// Sets the target's `polling_stalled` gauge from its heartbeat, and returns how long it is
+    /// overdue (the watchdog's check).
+    pub fn check_stalled(&self) -> Option<Duration> {
+        let overdue = self.stalled_for();
+        self.slot
+            .series(|series| series.set_polling_stalled(overdue.is_some()));
+        overdue
+    }
+
+    /// The wall clock's time, Unix seconds.
+    fn now(&self) -> f64 {
+        self.clock.unix_seconds()
     }
 
     /// True once a poll of this target has succeeded.
@@ -132,14 +143,15 @@ impl TargetPoller {
                 target_name = self.label(),
                 "previous poll still running; skipping this one"
             );
-            self.metrics.poll_skipped(self.label());
+            self.slot.series(|series| series.poll_skipped());
             return;
         };
-        self.heartbeat.beat(
+        self.slot.heartbeat.beat(
             self.schedule
-                .stall_after(chrono::Utc::now(), self.poll_timeout),
+                .stall_after(self.clock.now(), self.poll_timeout),
         );
-        self.metrics.poll_started(self.label(), unix_now());
+        let now = self.now();
+        self.slot.series(|series| series.poll_started(now));
         let started = Instant::now();
         let steady = tokio::time::timeout_at(started + self.poll_timeout, self.steady(&mut state));
         let ok = match steady.await {
@@ -151,16 +163,16 @@ impl TargetPoller {
                     poll_timeout = ?self.poll_timeout,
                     "poll cut short at its poll_timeout; counted as failed"
                 );
-                self.metrics.poll_timed_out(self.label());
+                self.slot.series(|series| series.poll_timed_out());
                 false
             }
         };
-        let pending = backfill_pending(&state);
+        let pending = state.backfill_pending().count();
         drop(state);
         let elapsed = started.elapsed();
-        self.metrics
-            .poll_finished(self.label(), elapsed, ok, unix_now());
-        self.metrics.set_backfill_pending(self.label(), pending);
+        let now = self.now();
+        self.slot
+            .series(|series| series.poll_finished(elapsed, ok, now));
         if ok {
             self.slot.set_ready();
         }
@@ -175,15 +187,6 @@ impl TargetPoller {
             "poll finished"
         );
     }
-}
-
-/// Pipelines of the target whose backfill is due.
-fn backfill_pending(state: &crate::store::TargetState) -> usize {
-    state
-        .pipelines
-        .values()
-        .filter(|pipeline| pipeline.series.is_some() && pipeline.ledger.wants_backfill())
-        .count()
 }
 
 /// Logs a failed call; a rejected credential is an error, and its message says what to check

@@ -1,5 +1,7 @@
-//! The steps of a poll, in order: discover, read the status, name new pipelines, show the
-//! status, mark absent pipelines, scan histories.
+//! The steps of a poll, in order (see [`TargetPoller::steady`]): discover (the pipeline list,
+//! when due), list the unnamed (on a cold start without discovery), read the status, note each
+//! pipeline's latest run, name new pipelines, show the status, mark absent pipelines, and scan
+//! the histories where a run may have completed.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -7,7 +9,6 @@ use futures_util::StreamExt;
 use futures_util::stream;
 
 use super::{TargetPoller, log_api_error};
-use crate::clock::unix_now;
 use crate::codearts::model::{PipelineInfo, Run};
 use crate::codearts::{Client, Error};
 use crate::config::{ShardingConfig, StatusApi, TargetConfig};
@@ -62,7 +63,7 @@ impl TargetPoller {
         // Completed runs come from the history, read only where something may have completed,
         // and only of pipelines the batch status just answered: others may be gone. First
         // reads are the backfill's.
-        let now = unix_now();
+        let now = self.now();
         let window = self.target.backfill_window;
         let mut seen = HashSet::new();
         let reads: Vec<Scan> = status
@@ -88,7 +89,7 @@ impl TargetPoller {
     async fn discover(&self, state: &mut TargetState) -> (bool, Option<Listed>) {
         if !self.target.discover {
             // Discovery switched off by a reload: its gauge goes.
-            self.metrics.discovery_off(self.label());
+            self.slot.series(|series| series.discovery_off());
             return (true, None);
         }
         let due = state
@@ -152,7 +153,7 @@ impl TargetPoller {
         if kept.is_empty() && newly_empty {
             self.warn_nothing_discovered(listed);
         }
-        self.metrics.set_discovered(self.label(), kept.len());
+        self.slot.series(|series| series.set_discovered(kept.len()));
         state.discovered = kept;
         state.discovered_at = Some(tokio::time::Instant::now());
     }
@@ -261,7 +262,7 @@ impl TargetPoller {
         latest: &[Run],
     ) -> (Vec<(String, RunKey)>, HashMap<String, FromStatus>) {
         // Until the target's first successful poll, pipelines count as seen at its start.
-        let now = unix_now();
+        let now = self.now();
         let first_seen = if self.is_ready() {
             now
         } else {
@@ -383,16 +384,9 @@ impl TargetPoller {
             if !run.stages.is_empty() {
                 series.set_stage_states(run);
             }
-            match shown.get(&run.pipeline_id) {
-                Some(&FromStatus::Last(number)) => {
-                    series.set_last_completed(run);
-                    pipeline.ledger.shown_last(number);
-                }
-                Some(&FromStatus::Settled(number)) => {
-                    series.set_last_completed(run);
-                    pipeline.ledger.settle_by_status(number);
-                }
-                None => {}
+            if let Some(&from) = shown.get(&run.pipeline_id) {
+                series.set_last_completed(run);
+                pipeline.ledger.shown_by_status(from);
             }
         }
     }

@@ -17,6 +17,8 @@ impl Store {
             targets.retain(|label, slot| {
                 let expired = lock(&slot.retired_at)
                     .is_some_and(|since| now.duration_since(since) >= slot.gc_after());
+                // Released here, not when the last holder of the slot lets go of it.
+                let expired = expired && slot.release();
                 if expired {
                     tracing::info!(target_name = %label, "series of a removed target dropped");
                     removed.push(label.clone());
@@ -49,6 +51,7 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
     use std::time::Duration;
 
     use super::super::{PipelineState, Store};
@@ -56,14 +59,22 @@ mod tests {
     use crate::config::MetricsConfig;
 
     fn exposed(store: &Store) -> usize {
-        store.series().pipelines().len()
+        store.series().len()
+    }
+
+    /// The target series of every target.
+    fn target_series(store: &Store) -> usize {
+        let registry = prometheus::Registry::new();
+        for family in store.target_families().collectors() {
+            registry.register(family).expect("register");
+        }
+        registry.gather().iter().map(|f| f.get_metric().len()).sum()
     }
 
     #[tokio::test(start_paused = true)]
     async fn absent_pipelines_and_retired_targets_go_after_their_grace_period() {
-        let store = Store::new(&MetricsConfig::default());
-        let (slot, new) = store.target("t", Duration::from_secs(60));
-        assert!(new);
+        let store = Store::new(&MetricsConfig::default()).expect("store");
+        let slot = store.target("t", Duration::from_secs(60));
         {
             let mut poll = store.begin_poll(&slot).await.expect("not busy");
             for id in ["a", "b"] {
@@ -95,10 +106,15 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(30)).await;
         assert!(store.collect_garbage().is_empty());
         tokio::time::sleep(Duration::from_secs(30)).await;
+        assert!(target_series(&store) > 0);
         assert_eq!(store.collect_garbage(), ["t"]);
-        drop(slot);
-        assert_eq!(exposed(&store), 0);
-        let (_, new) = store.target("t", Duration::from_secs(60));
-        assert!(new, "a removed target starts afresh");
+        // Gone although a (stale) poller still holds the slot.
+        assert_eq!(exposed(&store), 0, "pipeline series left");
+        assert_eq!(target_series(&store), 0, "target series left");
+        let again = store.target("t", Duration::from_secs(60));
+        assert!(
+            !Arc::ptr_eq(&again, &slot),
+            "a removed target starts afresh"
+        );
     }
 }

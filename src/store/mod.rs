@@ -11,6 +11,7 @@
 
 mod gc;
 pub mod series;
+pub mod target;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,7 +22,17 @@ use tokio::time::Instant;
 
 use crate::config::MetricsConfig;
 use crate::recording::RunLedger;
+use crate::schedule::Heartbeat;
 use series::{Series, SeriesTable, lock};
+use target::{TargetFamilies, TargetSeries};
+
+/// Why the store could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A metric family could not be created (a programming error, reported at start-up).
+    #[error("cannot set up the target families: {0}")]
+    Families(#[from] prometheus::Error),
+}
 
 /// What is known of one pipeline.
 #[derive(Debug)]
@@ -57,10 +68,26 @@ pub struct TargetState {
     pub discovered_at: Option<Instant>,
 }
 
-/// One target's place in the store, shared by its successive pollers.
+impl TargetState {
+    /// The pipelines whose first history read (the backfill) is still to come: the one
+    /// definition behind the backfill's choice and the `backfill_pending` gauge.
+    pub fn backfill_pending(&self) -> impl Iterator<Item = (&String, &PipelineState)> {
+        self.pipelines
+            .iter()
+            .filter(|(_, pipeline)| pipeline.series.is_some() && pipeline.ledger.wants_backfill())
+    }
+}
+
+/// One target's place in the store, shared by its successive pollers: its state, its own
+/// series and its heartbeat, all removed together by the garbage collector.
 #[derive(Debug)]
 pub struct TargetSlot {
     state: tokio::sync::Mutex<TargetState>,
+    /// The target's own series; taken (and so removed) when the target leaves the store,
+    /// whoever still holds the slot.
+    series: Mutex<Option<TargetSeries>>,
+    /// Moved by each poll start; the watchdog reads it.
+    pub heartbeat: Heartbeat,
     /// A poll of the target is running (one at a time; the backfill may still write).
     polling: AtomicBool,
     /// A poll of the target has succeeded.
@@ -72,9 +99,11 @@ pub struct TargetSlot {
 }
 
 impl TargetSlot {
-    fn new(gc_after: Duration) -> TargetSlot {
+    fn new(gc_after: Duration, series: TargetSeries) -> TargetSlot {
         TargetSlot {
             state: tokio::sync::Mutex::new(TargetState::default()),
+            series: Mutex::new(Some(series)),
+            heartbeat: Heartbeat::new(Duration::ZERO),
             polling: AtomicBool::new(false),
             ready: AtomicBool::new(false),
             gc_after: Mutex::new(gc_after),
@@ -95,21 +124,41 @@ impl TargetSlot {
     fn gc_after(&self) -> Duration {
         *lock(&self.gc_after)
     }
+
+    /// Changes the target's own series (nothing once the target has left the store).
+    pub fn series(&self, change: impl FnOnce(&TargetSeries)) {
+        if let Some(series) = lock(&self.series).as_ref() {
+            change(series);
+        }
+    }
+
+    /// Removes the target's series, its own and its pipelines', now: a poller that still holds
+    /// the slot writes to nothing. False while a poll holds its state (tried again later).
+    fn release(&self) -> bool {
+        let Ok(mut state) = self.state.try_lock() else {
+            return false;
+        };
+        state.pipelines.clear();
+        lock(&self.series).take();
+        true
+    }
 }
 
-/// Every target's state and every pipeline's series.
+/// Every target's state and every target's and pipeline's series.
 pub struct Store {
     series: Arc<SeriesTable>,
+    target_families: Arc<TargetFamilies>,
     targets: Mutex<BTreeMap<String, Arc<TargetSlot>>>,
 }
 
 impl Store {
     /// An empty store whose series are laid out by `[metrics]`.
-    pub fn new(config: &MetricsConfig) -> Store {
-        Store {
+    pub fn new(config: &MetricsConfig) -> Result<Store, StoreError> {
+        Ok(Store {
             series: Arc::new(SeriesTable::new(config)),
+            target_families: Arc::new(TargetFamilies::new()?),
             targets: Mutex::new(BTreeMap::new()),
-        }
+        })
     }
 
     /// The pipeline series, for rendering.
@@ -117,25 +166,31 @@ impl Store {
         &self.series
     }
 
+    /// The families of the targets' own series, for registration.
+    pub fn target_families(&self) -> &TargetFamilies {
+        &self.target_families
+    }
+
     /// A handle on the series of one pipeline.
     pub fn new_series(&self, project_id: &str, pipeline_id: &str, name: &str) -> Series {
         Series::new(&self.series, project_id, pipeline_id, name)
     }
 
-    /// The slot of target `label` with grace period `gc_after`, and whether it is new. A
-    /// retired target that comes back keeps what it had.
-    pub fn target(&self, label: &str, gc_after: Duration) -> (Arc<TargetSlot>, bool) {
+    /// The slot of target `label` with grace period `gc_after`, created with its series when
+    /// new. A retired target that comes back keeps what it had.
+    pub fn target(&self, label: &str, gc_after: Duration) -> Arc<TargetSlot> {
         let mut targets = lock(&self.targets);
         match targets.get(label) {
             Some(slot) => {
                 *lock(&slot.gc_after) = gc_after;
                 *lock(&slot.retired_at) = None;
-                (slot.clone(), false)
+                slot.clone()
             }
             None => {
-                let slot = Arc::new(TargetSlot::new(gc_after));
+                let series = TargetSeries::new(&self.target_families, &self.series, label);
+                let slot = Arc::new(TargetSlot::new(gc_after, series));
                 targets.insert(label.to_string(), slot.clone());
-                (slot, true)
+                slot
             }
         }
     }
@@ -174,6 +229,7 @@ impl Store {
     pub async fn write<'a>(&'a self, slot: &'a TargetSlot) -> WriteGuard<'a> {
         WriteGuard {
             state: slot.state.lock().await,
+            slot,
             series: &self.series,
             written: false,
         }
@@ -181,9 +237,11 @@ impl Store {
 }
 
 /// A target's state, held for a write. When it is released after a write, the series are
-/// marked changed, once: the one place the render cache is invalidated for them.
+/// marked changed, once: the one place the render cache is invalidated for them, and the one
+/// place the target's `backfill_pending` is set.
 pub struct WriteGuard<'a> {
     state: tokio::sync::MutexGuard<'a, TargetState>,
+    slot: &'a TargetSlot,
     series: &'a SeriesTable,
     /// Borrowed mutably: a guard only read through leaves the render cache alone.
     written: bool,
@@ -207,6 +265,9 @@ impl std::ops::DerefMut for WriteGuard<'_> {
 impl Drop for WriteGuard<'_> {
     fn drop(&mut self) {
         if self.written {
+            let pending = self.state.backfill_pending().count();
+            self.slot
+                .series(|series| series.set_backfill_pending(pending));
             self.series.changed();
         }
     }
@@ -247,13 +308,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_target_keeps_its_place_across_pollers() {
-        let store = Store::new(&MetricsConfig::default());
-        let (first, new) = store.target("t", Duration::from_secs(60));
-        assert!(new);
+        let store = Store::new(&MetricsConfig::default()).expect("store");
+        let first = store.target("t", Duration::from_secs(60));
         first.set_ready();
         // The next poller of the same target (after a reload) finds the same state.
-        let (second, new) = store.target("t", Duration::from_secs(30));
-        assert!(!new);
+        let second = store.target("t", Duration::from_secs(30));
         assert!(Arc::ptr_eq(&first, &second));
         assert!(second.is_ready());
         assert_eq!(
@@ -270,8 +329,8 @@ mod tests {
 
     #[tokio::test]
     async fn only_a_guard_written_through_marks_the_series_changed() {
-        let store = Store::new(&MetricsConfig::default());
-        let (slot, _) = store.target("t", Duration::from_secs(60));
+        let store = Store::new(&MetricsConfig::default()).expect("store");
+        let slot = store.target("t", Duration::from_secs(60));
         let before = store.series().version();
         let read = store.write(&slot).await;
         assert!(read.pipelines.is_empty());

@@ -3,7 +3,7 @@
 //! Ten thousand pipelines at their full series budget are over a million series. The
 //! `prometheus` crate stores every series with its own copy of its label pairs and copies every
 //! series again at each gather, which needs gigabytes at that size; here the labels of a
-//! pipeline are escaped and stored once and values are plain numbers. `crate::metrics::text`
+//! pipeline are escaped and stored once and values are plain numbers. [`text`], beside the data,
 //! writes the exposition family by family from them.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::codearts::model::{Run, RunResult, RunState};
 use crate::config::{MetricsConfig, RunLabel};
+
+mod text;
 
 /// `trigger_type` label values: the reference's vocabulary (6.4), list filters' values
 /// included, in snake case; anything else is `other`. Keys are the vendor's values lower-cased
@@ -97,9 +99,9 @@ impl RunLabels {
 
 /// Bucket bounds of one histogram family, with their `le` values formatted once.
 #[derive(Debug, Clone)]
-pub(crate) struct Buckets {
-    pub(crate) bounds: Vec<f64>,
-    pub(crate) le: Vec<String>,
+struct Buckets {
+    bounds: Vec<f64>,
+    le: Vec<String>,
 }
 
 impl Buckets {
@@ -113,23 +115,23 @@ impl Buckets {
 
 /// What is exposed, and how: fixed at start-up from `[metrics]`.
 #[derive(Debug)]
-pub(crate) struct Layout {
-    pub(crate) run: Buckets,
-    pub(crate) stage: Buckets,
-    pub(crate) queue: Buckets,
-    pub(crate) pause: Buckets,
-    pub(crate) job: Buckets,
-    pub(crate) stage_status: bool,
+struct Layout {
+    run: Buckets,
+    stage: Buckets,
+    queue: Buckets,
+    pause: Buckets,
+    job: Buckets,
+    stage_status: bool,
     /// Names of the labels of run series after the pipeline labels: run labels, then `result`.
-    pub(crate) run_label_names: Vec<&'static str>,
+    run_label_names: Vec<&'static str>,
 }
 
 /// A histogram's counts per bucket (not cumulative), sum and count.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Hist {
-    pub(crate) counts: Vec<u64>,
-    pub(crate) sum: f64,
-    pub(crate) count: u64,
+struct Hist {
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
 }
 
 impl Hist {
@@ -148,40 +150,40 @@ impl Hist {
 
 /// Per-stage histogram and failure count.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct StageStats {
-    pub(crate) duration: Hist,
-    pub(crate) failures: u64,
+struct StageStats {
+    duration: Hist,
+    failures: u64,
 }
 
 /// The last completed run's gauges.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct LastRun {
-    pub(crate) duration: Option<f64>,
-    pub(crate) start: Option<f64>,
-    pub(crate) end: Option<f64>,
-    pub(crate) number: Option<f64>,
+struct LastRun {
+    duration: Option<f64>,
+    start: Option<f64>,
+    end: Option<f64>,
+    number: Option<f64>,
 }
 
 /// Every value of one pipeline's series; a series exists when its value is set.
 #[derive(Debug, Default)]
-pub(crate) struct PipelineData {
+struct PipelineData {
     /// `project_id="…",pipeline_id="…",pipeline_name="…"`, escaped.
-    pub(crate) labels: String,
-    pub(crate) state: Option<RunState>,
-    pub(crate) last_result: Option<RunResult>,
-    pub(crate) last: LastRun,
+    labels: String,
+    state: Option<RunState>,
+    last_result: Option<RunResult>,
+    last: LastRun,
     /// Console link of the last completed run (`last_run_info`).
-    pub(crate) last_url: Option<String>,
+    last_url: Option<String>,
     /// Run histogram (and `runs_total`, its count) by run label values and result.
-    pub(crate) runs: BTreeMap<Vec<String>, Hist>,
-    pub(crate) missed: Option<u64>,
-    pub(crate) queue: Option<Hist>,
+    runs: BTreeMap<Vec<String>, Hist>,
+    missed: Option<u64>,
+    queue: Option<Hist>,
     /// Time paused per run (from run details, so only with `metrics.jobs`).
-    pub(crate) pause: Option<Hist>,
-    pub(crate) stage_states: BTreeMap<String, RunState>,
-    pub(crate) stage_last: BTreeMap<String, f64>,
-    pub(crate) stages: BTreeMap<String, StageStats>,
-    pub(crate) jobs: BTreeMap<(String, String, RunResult), Hist>,
+    pause: Option<Hist>,
+    stage_states: BTreeMap<String, RunState>,
+    stage_last: BTreeMap<String, f64>,
+    stages: BTreeMap<String, StageStats>,
+    jobs: BTreeMap<(String, String, RunResult), Hist>,
 }
 
 /// A registered pipeline and how many handles share it.
@@ -205,7 +207,7 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl SeriesTable {
-    /// An empty registry laid out by `[metrics]`.
+    /// An empty table laid out by `[metrics]`.
     pub fn new(config: &MetricsConfig) -> SeriesTable {
         SeriesTable {
             layout: Layout {
@@ -228,16 +230,22 @@ impl SeriesTable {
     }
 
     /// What is exposed and how.
-    pub(crate) fn layout(&self) -> &Layout {
+    fn layout(&self) -> &Layout {
         &self.layout
     }
 
     /// Every pipeline's data, for a rendering (each is locked only while it is written).
-    pub(crate) fn pipelines(&self) -> Vec<Arc<Mutex<PipelineData>>> {
+    fn pipelines(&self) -> Vec<Arc<Mutex<PipelineData>>> {
         lock(&self.entries)
             .values()
             .map(|entry| entry.data.clone())
             .collect()
+    }
+
+    /// How many pipelines have series.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        lock(&self.entries).len()
     }
 
     /// Changes with every [`SeriesTable::changed`].
@@ -312,7 +320,7 @@ pub(crate) fn push_escaped(out: &mut String, value: &str) {
 /// A handle on the series of one pipeline, and the way the poller changes them. The series
 /// go when the last handle of the pipeline is dropped.
 pub struct Series {
-    registry: Arc<SeriesTable>,
+    table: Arc<SeriesTable>,
     labels: [String; 3],
     /// Registered on the first change.
     data: Option<Arc<Mutex<PipelineData>>>,
@@ -329,22 +337,22 @@ impl std::fmt::Debug for Series {
 impl Drop for Series {
     fn drop(&mut self) {
         if self.data.take().is_some() {
-            self.registry.release(&self.labels);
-            self.registry.changed();
+            self.table.release(&self.labels);
+            self.table.changed();
         }
     }
 }
 
 impl Series {
     /// A handle for one pipeline; creates no series until something is set.
-    pub fn new(
-        registry: &Arc<SeriesTable>,
+    pub(super) fn new(
+        table: &Arc<SeriesTable>,
         project_id: &str,
         pipeline_id: &str,
         pipeline_name: &str,
     ) -> Series {
         Series {
-            registry: registry.clone(),
+            table: table.clone(),
             labels: [
                 project_id.to_string(),
                 pipeline_id.to_string(),
@@ -354,17 +362,12 @@ impl Series {
         }
     }
 
-    /// The `pipeline_name` label value.
-    pub fn pipeline_name(&self) -> &str {
-        &self.labels[2]
-    }
-
     /// Changes the pipeline's data (registering it first).
     fn update<R>(&mut self, change: impl FnOnce(&mut PipelineData) -> R) -> R {
-        let registry = &self.registry;
+        let table = &self.table;
         let data = self
             .data
-            .get_or_insert_with(|| registry.register(&self.labels));
+            .get_or_insert_with(|| table.register(&self.labels));
         change(&mut lock(data))
     }
 
@@ -376,7 +379,7 @@ impl Series {
     /// Sets the one-hot state of each stage of the latest run (stages no longer there
     /// disappear); only with `metrics.stage_status`.
     pub fn set_stage_states(&mut self, run: &Run) {
-        if !self.registry.layout.stage_status {
+        if !self.table.layout.stage_status {
             return;
         }
         self.update(|data| {
@@ -414,10 +417,10 @@ impl Series {
         let (Some(result), Some(duration)) = (run.result, run.duration()) else {
             return;
         };
-        let mut key = self.registry.run_labels.values(run);
+        let mut key = self.table.run_labels.values(run);
         key.push(result.as_str().to_string());
-        let registry = self.registry.clone();
-        let layout = &registry.layout;
+        let table = self.table.clone();
+        let layout = &table.layout;
         self.update(|data| {
             data.runs
                 .entry(key)
@@ -444,8 +447,8 @@ impl Series {
 
     /// Observes each job that ran in `detail` (the run detail of a run recorded once).
     pub fn observe_jobs(&mut self, detail: &Run) {
-        let registry = self.registry.clone();
-        let layout = &registry.layout;
+        let table = self.table.clone();
+        let layout = &table.layout;
         self.update(|data| {
             for stage in &detail.stages {
                 for job in &stage.jobs {
@@ -466,8 +469,8 @@ impl Series {
         let Some(pause) = detail.pause else {
             return;
         };
-        let registry = self.registry.clone();
-        let layout = &registry.layout;
+        let table = self.table.clone();
+        let layout = &table.layout;
         self.update(|data| {
             data.pause
                 .get_or_insert_with(Hist::default)
@@ -577,21 +580,21 @@ mod tests {
         }
     }
 
-    /// A registry and the metrics that render it.
+    /// A store and the metrics that render it.
     struct Fixture {
-        registry: Arc<SeriesTable>,
+        store: crate::store::Store,
         metrics: Metrics,
     }
 
     fn fixture(config: &MetricsConfig) -> Fixture {
-        let registry = Arc::new(SeriesTable::new(config));
-        let metrics = Metrics::new(registry.clone()).expect("metrics");
-        Fixture { registry, metrics }
+        let store = crate::store::Store::new(config).expect("store");
+        let metrics = Metrics::new(&store).expect("metrics");
+        Fixture { store, metrics }
     }
 
     impl Fixture {
         fn series(&self, project_id: &str, pipeline_id: &str, name: &str) -> Series {
-            Series::new(&self.registry, project_id, pipeline_id, name)
+            self.store.new_series(project_id, pipeline_id, name)
         }
     }
 

@@ -1,17 +1,25 @@
 //! The pipeline families in the Prometheus text format, written straight from the store's
-//! compact series (see [`crate::store::series`] for why they bypass the `prometheus` crate).
+//! compact series (see [`super`] for why they bypass the `prometheus` crate). Beside the data on
+//! purpose: a new field of [`PipelineData`] does not compile until it is written here.
 
 use std::fmt::Display;
 use std::io::{self, Write};
 
+use super::{Buckets, Hist, Layout, PipelineData, SeriesTable, lock, push_escaped};
 use crate::codearts::model::{RunResult, RunState};
-use crate::store::series::{Buckets, Hist, Layout, PipelineData, SeriesTable, lock, push_escaped};
 
-/// Writes every pipeline family of `registry` in the text format.
-pub fn write(registry: &SeriesTable, out: &mut dyn Write) -> io::Result<()> {
+impl SeriesTable {
+    /// Writes every pipeline family in the text format.
+    pub fn write_text(&self, out: &mut dyn Write) -> io::Result<()> {
+        write(self, out)
+    }
+}
+
+/// Writes every pipeline family of `table` in the text format.
+fn write(table: &SeriesTable, out: &mut dyn Write) -> io::Result<()> {
     // Pollers keep updating while this writes; each pipeline is locked only briefly.
-    let all = registry.pipelines();
-    let layout = registry.layout();
+    let all = table.pipelines();
+    let layout = table.layout();
     for family in Family::ALL {
         if family == Family::StageStatus && !layout.stage_status {
             continue;
@@ -249,10 +257,27 @@ impl FamilyWriter<'_> {
 
     /// Every series of this family for one pipeline.
     fn pipeline(&mut self, data: &PipelineData, layout: &Layout) -> io::Result<()> {
-        let labels = data.labels.as_str();
+        // Every field named, none left out with `..`: a field added to the data does not
+        // compile until it is written (or said to be written elsewhere).
+        let PipelineData {
+            labels,
+            state,
+            last_result,
+            last,
+            last_url,
+            runs,
+            missed,
+            queue,
+            pause,
+            stage_states,
+            stage_last,
+            stages,
+            jobs,
+        } = data;
+        let labels = labels.as_str();
         match self.family {
             Family::Status => {
-                if let Some(state) = data.state {
+                if let Some(state) = *state {
                     for candidate in RunState::ALL {
                         let hot = u8::from(candidate == state);
                         self.sample("", labels, &[("status", candidate.as_str())], hot)?;
@@ -260,7 +285,7 @@ impl FamilyWriter<'_> {
                 }
             }
             Family::LastResult => {
-                if let Some(result) = data.last_result {
+                if let Some(result) = *last_result {
                     for candidate in RunResult::ALL {
                         let hot = u8::from(candidate == result);
                         self.sample("", labels, &[("result", candidate.as_str())], hot)?;
@@ -269,22 +294,22 @@ impl FamilyWriter<'_> {
             }
             Family::LastDuration | Family::LastStart | Family::LastEnd | Family::LastNumber => {
                 let value = match self.family {
-                    Family::LastDuration => data.last.duration,
-                    Family::LastStart => data.last.start,
-                    Family::LastEnd => data.last.end,
-                    _ => data.last.number,
+                    Family::LastDuration => last.duration,
+                    Family::LastStart => last.start,
+                    Family::LastEnd => last.end,
+                    _ => last.number,
                 };
                 if let Some(value) = value {
                     self.sample("", labels, &[], Num(value))?;
                 }
             }
             Family::LastInfo => {
-                if let Some(url) = &data.last_url {
+                if let Some(url) = last_url {
                     self.sample("", labels, &[("detail_url", url)], 1)?;
                 }
             }
             Family::RunDuration | Family::Runs => {
-                for (values, hist) in &data.runs {
+                for (values, hist) in runs {
                     let extra: Vec<(&str, &str)> = layout
                         .run_label_names
                         .iter()
@@ -299,22 +324,22 @@ impl FamilyWriter<'_> {
                 }
             }
             Family::RunsMissed => {
-                if let Some(missed) = data.missed {
+                if let Some(missed) = *missed {
                     self.sample("", labels, &[], missed)?;
                 }
             }
             Family::RunQueue => {
-                if let Some(hist) = &data.queue {
+                if let Some(hist) = queue {
                     self.histogram(labels, &[], &layout.queue, hist)?;
                 }
             }
             Family::RunPause => {
-                if let Some(hist) = &data.pause {
+                if let Some(hist) = pause {
                     self.histogram(labels, &[], &layout.pause, hist)?;
                 }
             }
             Family::StageStatus => {
-                for (stage, state) in &data.stage_states {
+                for (stage, state) in stage_states {
                     for candidate in RunState::ALL {
                         let hot = u8::from(candidate == *state);
                         let extra = [("stage", stage.as_str()), ("status", candidate.as_str())];
@@ -323,22 +348,22 @@ impl FamilyWriter<'_> {
                 }
             }
             Family::StageLastDuration => {
-                for (stage, duration) in &data.stage_last {
+                for (stage, duration) in stage_last {
                     self.sample("", labels, &[("stage", stage)], Num(*duration))?;
                 }
             }
             Family::StageDuration => {
-                for (stage, stats) in &data.stages {
+                for (stage, stats) in stages {
                     self.histogram(labels, &[("stage", stage)], &layout.stage, &stats.duration)?;
                 }
             }
             Family::StageFailures => {
-                for (stage, stats) in &data.stages {
+                for (stage, stats) in stages {
                     self.sample("", labels, &[("stage", stage)], stats.failures)?;
                 }
             }
             Family::JobDuration => {
-                for ((stage, job, result), hist) in &data.jobs {
+                for ((stage, job, result), hist) in jobs {
                     let extra = [
                         ("stage", stage.as_str()),
                         ("job", job.as_str()),
@@ -349,5 +374,82 @@ impl FamilyWriter<'_> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codearts::model::{JobRun, Run};
+    use crate::config::MetricsConfig;
+    use crate::store::Store;
+
+    /// The place of each family in [`Family::ALL`]; exhaustive, so a new family must be given
+    /// one, and the test below then finds it missing from `ALL` until it is added there.
+    fn ordinal(family: Family) -> usize {
+        match family {
+            Family::Status => 0,
+            Family::LastResult => 1,
+            Family::LastDuration => 2,
+            Family::LastStart => 3,
+            Family::LastEnd => 4,
+            Family::LastNumber => 5,
+            Family::LastInfo => 6,
+            Family::RunDuration => 7,
+            Family::Runs => 8,
+            Family::RunsMissed => 9,
+            Family::RunQueue => 10,
+            Family::RunPause => 11,
+            Family::StageStatus => 12,
+            Family::StageLastDuration => 13,
+            Family::StageDuration => 14,
+            Family::StageFailures => 15,
+            Family::JobDuration => 16,
+        }
+    }
+
+    #[test]
+    fn every_family_is_listed_and_written() {
+        let listed: Vec<usize> = Family::ALL.into_iter().map(ordinal).collect();
+        assert_eq!(listed, (0..Family::ALL.len()).collect::<Vec<_>>());
+
+        // One pipeline with every value set: each family must show at least one sample.
+        let config = MetricsConfig {
+            stage_status: true,
+            ..MetricsConfig::default()
+        };
+        let store = Store::new(&config).expect("store");
+        let mut series = store.new_series("p", "id", "name");
+        // Run::example has one stage, "build", that started 1 s after the run.
+        let mut run = Run::example("id", "run-1".into(), 1, 100.0, Some(160.0));
+        run.result = Some(RunResult::Error);
+        run.detail_url = Some("https://console.example/run-1".into());
+        run.pause = Some(5.0);
+        run.stages[0].result = Some(RunResult::Error);
+        run.stages[0].jobs = vec![JobRun {
+            name: "compile".into(),
+            state: RunState::Completed,
+            result: Some(RunResult::Success),
+            start: Some(110.0),
+            end: Some(140.0),
+        }];
+        series.set_state(run.state);
+        series.set_stage_states(&run);
+        series.set_last_completed(&run);
+        series.observe_completed(&run);
+        series.observe_jobs(&run);
+        series.observe_pause(&run);
+        series.missed();
+        let mut out = Vec::new();
+        store.series().write_text(&mut out).expect("write");
+        let text = String::from_utf8(out).expect("utf-8");
+        for family in Family::ALL {
+            let (name, _, _) = family.describe();
+            assert!(
+                text.lines()
+                    .any(|line| line.starts_with(name) && !line.starts_with('#')),
+                "no sample of {name}"
+            );
+        }
     }
 }
