@@ -6,9 +6,9 @@
 #     -v "$PWD/codearts.toml:/etc/codearts-exporter/config.toml:ro" \
 #     -e CODEARTS_EXPORTER_AUTH__TOKEN=... codearts-exporter
 #   docker run -p 9732:9732 codearts-exporter demo --listen 0.0.0.0:9732   # no credentials
-# /metrics over HTTPS with basic auth (README "Securing /metrics"): mount a web configuration
-# and its certificates; the image has no shell, so override the health check in exec form
-# (docker compose: config/docker-compose.yml shows it):
+# /metrics over HTTPS with basic auth (docs/configuration.md, "Securing /metrics"): mount a web
+# configuration and its certificates; the image has no shell, so override the health check in exec
+# form (docker compose: config/docker-compose.yml shows it):
 #   docker run -p 9732:9732 \
 #     -v "$PWD/codearts.toml:/etc/codearts-exporter/config.toml:ro" \
 #     -v "$PWD/web:/etc/codearts-exporter-web:ro" \

@@ -335,7 +335,7 @@ async fn a_restarted_exporter_does_not_count_old_runs_again() {
     second.stop().await;
 }
 
-/// `trigger_type` label of a trigger, as the README documents it.
+/// `trigger_type` label of a trigger, as docs/metrics.md documents it.
 fn trigger_label(trigger: &str) -> &'static str {
     match trigger {
         "Manual" => "manual",

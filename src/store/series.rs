@@ -1110,7 +1110,7 @@ mod tests {
         let _series = saturate(&m);
         let families = series_per_family(&m);
         let total: usize = families.values().sum();
-        // The budget README.md documents, family by family.
+        // The budget docs/metrics.md documents, family by family.
         let expected: BTreeMap<String, usize> = [
             ("codearts_pipeline_status", 6),
             ("codearts_pipeline_last_run_result", 3),
@@ -1133,7 +1133,7 @@ mod tests {
         assert_eq!(families, expected);
         assert!(total <= 120, "{total} series for a 6-stage pipeline");
 
-        // The knobs that add detail add what README.md says.
+        // The knobs that add detail add what docs/metrics.md says.
         let m = fixture(&MetricsConfig {
             stage_status: true,
             queue_duration_buckets: vec![10.0, 60.0],
