@@ -282,13 +282,15 @@ fn run_schedule(poller: Arc<TargetPoller>, clock: Arc<dyn WallClock>) -> Schedul
     let task = tokio::spawn(async move {
         let mut ticker = poller.schedule().ticker(clock);
         let mut polls = JoinSet::new();
-        // Never ends; cut when the schedule stops (what it recorded stays recorded).
+        // Runs until the schedule stops, which cuts it (what it recorded stays recorded). Should
+        // it ever end, it is not polled again: a finished future must not be.
         let backfill = poller.backfill();
         tokio::pin!(backfill);
+        let mut backfill_ended = false;
         loop {
             tokio::select! {
                 _ = &mut stopped => break,
-                () = &mut backfill => {}
+                () = &mut backfill, if !backfill_ended => backfill_ended = true,
                 () = ticker.tick() => {
                     // Each poll in its own task: a slow target never delays another, and an
                     // overrunning poll makes the next tick a skip (counted), not a wait.
