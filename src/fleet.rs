@@ -130,13 +130,8 @@ impl Fleet {
     }
 
     /// Number of targets polled.
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.current().len()
-    }
-
-    /// True when no target is polled.
-    pub fn is_empty(&self) -> bool {
-        self.current().is_empty()
     }
 
     fn current(&self) -> Vec<Arc<TargetPoller>> {
