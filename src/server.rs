@@ -214,7 +214,8 @@ async fn metrics(endpoints: Arc<Endpoints>, req: &Request<Incoming>) -> Response
 }
 
 /// The /metrics answer of `rendered`: its gzip when the scraper accepts it, else its text
-/// inflated as it is sent.
+/// inflated as it is sent. Public for `examples/bench.rs serve` only, which answers with it
+/// a saved /metrics through the exporter's own code (the benchmark's lower bound).
 pub fn metrics_answer(req: &Request<Incoming>, rendered: Arc<Rendered>) -> Response<ExporterBody> {
     if !accepts_gzip(req) {
         return inflated(rendered);
