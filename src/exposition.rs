@@ -39,7 +39,8 @@ impl Rendered {
         }
     }
 
-    /// A rendering of a given text (a saved /metrics, for the benchmark's lower bound).
+    /// A rendering of a given text. Public for `examples/bench.rs serve` only (a saved
+    /// /metrics served with no rendering: the benchmark's lower bound).
     pub fn of_text(text: &[u8]) -> Rendered {
         Rendered::new(0, compress(text))
     }

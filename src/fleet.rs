@@ -130,13 +130,8 @@ impl Fleet {
     }
 
     /// Number of targets polled.
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.current().len()
-    }
-
-    /// True when no target is polled.
-    pub fn is_empty(&self) -> bool {
-        self.current().is_empty()
     }
 
     fn current(&self) -> Vec<Arc<TargetPoller>> {
@@ -235,7 +230,7 @@ impl Fleet {
     }
 
     /// Stops every schedule as a wedged scheduler would, for the watchdog's test.
-    #[cfg(all(test, feature = "simulator"))]
+    #[cfg(test)]
     async fn stall_schedules(&self) {
         for schedule in self.running.lock().await.schedules.drain(..) {
             schedule.stop().await;
@@ -282,13 +277,15 @@ fn run_schedule(poller: Arc<TargetPoller>, clock: Arc<dyn WallClock>) -> Schedul
     let task = tokio::spawn(async move {
         let mut ticker = poller.schedule().ticker(clock);
         let mut polls = JoinSet::new();
-        // Never ends; cut when the schedule stops (what it recorded stays recorded).
+        // Runs until the schedule stops, which cuts it (what it recorded stays recorded). Should
+        // it ever end, it is not polled again: a finished future must not be.
         let backfill = poller.backfill();
         tokio::pin!(backfill);
+        let mut backfill_ended = false;
         loop {
             tokio::select! {
                 _ = &mut stopped => break,
-                () = &mut backfill => {}
+                () = &mut backfill, if !backfill_ended => backfill_ended = true,
                 () = ticker.tick() => {
                     // Each poll in its own task: a slow target never delays another, and an
                     // overrunning poll makes the next tick a skip (counted), not a wait.
@@ -384,57 +381,82 @@ fn warn_about_restart_only_changes(running: &Config, new: &Config) {
     }
 }
 
-// The watchdog's test runs the exporter against the simulator.
-#[cfg(all(test, feature = "simulator"))]
+#[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::{self, Endpoints};
-    use crate::simulator::{self, SimOptions, Simulator};
-    use tokio::net::TcpListener;
 
-    async fn get(url: &str) -> (u16, String) {
-        let response = reqwest::get(url).await.expect("an answer");
-        let status = response.status().as_u16();
-        (status, response.text().await.expect("a body"))
+    /// Two targets polling every second with a 1 s deadline (stalled after 3 s without a poll
+    /// start), against an endpoint that refuses connections: polls start and fail at once,
+    /// which is all the watchdog looks at.
+    fn config() -> Config {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let endpoint = format!("http://{}", closed.local_addr().expect("addr"));
+        drop(closed);
+        let mut text = format!(
+            "[codearts]\nendpoint = \"{endpoint}\"\ntimeout = \"1s\"\n\
+             [auth]\nmethod = \"token\"\ntoken = \"t\"\n"
+        );
+        for name in ["a", "b"] {
+            // CodeArts ids: 32 digits and lower-case letters.
+            let project = name.repeat(32);
+            let pipeline = format!("{name}{}", "0".repeat(31));
+            text.push_str(&format!(
+                "[[targets]]\nname = \"{name}\"\nproject_id = \"{project}\"\n\
+                 pipeline_ids = [\"{pipeline}\"]\ninterval = \"1s\"\n"
+            ));
+        }
+        Config::from_toml(&text).expect("a valid configuration")
     }
 
-    /// Polls `url` every 100 ms for up to 20 s until `done` holds for its answer.
-    async fn wait_for(url: &str, what: &str, done: impl Fn(u16, &str) -> bool) -> String {
+    /// Waits up to 20 s, checking every 100 ms, until `done` holds.
+    async fn wait_for(what: &str, done: impl Fn() -> bool) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let (status, body) = get(url).await;
-            if done(status, &body) {
-                return body;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "waited for {what}; last answer {status}: {body}"
-            );
+        while !done() {
+            assert!(tokio::time::Instant::now() < deadline, "waited for {what}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
+    /// The value of `family` for `target` in a rendering of `metrics`.
+    fn sample(metrics: &Metrics, family: &str, target: &str) -> Option<f64> {
+        let prefix = format!("{family}{{target=\"{target}\"}} ");
+        String::from_utf8(metrics.render())
+            .expect("utf-8")
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix)?.parse().ok())
+    }
+
+    /// Polls of `target` that have ended.
+    fn polls(metrics: &Metrics, target: &str) -> f64 {
+        sample(
+            metrics,
+            "codearts_exporter_poll_duration_seconds_count",
+            target,
+        )
+        .unwrap_or(0.0)
+    }
+
+    /// Waits until the watchdog's gauge of both targets reads `value`.
+    async fn wait_for_stalled_gauge(metrics: &Metrics, value: f64) {
+        wait_for(&format!("the stalled gauges at {value}"), || {
+            ["a", "b"].iter().all(|target| {
+                sample(metrics, "codearts_exporter_polling_stalled", target) == Some(value)
+            })
+        })
+        .await;
+    }
+
+    /// Waits until both targets have ended two more polls than `before`.
+    async fn wait_for_two_more_polls(metrics: &Metrics, before: [f64; 2]) {
+        wait_for("two more polls of each target", || {
+            polls(metrics, "a") >= before[0] + 2.0 && polls(metrics, "b") >= before[1] + 2.0
+        })
+        .await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn healthz_fails_while_a_schedule_is_stalled_and_recovers_on_reload() {
-        let simulator = Arc::new(Simulator::new(SimOptions {
-            pipelines: 4,
-            projects: 2,
-            ..SimOptions::default()
-        }));
-        let sim_listener = TcpListener::bind(("127.0.0.1", 0)).await.expect("bind");
-        let sim_addr = sim_listener.local_addr().expect("addr");
-        tokio::spawn(simulator::serve(
-            sim_listener,
-            simulator.clone(),
-            std::future::pending(),
-        ));
-        let listen = "127.0.0.1:0".parse().expect("an address");
-        let mut config = crate::demo::config(&simulator, sim_addr, listen, 60.0).expect("config");
-        // Polls every second with a 1 s deadline: stalled after 3 s without a poll start.
-        config.codearts.timeout = Duration::from_secs(1);
-        for target in &mut config.targets {
-            target.interval = Some(Duration::from_secs(1));
-        }
+    async fn the_watchdog_names_stalled_schedules_until_a_reload_restarts_them() {
+        let config = config();
         let store = Arc::new(Store::new(&config.metrics).expect("store"));
         let metrics = Arc::new(Metrics::new(&store).expect("metrics"));
         let client = Client::new(&config.codearts, &config.auth, metrics.clone()).expect("client");
@@ -447,40 +469,27 @@ mod tests {
         )
         .await
         .expect("a fleet");
-        let listener = TcpListener::bind(("127.0.0.1", 0)).await.expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
-        let endpoints = Arc::new(Endpoints::new(metrics, fleet.clone()));
-        tokio::spawn(server::serve(listener, endpoints, std::future::pending()));
-
-        let healthz = format!("{base}/healthz");
-        let metrics_url = format!("{base}/metrics");
-        wait_for(&format!("{base}/readyz"), "ready", |status, _| {
-            status == 200
-        })
-        .await;
-        assert_eq!(get(&healthz).await.0, 200);
+        // Both schedules poll, and the watchdog sees no stall.
+        wait_for_two_more_polls(&metrics, [0.0, 0.0]).await;
+        assert_eq!(fleet.stalled(), Vec::new());
+        wait_for_stalled_gauge(&metrics, 0.0).await;
 
         fleet.stall_schedules().await;
         // Each target's deadline passes on its own: wait until both are named.
-        let body = wait_for(
-            &healthz,
-            "/healthz to fail for both targets",
-            |status, body| status == 503 && body.contains("demo-1") && body.contains("demo-2"),
-        )
-        .await;
-        assert!(body.starts_with("polling stalled"), "{body}");
-        wait_for(&metrics_url, "the stalled gauge", |_, text| {
-            text.contains("codearts_exporter_polling_stalled{target=\"demo-1\"} 1")
+        wait_for("both targets stalled", || {
+            let mut stalled: Vec<String> = fleet.stalled().into_iter().map(|(t, _)| t).collect();
+            stalled.sort();
+            stalled == ["a", "b"]
         })
         .await;
+        wait_for_stalled_gauge(&metrics, 1.0).await;
 
-        // A reload starts the schedules again.
+        // A reload starts the schedules again: they poll, and the watchdog clears the gauges.
+        let before = [polls(&metrics, "a"), polls(&metrics, "b")];
         fleet.reload(Ok(config)).await;
-        wait_for(&healthz, "/healthz to pass", |status, _| status == 200).await;
-        wait_for(&metrics_url, "the stalled gauge to clear", |_, text| {
-            text.contains("codearts_exporter_polling_stalled{target=\"demo-1\"} 0")
-        })
-        .await;
+        wait_for_two_more_polls(&metrics, before).await;
+        assert_eq!(fleet.stalled(), Vec::new());
+        wait_for_stalled_gauge(&metrics, 0.0).await;
         fleet.shutdown().await;
     }
 }

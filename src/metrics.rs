@@ -225,8 +225,9 @@ impl Metrics {
         self.series.write_text(out)
     }
 
-    /// The text exposition of every family.
-    pub fn render(&self) -> Vec<u8> {
+    /// The text exposition of every family, for tests: `/metrics` serves [`Self::render_gzip`].
+    #[cfg(test)]
+    pub(crate) fn render(&self) -> Vec<u8> {
         let started = Instant::now();
         let mut text = Vec::with_capacity(64 * 1024);
         if let Err(err) = self.write_to(&mut text) {

@@ -214,7 +214,8 @@ async fn metrics(endpoints: Arc<Endpoints>, req: &Request<Incoming>) -> Response
 }
 
 /// The /metrics answer of `rendered`: its gzip when the scraper accepts it, else its text
-/// inflated as it is sent.
+/// inflated as it is sent. Public for `examples/bench.rs serve` only, which answers with it
+/// a saved /metrics through the exporter's own code (the benchmark's lower bound).
 pub fn metrics_answer(req: &Request<Incoming>, rendered: Arc<Rendered>) -> Response<ExporterBody> {
     if !accepts_gzip(req) {
         return inflated(rendered);
@@ -256,6 +257,23 @@ fn inflated(rendered: Arc<Rendered>) -> Response<ExporterBody> {
     response
 }
 
+/// `/healthz` given the stalled targets and how long they are overdue: failing makes a
+/// liveness probe restart a process whose polling is wedged.
+fn healthz(stalled: &[(String, std::time::Duration)]) -> (StatusCode, String) {
+    if stalled.is_empty() {
+        return (StatusCode::OK, "ok\n".to_string());
+    }
+    let targets: Vec<String> = stalled
+        .iter()
+        .map(|(target, overdue)| format!("{target} (overdue by {}s)", overdue.as_secs()))
+        .collect();
+    let body = format!(
+        "polling stalled: no poll started for three periods of: {}\n",
+        targets.join(", ")
+    );
+    (StatusCode::SERVICE_UNAVAILABLE, body)
+}
+
 fn route(endpoints: &Endpoints, req: &Request<Incoming>) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return http::response(
@@ -266,23 +284,8 @@ fn route(endpoints: &Endpoints, req: &Request<Incoming>) -> Response<Body> {
     }
     match req.uri().path() {
         "/healthz" => {
-            // Failing makes a liveness probe restart a process whose polling is wedged.
-            let stalled = endpoints.stalled();
-            if stalled.is_empty() {
-                http::response(StatusCode::OK, "text/plain", "ok\n")
-            } else {
-                let targets: Vec<String> = stalled
-                    .iter()
-                    .map(|(target, overdue)| {
-                        format!("{target} (overdue by {}s)", overdue.as_secs())
-                    })
-                    .collect();
-                let body = format!(
-                    "polling stalled: no poll started for three periods of: {}\n",
-                    targets.join(", ")
-                );
-                http::response(StatusCode::SERVICE_UNAVAILABLE, "text/plain", body)
-            }
+            let (status, body) = healthz(&endpoints.stalled());
+            http::response(status, "text/plain", body)
         }
         "/readyz" => {
             let waiting = endpoints.not_ready();
@@ -331,7 +334,27 @@ fn accepts_gzip_value(value: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::accepts_gzip_value;
+    use std::time::Duration;
+
+    use super::{StatusCode, accepts_gzip_value, healthz};
+
+    #[test]
+    fn healthz_fails_naming_each_stalled_target() {
+        assert_eq!(healthz(&[]), (StatusCode::OK, "ok\n".to_string()));
+        let stalled = [
+            ("a".to_string(), Duration::from_millis(4_500)),
+            ("b".to_string(), Duration::from_secs(61)),
+        ];
+        assert_eq!(
+            healthz(&stalled),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "polling stalled: no poll started for three periods of: a (overdue by 4s), \
+                 b (overdue by 61s)\n"
+                    .to_string()
+            )
+        );
+    }
 
     #[test]
     fn gzip_is_used_only_when_accepted() {

@@ -173,8 +173,8 @@ async fn pipelines_idle_since_before_the_window_are_not_read_back_at_start() {
     })
     .await;
     let truth = get_json(&format!("{}/_sim/truth", sim.url)).await;
-    // Both targets on v5, whose status carries the stage times; polls 5 s apart, so the
-    // scrape after the first poll sees that poll's requests only.
+    // Both targets on v5, whose status carries the stage times; polls 5 s apart, so few polls
+    // add their own history reads to the backfill's before the backfill ends.
     let config = config(&sim.url, &targets_of(&truth), 5)
         .replace("status_api = \"v3\"", "status_api = \"v5\"")
         .replace(

@@ -816,7 +816,8 @@ mod tests {
         use super::*;
         use proptest::prelude::*;
 
-        /// Every field name the models know, so generated objects hit real fields often.
+        /// Field names of the API's answers (those the models read, and a few they skip), so
+        /// generated objects hit real fields often.
         const FIELDS: [&str; 30] = [
             "pipeline_id",
             "pipeline_name",

@@ -1,10 +1,8 @@
 //! The CodeArts answers as they arrive on the wire: serde structs that mirror the API's JSON,
 //! kept apart from the normalised [`super::model`] so no caller depends on the vendor's shapes.
+//! They hold the fields the exporter reads; serde skips the others.
 //!
 //! Every field is optional: null, absent, wrongly typed and unknown fields never fail a parse.
-
-// The structs mirror the API reference, so some fields are parsed but never read (e.g. `executor`).
-#![allow(dead_code)]
 
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
@@ -97,9 +95,6 @@ pub(crate) struct V3PipelineStatus {
     /// Run number as a string, e.g. `"25"`.
     #[serde(default, deserialize_with = "lenient_string")]
     pub build_id: Option<String>,
-    /// Who started it.
-    #[serde(default, deserialize_with = "lenient_string")]
-    pub executor: Option<String>,
     /// Console URL of the run.
     #[serde(default, deserialize_with = "lenient_string")]
     pub detail_url: Option<String>,
@@ -132,9 +127,6 @@ pub(crate) struct V3Stage {
     /// Position.
     #[serde(default, deserialize_with = "lenient_i64")]
     pub order: Option<i64>,
-    /// Stage type.
-    #[serde(default, deserialize_with = "lenient_string")]
-    pub dsl_method: Option<String>,
     /// Same vocabulary as the run.
     #[serde(default, deserialize_with = "lenient_string")]
     pub status: Option<String>,
@@ -149,15 +141,6 @@ pub(crate) struct BuildParams {
     /// Branch the run built.
     #[serde(default, deserialize_with = "lenient_string")]
     pub target_branch: Option<String>,
-    /// Source branch (merge requests).
-    #[serde(default, deserialize_with = "lenient_string")]
-    pub source_branch: Option<String>,
-    /// Commit.
-    #[serde(default, deserialize_with = "lenient_string")]
-    pub commit_id: Option<String>,
-    /// `branch`, `tag`, ...
-    #[serde(default, deserialize_with = "lenient_string")]
-    pub build_type: Option<String>,
 }
 
 /// A v5 run as in the batch latest status (3.2) and the run list (3.4).
@@ -198,9 +181,6 @@ pub(crate) struct V5RunStatus {
 /// A stage in the v5 status and list APIs.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub(crate) struct V5StageStatus {
-    /// Stage id (list API only).
-    #[serde(default, deserialize_with = "lenient_string")]
-    pub id: Option<String>,
     /// Stage name.
     #[serde(default, deserialize_with = "lenient_string")]
     pub name: Option<String>,
@@ -317,9 +297,6 @@ pub(crate) struct RunDetail {
     /// Epoch ms.
     #[serde(default, deserialize_with = "lenient_time")]
     pub end_time: Option<RawTime>,
-    /// Server clock, epoch ms.
-    #[serde(default, deserialize_with = "lenient_time")]
-    pub current_system_time: Option<RawTime>,
     /// Time the run was interrupted (manual reviews, suspensions), ms.
     #[serde(default, deserialize_with = "lenient_u64")]
     pub pause_time: Option<u64>,
@@ -337,9 +314,6 @@ pub(crate) struct RunDetail {
 /// A code source of the run detail (`sources[]`).
 #[derive(Debug, Clone, Default, Deserialize)]
 pub(crate) struct DetailSource {
-    /// `code`, ...
-    #[serde(default, deserialize_with = "lenient_string")]
-    pub r#type: Option<String>,
     /// Repository and build parameters.
     #[serde(default)]
     pub params: Option<Lenient<SourceParams>>,
@@ -348,9 +322,6 @@ pub(crate) struct DetailSource {
 /// `sources[].params` of the run detail.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub(crate) struct SourceParams {
-    /// The repository's default branch (not necessarily the one built).
-    #[serde(default, deserialize_with = "lenient_string")]
-    pub default_branch: Option<String>,
     /// What this run built.
     #[serde(default)]
     pub build_params: Option<Lenient<BuildParams>>,
@@ -359,9 +330,6 @@ pub(crate) struct SourceParams {
 /// A stage of the run detail.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub(crate) struct DetailStage {
-    /// Stage id.
-    #[serde(default, deserialize_with = "lenient_string")]
-    pub id: Option<String>,
     /// What people see.
     #[serde(default, deserialize_with = "lenient_string")]
     pub name: Option<String>,
@@ -391,18 +359,12 @@ pub(crate) struct DetailStage {
 /// A job of a stage.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub(crate) struct DetailJob {
-    /// Job id.
-    #[serde(default, deserialize_with = "lenient_string")]
-    pub id: Option<String>,
     /// Job name.
     #[serde(default, deserialize_with = "lenient_string")]
     pub name: Option<String>,
     /// Upper-case status.
     #[serde(default, deserialize_with = "lenient_string")]
     pub status: Option<String>,
-    /// Error text.
-    #[serde(default, deserialize_with = "lenient_string")]
-    pub message: Option<String>,
     /// False when the job (or its stage) was deselected for this run.
     #[serde(default, deserialize_with = "lenient_bool")]
     pub is_select: Option<bool>,
