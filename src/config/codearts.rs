@@ -39,10 +39,10 @@ pub struct CodeArtsConfig {
     /// UTC offset of the zone-less `yyyy-MM-dd HH:mm:ss` times (v3 API, stage times).
     #[serde(default = "default_time_zone")]
     pub time_zone: String,
-    /// Requests per second to CodeArts at most, over all targets.
+    /// Requests per second to CodeArts and IAM at most, over all targets.
     #[serde(default = "default_max_requests_per_second")]
     pub max_requests_per_second: f64,
-    /// Requests to CodeArts in flight at once at most, over all targets.
+    /// Requests to CodeArts and IAM in flight at once at most, over all targets.
     #[serde(default = "default_max_concurrent_requests")]
     pub max_concurrent_requests: usize,
     /// Retries of a request after a 429, 5xx, time-out or connection error.
