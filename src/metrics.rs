@@ -18,23 +18,10 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 
-use crate::codearts::{Api, RequestObserver};
+use crate::codearts::{Api, ErrorKind, RequestObserver, RetryReason};
 
 use crate::store::Store;
 use crate::store::series::SeriesTable;
-
-/// Every `reason` of `codearts_exporter_api_retries_total`.
-const RETRY_REASONS: [&str; 6] = [
-    "throttled",
-    "server_error",
-    "timeout",
-    "connect",
-    "error",
-    "unauthorized",
-];
-
-/// Every `kind` of `codearts_exporter_api_errors_total` (see `codearts::Error::kind`).
-const ERROR_KINDS: [&str; 4] = ["http", "transport", "decode", "too_large"];
 
 /// Buckets of the API request latency histogram (seconds).
 const API_BUCKETS: [f64; 10] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -144,16 +131,16 @@ impl Metrics {
         )?;
         let api_errors = counter(
             "codearts_exporter_api_errors_total",
-            "Calls to the CodeArts API that failed after any retries, by kind (http: an error status; transport: time-out or connection; decode: unreadable body or list entry).",
+            "Calls to the CodeArts API that failed after any retries, by kind (http: an error status; auth: credentials rejected, or no IAM token; transport: time-out or connection; decode: unreadable body or list entry; too_large: an answer over codearts.max_response_bytes).",
             &["api", "kind"],
         )?;
         // Known label sets start at 0, so rate() and alerts see them before the first retry.
         for api in Api::ALL {
-            for reason in RETRY_REASONS {
-                api_retries.with_label_values(&[api.as_str(), reason]);
+            for reason in RetryReason::ALL {
+                api_retries.with_label_values(&[api.as_str(), reason.as_str()]);
             }
-            for kind in ERROR_KINDS {
-                api_errors.with_label_values(&[api.as_str(), kind]);
+            for kind in ErrorKind::ALL {
+                api_errors.with_label_values(&[api.as_str(), kind.as_str()]);
             }
         }
         let auth_refreshes = counter(
@@ -297,15 +284,15 @@ impl RequestObserver for Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    fn retried(&self, api: Api, reason: &str) {
+    fn retried(&self, api: Api, reason: RetryReason) {
         self.api_retries
-            .with_label_values(&[api.as_str(), reason])
+            .with_label_values(&[api.as_str(), reason.as_str()])
             .inc();
     }
 
-    fn failed(&self, api: Api, kind: &'static str) {
+    fn failed(&self, api: Api, kind: ErrorKind) {
         self.api_errors
-            .with_label_values(&[api.as_str(), kind])
+            .with_label_values(&[api.as_str(), kind.as_str()])
             .inc();
     }
 
@@ -330,8 +317,8 @@ mod tests {
         let m = Metrics::new(&store).expect("metrics");
         let slot = store.target("t", Duration::from_secs(60));
         m.request_done(Api::V5Status, "200", Duration::from_millis(20));
-        m.retried(Api::RunDetail, "throttled");
-        m.failed(Api::RunList, "decode");
+        m.retried(Api::RunDetail, RetryReason::Throttled);
+        m.failed(Api::RunList, ErrorKind::Decode);
         slot.series(|series| {
             series.poll_finished(Duration::from_millis(30), true, 1234.0);
             series.poll_skipped();
@@ -344,6 +331,8 @@ mod tests {
             "codearts_exporter_api_errors_total{api=\"run_list\",kind=\"decode\"} 1",
             "codearts_exporter_api_errors_total{api=\"v5_status\",kind=\"transport\"} 0",
             "codearts_exporter_api_errors_total{api=\"iam_token\",kind=\"too_large\"} 0",
+            "codearts_exporter_api_errors_total{api=\"v5_status\",kind=\"auth\"} 0",
+            "codearts_exporter_api_retries_total{api=\"iam_projects\",reason=\"unauthorized\"} 0",
             "codearts_exporter_api_request_duration_seconds_count{api=\"v5_status\"} 1",
             "codearts_exporter_poll_duration_seconds_count{target=\"t\"} 1",
             "codearts_exporter_target_up{target=\"t\"} 1",

@@ -637,8 +637,18 @@ impl codearts_exporter::codearts::RequestObserver for CountingObserver {
             self.0.fetch_add(1, Ordering::Relaxed);
         }
     }
-    fn retried(&self, _: codearts_exporter::codearts::Api, _: &str) {}
-    fn failed(&self, _: codearts_exporter::codearts::Api, _: &'static str) {}
+    fn retried(
+        &self,
+        _: codearts_exporter::codearts::Api,
+        _: codearts_exporter::codearts::RetryReason,
+    ) {
+    }
+    fn failed(
+        &self,
+        _: codearts_exporter::codearts::Api,
+        _: codearts_exporter::codearts::ErrorKind,
+    ) {
+    }
     fn auth_refresh(&self, _: bool) {}
 }
 

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use codearts_exporter::codearts::{Api, Client, RequestObserver};
+use codearts_exporter::codearts::{Api, Client, ErrorKind, RequestObserver, RetryReason};
 use codearts_exporter::config::{AuthConfig, CodeArtsConfig};
 use codearts_exporter::simulator::{self, SimOptions, Simulator};
 use serde_json::{Value, json};
@@ -54,8 +54,8 @@ struct Unobserved;
 
 impl RequestObserver for Unobserved {
     fn request_done(&self, _api: Api, _code: &str, _elapsed: Duration) {}
-    fn retried(&self, _api: Api, _reason: &str) {}
-    fn failed(&self, _api: Api, _kind: &'static str) {}
+    fn retried(&self, _api: Api, _reason: RetryReason) {}
+    fn failed(&self, _api: Api, _kind: ErrorKind) {}
     fn auth_refresh(&self, _ok: bool) {}
 }
 

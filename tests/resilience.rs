@@ -269,7 +269,7 @@ async fn broken_bodies_and_rejected_credentials_leave_the_last_values() {
     let rejected = json!({"faults": [{"kind": "unauthorized", "for": "12s"}]});
     let (before, during) = outage(&sim, &exporter, "401", rejected, false).await;
     assert!(grew(&before, &during, REQUESTS, &[("code", "401")]));
-    assert!(grew(&before, &during, ERRORS, &[("kind", "http")]));
+    assert!(grew(&before, &during, ERRORS, &[("kind", "auth")]));
     assert!(test_log().contains("token rejected or expired"));
 
     // Empty answers everywhere: nothing to update, nothing lost, the target stays up. `before`

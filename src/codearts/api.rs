@@ -1,7 +1,10 @@
 //! The APIs the exporter calls, and the observer the client reports each exchange to (the
-//! exporter's own metrics implement it, so this module does not depend on them).
+//! exporter's own metrics implement it, so this module does not depend on them), with the label
+//! values it reports.
 
 use std::time::Duration;
+
+use super::error::ErrorKind;
 
 /// The APIs the exporter calls, as named in the `api` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -54,14 +57,61 @@ impl std::fmt::Display for Api {
     }
 }
 
+/// Why a request is retried: the `reason` label of `codearts_exporter_api_retries_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RetryReason {
+    /// 429 Too Many Requests.
+    Throttled,
+    /// A 5xx answer.
+    ServerError,
+    /// No answer within `codearts.timeout`.
+    Timeout,
+    /// Could not connect.
+    Connect,
+    /// The connection broke (e.g. mid-answer).
+    Error,
+    /// A 401 answered by renewing the password token.
+    Unauthorized,
+}
+
+impl RetryReason {
+    /// Every reason, for label sets created up front.
+    pub const ALL: [RetryReason; 6] = [
+        RetryReason::Throttled,
+        RetryReason::ServerError,
+        RetryReason::Timeout,
+        RetryReason::Connect,
+        RetryReason::Error,
+        RetryReason::Unauthorized,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetryReason::Throttled => "throttled",
+            RetryReason::ServerError => "server_error",
+            RetryReason::Timeout => "timeout",
+            RetryReason::Connect => "connect",
+            RetryReason::Error => "error",
+            RetryReason::Unauthorized => "unauthorized",
+        }
+    }
+}
+
+impl std::fmt::Display for RetryReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Receives one call per HTTP exchange, for the exporter's own metrics.
 pub trait RequestObserver: Send + Sync {
     /// A request finished with `code` (HTTP status, or `timeout`/`connect`/`error`).
     fn request_done(&self, api: Api, code: &str, elapsed: Duration);
     /// A request is about to be retried because of `reason`.
-    fn retried(&self, api: Api, reason: &str);
-    /// A call failed for good (after any retries); `kind` is [`Error::kind`].
-    fn failed(&self, api: Api, kind: &'static str);
+    fn retried(&self, api: Api, reason: RetryReason);
+    /// A call failed for good (after any retries), for a reason of `kind`.
+    fn failed(&self, api: Api, kind: ErrorKind);
     /// An attempt to obtain an IAM token succeeded or failed.
     fn auth_refresh(&self, ok: bool);
 }

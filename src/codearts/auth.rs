@@ -1,4 +1,5 @@
-//! Authentication of requests: static token, IAM password tokens, or AK/SK signatures.
+//! Authentication of requests: static token, IAM password tokens, or AK/SK signatures. The IAM
+//! calls (token, project lookup) go out through the same [`Requests`] as every other request.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -6,18 +7,17 @@ use std::time::{Duration, Instant, SystemTime};
 use reqwest::header::{HeaderName, HeaderValue};
 use tokio::sync::Mutex;
 
-use super::api::{Api, RequestObserver};
-use super::body::{BodyError, read_body};
-use super::error::Error;
-use super::error::{http_error, transport_error};
+use super::api::Api;
+use super::error::{Error, decode, decode_error};
+use super::requests::{Call, Credentials, Requests, backoff};
 use super::sign::{self, RequestParts};
 use crate::config::{AuthConfig, AuthMethod, Secret};
 
 /// Refresh a password token when this share of its lifetime is left.
 const REFRESH_WHEN_LEFT: f64 = 0.1;
-/// First wait after a failed IAM call; doubles up to [`MAX_IAM_BACKOFF`].
+/// First wait after a failed IAM token request; doubles up to [`MAX_IAM_BACKOFF`].
 const BASE_IAM_BACKOFF: Duration = Duration::from_secs(1);
-/// Longest wait between IAM attempts.
+/// Longest wait between IAM token requests.
 const MAX_IAM_BACKOFF: Duration = Duration::from_secs(300);
 
 /// Adds credentials to requests.
@@ -25,12 +25,7 @@ pub(crate) enum Authenticator {
     /// `X-Auth-Token` with a fixed token.
     Token(Secret),
     /// `SDK-HMAC-SHA256` signature of each request, with `X-Project-Id` as the SDK sends it.
-    AkSk {
-        ak: String,
-        sk: Secret,
-        project_id: ProjectId,
-        security_token: Option<Secret>,
-    },
+    AkSk { keys: Keys, project_id: ProjectId },
     /// `X-Auth-Token` with tokens obtained from IAM (boxed: by far the largest variant).
     Password(Box<PasswordTokens>),
 }
@@ -40,14 +35,12 @@ pub(crate) struct Used(Option<Secret>);
 
 impl Authenticator {
     /// Builds the authenticator of `auth.method`; `region` names the IAM project whose id an
-    /// AK/SK signer without `auth.project_id` looks up.
+    /// AK/SK signer without `auth.project_id` looks up. IAM calls go out through `requests`.
     pub(crate) fn new(
         auth: &AuthConfig,
         iam_endpoint: String,
         region: &str,
-        http: reqwest::Client,
-        max_response_bytes: u64,
-        observer: Arc<dyn RequestObserver>,
+        requests: Arc<Requests>,
     ) -> Result<Authenticator, Error> {
         let missing = |key: &str| Error::Setup(format!("{key} is not set"));
         Ok(match auth.method {
@@ -55,28 +48,21 @@ impl Authenticator {
                 Authenticator::Token(auth.token.clone().ok_or_else(|| missing("auth.token"))?)
             }
             AuthMethod::Aksk => {
-                let ak = auth.ak.clone().ok_or_else(|| missing("auth.ak"))?;
-                let sk = auth.sk.clone().ok_or_else(|| missing("auth.sk"))?;
+                let keys = Keys {
+                    ak: auth.ak.clone().ok_or_else(|| missing("auth.ak"))?,
+                    sk: auth.sk.clone().ok_or_else(|| missing("auth.sk"))?,
+                    security_token: auth.security_token.clone(),
+                };
                 let project_id = match &auth.project_id {
                     Some(id) => ProjectId::Configured(id.clone()),
                     None => ProjectId::Lookup(Box::new(ProjectLookup {
-                        http,
+                        requests,
                         url: format!("{iam_endpoint}/v3/projects"),
                         region: region.to_string(),
-                        ak: ak.clone(),
-                        sk: sk.clone(),
-                        security_token: auth.security_token.clone(),
-                        max_response_bytes,
-                        observer,
                         state: Mutex::new(LookupState::default()),
                     })),
                 };
-                Authenticator::AkSk {
-                    ak,
-                    sk,
-                    project_id,
-                    security_token: auth.security_token.clone(),
-                }
+                Authenticator::AkSk { keys, project_id }
             }
             AuthMethod::Password => {
                 let scope = match (&auth.project_name, &auth.iam_project_id) {
@@ -85,9 +71,8 @@ impl Authenticator {
                     (None, None) => return Err(missing("auth.project_name")),
                 };
                 Authenticator::Password(Box::new(PasswordTokens {
-                    http,
+                    requests,
                     url: format!("{iam_endpoint}/v3/auth/tokens"),
-                    max_response_bytes,
                     username: auth
                         .username
                         .clone()
@@ -98,15 +83,17 @@ impl Authenticator {
                         .ok_or_else(|| missing("auth.password"))?,
                     domain: auth.domain.clone().ok_or_else(|| missing("auth.domain"))?,
                     scope,
-                    observer,
                     state: Mutex::new(TokenState::default()),
                 }))
             }
         })
     }
+}
 
-    /// Adds the credentials to `request`.
-    pub(crate) async fn authorize(&self, request: &mut reqwest::Request) -> Result<Used, Error> {
+impl Credentials for Authenticator {
+    type Used = Used;
+
+    async fn authorize(&self, request: &mut reqwest::Request) -> Result<Used, Error> {
         match self {
             Authenticator::Token(token) => {
                 set_header(request, "x-auth-token", token.expose())?;
@@ -117,23 +104,18 @@ impl Authenticator {
                 set_header(request, "x-auth-token", token.expose())?;
                 Ok(Used(Some(token)))
             }
-            Authenticator::AkSk {
-                ak,
-                sk,
-                project_id,
-                security_token,
-            } => {
-                if let Some(project_id) = project_id.get().await {
+            Authenticator::AkSk { keys, project_id } => {
+                if let Some(project_id) = project_id.get(keys).await {
                     set_header(request, "x-project-id", &project_id)?;
                 }
-                sign_request(request, ak, sk, security_token.as_ref())?;
+                keys.sign(request)?;
                 Ok(Used(None))
             }
         }
     }
 
-    /// After a 401: true when retrying may help (a password token was dropped and will be renewed).
-    pub(crate) async fn rejected(&self, used: &Used) -> bool {
+    /// True when a password token was dropped and will be renewed.
+    async fn rejected(&self, used: &Used) -> bool {
         match (self, &used.0) {
             (Authenticator::Password(tokens), Some(token)) => {
                 tokens.invalidate(token).await;
@@ -143,8 +125,7 @@ impl Authenticator {
         }
     }
 
-    /// What to tell the user when the service answers 401.
-    pub(crate) fn rejection_hint(&self) -> &'static str {
+    fn rejection_hint(&self) -> &'static str {
         match self {
             Authenticator::Token(_) => "token rejected or expired: renew auth.token",
             Authenticator::Password(_) => {
@@ -159,22 +140,53 @@ impl Authenticator {
     }
 }
 
-/// Adds `X-Security-Token` (temporary credentials), `X-Sdk-Date` and the `Authorization`
-/// signature to `request`; every header set before is signed.
-fn sign_request(
-    request: &mut reqwest::Request,
-    ak: &str,
-    sk: &Secret,
-    security_token: Option<&Secret>,
-) -> Result<(), Error> {
-    if let Some(token) = security_token {
-        set_header(request, "x-security-token", token.expose())?;
+/// An access key pair (temporary ones with their security token).
+pub(crate) struct Keys {
+    ak: String,
+    sk: Secret,
+    security_token: Option<Secret>,
+}
+
+impl Keys {
+    /// Adds `X-Security-Token` (temporary credentials), `X-Sdk-Date` and the `Authorization`
+    /// signature to `request`; every header set before is signed.
+    fn sign(&self, request: &mut reqwest::Request) -> Result<(), Error> {
+        if let Some(token) = &self.security_token {
+            set_header(request, "x-security-token", token.expose())?;
+        }
+        let date = chrono::Utc::now().format(sign::DATE_FORMAT).to_string();
+        let signature = signature_of(request, &self.ak, self.sk.expose(), &date);
+        set_header(request, "x-sdk-date", &date)?;
+        set_header(request, "authorization", &signature.authorization)?;
+        Ok(())
     }
-    let date = chrono::Utc::now().format(sign::DATE_FORMAT).to_string();
-    let signature = signature_of(request, ak, sk.expose(), &date);
-    set_header(request, "x-sdk-date", &date)?;
-    set_header(request, "authorization", &signature.authorization)?;
-    Ok(())
+}
+
+/// The credentials of an IAM call: an AK/SK signature (the project lookup) or none (the token
+/// request, whose body carries them).
+struct IamCredentials<'a> {
+    keys: Option<&'a Keys>,
+    /// What to check when IAM answers 401.
+    hint: &'static str,
+}
+
+impl Credentials for IamCredentials<'_> {
+    type Used = ();
+
+    async fn authorize(&self, request: &mut reqwest::Request) -> Result<(), Error> {
+        match self.keys {
+            Some(keys) => keys.sign(request),
+            None => Ok(()),
+        }
+    }
+
+    async fn rejected(&self, _used: &()) -> bool {
+        false
+    }
+
+    fn rejection_hint(&self) -> &'static str {
+        self.hint
+    }
 }
 
 /// The IAM project id sent as `X-Project-Id` with AK/SK signatures (reference 3.4, 3.6).
@@ -186,11 +198,11 @@ pub(crate) enum ProjectId {
 }
 
 impl ProjectId {
-    /// The id to send, if there is one (a failed lookup sends none).
-    async fn get(&self) -> Option<String> {
+    /// The id to send, if there is one (a failed lookup sends none); `keys` sign the lookup.
+    async fn get(&self, keys: &Keys) -> Option<String> {
         match self {
             ProjectId::Configured(id) => Some(id.clone()),
-            ProjectId::Lookup(lookup) => lookup.id().await,
+            ProjectId::Lookup(lookup) => lookup.id(keys).await,
         }
     }
 }
@@ -203,14 +215,9 @@ const MAX_LOOKUP_BACKOFF: Duration = Duration::from_secs(3600);
 
 /// `GET /v3/projects?name={region}` on IAM, signed with the AK/SK, once; the id is cached.
 pub(crate) struct ProjectLookup {
-    http: reqwest::Client,
+    requests: Arc<Requests>,
     url: String,
     region: String,
-    ak: String,
-    sk: Secret,
-    security_token: Option<Secret>,
-    max_response_bytes: u64,
-    observer: Arc<dyn RequestObserver>,
     /// One lock: concurrent requests wait for one lookup.
     state: Mutex<LookupState>,
 }
@@ -238,7 +245,7 @@ struct LookupFailure {
 
 impl ProjectLookup {
     /// The cached id, or the result of a lookup when one is due; `None` while there is none.
-    async fn id(&self) -> Option<String> {
+    async fn id(&self, keys: &Keys) -> Option<String> {
         let mut state = self.state.lock().await;
         let failures = match &*state {
             LookupState::Found(id) => return Some(id.clone()),
@@ -247,7 +254,7 @@ impl ProjectLookup {
             LookupState::Waiting { failures, .. } => *failures,
             LookupState::Pending => 0,
         };
-        match self.fetch().await {
+        match self.fetch(keys).await {
             Ok(id) => {
                 tracing::info!(
                     region = %self.region,
@@ -261,18 +268,18 @@ impl ProjectLookup {
                 // Said once: later attempts are at debug level.
                 let first = failures == 0;
                 if failure.transient {
-                    let wait = BASE_LOOKUP_BACKOFF
-                        .saturating_mul(1 << failures.min(16))
-                        .min(MAX_LOOKUP_BACKOFF);
-                    *state = LookupState::Waiting {
-                        failures: failures + 1,
-                        next: Instant::now() + wait,
-                    };
+                    let failures = failures + 1;
+                    let next = next_attempt(
+                        &self.requests,
+                        Api::IamProjects,
+                        backoff(BASE_LOOKUP_BACKOFF, failures, MAX_LOOKUP_BACKOFF),
+                    );
+                    *state = LookupState::Waiting { failures, next };
                     if first {
                         tracing::warn!(
                             region = %self.region,
                             reason = %failure.reason,
-                            retry_in_s = wait.as_secs(),
+                            retry_in_s = next.saturating_duration_since(Instant::now()).as_secs(),
                             "cannot look up the IAM project id: requests are signed without \
                              X-Project-Id until it is found; set auth.project_id to skip the lookup"
                         );
@@ -294,82 +301,65 @@ impl ProjectLookup {
     }
 
     /// Asks IAM for the project named after the region.
-    async fn fetch(&self) -> Result<String, LookupFailure> {
+    async fn fetch(&self, keys: &Keys) -> Result<String, LookupFailure> {
         let api = Api::IamProjects;
-        let fail = |reason: String, transient: bool| LookupFailure { reason, transient };
-        let mut request = self
-            .http
-            .get(&self.url)
-            .query(&[("name", self.region.as_str())])
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .build()
-            .map_err(|err| fail(err.to_string(), false))?;
-        sign_request(
-            &mut request,
-            &self.ak,
-            &self.sk,
-            self.security_token.as_ref(),
-        )
-        .map_err(|err| fail(err.to_string(), false))?;
-        let started = Instant::now();
-        let response = match self.http.execute(request).await {
-            Ok(response) => response,
-            Err(err) => {
-                let (code, error) = transport_error(api, &err);
-                self.observer.request_done(api, code, started.elapsed());
-                self.observer.failed(api, error.kind());
-                return Err(fail(error.to_string(), true));
-            }
+        let credentials = IamCredentials {
+            keys: Some(keys),
+            hint: "IAM refused the lookup: check auth.ak and auth.sk, and that the key may list projects",
         };
-        let status = response.status();
-        self.observer
-            .request_done(api, status.as_str(), started.elapsed());
-        let bytes = match read_body(response, self.max_response_bytes).await {
-            Ok(bytes) => bytes,
-            Err(BodyError::Transport(err)) => {
-                self.observer.failed(api, "transport");
-                return Err(fail(transport_error(api, &err).1.to_string(), true));
-            }
-            Err(BodyError::TooLarge(size)) => {
-                self.observer.failed(api, "too_large");
-                let limit = self.max_response_bytes;
-                return Err(fail(
-                    format!("answer of {size} bytes is over {limit}"),
-                    false,
-                ));
-            }
+        let build = || {
+            self.requests
+                .http()
+                .get(&self.url)
+                .query(&[("name", self.region.as_str())])
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
         };
-        if !status.is_success() {
-            let hint = "IAM refused the lookup: check auth.ak and auth.sk, and that the key may list projects";
-            let error = http_error(api, status, &bytes, hint);
-            self.observer.failed(api, error.kind());
-            let transient =
-                status == reqwest::StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
-            return Err(fail(error.to_string(), transient));
-        }
-        let found = serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|err| {
-            self.observer.failed(api, "decode");
-            fail(format!("{api}: unreadable answer: {err}"), false)
-        })?;
-        let projects = found["projects"].as_array().ok_or_else(|| {
-            self.observer.failed(api, "decode");
-            fail(format!("{api}: the answer has no projects list"), false)
-        })?;
-        projects
-            .iter()
-            .filter(|p| p["name"].as_str() == Some(self.region.as_str()))
-            .find_map(|p| p["id"].as_str().filter(|id| !id.is_empty()))
-            .map(str::to_string)
-            .ok_or_else(|| {
-                fail(
-                    format!(
-                        "IAM has no project named {:?} for this account (check codearts.region)",
-                        self.region
-                    ),
-                    false,
-                )
+        let found = self
+            .requests
+            .call(Call::iam(api), &credentials, build, |answer| {
+                let found: serde_json::Value = decode(api, answer.status, &answer.body)?;
+                let projects = found["projects"].as_array().ok_or_else(|| {
+                    let message = "the answer has no projects list".to_string();
+                    decode_error(api, answer.status, message, &answer.body)
+                })?;
+                Ok(projects
+                    .iter()
+                    .filter(|p| p["name"].as_str() == Some(self.region.as_str()))
+                    .find_map(|p| p["id"].as_str().filter(|id| !id.is_empty()))
+                    .map(str::to_string))
             })
+            .await
+            .map_err(|err| LookupFailure {
+                transient: may_pass(&err),
+                reason: err.to_string(),
+            })?;
+        // Not a failed call: IAM answered, and the account has no such project.
+        found.ok_or_else(|| LookupFailure {
+            reason: format!(
+                "IAM has no project named {:?} for this account (check codearts.region)",
+                self.region
+            ),
+            transient: false,
+        })
     }
+}
+
+/// Whether a failed IAM call may succeed when made again later: no answer, 429 or 5xx.
+fn may_pass(err: &Error) -> bool {
+    match err {
+        Error::Timeout { .. } | Error::Transport { .. } => true,
+        Error::Http { status, .. } => *status == 429 || *status >= 500,
+        _ => false,
+    }
+}
+
+/// When to call `api` again after a failure: after `wait`, and not before a `Retry-After` pause
+/// of it ends (a call made during the pause would wait it out while every request waits for it).
+fn next_attempt(requests: &Requests, api: Api, wait: Duration) -> Instant {
+    let next = Instant::now() + wait;
+    requests
+        .paused_until(api)
+        .map_or(next, |until| until.max(next))
 }
 
 /// The signature of a request as it will be sent.
@@ -426,15 +416,12 @@ fn set_header(
 
 /// Tokens obtained from IAM with a user name and password, cached and refreshed.
 pub(crate) struct PasswordTokens {
-    http: reqwest::Client,
+    requests: Arc<Requests>,
     url: String,
-    /// IAM answers larger than this are abandoned, as every other answer.
-    max_response_bytes: u64,
     username: String,
     password: Secret,
     domain: String,
     scope: serde_json::Value,
-    observer: Arc<dyn RequestObserver>,
     /// One lock: concurrent requests wait for one refresh instead of each calling IAM.
     state: Mutex<TokenState>,
 }
@@ -454,7 +441,8 @@ struct CachedToken {
 }
 
 impl PasswordTokens {
-    /// A valid token: the cached one, or a new one when it is due for refresh.
+    /// A valid token: the cached one, or a new one when it is due for refresh. Without one, an
+    /// [`Error::Auth`] that says why (the IAM call's own error is counted under `iam_token`).
     async fn token(&self) -> Result<Secret, Error> {
         let mut state = self.state.lock().await;
         let now = SystemTime::now();
@@ -471,6 +459,7 @@ impl PasswordTokens {
             return still_valid
                 .ok_or_else(|| Error::Auth(state.last_error.clone().unwrap_or_default()));
         }
+        let observer = self.requests.observer();
         match self.fetch().await {
             Ok(cached) => {
                 let token = cached.token.clone();
@@ -486,20 +475,22 @@ impl PasswordTokens {
                 state.failures = 0;
                 state.next_attempt = None;
                 state.last_error = None;
-                self.observer.auth_refresh(true);
+                observer.auth_refresh(true);
                 Ok(token)
             }
             Err(err) => {
-                self.observer.auth_refresh(false);
-                self.observer.failed(Api::IamToken, err.kind());
+                observer.auth_refresh(false);
                 state.failures += 1;
-                let wait = BASE_IAM_BACKOFF
-                    .saturating_mul(1 << (state.failures - 1).min(16))
-                    .min(MAX_IAM_BACKOFF);
-                state.next_attempt = Some(Instant::now() + wait);
+                let wait = backoff(BASE_IAM_BACKOFF, state.failures, MAX_IAM_BACKOFF);
+                let next = next_attempt(&self.requests, Api::IamToken, wait);
+                state.next_attempt = Some(next);
                 state.last_error = Some(err.to_string());
-                tracing::warn!(error = %err, retry_in_s = wait.as_secs(), "cannot obtain an IAM token");
-                still_valid.ok_or(err)
+                tracing::warn!(
+                    error = %err,
+                    retry_in_s = next.saturating_duration_since(Instant::now()).as_secs(),
+                    "cannot obtain an IAM token"
+                );
+                still_valid.ok_or(Error::Auth(err.to_string()))
             }
         }
     }
@@ -513,7 +504,9 @@ impl PasswordTokens {
         }
     }
 
+    /// Asks IAM for a token (`POST /v3/auth/tokens`, reference 3.2).
     async fn fetch(&self) -> Result<CachedToken, Error> {
+        let api = Api::IamToken;
         let body = serde_json::json!({
             "auth": {
                 "identity": {
@@ -527,66 +520,39 @@ impl PasswordTokens {
                 "scope": self.scope,
             }
         });
-        let started = Instant::now();
+        let credentials = IamCredentials {
+            keys: None,
+            hint: "IAM refused the credentials: check auth.username, auth.password, auth.domain and the scope",
+        };
         let requested_at = SystemTime::now();
-        let response = self.http.post(&self.url).json(&body).send().await;
-        let response = match response {
-            Ok(response) => response,
-            Err(err) => {
-                let (code, error) = transport_error(Api::IamToken, &err);
-                self.observer
-                    .request_done(Api::IamToken, code, started.elapsed());
-                return Err(error);
-            }
-        };
-        let status = response.status();
-        self.observer
-            .request_done(Api::IamToken, status.as_str(), started.elapsed());
-        let token = response
-            .headers()
-            .get("x-subject-token")
-            .and_then(|v| v.to_str().ok())
-            .map(|v| Secret::new(v.trim()));
-        let bytes = match read_body(response, self.max_response_bytes).await {
-            Ok(bytes) => bytes,
-            Err(BodyError::Transport(err)) => return Err(transport_error(Api::IamToken, &err).1),
-            Err(BodyError::TooLarge(size)) => {
-                return Err(Error::TooLarge {
-                    api: Api::IamToken,
-                    size,
-                    limit: self.max_response_bytes,
-                });
-            }
-        };
-        if !status.is_success() {
-            let mut error = http_error(
-                Api::IamToken,
-                status,
-                &bytes,
-                "IAM refused the credentials: check auth.username, auth.password, auth.domain and the scope",
-            );
-            if let Error::Http { message, .. } = &mut error {
+        let build = || self.requests.http().post(&self.url).json(&body);
+        let fetched = self
+            .requests
+            .call(Call::iam(api), &credentials, build, |answer| {
+                let token = answer
+                    .headers
+                    .get("x-subject-token")
+                    .and_then(|v| v.to_str().ok())
+                    .map(|v| Secret::new(v.trim()))
+                    .filter(|t| !t.expose().is_empty())
+                    .ok_or_else(|| Error::Decode {
+                        api,
+                        status: answer.status.as_u16(),
+                        message: "no X-Subject-Token header".into(),
+                        snippet: String::new(),
+                    })?;
+                Ok((token, expiry(&answer.body)))
+            })
+            .await;
+        let (token, expires_at) = fetched.map_err(|mut err| {
+            // IAM may quote what it was sent.
+            if let Error::Http { message, .. } | Error::Unauthorized { message, .. } = &mut err {
                 *message = message.replace(self.password.expose(), "***");
             }
-            return Err(error);
-        }
-        let token = token
-            .filter(|t| !t.expose().is_empty())
-            .ok_or_else(|| Error::Decode {
-                api: Api::IamToken,
-                status: status.as_u16(),
-                message: "no X-Subject-Token header".into(),
-                snippet: String::new(),
-            })?;
-        let expires_at = serde_json::from_slice::<serde_json::Value>(&bytes)
-            .ok()
-            .and_then(|v| v["token"]["expires_at"].as_str().map(str::to_string))
-            .and_then(|text| chrono::DateTime::parse_from_rfc3339(&text).ok())
-            .map(|t| {
-                SystemTime::UNIX_EPOCH + Duration::from_millis(t.timestamp_millis().max(0) as u64)
-            })
-            // Without a readable expiry, assume the documented 24 hours.
-            .unwrap_or(requested_at + Duration::from_secs(24 * 3600));
+            err
+        })?;
+        // Without a readable expiry, assume the documented 24 hours.
+        let expires_at = expires_at.unwrap_or(requested_at + Duration::from_secs(24 * 3600));
         let lifetime = expires_at.duration_since(requested_at).unwrap_or_default();
         let refresh_at = expires_at - lifetime.mul_f64(REFRESH_WHEN_LEFT);
         Ok(CachedToken {
@@ -595,6 +561,14 @@ impl PasswordTokens {
             expires_at,
         })
     }
+}
+
+/// `token.expires_at` of a token answer, if it has a readable one.
+fn expiry(body: &[u8]) -> Option<SystemTime> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let text = value["token"]["expires_at"].as_str()?;
+    let time = chrono::DateTime::parse_from_rfc3339(text).ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_millis(time.timestamp_millis().max(0) as u64))
 }
 
 #[cfg(test)]

@@ -1,27 +1,20 @@
-//! HTTP client for the CodeArts APIs: one shared connection pool, auth, a global rate limit and
-//! concurrency cap, bounded retries honouring `Retry-After`.
+//! Client of the CodeArts Pipeline APIs: what to ask and how to read the answers. Requests go
+//! out through [`Requests`] (rate limit, retries, capped reads), credentials from the
+//! [`Authenticator`].
 
-use std::collections::HashMap;
-use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::Arc;
 
-use bytes::Bytes;
 use chrono::FixedOffset;
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use reqwest::header::{HeaderValue, RETRY_AFTER};
 use reqwest::{RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use tokio::sync::{Semaphore, watch};
 
 use super::api::{Api, RequestObserver};
 use super::auth::Authenticator;
-use super::body::{BodyError, read_body};
-use super::error::Error;
-use super::error::{decode, decode_array, decode_error, http_error, json_kind, transport_error};
+use super::error::{Error, ErrorKind};
+use super::error::{decode, decode_array, decode_error, json_kind};
 use super::model::{PipelineInfo, Run};
+use super::requests::{Call, Priority, Requests, Retry};
 use super::wire::{PipelineListPage, RunDetail, RunList, V3PipelineStatus, V5RunStatus};
 use crate::config::{AuthConfig, CodeArtsConfig};
 
@@ -39,193 +32,15 @@ pub enum RunSelector<'a> {
     Number(u64),
 }
 
-/// Who waits for the shared rate limit: a poll's requests go first; the backfill (the first
-/// history reads of a cold start) takes only what polls leave.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Priority {
-    /// Requests of a scheduled poll.
-    Poll,
-    /// Requests of the backfill, behind every waiting poll request.
-    Backfill,
-}
-
-/// How long after a poll request ends the backfill still keeps off the rate limit: a poll sends
-/// its status chunks one after the other, and the gap between two must not let the backfill in.
-const POLL_GAP: Duration = Duration::from_millis(250);
-
 /// A CodeArts Pipeline API client; cheap to clone, clones share the pool and the limits.
 #[derive(Clone)]
 pub struct Client {
-    http: reqwest::Client,
+    requests: Arc<Requests>,
     endpoint: String,
     auth: Arc<Authenticator>,
     zone: FixedOffset,
-    observer: Arc<dyn RequestObserver>,
-    limits: Arc<Limits>,
     /// Whose turn this clone's requests take.
     priority: Priority,
-    /// Answers larger than this many bytes are abandoned (`codearts.max_response_bytes`).
-    max_response_bytes: u64,
-}
-
-/// What every request of every clone waits for, and how retries are spaced.
-struct Limits {
-    rate: DefaultDirectRateLimiter,
-    /// Poll requests waiting or in flight, and when the last ended: while there are any, and
-    /// for [`POLL_GAP`] after the last ended, backfill requests wait. Watched, so that they
-    /// wake when it changes rather than look again and again.
-    polls: watch::Sender<PollActivity>,
-    slots: Semaphore,
-    /// No request to an API before this instant (its last `Retry-After`).
-    paused: Mutex<HashMap<Api, Instant>>,
-    max_retries: u32,
-    backoff: Duration,
-    max_wait: Duration,
-}
-
-impl Limits {
-    fn new(codearts: &CodeArtsConfig) -> Result<Limits, Error> {
-        let rate = codearts.max_requests_per_second;
-        let bad_rate = || Error::Setup(format!("max_requests_per_second {rate} is not usable"));
-        if !(rate.is_finite() && rate > 0.0) {
-            return Err(bad_rate());
-        }
-        // A burst of one second's worth, so a poll may start with a few requests at once.
-        let burst = NonZeroU32::new(rate.ceil().clamp(1.0, f64::from(u32::MAX)) as u32)
-            .ok_or_else(bad_rate)?;
-        let period = Duration::try_from_secs_f64(1.0 / rate).map_err(|_| bad_rate())?;
-        let quota = Quota::with_period(period)
-            .ok_or_else(bad_rate)?
-            .allow_burst(burst);
-        Ok(Limits {
-            rate: RateLimiter::direct(quota),
-            polls: watch::Sender::new(PollActivity::default()),
-            slots: Semaphore::new(codearts.max_concurrent_requests.max(1)),
-            paused: Mutex::new(HashMap::new()),
-            max_retries: codearts.max_retries,
-            backoff: codearts.retry_backoff,
-            max_wait: codearts.max_retry_wait,
-        })
-    }
-
-    fn paused_until(&self, api: Api) -> Option<Instant> {
-        let paused = self.paused.lock().unwrap_or_else(|e| e.into_inner());
-        paused.get(&api).copied()
-    }
-
-    /// After a 429 with `Retry-After`: hold back every request to `api` until then.
-    fn pause(&self, api: Api, until: Instant) {
-        let mut paused = self.paused.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = paused.entry(api).or_insert(until);
-        *entry = (*entry).max(until);
-    }
-
-    /// Waits out a pause of `api`, then for a request slot and the rate limit, behind every
-    /// waiting poll request when `priority` is the backfill's.
-    async fn turn(&self, api: Api, priority: Priority) -> Result<Turn<'_>, Error> {
-        while let Some(until) = self.paused_until(api) {
-            if until <= Instant::now() {
-                break;
-            }
-            tokio::time::sleep_until(until.into()).await;
-        }
-        let slot = || async {
-            self.slots
-                .acquire()
-                .await
-                .map_err(|_| Error::Setup("request slots closed".into()))
-        };
-        match priority {
-            Priority::Poll => {
-                // Active from now: a poll request waiting for a slot holds the backfill back too.
-                let active = PollActive::new(self);
-                let permit = slot().await?;
-                self.rate.until_ready().await;
-                Ok(Turn {
-                    _permit: permit,
-                    _poll: Some(active),
-                })
-            }
-            Priority::Backfill => {
-                // The slot after the rate limit: a backfill request waiting behind the polls
-                // must not hold a slot they need.
-                self.backfill_turn().await;
-                Ok(Turn {
-                    _permit: slot().await?,
-                    _poll: None,
-                })
-            }
-        }
-    }
-
-    /// Takes a unit of the rate limit only when no poll request is busy with it.
-    async fn backfill_turn(&self) {
-        let mut polls = self.polls.subscribe();
-        loop {
-            let activity = *polls.borrow_and_update();
-            // Until when this request must hold back; a change of the polls ends the wait early.
-            let hold_until = if activity.active > 0 {
-                None
-            } else if let Some(gap_end) = activity
-                .ended
-                .map(|ended| ended + POLL_GAP)
-                .filter(|gap_end| *gap_end > Instant::now())
-            {
-                Some(gap_end)
-            } else {
-                match self.rate.check() {
-                    Ok(()) => return,
-                    Err(not_until) => Some(
-                        Instant::now() + not_until.wait_time_from(DefaultClock::default().now()),
-                    ),
-                }
-            };
-            match hold_until {
-                // The sender lives as long as `self`, so `changed` cannot fail.
-                None => {
-                    let _ = polls.changed().await;
-                }
-                Some(until) => {
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(until.into()) => {}
-                        _ = polls.changed() => {}
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// A request's turn: its slot, held until the request ends.
-struct Turn<'a> {
-    _permit: tokio::sync::SemaphorePermit<'a>,
-    _poll: Option<PollActive<'a>>,
-}
-
-/// Poll requests waiting or in flight, and when the last one ended.
-#[derive(Debug, Clone, Copy, Default)]
-struct PollActivity {
-    active: usize,
-    ended: Option<Instant>,
-}
-
-/// Counts a poll request as active (waiting for the rate limit, or in flight) while it lives.
-struct PollActive<'a>(&'a Limits);
-
-impl<'a> PollActive<'a> {
-    fn new(limits: &'a Limits) -> Self {
-        limits.polls.send_modify(|polls| polls.active += 1);
-        PollActive(limits)
-    }
-}
-
-impl Drop for PollActive<'_> {
-    fn drop(&mut self) {
-        self.0.polls.send_modify(|polls| {
-            polls.active -= 1;
-            polls.ended = Some(Instant::now());
-        });
-    }
 }
 
 impl Client {
@@ -235,30 +50,19 @@ impl Client {
         auth: &AuthConfig,
         observer: Arc<dyn RequestObserver>,
     ) -> Result<Client, Error> {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("codearts-exporter/", env!("CARGO_PKG_VERSION")))
-            .timeout(codearts.timeout)
-            .connect_timeout(codearts.connect_timeout.min(codearts.timeout))
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build()
-            .map_err(|err| Error::Setup(err.to_string()))?;
+        let requests = Arc::new(Requests::new(codearts, observer)?);
         let auth = Authenticator::new(
             auth,
             codearts.iam_endpoint(),
             &codearts.region,
-            http.clone(),
-            codearts.max_response_bytes,
-            observer.clone(),
+            requests.clone(),
         )?;
         Ok(Client {
-            http,
+            requests,
             endpoint: codearts.pipeline_endpoint(),
             auth: Arc::new(auth),
             zone: codearts.fixed_offset(),
-            observer,
-            limits: Arc::new(Limits::new(codearts)?),
             priority: Priority::Poll,
-            max_response_bytes: codearts.max_response_bytes,
         })
     }
 
@@ -275,7 +79,12 @@ impl Client {
         let api = Api::V3Status;
         let url = format!("{}/v3/pipelines/status", self.endpoint);
         let ids = pipeline_ids.join(",");
-        let build = || self.http.get(&url).query(&[("pipeline_ids", ids.as_str())]);
+        let build = || {
+            self.requests
+                .http()
+                .get(&url)
+                .query(&[("pipeline_ids", ids.as_str())])
+        };
         self.call(api, build, |status, body| {
             let entries: Vec<V3PipelineStatus> = self.decode_array(api, status, body)?;
             Ok(entries
@@ -294,7 +103,7 @@ impl Client {
     ) -> Result<Vec<Run>, Error> {
         let api = Api::V5Status;
         let url = format!("{}/v5/{project_id}/api/pipelines/status", self.endpoint);
-        let build = || self.http.post(&url).json(pipeline_ids);
+        let build = || self.requests.http().post(&url).json(pipeline_ids);
         self.call(api, build, |status, body| {
             let entries: Vec<V5RunStatus> = self.decode_array(api, status, body)?;
             Ok(entries
@@ -321,7 +130,7 @@ impl Client {
             RunSelector::Id(id) => ("pipeline_run_id", id.to_string()),
             RunSelector::Number(n) => ("pipeline_run_number", n.to_string()),
         };
-        let build = || self.http.get(&url).query(&[&query]);
+        let build = || self.requests.http().get(&url).query(&[&query]);
         self.call(api, build, |status, body| {
             let detail: RunDetail = decode(api, status, body)?;
             let mut run = Run::from_detail(&detail, self.zone).ok_or_else(|| {
@@ -353,7 +162,7 @@ impl Client {
             "sort_key": "start_time",
             "sort_dir": "desc",
         });
-        let build = || self.http.post(&url).json(&query);
+        let build = || self.requests.http().post(&url).json(&query);
         self.call(api, build, |status, body| {
             // Fields are lenient, the shape is not: a page without its list is no empty page.
             let value: Value = decode(api, status, body)?;
@@ -389,14 +198,16 @@ impl Client {
         build: impl Fn() -> RequestBuilder,
         decode: impl FnOnce(StatusCode, &[u8]) -> Result<T, Error>,
     ) -> Result<T, Error> {
-        let result = match self.send(api, build).await {
-            Ok((status, body)) => decode(status, &body),
-            Err(err) => Err(err),
+        let call = Call {
+            api,
+            priority: self.priority,
+            retry: Retry::Transient,
         };
-        if let Err(err) = &result {
-            self.observer.failed(api, err.kind());
-        }
-        result
+        self.requests
+            .call(call, &*self.auth, build, |answer| {
+                decode(answer.status, &answer.body)
+            })
+            .await
     }
 
     /// Decodes a JSON array element by element, so one bad entry does not spoil the rest;
@@ -409,7 +220,7 @@ impl Client {
     ) -> Result<Vec<T>, Error> {
         let (decoded, skipped) = decode_array(api, status, body)?;
         for _ in 0..skipped {
-            self.observer.failed(api, "decode");
+            self.requests.observer().failed(api, ErrorKind::Decode);
         }
         Ok(decoded)
     }
@@ -437,7 +248,7 @@ impl Client {
         let api = Api::PipelineList;
         self.call(
             api,
-            || self.http.post(&url).json(&query),
+            || self.requests.http().post(&url).json(&query),
             |status, body| {
                 let page: PipelineListPage = decode(api, status, body)?;
                 let pipelines: Vec<PipelineInfo> = page
@@ -507,125 +318,18 @@ impl Client {
         }
         Ok(Some(all))
     }
-
-    /// Sends a request built by `build`, retrying transient failures with backoff, and a 401
-    /// once when the authenticator can renew its credentials. Every attempt waits for its turn
-    /// under the global rate limit and concurrency cap. An answer over `max_response_bytes` is
-    /// abandoned and not retried.
-    async fn send(
-        &self,
-        api: Api,
-        build: impl Fn() -> RequestBuilder,
-    ) -> Result<(StatusCode, Bytes), Error> {
-        let limits = &*self.limits;
-        let mut retries = 0;
-        let mut renewed = false;
-        loop {
-            let mut request = build()
-                .build()
-                .map_err(|err| Error::Setup(err.to_string()))?;
-            let used = self.auth.authorize(&mut request).await?;
-            let permit = limits.turn(api, self.priority).await?;
-            let started = Instant::now();
-            let outcome = match self.http.execute(request).await {
-                Ok(response) => {
-                    let status = response.status();
-                    let retry_after = response.headers().get(RETRY_AFTER).and_then(retry_after);
-                    match read_body(response, self.max_response_bytes).await {
-                        Ok(body) => Ok((status, retry_after, body)),
-                        Err(BodyError::Transport(err)) => Err(err),
-                        Err(BodyError::TooLarge(size)) => {
-                            // Not retried: asking again would most likely bring the same answer.
-                            self.observer
-                                .request_done(api, status.as_str(), started.elapsed());
-                            return Err(Error::TooLarge {
-                                api,
-                                size,
-                                limit: self.max_response_bytes,
-                            });
-                        }
-                    }
-                }
-                Err(err) => Err(err),
-            };
-            let elapsed = started.elapsed();
-            drop(permit);
-            let (retry_reason, wait, error) = match outcome {
-                Ok((status, retry_after, body)) => {
-                    self.observer.request_done(api, status.as_str(), elapsed);
-                    if status.is_success() {
-                        return Ok((status, body));
-                    }
-                    let error = http_error(api, status, &body, self.auth.rejection_hint());
-                    if status == StatusCode::UNAUTHORIZED {
-                        if !renewed && self.auth.rejected(&used).await {
-                            renewed = true;
-                            self.observer.retried(api, "unauthorized");
-                            continue;
-                        }
-                        return Err(error);
-                    }
-                    let transient =
-                        status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
-                    if !transient {
-                        return Err(error);
-                    }
-                    let reason = if status == StatusCode::TOO_MANY_REQUESTS {
-                        if let Some(wait) = retry_after {
-                            // The gateway throttles the API, not this request: hold back all.
-                            limits.pause(api, Instant::now() + wait.min(limits.max_wait));
-                        }
-                        "throttled"
-                    } else {
-                        "server_error"
-                    };
-                    (reason, retry_after, error)
-                }
-                Err(err) => {
-                    let (code, error) = transport_error(api, &err);
-                    self.observer.request_done(api, code, elapsed);
-                    (code, None, error)
-                }
-            };
-            if retries >= limits.max_retries {
-                return Err(error);
-            }
-            retries += 1;
-            let wait = wait
-                .unwrap_or_else(|| backoff(limits.backoff, retries))
-                .min(limits.max_wait);
-            tracing::debug!(%api, retry = retries, reason = retry_reason, wait_ms = wait.as_millis() as u64, error = %error, "retrying");
-            self.observer.retried(api, retry_reason);
-            tokio::time::sleep(wait).await;
-        }
-    }
-}
-
-/// Exponential backoff with jitter: 50–100% of `base · 2^(retry-1)`.
-fn backoff(base: Duration, retry: u32) -> Duration {
-    let full = base.saturating_mul(1 << retry.saturating_sub(1).min(16));
-    full.mul_f64(0.5 + fastrand::f64() * 0.5)
-}
-
-/// `Retry-After` as seconds or an HTTP date.
-fn retry_after(value: &HeaderValue) -> Option<Duration> {
-    let text = value.to_str().ok()?.trim();
-    if let Ok(seconds) = text.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let when = httpdate::parse_http_date(text).ok()?;
-    Some(
-        when.duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::AuthConfig;
+    use crate::codearts::api::RetryReason;
+    use bytes::Bytes;
+    use reqwest::header::{HeaderValue, RETRY_AFTER};
     use std::collections::VecDeque;
+    use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
 
     /// Counts what the client reports.
     #[derive(Default)]
@@ -642,13 +346,13 @@ mod tests {
                 .expect("lock")
                 .push(format!("{api} {code}"));
         }
-        fn retried(&self, api: Api, reason: &str) {
+        fn retried(&self, api: Api, reason: RetryReason) {
             self.retries
                 .lock()
                 .expect("lock")
                 .push(format!("{api} {reason}"));
         }
-        fn failed(&self, api: Api, kind: &'static str) {
+        fn failed(&self, api: Api, kind: ErrorKind) {
             self.failures
                 .lock()
                 .expect("lock")
@@ -660,8 +364,9 @@ mod tests {
     /// One scripted answer: status, `Retry-After`, body.
     type Answer = (u16, Option<&'static str>, &'static str);
 
-    /// Serves `answers` in order (the last one again when they run out) on loopback; returns
-    /// the endpoint and the number of requests served.
+    /// Serves `answers` in order (the last one again when they run out) on loopback, a 201 with
+    /// an `X-Subject-Token` (an IAM token); returns the endpoint and the number of requests
+    /// served.
     async fn script(answers: Vec<Answer>) -> (String, Arc<AtomicUsize>) {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
             .await
@@ -684,6 +389,11 @@ mod tests {
                     };
                     let status = hyper::StatusCode::from_u16(status).expect("status");
                     let mut response = crate::http::response(status, "application/json", body);
+                    if status == hyper::StatusCode::CREATED {
+                        response
+                            .headers_mut()
+                            .insert("x-subject-token", HeaderValue::from_static("iam-token"));
+                    }
                     if let Some(value) = retry_after {
                         response
                             .headers_mut()
@@ -745,15 +455,22 @@ mod tests {
         max_response_bytes: u64,
     ) -> Client {
         let codearts = CodeArtsConfig {
+            max_response_bytes,
+            ..test_config(endpoint)
+        };
+        Client::new(&codearts, &auth, counts).expect("client")
+    }
+
+    /// CodeArts and IAM both at `endpoint`, short retries.
+    fn test_config(endpoint: &str) -> CodeArtsConfig {
+        CodeArtsConfig {
             endpoint: Some(endpoint.to_string()),
             iam_endpoint: Some(endpoint.to_string()),
             timeout: Duration::from_secs(5),
             max_retries: 2,
             retry_backoff: Duration::from_millis(10),
-            max_response_bytes,
             ..CodeArtsConfig::default()
-        };
-        Client::new(&codearts, &auth, counts).expect("client")
+        }
     }
 
     const PROJECT: &str = "0123456789abcdef0123456789abcdef";
@@ -910,6 +627,8 @@ mod tests {
         }
     }
 
+    /// The IAM call's failure is counted under `iam_token` by its own kind; the call that needed
+    /// the token fails as `auth`, without a request of its own.
     #[tokio::test]
     async fn an_unreachable_iam_is_a_transport_error_as_any_other() {
         // Nothing listens on a port just released.
@@ -921,9 +640,10 @@ mod tests {
             .v5_status(PROJECT, &["a".into()])
             .await
             .expect_err("no token");
-        assert_eq!(err.kind(), "transport", "{err}");
+        assert_eq!(err.kind(), "auth", "{err}");
         assert!(
-            err.to_string().starts_with("iam_token: transport error: "),
+            err.to_string()
+                .starts_with("no valid IAM token: iam_token: transport error: "),
             "{err}"
         );
         assert_eq!(
@@ -932,7 +652,7 @@ mod tests {
         );
         assert_eq!(
             *counts.failures.lock().expect("lock"),
-            ["iam_token transport", "v5_status transport"]
+            ["iam_token transport", "v5_status auth"]
         );
     }
 
@@ -945,12 +665,132 @@ mod tests {
             .v5_status(PROJECT, &["a".into()])
             .await
             .expect_err("no token");
-        assert_eq!(err.kind(), "too_large", "{err}");
-        assert!(err.to_string().starts_with("iam_token: "), "{err}");
+        assert_eq!(err.kind(), "auth", "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("no valid IAM token: iam_token: "),
+            "{err}"
+        );
         assert_eq!(served.load(Ordering::SeqCst), 1);
         assert_eq!(
             *counts.failures.lock().expect("lock"),
-            ["iam_token too_large", "v5_status too_large"]
+            ["iam_token too_large", "v5_status auth"]
+        );
+    }
+
+    /// A request gets its token before it takes its request slot: with one slot, a request that
+    /// held it while asking IAM would wait for itself forever.
+    #[tokio::test]
+    async fn a_request_that_needs_a_token_never_waits_for_its_own_slot() {
+        let (endpoint, served) = script(vec![(201, None, "{}"), (200, None, "[]")]).await;
+        let counts = Arc::new(Counts::default());
+        let codearts = CodeArtsConfig {
+            max_concurrent_requests: 1,
+            ..test_config(&endpoint)
+        };
+        let client = Client::new(&codearts, &password_auth(), counts.clone()).expect("client");
+        let mut calls = tokio::task::JoinSet::new();
+        for priority in [
+            Priority::Poll,
+            Priority::Backfill,
+            Priority::Poll,
+            Priority::Backfill,
+        ] {
+            let client = client.with_priority(priority);
+            calls.spawn(async move { client.v5_status(PROJECT, &["a".into()]).await });
+        }
+        let all_done = async {
+            while let Some(done) = calls.join_next().await {
+                done.expect("joined").expect("answered");
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), all_done)
+            .await
+            .expect("every request answered: none waits for a slot it holds");
+        assert_eq!(served.load(Ordering::SeqCst), 5, "one token, four requests");
+        assert_eq!(
+            counts
+                .requests
+                .lock()
+                .expect("lock")
+                .first()
+                .map(String::as_str),
+            Some("iam_token 201")
+        );
+    }
+
+    /// The token request takes a unit of the rate limit like any other request.
+    #[tokio::test]
+    async fn iam_calls_keep_to_the_rate_limit() {
+        let (endpoint, _) = script(vec![(201, None, "{}"), (200, None, "[]")]).await;
+        let counts = Arc::new(Counts::default());
+        let codearts = CodeArtsConfig {
+            max_requests_per_second: 1.0,
+            ..test_config(&endpoint)
+        };
+        let client = Client::new(&codearts, &password_auth(), counts.clone()).expect("client");
+        let started = Instant::now();
+        client
+            .v5_status(PROJECT, &["a".into()])
+            .await
+            .expect("answered");
+        // The burst is one request: the token took it, so the status request waited a second.
+        assert!(
+            started.elapsed() >= Duration::from_millis(900),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            *counts.requests.lock().expect("lock"),
+            ["iam_token 201", "v5_status 200"]
+        );
+    }
+
+    /// A 429 of IAM with `Retry-After` holds the next token request back until then, even when
+    /// the backoff after the failure (at most a second) has passed; requests fail fast meanwhile.
+    #[tokio::test]
+    async fn retry_after_from_iam_holds_back_the_next_token_request() {
+        let (endpoint, served) = script(vec![
+            (
+                429,
+                Some("2"),
+                r#"{"error_code":"IAM.0001","error_msg":"slow down"}"#,
+            ),
+            (201, None, "{}"),
+            (200, None, "[]"),
+        ])
+        .await;
+        let counts = Arc::new(Counts::default());
+        let client = client_with(&endpoint, counts.clone(), password_auth(), 1 << 20);
+        let started = Instant::now();
+        let err = client
+            .v5_status(PROJECT, &["a".into()])
+            .await
+            .expect_err("throttled");
+        assert!(err.to_string().contains("HTTP 429"), "{err}");
+        tokio::time::sleep_until((started + Duration::from_millis(1200)).into()).await;
+        let err = client
+            .v5_status(PROJECT, &["a".into()])
+            .await
+            .expect_err("still paused");
+        assert_eq!(err.kind(), "auth", "{err}");
+        assert_eq!(served.load(Ordering::SeqCst), 1, "IAM left alone");
+        tokio::time::sleep_until((started + Duration::from_millis(2100)).into()).await;
+        client
+            .v5_status(PROJECT, &["a".into()])
+            .await
+            .expect("a token after the pause");
+        assert_eq!(
+            *counts.requests.lock().expect("lock"),
+            ["iam_token 429", "iam_token 201", "v5_status 200"]
+        );
+        assert_eq!(
+            *counts.failures.lock().expect("lock"),
+            ["iam_token http", "v5_status auth", "v5_status auth"]
+        );
+        assert!(
+            counts.retries.lock().expect("lock").is_empty(),
+            "IAM calls retry later"
         );
     }
 
@@ -985,185 +825,35 @@ mod tests {
         let counts = Arc::new(Counts::default());
         let client = client(&endpoint, counts.clone());
         let started = Instant::now();
+        let throttled = tokio::spawn({
+            let client = client.clone();
+            async move { client.v3_status(&["a".into()]).await }
+        });
+        // Reported once the pause is in force.
+        while counts.retries.lock().expect("lock").is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // The pause covers the API, not just the request that was throttled; other APIs go on.
+        let other = Instant::now();
         client
-            .v3_status(&["a".into()])
+            .v5_status(PROJECT, &["a".into()])
             .await
+            .expect("not paused");
+        assert!(other.elapsed() < Duration::from_millis(500));
+        client
+            .v3_status(&["b".into()])
+            .await
+            .expect("after the pause");
+        assert!(started.elapsed() >= Duration::from_secs(1));
+        throttled
+            .await
+            .expect("joined")
             .expect("retried after a second");
         assert!(started.elapsed() >= Duration::from_secs(1));
-        // The pause covers the API, not just the request that was throttled.
-        client
-            .limits
-            .pause(Api::RunList, Instant::now() + Duration::from_millis(300));
-        let waited = Instant::now();
-        drop(
-            client
-                .limits
-                .turn(Api::RunList, Priority::Poll)
-                .await
-                .expect("a turn"),
-        );
-        assert!(waited.elapsed() >= Duration::from_millis(300));
+        assert_eq!(served.load(Ordering::SeqCst), 4);
         assert_eq!(
-            client.limits.paused_until(Api::V5Status),
-            None,
-            "other APIs go on"
+            *counts.retries.lock().expect("lock"),
+            ["v3_status throttled"]
         );
-        assert_eq!(served.load(Ordering::SeqCst), 2);
-    }
-
-    #[tokio::test]
-    async fn requests_wait_for_the_rate_limit_and_the_concurrency_cap() {
-        let limits = Limits::new(&CodeArtsConfig {
-            max_requests_per_second: 20.0,
-            max_concurrent_requests: 2,
-            ..CodeArtsConfig::default()
-        })
-        .expect("limits");
-        let started = Instant::now();
-        // The burst is one second's worth (20); the next 10 come at 20 per second.
-        for _ in 0..30 {
-            drop(
-                limits
-                    .turn(Api::V5Status, Priority::Poll)
-                    .await
-                    .expect("a turn"),
-            );
-        }
-        assert!(
-            started.elapsed() >= Duration::from_millis(400),
-            "{:?}",
-            started.elapsed()
-        );
-        for silly in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e-300] {
-            let config = CodeArtsConfig {
-                max_requests_per_second: silly,
-                ..CodeArtsConfig::default()
-            };
-            assert!(Limits::new(&config).is_err(), "{silly}");
-        }
-        let first = limits
-            .turn(Api::V5Status, Priority::Poll)
-            .await
-            .expect("a turn");
-        let second = limits
-            .turn(Api::RunList, Priority::Poll)
-            .await
-            .expect("a turn");
-        assert_eq!(limits.slots.available_permits(), 0);
-        drop((first, second));
-        assert_eq!(limits.slots.available_permits(), 2);
-    }
-
-    #[tokio::test]
-    async fn poll_requests_take_the_rate_limit_before_the_backfill() {
-        // Fewer request slots than waiters: backfill requests waiting behind the polls must not
-        // hold the slots the polls need.
-        let limits = Arc::new(
-            Limits::new(&CodeArtsConfig {
-                max_requests_per_second: 4.0,
-                max_concurrent_requests: 2,
-                ..CodeArtsConfig::default()
-            })
-            .expect("limits"),
-        );
-        // The burst is spent: each further turn waits a quarter of a second.
-        for _ in 0..4 {
-            drop(
-                limits
-                    .turn(Api::V5Status, Priority::Poll)
-                    .await
-                    .expect("a turn"),
-            );
-        }
-        let order = Arc::new(Mutex::new(Vec::new()));
-        let mut turns = tokio::task::JoinSet::new();
-        // Backfill reads queue first; poll requests arrive behind them (the same tick of this
-        // single-threaded runtime, long before the next unit of the rate limit).
-        let waiters = [
-            ("backfill", Priority::Backfill),
-            ("backfill", Priority::Backfill),
-            ("backfill", Priority::Backfill),
-            ("poll", Priority::Poll),
-            ("poll", Priority::Poll),
-        ];
-        for (who, priority) in waiters {
-            let (limits, order) = (limits.clone(), order.clone());
-            turns.spawn(async move {
-                let permit = limits.turn(Api::RunList, priority).await.expect("a turn");
-                order.lock().expect("order").push(who);
-                drop(permit);
-            });
-        }
-        let all_served = async { while turns.join_next().await.is_some() {} };
-        tokio::time::timeout(Duration::from_secs(10), all_served)
-            .await
-            .expect("every turn served: no request holds a slot the others wait for");
-        assert_eq!(
-            *order.lock().expect("order"),
-            ["poll", "poll", "backfill", "backfill", "backfill"]
-        );
-        assert_eq!(limits.polls.borrow().active, 0);
-    }
-
-    #[tokio::test]
-    async fn a_backfill_request_waits_for_the_poll_gap_and_wakes_after_it() {
-        let limits = Arc::new(Limits::new(&CodeArtsConfig::default()).expect("limits"));
-        let poll = limits
-            .turn(Api::V5Status, Priority::Poll)
-            .await
-            .expect("a turn");
-        let backfill = tokio::spawn({
-            let limits = limits.clone();
-            async move {
-                drop(
-                    limits
-                        .turn(Api::RunList, Priority::Backfill)
-                        .await
-                        .expect("a turn"),
-                );
-                Instant::now()
-            }
-        });
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(
-            !backfill.is_finished(),
-            "went while a poll request was active"
-        );
-        let ended = Instant::now();
-        drop(poll);
-        // Woken by the poll's end, not by looking again: a lost wake-up hangs, and fails here.
-        let went = tokio::time::timeout(Duration::from_secs(10), backfill)
-            .await
-            .expect("the backfill request went after the gap")
-            .expect("joined");
-        assert!(
-            went >= ended + POLL_GAP,
-            "went {:?} after the poll",
-            went - ended
-        );
-    }
-
-    #[test]
-    fn backoff_grows_and_is_jittered() {
-        let base = Duration::from_millis(500);
-        for retry in 1..6 {
-            let wait = backoff(base, retry);
-            let full = base * (1 << (retry - 1));
-            assert!(wait >= full / 2 && wait <= full, "{retry}: {wait:?}");
-        }
-        assert!(backoff(base, 200) <= base * (1 << 16));
-    }
-
-    #[test]
-    fn retry_after_reads_seconds_and_dates() {
-        assert_eq!(
-            retry_after(&HeaderValue::from_static("7")),
-            Some(Duration::from_secs(7))
-        );
-        let later = SystemTime::now() + Duration::from_secs(120);
-        let header = HeaderValue::from_str(&httpdate::fmt_http_date(later)).expect("header");
-        let wait = retry_after(&header).expect("parses");
-        assert!(wait > Duration::from_secs(100) && wait <= Duration::from_secs(120));
-        assert_eq!(retry_after(&HeaderValue::from_static("soon")), None);
     }
 }

@@ -1,11 +1,11 @@
 //! Why a call to CodeArts failed, and how an answer's body becomes an error message: the
-//! shaping shared by the client and the IAM token fetch, so neither depends on the other for it.
+//! shaping of the one request path, which CodeArts and IAM calls alike take.
 
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::api::Api;
+use super::api::{Api, RetryReason};
 use super::wire::ApiErrorBody;
 
 /// How much of an unreadable body goes into an error message.
@@ -80,7 +80,8 @@ pub enum Error {
         /// The cap.
         limit: u64,
     },
-    /// No credentials could be obtained (IAM failing, backing off).
+    /// No token to send: IAM failed (the message says how), or is being left alone after a
+    /// failure.
     #[error("no valid IAM token: {0}")]
     Auth(String),
     /// The client could not be built from the configuration.
@@ -89,28 +90,84 @@ pub enum Error {
 }
 
 impl Error {
-    /// Short kind for logs and the errors metric: `http`, `transport`, `decode` or `too_large`.
+    /// The label value of [`ErrorKind::of`] this error, for logs.
     pub fn kind(&self) -> &'static str {
+        ErrorKind::of(self).as_str()
+    }
+}
+
+/// What kind of failure a call had: the `kind` label of `codearts_exporter_api_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// An error status other than 401.
+    Http,
+    /// Credentials rejected (401), or no IAM token to send (IAM failing, or backing off).
+    Auth,
+    /// No answer in time, no connection, or a client that could not be built.
+    Transport,
+    /// An answer, or an entry of a list, that cannot be read.
+    Decode,
+    /// An answer over `codearts.max_response_bytes`, abandoned.
+    TooLarge,
+}
+
+impl ErrorKind {
+    /// Every kind, for label sets created up front.
+    pub const ALL: [ErrorKind; 5] = [
+        ErrorKind::Http,
+        ErrorKind::Auth,
+        ErrorKind::Transport,
+        ErrorKind::Decode,
+        ErrorKind::TooLarge,
+    ];
+
+    /// The kind of `error`.
+    pub fn of(error: &Error) -> ErrorKind {
+        match error {
+            Error::Http { .. } => ErrorKind::Http,
+            Error::Unauthorized { .. } | Error::Auth(_) => ErrorKind::Auth,
+            Error::Timeout { .. } | Error::Transport { .. } | Error::Setup(_) => {
+                ErrorKind::Transport
+            }
+            Error::Decode { .. } => ErrorKind::Decode,
+            Error::TooLarge { .. } => ErrorKind::TooLarge,
+        }
+    }
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
         match self {
-            Error::Http { .. } | Error::Unauthorized { .. } | Error::Auth(_) => "http",
-            Error::Timeout { .. } | Error::Transport { .. } | Error::Setup(_) => "transport",
-            Error::Decode { .. } => "decode",
-            Error::TooLarge { .. } => "too_large",
+            ErrorKind::Http => "http",
+            ErrorKind::Auth => "auth",
+            ErrorKind::Transport => "transport",
+            ErrorKind::Decode => "decode",
+            ErrorKind::TooLarge => "too_large",
         }
     }
 }
 
-/// The `code` label and the error of a request that got no answer, or whose answer broke off.
-pub(super) fn transport_error(api: Api, err: &reqwest::Error) -> (&'static str, Error) {
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The retry reason of a request that got no answer, or whose answer broke off (its label value
+/// is also the request's `code` label), and its error.
+pub(super) fn transport_error(api: Api, err: &reqwest::Error) -> (RetryReason, Error) {
     if err.is_timeout() {
-        ("timeout", Error::Timeout { api })
+        (RetryReason::Timeout, Error::Timeout { api })
     } else {
-        let code = if err.is_connect() { "connect" } else { "error" };
+        let reason = if err.is_connect() {
+            RetryReason::Connect
+        } else {
+            RetryReason::Error
+        };
         // Without the URL: it is ours and adds noise, and reqwest never puts headers in it.
         let message = std::error::Error::source(err)
             .map(|source| format!("{err}: {source}"))
             .unwrap_or_else(|| err.to_string());
-        (code, Error::Transport { api, message })
+        (reason, Error::Transport { api, message })
     }
 }
 

@@ -1,8 +1,9 @@
 //! CodeArts Pipeline API: client, authentication, typed models.
 //!
-//! The files depend on each other one way: `client` uses `auth`; both use `body` (capped
-//! reads), `error` (error shaping) and `api` (the APIs' names and the observer the client
-//! reports to), which use neither.
+//! The files depend on each other one way: `client` uses `auth`; both use `requests` (the one
+//! request path: rate limit, retries, accounting); all three use `body` (capped reads), `error`
+//! (error shaping) and `api` (the APIs' names, the observer every exchange is reported to, and
+//! its label values), which use none of them.
 
 mod api;
 mod auth;
@@ -10,10 +11,12 @@ mod body;
 mod client;
 mod error;
 pub mod model;
+mod requests;
 pub mod sign;
 pub mod time;
 mod wire;
 
-pub use api::{Api, RequestObserver};
-pub use client::{Client, Priority, RunSelector};
-pub use error::Error;
+pub use api::{Api, RequestObserver, RetryReason};
+pub use client::{Client, RunSelector};
+pub use error::{Error, ErrorKind};
+pub use requests::Priority;

@@ -39,10 +39,10 @@ pub struct CodeArtsConfig {
     /// UTC offset of the zone-less `yyyy-MM-dd HH:mm:ss` times (v3 API, stage times).
     #[serde(default = "default_time_zone")]
     pub time_zone: String,
-    /// Requests per second to CodeArts at most, over all targets.
+    /// Requests per second to CodeArts and IAM at most, over all targets.
     #[serde(default = "default_max_requests_per_second")]
     pub max_requests_per_second: f64,
-    /// Requests to CodeArts in flight at once at most, over all targets.
+    /// Requests to CodeArts and IAM in flight at once at most, over all targets.
     #[serde(default = "default_max_concurrent_requests")]
     pub max_concurrent_requests: usize,
     /// Retries of a request after a 429, 5xx, time-out or connection error.
@@ -114,6 +114,42 @@ fn default_max_response_bytes() -> u64 {
     1024 * 1024
 }
 
+/// The regions the vendor SDK (3.1.219) has an IAM host for, `iam.{region}.myhuaweicloud.com`
+/// (eu-west-101's ends in `.eu`). Regions not listed (af-north-1 among them) use the global IAM,
+/// as the SDK does (reference 1).
+const IAM_REGIONS: [&str; 28] = [
+    "cn-north-1",
+    "cn-north-2",
+    "cn-north-4",
+    "cn-north-9",
+    "cn-north-12",
+    "cn-east-2",
+    "cn-east-3",
+    "cn-east-4",
+    "cn-east-5",
+    "cn-south-1",
+    "cn-south-2",
+    "cn-southwest-2",
+    "ap-southeast-1",
+    "ap-southeast-2",
+    "ap-southeast-3",
+    "ap-southeast-4",
+    "af-south-1",
+    "sa-brazil-1",
+    "la-south-2",
+    "la-north-2",
+    "na-mexico-1",
+    "eu-west-0",
+    "eu-west-101",
+    "my-kualalumpur-1",
+    "ru-moscow-1",
+    "me-east-1",
+    "ae-ad-1",
+    "tr-west-1",
+];
+/// The IAM of regions the SDK has no IAM host for; it answers token requests of every region.
+const GLOBAL_IAM_HOST: &str = "iam.myhuaweicloud.com";
+
 impl CodeArtsConfig {
     /// The CodeArts Pipeline base URL: the override, or the region's documented host.
     pub fn pipeline_endpoint(&self) -> String {
@@ -131,12 +167,19 @@ impl CodeArtsConfig {
         format!("https://{host}")
     }
 
-    /// The IAM base URL: the override, or `iam.{region}.myhuaweicloud.com`.
+    /// The IAM base URL: the override, or the region's IAM host as the vendor SDK knows it, or
+    /// the global IAM for a region it does not know (reference 1).
     pub fn iam_endpoint(&self) -> String {
-        match &self.iam_endpoint {
-            Some(endpoint) => endpoint.trim_end_matches('/').to_string(),
-            None => format!("https://iam.{}.myhuaweicloud.com", self.region),
+        if let Some(endpoint) = &self.iam_endpoint {
+            return endpoint.trim_end_matches('/').to_string();
         }
+        let region = self.region.as_str();
+        let host = match region {
+            "eu-west-101" => "iam.eu-west-101.myhuaweicloud.eu".to_string(),
+            _ if IAM_REGIONS.contains(&region) => format!("iam.{region}.myhuaweicloud.com"),
+            _ => GLOBAL_IAM_HOST.to_string(),
+        };
+        format!("https://{host}")
     }
 
     /// The configured zone of zone-less times, parsed (validated at load).
@@ -275,6 +318,43 @@ mod tests {
         );
         c.endpoint = Some("http://127.0.0.1:8080/".into());
         assert_eq!(c.pipeline_endpoint(), "http://127.0.0.1:8080");
+    }
+
+    #[test]
+    fn the_iam_endpoint_follows_the_sdk_region_table_then_the_global_iam() {
+        let iam_of = |region: &str| {
+            CodeArtsConfig {
+                region: region.into(),
+                ..CodeArtsConfig::default()
+            }
+            .iam_endpoint()
+        };
+        // Listed regions: their own IAM.
+        assert_eq!(
+            iam_of("cn-north-4"),
+            "https://iam.cn-north-4.myhuaweicloud.com"
+        );
+        assert_eq!(
+            iam_of("tr-west-1"),
+            "https://iam.tr-west-1.myhuaweicloud.com"
+        );
+        assert_eq!(
+            iam_of("eu-west-101"),
+            "https://iam.eu-west-101.myhuaweicloud.eu"
+        );
+        // A CodeArts region the SDK has no IAM host for, and one it does not know at all.
+        assert_eq!(iam_of("af-north-1"), "https://iam.myhuaweicloud.com");
+        assert_eq!(iam_of("xx-nowhere-9"), "https://iam.myhuaweicloud.com");
+        // An explicit endpoint wins, for any region.
+        let overridden = CodeArtsConfig {
+            region: "af-north-1".into(),
+            iam_endpoint: Some("https://iam.example.internal:8443/".into()),
+            ..CodeArtsConfig::default()
+        };
+        assert_eq!(
+            overridden.iam_endpoint(),
+            "https://iam.example.internal:8443"
+        );
     }
 
     #[test]
