@@ -10,7 +10,7 @@
 //! (unless it came back). `server.listen`, `[metrics]` and `[sharding]` need a restart: a change
 //! to them is logged and not applied.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
@@ -77,6 +77,7 @@ impl Fleet {
             sharding: config.sharding,
         };
         let clock: Arc<dyn WallClock> = Arc::new(SystemClock);
+        store.set_listed(listed(&config));
         let pollers: Vec<Arc<TargetPoller>> = config
             .targets
             .iter()
@@ -91,6 +92,8 @@ impl Fleet {
                 ))
             })
             .collect();
+        // Every configured target has taken what the state file kept of it.
+        store.forget_unclaimed();
         let schedules = pollers
             .iter()
             .map(|poller| run_schedule(poller.clone(), clock.clone()))
@@ -173,6 +176,7 @@ impl Fleet {
         }
         let labels: Vec<&str> = config.targets.iter().map(TargetConfig::label).collect();
         self.store.retire_others(&labels);
+        self.store.set_listed(listed(&config));
         let known: HashSet<String> = self
             .current()
             .iter()
@@ -316,6 +320,23 @@ fn run_schedule(poller: Arc<TargetPoller>, clock: Arc<dyn WallClock>) -> Schedul
     ScheduleTask { stop, task }
 }
 
+/// Which target lists each pipeline in its `pipeline_ids`: (project, pipeline) → target. Two
+/// targets never list the same one (the configuration refuses it).
+fn listed(config: &Config) -> HashMap<(String, String), String> {
+    config
+        .targets
+        .iter()
+        .flat_map(|target| {
+            target.pipeline_ids.iter().map(|id| {
+                (
+                    (target.project_id.clone(), id.clone()),
+                    target.label().to_string(),
+                )
+            })
+        })
+        .collect()
+}
+
 /// The deadline of each poll of `target`.
 fn poll_timeout(target: &TargetConfig, config: &Config, clock: &dyn WallClock) -> Duration {
     target.poll_deadline(clock.now(), config.codearts.timeout)
@@ -360,6 +381,8 @@ async fn collect_garbage(fleet: Weak<Fleet>) {
             return;
         };
         fleet.store.collect_garbage();
+        // What it removed leaves the state file too.
+        fleet.store.commit_removals().await;
     }
 }
 

@@ -93,7 +93,7 @@ impl Metrics {
     /// store that owns them.
     pub fn new(store: &Store) -> Result<Metrics, MetricsError> {
         let registry = Registry::new();
-        for family in store.target_families().collectors() {
+        for family in store.collectors() {
             registry.register(family)?;
         }
         let series = store.series().clone();

@@ -9,6 +9,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::codearts::RunSelector;
 use crate::codearts::model::Run;
 
@@ -22,7 +24,7 @@ const MAX_UNFINISHED: usize = 16;
 const MAX_RECORDED: usize = 64;
 
 /// Identifies a run: by id (v5), with its number when known, or by number alone (v3).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RunKey {
     /// A v5 run id.
     Id {
@@ -66,7 +68,7 @@ impl RunKey {
 }
 
 /// Run numbers already observed in the histograms, bounded.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct RecordedRuns {
     numbers: BTreeSet<u64>,
     /// Every number at or below this is considered recorded.
@@ -174,12 +176,15 @@ pub enum FromStatus {
 pub struct Applied<'a> {
     /// The steps for the series, oldest run first.
     pub steps: Vec<Step<'a>>,
+    /// Runs the history no longer returned (after a restart, older than what it keeps): count
+    /// them as missed.
+    pub unseen: u64,
     /// False when the read lacked the latest run (it is read again next poll).
     pub complete: bool,
 }
 
-/// The recording state of one pipeline.
-#[derive(Debug, Default)]
+/// The recording state of one pipeline; the state store keeps it (serialized) across restarts.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct RunLedger {
     /// When the pipeline was first polled (Unix seconds): its first read records the runs that
     /// ended within the backfill window before it, however late that read comes.
@@ -194,6 +199,11 @@ pub struct RunLedger {
     needs_read: bool,
     /// The history has been read once (the first read only looks back to the window).
     backfilled: bool,
+    /// Restored from the state store and not read since: the next read records every run
+    /// above the floor, however long ago it ended (the exporter was down meanwhile), and counts
+    /// the runs the history no longer returns as missed.
+    #[serde(skip)]
+    resumed: bool,
     /// Runs seen unfinished in the history that are not the latest (parallel runs).
     unfinished: BTreeSet<u64>,
     recorded: RecordedRuns,
@@ -212,9 +222,19 @@ impl RunLedger {
         }
     }
 
+    /// This ledger as the state store restores it: a read it had settled stays settled, and
+    /// the runs that completed while the exporter was away are recorded by the next read.
+    pub fn resumed(mut self) -> RunLedger {
+        self.resumed = self.backfilled;
+        self
+    }
+
     /// Runs that ended before this are not recorded: before the window at first sight, and
-    /// further back than the window later (those count as missed).
+    /// further back than the window later (those count as missed); after a restart, none.
     pub fn cutoff(&self, now: f64, window: Duration) -> f64 {
+        if self.resumed {
+            return f64::NEG_INFINITY;
+        }
         let from = if self.backfilled {
             now
         } else {
@@ -353,6 +373,11 @@ impl RunLedger {
         });
         runs.sort_by_key(|run| run.run_number);
         runs.dedup_by_key(|run| run.run_number);
+        let unseen = if self.resumed && complete {
+            self.unseen_before(floor, runs)
+        } else {
+            0
+        };
         let mut steps = Vec::new();
         for run in runs.iter() {
             let Some(number) = run.run_number else {
@@ -388,8 +413,25 @@ impl RunLedger {
         if complete {
             self.needs_read = false;
             self.backfilled = true;
+            self.resumed = false;
         }
-        Applied { steps, complete }
+        Applied {
+            steps,
+            unseen,
+            complete,
+        }
+    }
+
+    /// Run numbers between `floor` and the oldest run read (sorted `runs`) that are neither
+    /// read nor recorded: the history no longer returns them. Numbers are consecutive.
+    fn unseen_before(&self, floor: u64, runs: &[Run]) -> u64 {
+        let Some(oldest) = runs.iter().find_map(|run| run.run_number) else {
+            return 0;
+        };
+        // Everything at or below the recorded floor counts as recorded.
+        let from = (floor + 1).max(self.recorded.floor + 1);
+        let recorded = self.recorded.numbers.range(from..oldest.max(from)).count() as u64;
+        oldest.saturating_sub(from) - recorded
     }
 }
 
@@ -456,8 +498,11 @@ mod tests {
         Read(f64, Vec<Run>),
         /// At time `.0` a history read is due, and fails.
         ReadFails(f64),
+        /// The exporter restarts: the ledger goes through the state store (serialized) and is
+        /// restored.
+        Restart,
     }
-    use Event::{Read, ReadFails, Status};
+    use Event::{Read, ReadFails, Restart, Status};
 
     /// What the series were asked to do.
     #[derive(Debug, Default, PartialEq)]
@@ -469,6 +514,8 @@ mod tests {
         reads: usize,
         /// Runs the status showed as the last completed one before any read did.
         shown_by_status: Vec<u64>,
+        /// Runs counted as missed because the history no longer returned them.
+        unseen: u64,
     }
 
     fn play(first_seen: f64, events: Vec<Event>) -> Outcome {
@@ -493,7 +540,9 @@ mod tests {
                     };
                     outcome.reads += 1;
                     let mut runs = read.keep(history);
-                    for step in ledger.apply_history(&mut runs, read.cutoff).steps {
+                    let applied = ledger.apply_history(&mut runs, read.cutoff);
+                    outcome.unseen += applied.unseen;
+                    for step in applied.steps {
                         match step {
                             Step::Observe(run) => outcome.observed.extend(run.run_number),
                             Step::Missed(run) => outcome.missed.extend(run.run_number),
@@ -505,6 +554,11 @@ mod tests {
                     if ledger.history_read(at, WINDOW).is_some() {
                         outcome.reads += 1;
                     }
+                }
+                Restart => {
+                    let stored = serde_json::to_string(&ledger).expect("serializes");
+                    let restored: RunLedger = serde_json::from_str(&stored).expect("restores");
+                    ledger = restored.resumed();
                 }
             }
         }
@@ -518,6 +572,7 @@ mod tests {
             last,
             reads,
             shown_by_status: Vec::new(),
+            unseen: 0,
         }
     }
 
@@ -683,6 +738,72 @@ mod tests {
                     Read(50_000.0, vec![done(2, 49_000.0), done(1, 40_000.0)]),
                 ],
                 shown(expect(&[2], &[], Some(2), 1), &[2]),
+            ),
+            (
+                "a restart records exactly what completed while the exporter was away, \
+                 however long ago",
+                10_000.0,
+                vec![
+                    Status(10_000.0, done(1, 9_990.0)),
+                    Read(10_000.0, vec![done(1, 9_990.0)]),
+                    Restart,
+                    // Down for a day: runs 2 and 3 ended long before the window.
+                    Status(100_000.0, done(4, 99_990.0)),
+                    Read(
+                        100_000.0,
+                        vec![
+                            done(4, 99_990.0),
+                            done(3, 50_000.0),
+                            done(2, 20_000.0),
+                            done(1, 9_990.0),
+                        ],
+                    ),
+                    // Settled again: the next read has the window's cutoff.
+                    Status(100_010.0, done(5, 100_005.0)),
+                    Read(100_010.0, vec![done(5, 100_005.0), done(4, 99_990.0)]),
+                ],
+                shown(expect(&[1, 2, 3, 4, 5], &[], Some(5), 3), &[1, 4, 5]),
+            ),
+            (
+                "after a restart, runs the history no longer returns are counted as missed",
+                10_000.0,
+                vec![
+                    Status(10_000.0, done(1, 9_990.0)),
+                    Read(10_000.0, vec![done(1, 9_990.0)]),
+                    Restart,
+                    Status(100_000.0, done(5, 99_990.0)),
+                    Read(100_000.0, vec![done(5, 99_990.0), done(4, 99_000.0)]),
+                ],
+                Outcome {
+                    unseen: 2,
+                    ..shown(expect(&[1, 4, 5], &[], Some(5), 2), &[1, 5])
+                },
+            ),
+            (
+                "a restart before the first read keeps the window from the first sight",
+                10_000.0,
+                vec![
+                    Status(10_000.0, running(3)),
+                    Restart,
+                    Status(10_010.0, done(3, 10_005.0)),
+                    Read(
+                        10_010.0,
+                        vec![done(3, 10_005.0), done(2, 9_000.0), done(1, 5_000.0)],
+                    ),
+                ],
+                shown(expect(&[2, 3], &[], Some(3), 1), &[3]),
+            ),
+            (
+                "a restart with nothing new makes no read and records nothing",
+                10_000.0,
+                vec![
+                    Status(10_000.0, done(2, 9_990.0)),
+                    Read(10_000.0, vec![done(2, 9_990.0), done(1, 9_900.0)]),
+                    Restart,
+                    Status(50_000.0, done(2, 9_990.0)),
+                    Read(50_000.0, vec![done(2, 9_990.0)]),
+                ],
+                shown(expect(&[1, 2], &[], Some(2), 1), &[2]),
             ),
         ];
         for (name, first_seen, events, expected) in cases {

@@ -89,8 +89,11 @@ impl RunState {
     }
 }
 
-/// Outcome of a completed run or stage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Outcome of a completed run or stage. Serialized (lower-case) in the state store.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum RunResult {
     /// Succeeded.
     Success,

@@ -41,7 +41,8 @@ impl TargetPoller {
                         &mut state,
                         std::mem::take(&mut read),
                         std::mem::take(&mut details),
-                    );
+                    )
+                    .await;
                 }
                 pick(&state, &failed, self.now(), self.target.backfill_window)
             };

@@ -49,7 +49,8 @@ impl TargetPoller {
     /// Everything a poll must finish within its deadline; returns whether it all succeeded.
     pub(super) async fn steady(&self, state: &mut TargetState) -> bool {
         let (mut ok, listed) = self.discover(state).await;
-        let tracked = tracked(&self.target, &state.discovered, &self.settings.sharding);
+        let mut tracked = tracked(&self.target, &state.discovered, &self.settings.sharding);
+        self.leave_to_others(state, &mut tracked);
         let listed = match listed {
             Some(listed) => Some(listed),
             None => self.list_unnamed(state, &tracked).await,
@@ -80,7 +81,29 @@ impl TargetPoller {
         for group in reads.chunks(SCAN_GROUP) {
             ok &= self.scan_group(state, group).await;
         }
+        // What the status settled; and what an earlier commit failed to write.
+        self.store.commit(self.label(), state).await;
         ok
+    }
+
+    /// Drops from `tracked` the pipelines another target records or lists (one ledger per
+    /// pipeline): the target that lists a pipeline in its `pipeline_ids` records it; among
+    /// targets that discover it, the first to poll it, as long as it has it. Logged once per
+    /// pipeline.
+    fn leave_to_others(&self, state: &mut TargetState, tracked: &mut Vec<String>) {
+        let project_id = self.target.project_id.as_str();
+        tracked.retain(|id| {
+            let mine = self.store.may_record(project_id, id, self.label());
+            if !mine && state.left_to_others.insert(id.clone()) {
+                tracing::info!(
+                    target_name = self.label(),
+                    pipeline_id = %id,
+                    project_id,
+                    "pipeline polled by another target of the project; this one leaves it"
+                );
+            }
+            mine
+        });
     }
 
     /// Reads the project's pipeline list when discovery is on and due; false when that failed.
@@ -276,10 +299,23 @@ impl TargetPoller {
                 tracing::warn!(target_name = self.label(), pipeline_id = %run.pipeline_id, "latest run has neither id nor number");
                 continue;
             };
-            let pipeline = state
-                .pipelines
-                .entry(run.pipeline_id.clone())
-                .or_insert_with(|| PipelineState::new(first_seen));
+            if !state.pipelines.contains_key(&run.pipeline_id) {
+                // One ledger per pipeline: a pipeline another target records is left to it.
+                let claimed =
+                    self.store
+                        .claim(&self.target.project_id, &run.pipeline_id, self.label());
+                let Ok(claim) = claimed else {
+                    continue;
+                };
+                let pipeline = PipelineState {
+                    claim: Some(claim),
+                    ..PipelineState::new(first_seen)
+                };
+                state.pipelines.insert(run.pipeline_id.clone(), pipeline);
+            }
+            let Some(pipeline) = state.pipelines.get_mut(&run.pipeline_id) else {
+                continue;
+            };
             if let Some(from) = pipeline.ledger.saw_latest(run, key.clone(), now, window) {
                 shown.insert(run.pipeline_id.clone(), from);
             }
@@ -387,6 +423,7 @@ impl TargetPoller {
             if let Some(&from) = shown.get(&run.pipeline_id) {
                 series.set_last_completed(run);
                 pipeline.ledger.shown_by_status(from);
+                pipeline.dirty = true;
             }
         }
     }
@@ -423,7 +460,7 @@ impl TargetPoller {
         } else {
             HashMap::new()
         };
-        self.record_histories(state, histories, details);
+        self.record_histories(state, histories, details).await;
         ok
     }
 
@@ -459,7 +496,7 @@ impl TargetPoller {
     /// Records what `histories` hold. Each pipeline's history is recorded whole or not at all
     /// (a pipeline whose run detail failed waits for its next read), so a poll cut short
     /// between two reads loses nothing and records nothing twice.
-    pub(super) fn record_histories(
+    pub(super) async fn record_histories(
         &self,
         state: &mut TargetState,
         histories: Vec<History>,
@@ -478,6 +515,7 @@ impl TargetPoller {
                 tracing::warn!(target_name = self.label(), %pipeline_id, "run history lacks the latest run; reading it again next poll");
             }
         }
+        self.store.commit(self.label(), state).await;
     }
 
     /// Reads the history newest first, page by page, as far back as `read` needs.
@@ -574,7 +612,14 @@ fn record(
     let Some(series) = pipeline.series.as_mut() else {
         return true;
     };
+    let pipeline_id = runs.first().map(|run| run.pipeline_id.clone());
     let applied = pipeline.ledger.apply_history(runs, cutoff);
+    // Committed (and then shown) at the end of the read's batch.
+    pipeline.dirty = true;
+    if applied.unseen > 0 {
+        series.missed(applied.unseen);
+        tracing::warn!(pipeline_id = ?pipeline_id, runs = applied.unseen, "runs completed while the exporter was away are no longer in the history; counted as missed");
+    }
     for step in applied.steps {
         match step {
             Step::Observe(run) => {
@@ -586,7 +631,7 @@ fn record(
                 tracing::debug!(pipeline_id = %run.pipeline_id, run_number = ?run.run_number, result = ?run.result, "run recorded");
             }
             Step::Missed(run) => {
-                series.missed();
+                series.missed(1);
                 tracing::warn!(pipeline_id = %run.pipeline_id, run_number = ?run.run_number, "run older than backfill_window when found; not recorded");
             }
             Step::Last(run) => series.set_last_completed(run),

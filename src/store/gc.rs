@@ -18,7 +18,11 @@ impl Store {
                 let expired = lock(&slot.retired_at)
                     .is_some_and(|since| now.duration_since(since) >= slot.gc_after());
                 // Released here, not when the last holder of the slot lets go of it.
-                let expired = expired && slot.release();
+                let released = if expired { slot.release() } else { None };
+                for (project_id, pipeline_id) in released.iter().flatten() {
+                    self.forget(label, project_id.clone(), pipeline_id.clone());
+                }
+                let expired = released.is_some();
                 if expired {
                     tracing::info!(target_name = %label, "series of a removed target dropped");
                     removed.push(label.clone());
@@ -41,6 +45,9 @@ impl Store {
                     .is_some_and(|since| now.duration_since(since) >= gc_after);
                 if expired {
                     tracing::info!(target_name = %label, pipeline_id = %id, "pipeline gone; its series are removed");
+                    if let Some(series) = &pipeline.series {
+                        self.forget(&label, series.project_id().to_string(), id.clone());
+                    }
                 }
                 !expired
             });
@@ -65,10 +72,15 @@ mod tests {
     /// The target series of every target.
     fn target_series(store: &Store) -> usize {
         let registry = prometheus::Registry::new();
-        for family in store.target_families().collectors() {
+        for family in store.collectors() {
             registry.register(family).expect("register");
         }
-        registry.gather().iter().map(|f| f.get_metric().len()).sum()
+        registry
+            .gather()
+            .iter()
+            .flat_map(|f| f.get_metric())
+            .filter(|m| m.get_label().iter().any(|l| l.name() == "target"))
+            .count()
     }
 
     #[tokio::test(start_paused = true)]

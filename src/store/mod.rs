@@ -9,7 +9,9 @@
 //! configuration reload the new poller of the same target finds it here, so no run is recorded
 //! twice and no histogram restarts.
 
+pub mod durable;
 mod gc;
+mod persist;
 pub mod series;
 pub mod target;
 
@@ -23,6 +25,8 @@ use tokio::time::Instant;
 use crate::config::MetricsConfig;
 use crate::recording::RunLedger;
 use crate::schedule::Heartbeat;
+use durable::{StateFamilies, StateFile, StoredPipeline};
+pub use persist::Claim;
 use series::{Series, SeriesTable, lock};
 use target::{TargetFamilies, TargetSeries};
 
@@ -30,9 +34,12 @@ use target::{TargetFamilies, TargetSeries};
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// A metric family could not be created (a programming error, reported at start-up).
-    #[error("cannot set up the target families: {0}")]
+    #[error("cannot set up the store's families: {0}")]
     Families(#[from] prometheus::Error),
 }
+
+/// Which pipeline each target records: one ledger per pipeline across the exporter.
+type Owners = Arc<Mutex<HashMap<(String, String), String>>>;
 
 /// What is known of one pipeline.
 #[derive(Debug)]
@@ -44,6 +51,10 @@ pub struct PipelineState {
     /// Since when it is no longer polled or no longer answered by the batch status; the
     /// garbage collector removes it after its target's `gc_after`.
     pub absent_since: Option<Instant>,
+    /// Its ledger or series changed since the last commit (see [`Store::commit`]).
+    pub dirty: bool,
+    /// This target's claim on the pipeline: no other target records it while held.
+    pub claim: Option<Claim>,
 }
 
 impl PipelineState {
@@ -53,6 +64,8 @@ impl PipelineState {
             series: None,
             ledger: RunLedger::new(first_seen),
             absent_since: None,
+            dirty: false,
+            claim: None,
         }
     }
 }
@@ -66,6 +79,8 @@ pub struct TargetState {
     pub discovered: BTreeMap<String, String>,
     /// When discovery last succeeded.
     pub discovered_at: Option<Instant>,
+    /// Pipelines it reaches but leaves to the target that records them (logged once).
+    pub left_to_others: std::collections::BTreeSet<String>,
 }
 
 impl TargetState {
@@ -133,31 +148,53 @@ impl TargetSlot {
     }
 
     /// Removes the target's series, its own and its pipelines', now: a poller that still holds
-    /// the slot writes to nothing. False while a poll holds its state (tried again later).
-    fn release(&self) -> bool {
-        let Ok(mut state) = self.state.try_lock() else {
-            return false;
-        };
-        state.pipelines.clear();
+    /// the slot writes to nothing. Returns the pipelines removed (project, pipeline), or `None`
+    /// while a poll holds its state (tried again later).
+    fn release(&self) -> Option<Vec<(String, String)>> {
+        let mut state = self.state.try_lock().ok()?;
+        let removed = state
+            .pipelines
+            .drain()
+            .filter_map(|(id, pipeline)| Some((pipeline.series?.project_id().to_string(), id)))
+            .collect();
         lock(&self.series).take();
-        true
+        Some(removed)
     }
 }
 
-/// Every target's state and every target's and pipeline's series.
+/// Every target's state and every target's and pipeline's series, kept in the state file when
+/// there is one.
 pub struct Store {
     series: Arc<SeriesTable>,
     target_families: Arc<TargetFamilies>,
     targets: Mutex<BTreeMap<String, Arc<TargetSlot>>>,
+    /// The state file; none without `[state] path` or when it could not be opened.
+    file: Option<Arc<StateFile>>,
+    state_families: StateFamilies,
+    /// What the state file kept, by target, until the target's slot takes it.
+    restored: Mutex<HashMap<String, Vec<StoredPipeline>>>,
+    /// Pipelines removed since the last commit: (target, project, pipeline).
+    removed: Mutex<Vec<(String, String, String)>>,
+    /// The target that records each pipeline (project, pipeline).
+    owners: Owners,
+    /// The target that lists each pipeline in its `pipeline_ids`: it records it, whatever
+    /// another target discovers.
+    listed: Mutex<HashMap<(String, String), String>>,
 }
 
 impl Store {
-    /// An empty store whose series are laid out by `[metrics]`.
+    /// An empty store whose series are laid out by `[metrics]`, without a state file.
     pub fn new(config: &MetricsConfig) -> Result<Store, StoreError> {
         Ok(Store {
             series: Arc::new(SeriesTable::new(config)),
             target_families: Arc::new(TargetFamilies::new()?),
             targets: Mutex::new(BTreeMap::new()),
+            file: None,
+            state_families: StateFamilies::new()?,
+            restored: Mutex::new(HashMap::new()),
+            removed: Mutex::new(Vec::new()),
+            owners: Arc::new(Mutex::new(HashMap::new())),
+            listed: Mutex::new(HashMap::new()),
         })
     }
 
@@ -166,9 +203,12 @@ impl Store {
         &self.series
     }
 
-    /// The families of the targets' own series, for registration.
-    pub fn target_families(&self) -> &TargetFamilies {
-        &self.target_families
+    /// Every family of the store's own (the targets' series, the state file's), for
+    /// registration.
+    pub fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        let mut all = self.target_families.collectors();
+        all.extend(self.state_families.collectors());
+        all
     }
 
     /// A handle on the series of one pipeline.
@@ -189,6 +229,10 @@ impl Store {
             None => {
                 let series = TargetSeries::new(&self.target_families, &self.series, label);
                 let slot = Arc::new(TargetSlot::new(gc_after, series));
+                if let Ok(mut state) = slot.state.try_lock() {
+                    // Nobody else has the slot yet.
+                    self.restore(label, &mut state);
+                }
                 targets.insert(label.to_string(), slot.clone());
                 slot
             }

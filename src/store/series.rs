@@ -10,6 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use serde::{Deserialize, Serialize};
+
 use crate::codearts::model::{Run, RunResult, RunState};
 use crate::config::{MetricsConfig, RunLabel};
 
@@ -127,7 +129,7 @@ struct Layout {
 }
 
 /// A histogram's counts per bucket (not cumulative), sum and count.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Hist {
     counts: Vec<u64>,
     sum: f64,
@@ -149,19 +151,82 @@ impl Hist {
 }
 
 /// Per-stage histogram and failure count.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct StageStats {
     duration: Hist,
     failures: u64,
 }
 
 /// The last completed run's gauges.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct LastRun {
+    result: Option<RunResult>,
     duration: Option<f64>,
     start: Option<f64>,
     end: Option<f64>,
     number: Option<f64>,
+    /// Console link (`last_run_info`).
+    url: Option<String>,
+    /// Duration of each stage that ran.
+    stages: BTreeMap<String, f64>,
+}
+
+/// Every value that counts runs: what Prometheus reads as counters, so what the state store
+/// keeps and what is shown only once committed (see [`Series::publish`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Counted {
+    /// Run histogram (and `runs_total`, its count) by run label values and result.
+    #[serde(with = "as_pairs")]
+    runs: BTreeMap<Vec<String>, Hist>,
+    missed: Option<u64>,
+    queue: Option<Hist>,
+    /// Time paused per run (from run details, so only with `metrics.jobs`).
+    pause: Option<Hist>,
+    stages: BTreeMap<String, StageStats>,
+    #[serde(with = "as_pairs")]
+    jobs: BTreeMap<(String, String, RunResult), Hist>,
+}
+
+/// Maps with keys JSON cannot name, kept as lists of pairs.
+mod as_pairs {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<K: Serialize, V: Serialize, S: Serializer>(
+        map: &BTreeMap<K, V>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(map.iter())
+    }
+
+    pub fn deserialize<'de, K, V, D>(deserializer: D) -> Result<BTreeMap<K, V>, D::Error>
+    where
+        K: Deserialize<'de> + Ord,
+        V: Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        Ok(Vec::<(K, V)>::deserialize(deserializer)?
+            .into_iter()
+            .collect())
+    }
+}
+
+/// What the state store keeps of a pipeline's series: its name, counted values and last run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Stored {
+    /// The `pipeline_name` label.
+    pub name: String,
+    counted: Counted,
+    last: LastRun,
+}
+
+impl Stored {
+    /// Forgets the counted values (kept under other buckets or labels than the running ones).
+    pub fn without_counts(mut self) -> Stored {
+        self.counted = Counted::default();
+        self
+    }
 }
 
 /// Every value of one pipeline's series; a series exists when its value is set.
@@ -170,20 +235,20 @@ struct PipelineData {
     /// `project_id="…",pipeline_id="…",pipeline_name="…"`, escaped.
     labels: String,
     state: Option<RunState>,
-    last_result: Option<RunResult>,
-    last: LastRun,
-    /// Console link of the last completed run (`last_run_info`).
-    last_url: Option<String>,
-    /// Run histogram (and `runs_total`, its count) by run label values and result.
-    runs: BTreeMap<Vec<String>, Hist>,
-    missed: Option<u64>,
-    queue: Option<Hist>,
-    /// Time paused per run (from run details, so only with `metrics.jobs`).
-    pause: Option<Hist>,
     stage_states: BTreeMap<String, RunState>,
-    stage_last: BTreeMap<String, f64>,
-    stages: BTreeMap<String, StageStats>,
-    jobs: BTreeMap<(String, String, RunResult), Hist>,
+    last: LastRun,
+    /// The counted values shown.
+    counted: Counted,
+    /// The counted values recorded but not committed yet: shown by [`Series::publish`].
+    pending: Option<Box<Counted>>,
+}
+
+impl PipelineData {
+    /// The counted values to record into: the pending ones, begun from those shown.
+    fn recording(&mut self) -> &mut Counted {
+        let shown = &self.counted;
+        self.pending.get_or_insert_with(|| Box::new(shown.clone()))
+    }
 }
 
 /// A registered pipeline and how many handles share it.
@@ -240,6 +305,32 @@ impl SeriesTable {
             .values()
             .map(|entry| entry.data.clone())
             .collect()
+    }
+
+    /// What a state file's counts must have been kept under to go on: the buckets of every
+    /// histogram and the run label names.
+    pub fn layout_fingerprint(&self) -> String {
+        let layout = &self.layout;
+        format!(
+            "run={:?};stage={:?};queue={:?};pause={:?};job={:?};labels={:?}",
+            layout.run.bounds,
+            layout.stage.bounds,
+            layout.queue.bounds,
+            layout.pause.bounds,
+            layout.job.bounds,
+            layout.run_label_names
+        )
+    }
+
+    /// Publishes what every pipeline recorded (tests that render without committing).
+    #[cfg(test)]
+    pub(super) fn publish_all(&self) {
+        for data in self.pipelines() {
+            let mut data = lock(&data);
+            if let Some(pending) = data.pending.take() {
+                data.counted = *pending;
+            }
+        }
     }
 
     /// How many pipelines have series.
@@ -362,6 +453,11 @@ impl Series {
         }
     }
 
+    /// The `project_id` label value.
+    pub fn project_id(&self) -> &str {
+        &self.labels[0]
+    }
+
     /// Changes the pipeline's data (registering it first).
     fn update<R>(&mut self, change: impl FnOnce(&mut PipelineData) -> R) -> R {
         let table = &self.table;
@@ -394,25 +490,24 @@ impl Series {
     /// Sets the `last_run_*` gauges and per-stage last durations from a completed run.
     pub fn set_last_completed(&mut self, run: &Run) {
         self.update(|data| {
-            if let Some(result) = run.result {
-                data.last_result = Some(result);
-            }
             data.last = LastRun {
+                result: run.result.or(data.last.result),
                 duration: run.duration(),
                 start: run.start,
                 end: run.end,
                 number: run.run_number.map(|n| n as f64),
+                url: run.detail_url.clone(),
+                stages: run
+                    .stages
+                    .iter()
+                    .filter_map(|stage| stage.duration().map(|d| (stage.name.clone(), d)))
+                    .collect(),
             };
-            data.last_url = run.detail_url.clone();
-            data.stage_last = run
-                .stages
-                .iter()
-                .filter_map(|stage| stage.duration().map(|d| (stage.name.clone(), d)))
-                .collect();
         });
     }
 
-    /// Observes a completed run (and each stage that ran) in the histograms. Call once per run.
+    /// Observes a completed run (and each stage that ran) in the histograms. Call once per run;
+    /// shown once published.
     pub fn observe_completed(&mut self, run: &Run) {
         let (Some(result), Some(duration)) = (run.result, run.duration()) else {
             return;
@@ -422,20 +517,23 @@ impl Series {
         let table = self.table.clone();
         let layout = &table.layout;
         self.update(|data| {
-            data.runs
+            let counted = data.recording();
+            counted
+                .runs
                 .entry(key)
                 .or_default()
                 .observe(&layout.run, duration);
             // The missed counter appears with the first run, so it reads 0 rather than absent.
-            data.missed.get_or_insert(0);
+            counted.missed.get_or_insert(0);
             if let Some(queue) = run.queue() {
-                data.queue
+                counted
+                    .queue
                     .get_or_insert_with(Hist::default)
                     .observe(&layout.queue, queue);
             }
             for stage in &run.stages {
                 if let (Some(stage_result), Some(duration)) = (stage.result, stage.duration()) {
-                    let stats = data.stages.entry(stage.name.clone()).or_default();
+                    let stats = counted.stages.entry(stage.name.clone()).or_default();
                     stats.duration.observe(&layout.stage, duration);
                     if stage_result == RunResult::Error {
                         stats.failures += 1;
@@ -450,10 +548,12 @@ impl Series {
         let table = self.table.clone();
         let layout = &table.layout;
         self.update(|data| {
+            let counted = data.recording();
             for stage in &detail.stages {
                 for job in &stage.jobs {
                     if let (Some(result), Some(duration)) = (job.result, job.duration()) {
-                        data.jobs
+                        counted
+                            .jobs
                             .entry((stage.name.clone(), job.name.clone(), result))
                             .or_default()
                             .observe(&layout.job, duration);
@@ -472,15 +572,61 @@ impl Series {
         let table = self.table.clone();
         let layout = &table.layout;
         self.update(|data| {
-            data.pause
+            data.recording()
+                .pause
                 .get_or_insert_with(Hist::default)
                 .observe(&layout.pause, pause);
         });
     }
 
-    /// Counts a completed run that was found too late to be recorded.
-    pub fn missed(&mut self) {
-        self.update(|data| *data.missed.get_or_insert(0) += 1);
+    /// Counts `runs` completed runs that were found too late to be recorded, or not at all.
+    pub fn missed(&mut self, runs: u64) {
+        self.update(|data| *data.recording().missed.get_or_insert(0) += runs);
+    }
+
+    /// What the state store keeps of these series: the counted values as recorded (committed
+    /// or not yet), and the last run.
+    pub fn stored(&self) -> Stored {
+        let (counted, last) = match &self.data {
+            Some(data) => {
+                let data = lock(data);
+                let counted = data.pending.as_deref().unwrap_or(&data.counted).clone();
+                (counted, data.last.clone())
+            }
+            None => Default::default(),
+        };
+        Stored {
+            name: self.labels[2].clone(),
+            counted,
+            last,
+        }
+    }
+
+    /// Shows the counted values recorded so far: called once they are committed to the state
+    /// store (at once without one), so that `/metrics` never shows a count a restart could take
+    /// back.
+    pub fn publish(&mut self) {
+        if let Some(data) = &self.data {
+            let mut data = lock(data);
+            if let Some(pending) = data.pending.take() {
+                data.counted = *pending;
+            }
+        }
+    }
+
+    /// Whether recorded values wait to be published.
+    pub fn has_pending(&self) -> bool {
+        self.data
+            .as_ref()
+            .is_some_and(|data| lock(data).pending.is_some())
+    }
+
+    /// Shows what the state store kept (at start, before any scrape).
+    pub fn restore(&mut self, stored: Stored) {
+        self.update(|data| {
+            data.counted = stored.counted;
+            data.last = stored.last;
+        });
     }
 }
 
@@ -598,7 +744,9 @@ mod tests {
         }
     }
 
+    /// The rendering, once everything recorded is published (as a commit does).
     fn text(m: &Fixture) -> String {
+        m.store.series().publish_all();
         String::from_utf8(m.metrics.render()).expect("utf-8")
     }
 
@@ -805,7 +953,7 @@ mod tests {
             counter(&m, "codearts_pipeline_runs_missed_total", &[]),
             Some(0.0)
         );
-        series.missed();
+        series.missed(1);
         assert_eq!(
             counter(&m, "codearts_pipeline_runs_missed_total", &[]),
             Some(1.0)
@@ -1100,7 +1248,7 @@ mod tests {
                 series.set_stage_states(&run);
             }
         }
-        series.missed();
+        series.missed(1);
         series
     }
 

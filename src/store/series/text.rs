@@ -5,7 +5,9 @@
 use std::fmt::Display;
 use std::io::{self, Write};
 
-use super::{Buckets, Hist, Layout, PipelineData, SeriesTable, lock, push_escaped};
+use super::{
+    Buckets, Counted, Hist, LastRun, Layout, PipelineData, SeriesTable, lock, push_escaped,
+};
 use crate::codearts::model::{RunResult, RunState};
 
 impl SeriesTable {
@@ -262,18 +264,29 @@ impl FamilyWriter<'_> {
         let PipelineData {
             labels,
             state,
-            last_result,
+            stage_states,
             last,
-            last_url,
+            counted,
+            // Not shown until committed and published.
+            pending: _,
+        } = data;
+        let LastRun {
+            result: last_result,
+            duration: last_duration,
+            start: last_start,
+            end: last_end,
+            number: last_number,
+            url: last_url,
+            stages: stage_last,
+        } = last;
+        let Counted {
             runs,
             missed,
             queue,
             pause,
-            stage_states,
-            stage_last,
             stages,
             jobs,
-        } = data;
+        } = counted;
         let labels = labels.as_str();
         match self.family {
             Family::Status => {
@@ -294,12 +307,12 @@ impl FamilyWriter<'_> {
             }
             Family::LastDuration | Family::LastStart | Family::LastEnd | Family::LastNumber => {
                 let value = match self.family {
-                    Family::LastDuration => last.duration,
-                    Family::LastStart => last.start,
-                    Family::LastEnd => last.end,
-                    _ => last.number,
+                    Family::LastDuration => last_duration,
+                    Family::LastStart => last_start,
+                    Family::LastEnd => last_end,
+                    _ => last_number,
                 };
-                if let Some(value) = value {
+                if let Some(value) = *value {
                     self.sample("", labels, &[], Num(value))?;
                 }
             }
@@ -439,7 +452,8 @@ mod tests {
         series.observe_completed(&run);
         series.observe_jobs(&run);
         series.observe_pause(&run);
-        series.missed();
+        series.missed(1);
+        series.publish();
         let mut out = Vec::new();
         store.series().write_text(&mut out).expect("write");
         let text = String::from_utf8(out).expect("utf-8");

@@ -1,0 +1,582 @@
+//! The state file (`[state] path`): an SQLite database that keeps, per pipeline, its run ledger
+//! and its counted series across restarts, so that counters go on where the last process left
+//! them and no run is recorded twice.
+//!
+//! SQLite because it is made for exactly this: each commit is atomic and durable (WAL with
+//! `synchronous = FULL`), so a SIGKILL at any instant leaves either the old or the new rows.
+//! A file that cannot be trusted (not a database, damaged, another schema version, another
+//! configuration's) is renamed aside for the operator and a new one is started: bad state never
+//! stops the exporter.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use prometheus::core::Collector;
+use prometheus::{Gauge, Histogram, HistogramOpts, IntCounterVec, Opts};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::series::Stored;
+use crate::recording::RunLedger;
+
+/// The schema this build reads and writes (`PRAGMA user_version`).
+const SCHEMA_VERSION: i64 = 1;
+/// What `meta.format` says of a file of ours.
+const FORMAT: &str = "codearts-exporter-state";
+/// Buckets of the commit duration histogram (seconds).
+const COMMIT_BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+
+/// What went wrong with the state file; each is logged and counted, none stops the exporter.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The file could not be opened or created (a missing or read-only directory).
+    #[error("cannot open the state file {path}: {reason}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The file is not a database of ours, or damaged.
+    #[error("the state file {path} is corrupt ({reason}); kept aside as {aside}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+        /// Where it was moved.
+        aside: String,
+    },
+    /// The file comes from a build with another schema.
+    #[error(
+        "the state file {path} has schema version {found}, this build reads {SCHEMA_VERSION}; kept aside as {aside}"
+    )]
+    Version {
+        /// The file.
+        path: PathBuf,
+        /// Its version.
+        found: i64,
+        /// Where it was moved.
+        aside: String,
+    },
+    /// The file holds none of the configured projects: another configuration's.
+    #[error(
+        "the state file {path} holds pipelines of other projects ({projects}) than those configured; kept aside as {aside}"
+    )]
+    Foreign {
+        /// The file.
+        path: PathBuf,
+        /// Some projects it holds.
+        projects: String,
+        /// Where it was moved.
+        aside: String,
+    },
+    /// A commit failed (disk full, read-only volume); retried at the next one.
+    #[error("cannot write the state file {path}: {reason}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The `kind` label of each error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateErrorKind {
+    /// [`StateError::Open`].
+    Open,
+    /// [`StateError::Corrupt`].
+    Corrupt,
+    /// [`StateError::Version`].
+    Version,
+    /// [`StateError::Foreign`].
+    Foreign,
+    /// [`StateError::Write`].
+    Write,
+}
+
+impl StateErrorKind {
+    /// Every kind, for the label set.
+    pub const ALL: [StateErrorKind; 5] = [
+        StateErrorKind::Open,
+        StateErrorKind::Corrupt,
+        StateErrorKind::Version,
+        StateErrorKind::Foreign,
+        StateErrorKind::Write,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StateErrorKind::Open => "open",
+            StateErrorKind::Corrupt => "corrupt",
+            StateErrorKind::Version => "version",
+            StateErrorKind::Foreign => "foreign",
+            StateErrorKind::Write => "write",
+        }
+    }
+}
+
+impl StateError {
+    /// Its `kind` label.
+    pub fn kind(&self) -> StateErrorKind {
+        match self {
+            StateError::Open { .. } => StateErrorKind::Open,
+            StateError::Corrupt { .. } => StateErrorKind::Corrupt,
+            StateError::Version { .. } => StateErrorKind::Version,
+            StateError::Foreign { .. } => StateErrorKind::Foreign,
+            StateError::Write { .. } => StateErrorKind::Write,
+        }
+    }
+}
+
+/// The state file's own series: errors, and the time and cost of commits.
+pub struct StateFamilies {
+    errors: IntCounterVec,
+    last_commit: Gauge,
+    commit_duration: Histogram,
+}
+
+impl StateFamilies {
+    /// Creates the families (unregistered), every error kind at 0.
+    pub fn new() -> Result<StateFamilies, prometheus::Error> {
+        let errors = IntCounterVec::new(
+            Opts::new(
+                "codearts_exporter_state_errors_total",
+                "Problems with the state file by kind: open, corrupt, version, foreign (another configuration's), write (a commit failed; retried).",
+            ),
+            &["kind"],
+        )?;
+        for kind in StateErrorKind::ALL {
+            errors.with_label_values(&[kind.as_str()]);
+        }
+        Ok(StateFamilies {
+            errors,
+            last_commit: Gauge::new(
+                "codearts_exporter_state_last_commit_timestamp_seconds",
+                "When the last commit to the state file ended, Unix seconds (0: none yet, or no state file).",
+            )?,
+            commit_duration: Histogram::with_opts(
+                HistogramOpts::new(
+                    "codearts_exporter_state_commit_duration_seconds",
+                    "Duration of commits to the state file.",
+                )
+                .buckets(COMMIT_BUCKETS.to_vec()),
+            )?,
+        })
+    }
+
+    /// Every family, for registration.
+    pub fn collectors(&self) -> Vec<Box<dyn Collector>> {
+        vec![
+            Box::new(self.errors.clone()),
+            Box::new(self.last_commit.clone()),
+            Box::new(self.commit_duration.clone()),
+        ]
+    }
+
+    /// Logs and counts `err`.
+    pub fn failed(&self, err: &StateError) {
+        tracing::error!(kind = err.kind().as_str(), error = %err, "state file");
+        self.errors.with_label_values(&[err.kind().as_str()]).inc();
+    }
+
+    /// Records a commit that took `seconds` and ended at `now` (Unix seconds).
+    pub fn committed(&self, seconds: f64, now: f64) {
+        self.commit_duration.observe(seconds);
+        self.last_commit.set(now);
+    }
+}
+
+/// One pipeline as the state file keeps it.
+#[derive(Debug, Clone)]
+pub struct StoredPipeline {
+    /// The target that records it.
+    pub target: String,
+    /// Its project.
+    pub project_id: String,
+    /// Its id.
+    pub pipeline_id: String,
+    /// Which runs are recorded.
+    pub ledger: RunLedger,
+    /// Its name, counted values and last run.
+    pub series: Stored,
+}
+
+/// A row to write, serialized while the target's state is held.
+#[derive(Debug)]
+pub struct Row {
+    target: String,
+    project_id: String,
+    pipeline_id: String,
+    ledger: String,
+    series: String,
+}
+
+impl Row {
+    /// The row of `pipeline`; `None` (logged) if it cannot be serialized, which cannot happen
+    /// with plain numbers and strings.
+    pub fn new(
+        target: &str,
+        project_id: &str,
+        pipeline_id: &str,
+        ledger: &RunLedger,
+        series: &Stored,
+    ) -> Option<Row> {
+        let encoded = serde_json::to_string(ledger).and_then(|ledger| {
+            serde_json::to_string(series).map(|series| (ledger, series))
+        });
+        match encoded {
+            Ok((ledger, series)) => Some(Row {
+                target: target.to_string(),
+                project_id: project_id.to_string(),
+                pipeline_id: pipeline_id.to_string(),
+                ledger,
+                series,
+            }),
+            Err(err) => {
+                tracing::error!(%pipeline_id, error = %err, "cannot serialize a pipeline's state");
+                None
+            }
+        }
+    }
+}
+
+/// What opening the state file gave.
+pub struct Opened {
+    /// The file, when it could be opened (else the exporter runs without one).
+    pub file: Option<StateFile>,
+    /// Every pipeline it kept.
+    pub pipelines: Vec<StoredPipeline>,
+    /// What went wrong (the file kept aside, or none opened).
+    pub errors: Vec<StateError>,
+}
+
+/// The open state file.
+pub struct StateFile {
+    path: PathBuf,
+    connection: std::sync::Mutex<Connection>,
+}
+
+impl std::fmt::Debug for StateFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateFile")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+/// Why a file was not read: kept aside as this kind of error.
+enum Distrust {
+    Corrupt(String),
+    Version(i64),
+    Foreign(String),
+}
+
+impl StateFile {
+    /// Opens (or creates) the state file at `path` for a configuration of `projects` whose
+    /// series are laid out as `layout` says. A file that cannot be trusted is kept aside and
+    /// a new one started; one that cannot be opened at all leaves the exporter without one.
+    pub fn open(path: &Path, projects: &BTreeSet<String>, layout: &str) -> Opened {
+        let mut errors = Vec::new();
+        match Self::read(path, projects, layout) {
+            Ok((file, pipelines)) => {
+                return Opened {
+                    file: Some(file),
+                    pipelines,
+                    errors,
+                };
+            }
+            Err(Ok(distrust)) => match set_aside(path) {
+                Ok(aside) => errors.push(match distrust {
+                    Distrust::Corrupt(reason) => StateError::Corrupt {
+                        path: path.into(),
+                        reason,
+                        aside,
+                    },
+                    Distrust::Version(found) => StateError::Version {
+                        path: path.into(),
+                        found,
+                        aside,
+                    },
+                    Distrust::Foreign(projects) => StateError::Foreign {
+                        path: path.into(),
+                        projects,
+                        aside,
+                    },
+                }),
+                Err(reason) => {
+                    errors.push(StateError::Open {
+                        path: path.into(),
+                        reason: format!("it cannot be trusted, and not be kept aside: {reason}"),
+                    });
+                    return Opened {
+                        file: None,
+                        pipelines: Vec::new(),
+                        errors,
+                    };
+                }
+            },
+            Err(Err(reason)) => {
+                errors.push(StateError::Open {
+                    path: path.into(),
+                    reason,
+                });
+                return Opened {
+                    file: None,
+                    pipelines: Vec::new(),
+                    errors,
+                };
+            }
+        }
+        // A new file where the untrusted one was.
+        match Self::read(path, projects, layout) {
+            Ok((file, pipelines)) => Opened {
+                file: Some(file),
+                pipelines,
+                errors,
+            },
+            Err(Ok(_)) | Err(Err(_)) => {
+                errors.push(StateError::Open {
+                    path: path.into(),
+                    reason: "a new file could not be started".into(),
+                });
+                Opened {
+                    file: None,
+                    pipelines: Vec::new(),
+                    errors,
+                }
+            }
+        }
+    }
+
+    /// Opens `path` and reads every pipeline: `Err(Ok(_))` for a file not to be trusted,
+    /// `Err(Err(_))` for one that cannot be opened.
+    #[allow(clippy::type_complexity)]
+    fn read(
+        path: &Path,
+        projects: &BTreeSet<String>,
+        layout: &str,
+    ) -> Result<(StateFile, Vec<StoredPipeline>), Result<Distrust, String>> {
+        let connection = Connection::open(path).map_err(|e| Err(e.to_string()))?;
+        // Any failure from here on reads a file that is not a sound database of ours.
+        let corrupt = |e: rusqlite::Error| Ok(Distrust::Corrupt(e.to_string()));
+        let version: i64 = connection
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .map_err(corrupt)?;
+        let tables: i64 = connection
+            .query_row("SELECT count(*) FROM sqlite_master", [], |row| row.get(0))
+            .map_err(corrupt)?;
+        if version != SCHEMA_VERSION && !(version == 0 && tables == 0) {
+            return Err(Ok(Distrust::Version(version)));
+        }
+        let check: String = connection
+            .query_row("PRAGMA quick_check", [], |row| row.get(0))
+            .map_err(corrupt)?;
+        if check != "ok" {
+            return Err(Ok(Distrust::Corrupt(check)));
+        }
+        // WAL: a commit appends, readers never block it; FULL: a commit survives a power cut.
+        connection
+            .pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| classify_open(&e))?;
+        connection
+            .pragma_update(None, "synchronous", "FULL")
+            .map_err(|e| classify_open(&e))?;
+        connection
+            .execute_batch(&format!(
+                "BEGIN;
+                 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                 CREATE TABLE IF NOT EXISTS pipelines (
+                     project_id TEXT NOT NULL,
+                     pipeline_id TEXT NOT NULL,
+                     target TEXT NOT NULL,
+                     ledger TEXT NOT NULL,
+                     series TEXT NOT NULL,
+                     PRIMARY KEY (project_id, pipeline_id)
+                 ) WITHOUT ROWID;
+                 INSERT OR IGNORE INTO meta VALUES ('format', '{FORMAT}');
+                 PRAGMA user_version = {SCHEMA_VERSION};
+                 COMMIT;"
+            ))
+            .map_err(|e| classify_open(&e))?;
+        let format: Option<String> = connection
+            .query_row("SELECT value FROM meta WHERE key = 'format'", [], |row| {
+                row.get(0)
+            })
+            .optional()
+            .map_err(corrupt)?;
+        if format.as_deref() != Some(FORMAT) {
+            return Err(Ok(Distrust::Corrupt(format!(
+                "not a state file of the exporter (format {format:?})"
+            ))));
+        }
+        let pipelines = read_pipelines(&connection).map_err(Ok)?;
+        let mut foreign: BTreeSet<&str> = BTreeSet::new();
+        if !pipelines.is_empty() {
+            let known = pipelines
+                .iter()
+                .any(|pipeline| projects.contains(&pipeline.project_id));
+            if !known {
+                foreign.extend(pipelines.iter().map(|p| p.project_id.as_str()).take(3));
+                let listed = foreign.into_iter().collect::<Vec<_>>().join(", ");
+                return Err(Ok(Distrust::Foreign(listed)));
+            }
+        }
+        let stored_layout: Option<String> = connection
+            .query_row("SELECT value FROM meta WHERE key = 'layout'", [], |row| {
+                row.get(0)
+            })
+            .optional()
+            .map_err(corrupt)?;
+        let pipelines = match stored_layout {
+            Some(stored) if stored != layout && !pipelines.is_empty() => {
+                // Other buckets or run labels: the counts cannot go on under the new ones.
+                // The ledgers still say what is recorded, so nothing is recorded twice; the
+                // counters start again from 0, which Prometheus reads as a reset.
+                tracing::warn!(
+                    path = %path.display(),
+                    "the state file's counts were kept with other [metrics] buckets or run labels; \
+                     they start again from 0 (recorded runs stay recorded)"
+                );
+                pipelines
+                    .into_iter()
+                    .map(|p| StoredPipeline {
+                        series: p.series.without_counts(),
+                        ..p
+                    })
+                    .collect()
+            }
+            _ => pipelines,
+        };
+        connection
+            .execute(
+                "INSERT OR REPLACE INTO meta VALUES ('layout', ?1)",
+                params![layout],
+            )
+            .map_err(|e| classify_open(&e))?;
+        Ok((
+            StateFile {
+                path: path.to_path_buf(),
+                connection: std::sync::Mutex::new(connection),
+            },
+            pipelines,
+        ))
+    }
+
+    /// Writes `rows` and deletes the pipelines `gone` (target, project, pipeline: a row another
+    /// target has taken over stays), in one transaction; returns how long it took. Blocking:
+    /// call it off the async threads.
+    pub fn write(&self, rows: &[Row], gone: &[(String, String, String)]) -> Result<f64, StateError> {
+        let started = Instant::now();
+        let failed = |e: rusqlite::Error| StateError::Write {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        };
+        let mut connection = super::series::lock(&self.connection);
+        let transaction = connection.transaction().map_err(failed)?;
+        {
+            let mut upsert = transaction
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO pipelines (project_id, pipeline_id, target, ledger, series)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(failed)?;
+            for row in rows {
+                upsert
+                    .execute(params![
+                        row.project_id,
+                        row.pipeline_id,
+                        row.target,
+                        row.ledger,
+                        row.series
+                    ])
+                    .map_err(failed)?;
+            }
+            let mut delete = transaction
+                .prepare_cached(
+                    "DELETE FROM pipelines WHERE target = ?1 AND project_id = ?2 AND pipeline_id = ?3",
+                )
+                .map_err(failed)?;
+            for (target, project_id, pipeline_id) in gone {
+                delete
+                    .execute(params![target, project_id, pipeline_id])
+                    .map_err(failed)?;
+            }
+        }
+        transaction.commit().map_err(failed)?;
+        Ok(started.elapsed().as_secs_f64())
+    }
+
+    /// The file's size in bytes, its write-ahead log included.
+    pub fn size(&self) -> u64 {
+        let wal = PathBuf::from(format!("{}-wal", self.path.display()));
+        [self.path.as_path(), wal.as_path()]
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum()
+    }
+}
+
+/// A failure to set the file up: read-only or unreachable (open), else not a database (corrupt).
+fn classify_open(err: &rusqlite::Error) -> Result<Distrust, String> {
+    use rusqlite::ErrorCode;
+    match err.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
+            Ok(Distrust::Corrupt(err.to_string()))
+        }
+        _ => Err(err.to_string()),
+    }
+}
+
+/// Every pipeline of the file; a row that does not decode makes the whole file untrusted.
+fn read_pipelines(connection: &Connection) -> Result<Vec<StoredPipeline>, Distrust> {
+    let corrupt = |e: rusqlite::Error| Distrust::Corrupt(e.to_string());
+    let mut statement = connection
+        .prepare("SELECT target, project_id, pipeline_id, ledger, series FROM pipelines")
+        .map_err(corrupt)?;
+    let rows = statement
+        .query_map([], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, String>(3)?,
+                row.get::<_, String>(4)?,
+            ))
+        })
+        .map_err(corrupt)?;
+    let mut pipelines = Vec::new();
+    for row in rows {
+        let (target, project_id, pipeline_id, ledger, series) = row.map_err(corrupt)?;
+        let undecodable = |e: serde_json::Error| {
+            Distrust::Corrupt(format!("pipeline {pipeline_id} does not decode: {e}"))
+        };
+        let ledger: RunLedger = serde_json::from_str(&ledger).map_err(undecodable)?;
+        let series: Stored = serde_json::from_str(&series).map_err(undecodable)?;
+        pipelines.push(StoredPipeline {
+            target,
+            project_id,
+            pipeline_id,
+            ledger,
+            series,
+        });
+    }
+    Ok(pipelines)
+}
+
+/// Renames the file (and its write-ahead log and shared memory) aside; returns the new name.
+fn set_aside(path: &Path) -> Result<String, String> {
+    let stamp = crate::clock::unix_now() as u64;
+    let aside = format!("{}.rejected-{stamp}", path.display());
+    std::fs::rename(path, &aside).map_err(|e| e.to_string())?;
+    for suffix in ["-wal", "-shm"] {
+        let companion = format!("{}{suffix}", path.display());
+        if Path::new(&companion).exists() {
+            let _ = std::fs::rename(&companion, format!("{aside}{suffix}"));
+        }
+    }
+    Ok(aside)
+}

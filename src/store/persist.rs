@@ -1,0 +1,231 @@
+//! How the store keeps its state across restarts, and who records each pipeline.
+//!
+//! Write ahead, as Prometheus' own TSDB does: what a poll or the backfill records is committed
+//! to the state file first and shown on `/metrics` after ([`Store::commit`]), so a SIGKILL at
+//! any instant can never make a counter go back after the restart (which Prometheus would read
+//! as a reset and count twice). Without a state file a commit only shows what was recorded.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use super::durable::{Row, StateFile};
+use super::series::lock;
+use super::{Owners, PipelineState, Store, StoreError, TargetState};
+use crate::config::MetricsConfig;
+
+/// A target's claim on a pipeline, released when dropped (with the pipeline's state).
+#[derive(Debug)]
+pub struct Claim {
+    owners: Owners,
+    key: (String, String),
+    target: String,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let mut owners = lock(&self.owners);
+        // A target that lists the pipeline may have taken it over meanwhile.
+        if owners.get(&self.key) == Some(&self.target) {
+            owners.remove(&self.key);
+        }
+    }
+}
+
+impl Store {
+    /// A store laid out by `[metrics]` that keeps its state in the file at `path` (when given)
+    /// for a configuration of `projects`: what the file kept is restored as each target takes
+    /// its slot. A file that cannot be trusted or opened is logged and counted, and the store
+    /// starts without it.
+    pub fn open(
+        config: &MetricsConfig,
+        path: Option<&Path>,
+        projects: &BTreeSet<String>,
+    ) -> Result<Store, StoreError> {
+        let mut store = Store::new(config)?;
+        let Some(path) = path else {
+            tracing::warn!(
+                "no state file (state.path): a restart may record the runs of the last \
+                 backfill_window again, which Prometheus then counts twice; set state.path \
+                 to keep counts exact across restarts"
+            );
+            return Ok(store);
+        };
+        let opened = StateFile::open(path, projects, &store.series.layout_fingerprint());
+        for err in &opened.errors {
+            store.state_families.failed(err);
+        }
+        if let Some(file) = opened.file {
+            tracing::info!(
+                path = %path.display(),
+                pipelines = opened.pipelines.len(),
+                "state file opened; counts go on from it"
+            );
+            store.file = Some(Arc::new(file));
+        }
+        let mut restored: HashMap<String, Vec<_>> = HashMap::new();
+        for pipeline in opened.pipelines {
+            restored
+                .entry(pipeline.target.clone())
+                .or_default()
+                .push(pipeline);
+        }
+        store.restored = std::sync::Mutex::new(restored);
+        Ok(store)
+    }
+
+    /// Gives target `label` what the state file kept of it (once, as its slot is created).
+    pub(super) fn restore(&self, label: &str, state: &mut TargetState) {
+        let Some(pipelines) = lock(&self.restored).remove(label) else {
+            return;
+        };
+        for stored in pipelines {
+            let Ok(claim) = self.claim(&stored.project_id, &stored.pipeline_id, label) else {
+                // Listed by another target now: that one records it from here on.
+                self.forget(label, stored.project_id, stored.pipeline_id);
+                continue;
+            };
+            let mut series =
+                self.new_series(&stored.project_id, &stored.pipeline_id, &stored.series.name);
+            series.restore(stored.series);
+            state.pipelines.insert(
+                stored.pipeline_id,
+                PipelineState {
+                    series: Some(series),
+                    ledger: stored.ledger.resumed(),
+                    absent_since: None,
+                    dirty: false,
+                    claim: Some(claim),
+                },
+            );
+        }
+    }
+
+    /// Forgets what the state file kept of targets no longer configured (after every target of
+    /// the configuration has taken its slot).
+    pub fn forget_unclaimed(&self) {
+        let left: Vec<_> = lock(&self.restored).drain().collect();
+        for (target, pipelines) in left {
+            tracing::info!(
+                target_name = %target,
+                pipelines = pipelines.len(),
+                "the state file kept a target that is no longer configured; forgotten"
+            );
+            for pipeline in pipelines {
+                self.forget(&target, pipeline.project_id, pipeline.pipeline_id);
+            }
+        }
+    }
+
+    /// Removes target `target`'s row of a pipeline from the state file at the next commit.
+    pub(super) fn forget(&self, target: &str, project_id: String, pipeline_id: String) {
+        if self.file.is_some() {
+            lock(&self.removed).push((target.to_string(), project_id, pipeline_id));
+        }
+    }
+
+    /// Sets which target lists each pipeline in its `pipeline_ids` (project, pipeline →
+    /// target): those record them, whatever other targets discover.
+    pub fn set_listed(&self, listed: HashMap<(String, String), String>) {
+        *lock(&self.listed) = listed;
+    }
+
+    /// Whether target `label` may record pipeline `pipeline_id` of `project_id`: no other
+    /// target lists it or records it already.
+    pub fn may_record(&self, project_id: &str, pipeline_id: &str, label: &str) -> bool {
+        self.owner(project_id, pipeline_id)
+            .is_none_or(|owner| owner == label)
+    }
+
+    /// The target that records (or lists) a pipeline, if any.
+    fn owner(&self, project_id: &str, pipeline_id: &str) -> Option<String> {
+        let key = (project_id.to_string(), pipeline_id.to_string());
+        if let Some(lister) = lock(&self.listed).get(&key) {
+            return Some(lister.clone());
+        }
+        lock(&self.owners).get(&key).cloned()
+    }
+
+    /// Claims a pipeline for target `label`; `Err` names the target that has it. A target
+    /// that lists the pipeline takes it over from one that discovered it.
+    pub fn claim(&self, project_id: &str, pipeline_id: &str, label: &str) -> Result<Claim, String> {
+        let key = (project_id.to_string(), pipeline_id.to_string());
+        let listed_here = match lock(&self.listed).get(&key) {
+            Some(lister) if lister != label => return Err(lister.clone()),
+            Some(_) => true,
+            None => false,
+        };
+        let mut owners = lock(&self.owners);
+        match owners.get(&key) {
+            Some(owner) if owner != label && !listed_here => Err(owner.clone()),
+            _ => {
+                owners.insert(key.clone(), label.to_string());
+                Ok(Claim {
+                    owners: self.owners.clone(),
+                    key,
+                    target: label.to_string(),
+                })
+            }
+        }
+    }
+
+    /// Commits what target `label`'s pipelines recorded (and the removals since the last
+    /// commit) to the state file, then shows it on `/metrics`. A failed commit shows nothing
+    /// new: it is counted, and made again by the next commit, with whatever was recorded since.
+    pub async fn commit(&self, label: &str, state: &mut TargetState) {
+        let dirty: Vec<&String> = state
+            .pipelines
+            .iter()
+            .filter(|(_, pipeline)| pipeline.dirty)
+            .map(|(id, _)| id)
+            .collect();
+        if let Some(file) = &self.file {
+            let removed = std::mem::take(&mut *lock(&self.removed));
+            if dirty.is_empty() && removed.is_empty() {
+                return;
+            }
+            let rows: Vec<Row> = dirty
+                .iter()
+                .filter_map(|id| {
+                    let pipeline = state.pipelines.get(*id)?;
+                    let series = pipeline.series.as_ref()?;
+                    Row::new(
+                        label,
+                        series.project_id(),
+                        id,
+                        &pipeline.ledger,
+                        &series.stored(),
+                    )
+                })
+                .collect();
+            let file = file.clone();
+            let written =
+                tokio::task::spawn_blocking(move || (file.write(&rows, &removed), removed)).await;
+            match written {
+                Ok((Ok(seconds), _)) => self
+                    .state_families
+                    .committed(seconds, crate::clock::unix_now()),
+                Ok((Err(err), removed)) => {
+                    self.state_families.failed(&err);
+                    lock(&self.removed).extend(removed);
+                    return;
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "state file commit did not finish");
+                    return;
+                }
+            }
+        }
+        for pipeline in state.pipelines.values_mut().filter(|p| p.dirty) {
+            if let Some(series) = pipeline.series.as_mut() {
+                series.publish();
+            }
+            pipeline.dirty = false;
+        }
+    }
+
+    /// Commits the removals since the last commit (after a garbage collection).
+    pub async fn commit_removals(&self) {
+        self.commit("", &mut TargetState::default()).await;
+    }
+}
