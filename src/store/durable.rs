@@ -224,9 +224,8 @@ impl Row {
         ledger: &RunLedger,
         series: &Stored,
     ) -> Option<Row> {
-        let encoded = serde_json::to_string(ledger).and_then(|ledger| {
-            serde_json::to_string(series).map(|series| (ledger, series))
-        });
+        let encoded = serde_json::to_string(ledger)
+            .and_then(|ledger| serde_json::to_string(series).map(|series| (ledger, series)));
         match encoded {
             Ok((ledger, series)) => Some(Row {
                 target: target.to_string(),
@@ -468,7 +467,11 @@ impl StateFile {
     /// Writes `rows` and deletes the pipelines `gone` (target, project, pipeline: a row another
     /// target has taken over stays), in one transaction; returns how long it took. Blocking:
     /// call it off the async threads.
-    pub fn write(&self, rows: &[Row], gone: &[(String, String, String)]) -> Result<f64, StateError> {
+    pub fn write(
+        &self,
+        rows: &[Row],
+        gone: &[(String, String, String)],
+    ) -> Result<f64, StateError> {
         let started = Instant::now();
         let failed = |e: rusqlite::Error| StateError::Write {
             path: self.path.clone(),
@@ -579,4 +582,220 @@ fn set_aside(path: &Path) -> Result<String, String> {
         }
     }
     Ok(aside)
+}
+
+#[cfg(test)]
+impl StateFile {
+    /// Makes every later write fail, as on a full disk or a read-only volume.
+    pub(super) fn refuse_writes(&self, refuse: bool) {
+        let connection = super::series::lock(&self.connection);
+        connection
+            .pragma_update(None, "query_only", refuse)
+            .expect("query_only");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::series::Stored;
+
+    const LAYOUT: &str = "layout-1";
+
+    fn projects(ids: &[&str]) -> BTreeSet<String> {
+        ids.iter().map(|id| (*id).to_string()).collect()
+    }
+
+    fn stored(name: &str) -> Stored {
+        serde_json::from_str(&format!(
+            r#"{{"name":"{name}","counted":{{"runs":[[["success"],{{"counts":[1,0],"sum":3.5,"count":1}}]],"missed":2,"queue":null,"pause":null,"stages":{{}},"jobs":[]}},"last":{{"result":"success","duration":3.5,"start":1.0,"end":4.5,"number":7.0,"url":null,"stages":{{}}}}}}"#
+        ))
+        .expect("a stored pipeline")
+    }
+
+    fn row(project: &str, pipeline: &str) -> Row {
+        let ledger = RunLedger::new(100.0);
+        Row::new("t", project, pipeline, &ledger, &stored(pipeline)).expect("a row")
+    }
+
+    fn open(path: &Path, ids: &[&str]) -> Opened {
+        StateFile::open(path, &projects(ids), LAYOUT)
+    }
+
+    fn kinds(opened: &Opened) -> Vec<StateErrorKind> {
+        opened.errors.iter().map(StateError::kind).collect()
+    }
+
+    fn asides(dir: &Path) -> Vec<String> {
+        let mut found: Vec<String> = std::fs::read_dir(dir)
+            .expect("a directory")
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|name| {
+                name.contains(".rejected-") && !name.ends_with("-wal") && !name.ends_with("-shm")
+            })
+            .collect();
+        found.sort();
+        found
+    }
+
+    #[test]
+    fn what_is_written_is_read_back() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("state.db");
+        let first = open(&path, &["p"]);
+        assert!(first.errors.is_empty() && first.pipelines.is_empty());
+        let file = first.file.expect("opened");
+        file.write(&[row("p", "a"), row("p", "b")], &[])
+            .expect("written");
+        file.write(&[], &[("t".into(), "p".into(), "b".into())])
+            .expect("deleted");
+        // Another target's row of a pipeline is not deleted in its name.
+        file.write(&[], &[("other".into(), "p".into(), "a".into())])
+            .expect("nothing deleted");
+        drop(file);
+        let again = open(&path, &["p"]);
+        assert!(again.errors.is_empty(), "{:?}", again.errors);
+        let pipelines = again.pipelines;
+        assert_eq!(pipelines.len(), 1);
+        let a = &pipelines[0];
+        assert_eq!(
+            (
+                a.target.as_str(),
+                a.project_id.as_str(),
+                a.pipeline_id.as_str()
+            ),
+            ("t", "p", "a")
+        );
+        assert_eq!(
+            serde_json::to_string(&a.series).expect("json"),
+            serde_json::to_string(&stored("a")).expect("json")
+        );
+        assert_eq!(
+            serde_json::to_string(&a.ledger).expect("json"),
+            serde_json::to_string(&RunLedger::new(100.0)).expect("json")
+        );
+    }
+
+    #[test]
+    fn a_corrupt_file_is_kept_aside_and_a_new_one_started() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("state.db");
+        std::fs::write(
+            &path,
+            b"this is no database, but the operator's bytes ".repeat(200),
+        )
+        .expect("written");
+        let opened = open(&path, &["p"]);
+        assert_eq!(kinds(&opened), [StateErrorKind::Corrupt]);
+        assert!(opened.file.is_some(), "a new file is started");
+        assert!(opened.pipelines.is_empty());
+        let aside = asides(dir.path());
+        assert_eq!(aside.len(), 1, "{aside:?}");
+        let kept = std::fs::read(dir.path().join(&aside[0])).expect("kept aside");
+        assert!(kept.starts_with(b"this is no database"), "kept as it was");
+        let message = opened.errors[0].to_string();
+        assert!(
+            message.contains(&path.display().to_string()) && message.contains(&aside[0]),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_file_with_a_bad_row_is_kept_aside() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("state.db");
+        let file = open(&path, &["p"]).file.expect("opened");
+        file.write(&[row("p", "a")], &[]).expect("written");
+        super::super::series::lock(&file.connection)
+            .execute("UPDATE pipelines SET ledger = '{not json'", [])
+            .expect("damaged");
+        drop(file);
+        let opened = open(&path, &["p"]);
+        assert_eq!(kinds(&opened), [StateErrorKind::Corrupt]);
+        assert!(opened.pipelines.is_empty());
+        assert_eq!(asides(dir.path()).len(), 1);
+    }
+
+    #[test]
+    fn another_configurations_file_is_kept_aside() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("state.db");
+        let file = open(&path, &["p"]).file.expect("opened");
+        file.write(&[row("p", "a")], &[]).expect("written");
+        drop(file);
+        // One project still configured: the file is ours.
+        let kept = open(&path, &["p", "q"]);
+        assert!(kept.errors.is_empty());
+        assert_eq!(kept.pipelines.len(), 1);
+        drop(kept);
+        let foreign = open(&path, &["q"]);
+        assert_eq!(kinds(&foreign), [StateErrorKind::Foreign]);
+        assert!(foreign.pipelines.is_empty() && foreign.file.is_some());
+        assert!(
+            foreign.errors[0].to_string().contains("(p)"),
+            "{}",
+            foreign.errors[0]
+        );
+        assert_eq!(asides(dir.path()).len(), 1);
+    }
+
+    #[test]
+    fn another_schema_version_is_kept_aside() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("state.db");
+        let file = open(&path, &["p"]).file.expect("opened");
+        file.write(&[row("p", "a")], &[]).expect("written");
+        super::super::series::lock(&file.connection)
+            .pragma_update(None, "user_version", 99)
+            .expect("a later version");
+        drop(file);
+        let opened = open(&path, &["p"]);
+        assert_eq!(kinds(&opened), [StateErrorKind::Version]);
+        assert!(opened.errors[0].to_string().contains("version 99"));
+        assert!(opened.pipelines.is_empty() && opened.file.is_some());
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_opened_leaves_the_exporter_without_one() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("no such directory").join("state.db");
+        let opened = open(&path, &["p"]);
+        assert_eq!(kinds(&opened), [StateErrorKind::Open]);
+        assert!(opened.file.is_none());
+    }
+
+    #[test]
+    fn other_buckets_start_the_counts_again_but_keep_the_ledgers() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("state.db");
+        let file = open(&path, &["p"]).file.expect("opened");
+        file.write(&[row("p", "a")], &[]).expect("written");
+        drop(file);
+        let opened = StateFile::open(&path, &projects(&["p"]), "layout-2");
+        assert!(opened.errors.is_empty());
+        let series = serde_json::to_value(&opened.pipelines[0].series).expect("json");
+        assert_eq!(
+            series["counted"]["runs"],
+            serde_json::json!([]),
+            "counts start again"
+        );
+        assert_eq!(
+            series["last"]["number"],
+            serde_json::json!(7.0),
+            "the last run stays"
+        );
+    }
+
+    #[test]
+    fn a_refused_write_is_an_error_and_changes_nothing() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("state.db");
+        let file = open(&path, &["p"]).file.expect("opened");
+        file.refuse_writes(true);
+        let err = file.write(&[row("p", "a")], &[]).expect_err("refused");
+        assert_eq!(err.kind(), StateErrorKind::Write);
+        file.refuse_writes(false);
+        drop(file);
+        assert!(open(&path, &["p"]).pipelines.is_empty());
+    }
 }

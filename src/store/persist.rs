@@ -229,3 +229,144 @@ impl Store {
         self.commit("", &mut TargetState::default()).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::codearts::model::Run;
+    use crate::metrics::Metrics;
+
+    const PROJECT: &str = "proj";
+
+    fn open(path: &Path) -> (Arc<Store>, Metrics) {
+        let projects = [PROJECT.to_string()].into_iter().collect();
+        let store =
+            Arc::new(Store::open(&MetricsConfig::default(), Some(path), &projects).expect("store"));
+        let metrics = Metrics::new(&store).expect("metrics");
+        (store, metrics)
+    }
+
+    /// The value of the sample that starts with `prefix` in a rendering.
+    fn value(metrics: &Metrics, prefix: &str) -> Option<f64> {
+        String::from_utf8(metrics.render())
+            .expect("utf-8")
+            .lines()
+            .find_map(|line| line.strip_prefix(prefix)?.trim().parse().ok())
+    }
+
+    const RUNS: &str = "codearts_pipeline_runs_total{project_id=\"proj\",pipeline_id=\"a\",pipeline_name=\"A\",result=\"success\"}";
+    const WRITE_ERRORS: &str = "codearts_exporter_state_errors_total{kind=\"write\"}";
+
+    #[tokio::test]
+    async fn nothing_is_shown_before_it_is_committed_and_commits_survive_a_restart() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("state.db");
+        let (store, metrics) = open(&path);
+        let slot = store.target("t", Duration::from_secs(60));
+        {
+            let mut state = store.write(&slot).await;
+            let mut pipeline = PipelineState::new(0.0);
+            pipeline.claim = Some(store.claim(PROJECT, "a", "t").expect("free"));
+            let mut series = store.new_series(PROJECT, "a", "A");
+            series.observe_completed(&Run::example("a", "run-1".into(), 1, 100.0, Some(130.0)));
+            pipeline.series = Some(series);
+            pipeline.dirty = true;
+            state.pipelines.insert("a".into(), pipeline);
+            assert_eq!(
+                value(&metrics, RUNS),
+                None,
+                "recorded, not committed: not shown"
+            );
+
+            // A commit that fails shows nothing and is counted; the next one makes up for it.
+            store.file.as_ref().expect("a file").refuse_writes(true);
+            store.commit("t", &mut state).await;
+            assert_eq!(value(&metrics, RUNS), None, "not committed: not shown");
+            assert_eq!(value(&metrics, WRITE_ERRORS), Some(1.0));
+            store.file.as_ref().expect("a file").refuse_writes(false);
+            store.commit("t", &mut state).await;
+            assert_eq!(value(&metrics, RUNS), Some(1.0), "committed: shown");
+            assert!(
+                value(
+                    &metrics,
+                    "codearts_exporter_state_last_commit_timestamp_seconds"
+                )
+                .is_some_and(|at| at > 0.0)
+            );
+        }
+        drop(slot);
+        drop(metrics);
+        drop(store);
+
+        // The next process starts from the file: the count goes on, the ledger is resumed.
+        let (store, metrics) = open(&path);
+        assert_eq!(
+            value(&metrics, RUNS),
+            None,
+            "restored as the target takes its slot"
+        );
+        let slot = store.target("t", Duration::from_secs(60));
+        assert_eq!(value(&metrics, RUNS), Some(1.0), "restored before any poll");
+        let state = store.write(&slot).await;
+        let pipeline = state.pipelines.get("a").expect("restored");
+        assert!(pipeline.claim.is_some());
+        assert!(
+            !store.may_record(PROJECT, "a", "other"),
+            "claimed on restore"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_pipeline_is_recorded_by_one_target_and_a_listing_target_wins() {
+        let store = Store::new(&MetricsConfig::default()).expect("store");
+        let first = store.claim(PROJECT, "a", "discovers-1").expect("free");
+        assert_eq!(
+            store.claim(PROJECT, "a", "discovers-2").expect_err("taken"),
+            "discovers-1"
+        );
+        assert!(!store.may_record(PROJECT, "a", "discovers-2"));
+        // A target that lists it takes it over; the discoverer leaves it.
+        store.set_listed([((PROJECT.to_string(), "a".to_string()), "lists".to_string())].into());
+        assert!(!store.may_record(PROJECT, "a", "discovers-1"));
+        let listing = store.claim(PROJECT, "a", "lists").expect("taken over");
+        // The discoverer's claim, dropped later (its pipeline collected), leaves the lister's.
+        drop(first);
+        assert!(store.may_record(PROJECT, "a", "lists"));
+        assert_eq!(store.owner(PROJECT, "a").as_deref(), Some("lists"));
+        drop(listing);
+        store.set_listed(HashMap::new());
+        assert_eq!(store.owner(PROJECT, "a"), None, "free again");
+    }
+
+    #[tokio::test]
+    async fn targets_no_longer_configured_leave_the_state_file() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("state.db");
+        {
+            let (store, _metrics) = open(&path);
+            for label in ["kept", "dropped"] {
+                let slot = store.target(label, Duration::from_secs(60));
+                let mut state = store.write(&slot).await;
+                let mut pipeline = PipelineState::new(0.0);
+                let mut series = store.new_series(PROJECT, label, label);
+                series.observe_completed(&Run::example(label, "run-1".into(), 1, 1.0, Some(2.0)));
+                pipeline.series = Some(series);
+                pipeline.dirty = true;
+                state.pipelines.insert(label.into(), pipeline);
+                store.commit(label, &mut state).await;
+            }
+        }
+        {
+            let (store, _metrics) = open(&path);
+            let _kept = store.target("kept", Duration::from_secs(60));
+            store.forget_unclaimed();
+            store.commit_removals().await;
+        }
+        let projects = [PROJECT.to_string()].into_iter().collect();
+        let left = StateFile::open(&path, &projects, "any").pipelines;
+        let targets: Vec<&str> = left.iter().map(|p| p.target.as_str()).collect();
+        assert_eq!(targets, ["kept"]);
+    }
+}
