@@ -16,6 +16,8 @@
 
 mod backfill;
 mod steps;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
