@@ -15,6 +15,8 @@
 //! run after one round of status calls.
 
 mod backfill;
+#[cfg(all(test, feature = "simulator"))]
+mod step_tests;
 mod steps;
 #[cfg(test)]
 mod tests;
