@@ -15,7 +15,11 @@
 //! run after one round of status calls.
 
 mod backfill;
+#[cfg(all(test, feature = "simulator"))]
+mod step_tests;
 mod steps;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -134,6 +134,9 @@ pub struct Simulator {
     tokens: TokenStore,
     faults: Faults,
     requests: RequestLog,
+    /// The time a test pinned the simulator at, epoch ms (`i64::MIN`: none, the wall clock).
+    #[cfg(test)]
+    pinned_ms: std::sync::atomic::AtomicI64,
 }
 
 /// Wall clock in epoch ms.
@@ -174,7 +177,29 @@ impl Simulator {
             tokens: TokenStore::new(),
             faults,
             requests: RequestLog::default(),
+            #[cfg(test)]
+            pinned_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
         }
+    }
+
+    /// The simulator's time, epoch ms: the wall clock, unless a test pinned it.
+    fn now_ms(&self) -> i64 {
+        #[cfg(test)]
+        {
+            let pinned = self.pinned_ms.load(std::sync::atomic::Ordering::Relaxed);
+            if pinned != i64::MIN {
+                return pinned;
+            }
+        }
+        now_ms()
+    }
+
+    /// Stops the simulator's clock at `ms` (epoch ms): every request after this arrives then,
+    /// so a test says when each of its polls happens.
+    #[cfg(test)]
+    pub(crate) fn pin_time(&self, ms: i64) {
+        self.pinned_ms
+            .store(ms, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The world for reading; a panic elsewhere cannot leave it half-changed, so poison is harmless.
@@ -250,7 +275,7 @@ pub async fn serve(listener: TcpListener, sim: Arc<Simulator>, shutdown: impl Fu
 
 async fn respond(sim: &Simulator, request: Request<Incoming>) -> Response<Body> {
     let (parts, body) = request.into_parts();
-    let arrived_ms = now_ms();
+    let arrived_ms = sim.now_ms();
     let api = faults::api_of(parts.method.as_str(), parts.uri.path());
     let decision = match api {
         Some(api) => sim.faults.decide(api, arrived_ms),
@@ -275,7 +300,7 @@ async fn respond(sim: &Simulator, request: Request<Incoming>) -> Response<Body> 
         body: &body,
     };
     let response = match &decision.effect {
-        None => reply_to_response(sim.handle(&request, now_ms())),
+        None => reply_to_response(sim.handle(&request, sim.now_ms())),
         Some(effect) => faulty_response(sim, &request, effect).await,
     };
     sim.requests.push(LoggedRequest {
@@ -357,7 +382,7 @@ async fn faulty_response(
             response
         }
         Effect::Drop | Effect::Malformed | Effect::WrongShape | Effect::Empty => {
-            let mut reply = sim.handle(request, now_ms());
+            let mut reply = sim.handle(request, sim.now_ms());
             match effect {
                 Effect::WrongShape => reply.body = faults::wrong_shape(reply.body),
                 Effect::Empty => reply.body = faults::emptied(reply.body),

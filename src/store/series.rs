@@ -635,7 +635,7 @@ impl Series {
 /// `src/store/series/tests/`, which does not exist.
 #[cfg(test)]
 #[path = "../../tests/common/exposition.rs"]
-mod exposition;
+pub(crate) mod exposition;
 
 #[cfg(test)]
 mod tests {
