@@ -224,6 +224,20 @@ impl Store {
         }
     }
 
+    /// Commits whatever every target recorded and has not committed (a poll cut between its
+    /// record and its commit): the last write of an orderly stop.
+    pub async fn commit_all(&self) {
+        let slots: Vec<(String, Arc<super::TargetSlot>)> = lock(&self.targets)
+            .iter()
+            .map(|(label, slot)| (label.clone(), slot.clone()))
+            .collect();
+        for (label, slot) in slots {
+            let mut state = self.write(&slot).await;
+            self.commit(&label, &mut state).await;
+        }
+        self.commit_removals().await;
+    }
+
     /// Commits the removals since the last commit (after a garbage collection).
     pub async fn commit_removals(&self) {
         self.commit("", &mut TargetState::default()).await;
