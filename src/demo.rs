@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 
 use crate::config::{
     AuthConfig, AuthMethod, CodeArtsConfig, Config, ConfigError, MetricsConfig, Secret,
-    ServerConfig, ShardingConfig, StatusApi, TargetConfig,
+    ServerConfig, ShardingConfig, StateConfig, StatusApi, TargetConfig,
 };
 use crate::run::{self, RunError};
 use crate::simulator::{self, SimOptions, Simulator};
@@ -152,6 +152,7 @@ pub fn config(
         },
         targets,
         sharding: ShardingConfig::default(),
+        state: StateConfig::default(),
     };
     config.validate()?;
     Ok(config)

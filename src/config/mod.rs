@@ -9,6 +9,7 @@ mod common;
 mod metrics;
 mod server;
 mod sharding;
+mod state;
 mod targets;
 
 use std::path::Path;
@@ -24,6 +25,7 @@ pub use common::{ConfigError, ENV_PREFIX, Secret, is_valid_id};
 pub use metrics::{MetricsConfig, RunLabel};
 pub use server::{DEFAULT_PORT, ServerConfig};
 pub use sharding::ShardingConfig;
+pub use state::StateConfig;
 pub use targets::{Pattern, StatusApi, TargetConfig};
 
 /// The whole configuration.
@@ -47,6 +49,9 @@ pub struct Config {
     /// Which share of the pipelines this replica polls.
     #[serde(default)]
     pub sharding: ShardingConfig,
+    /// Where the state that survives a restart is kept.
+    #[serde(default)]
+    pub state: StateConfig,
 }
 
 impl Config {
@@ -82,6 +87,7 @@ impl Config {
             .map_err(|(key, problem)| invalid(key, problem))?;
         self.codearts.validate()?;
         self.metrics.validate()?;
+        self.state.validate()?;
         targets::validate_targets(&self.targets, self.codearts.timeout)
     }
 
