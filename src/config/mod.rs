@@ -51,7 +51,7 @@ pub struct Config {
     #[serde(default)]
     pub sharding: ShardingConfig,
     /// Where the state that survives a restart is kept.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "StateConfig::is_unset")]
     pub state: StateConfig,
 }
 

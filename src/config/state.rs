@@ -19,6 +19,12 @@ pub struct StateConfig {
 }
 
 impl StateConfig {
+    /// Whether no key is set: the effective configuration then leaves the section out, as it
+    /// leaves out other unset optional keys.
+    pub fn is_unset(&self) -> bool {
+        self.path.is_none()
+    }
+
     /// Checks what a parse cannot: a path, when given, is not empty.
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         match &self.path {
@@ -47,6 +53,7 @@ mod tests {
     fn the_state_path_is_optional_and_read_as_written() {
         let config = Config::from_toml(&minimal("interval = \"30s\"")).expect("valid");
         assert_eq!(config.state.path, None);
+        assert!(!config.redacted_toml().contains("[state]"));
         let config = Config::from_toml(&with_state("")).expect("an empty section");
         assert_eq!(config.state.path, None);
         let config =
