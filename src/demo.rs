@@ -214,7 +214,11 @@ mod tests {
         let path = dir.path().to_path_buf();
         assert!(path.is_dir());
         assert!(path.starts_with(std::env::temp_dir()));
-        let name = path.file_name().expect("a name").to_string_lossy().into_owned();
+        let name = path
+            .file_name()
+            .expect("a name")
+            .to_string_lossy()
+            .into_owned();
         assert!(
             name.starts_with(&format!("codearts-exporter-demo-{}-", std::process::id())),
             "{name}"

@@ -111,12 +111,10 @@ impl Config {
         self.targets
             .iter()
             .flat_map(|target| {
-                target.pipeline_ids.iter().map(move |id| {
-                    (
-                        (target.project_id.as_str(), id.as_str()),
-                        target.label(),
-                    )
-                })
+                target
+                    .pipeline_ids
+                    .iter()
+                    .map(move |id| ((target.project_id.as_str(), id.as_str()), target.label()))
             })
             .collect()
     }

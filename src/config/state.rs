@@ -56,9 +56,10 @@ mod tests {
         assert!(!config.redacted_toml().contains("[state]"));
         let config = Config::from_toml(&with_state("")).expect("an empty section");
         assert_eq!(config.state.path, None);
-        let config =
-            Config::from_toml(&with_state("path = \"/var/lib/codearts-exporter/state.db\""))
-                .expect("valid");
+        let config = Config::from_toml(&with_state(
+            "path = \"/var/lib/codearts-exporter/state.db\"",
+        ))
+        .expect("valid");
         assert_eq!(
             config.state.path.as_deref(),
             Some(Path::new("/var/lib/codearts-exporter/state.db"))

@@ -484,12 +484,20 @@ mod tests {
     fn the_static_owner_of_a_pipeline_is_the_target_listing_it() {
         let config = Config::from_toml(&two_targets([
             ("", PROJECT, &[PIPELINE], ""),
-            ("name = \"b\"", OTHER_PROJECT, &[OTHER_PIPELINE], "discover = true"),
+            (
+                "name = \"b\"",
+                OTHER_PROJECT,
+                &[OTHER_PIPELINE],
+                "discover = true",
+            ),
         ]))
         .expect("valid");
         // Unnamed: its label, the project id.
         assert_eq!(config.static_owner(PROJECT, PIPELINE), Some(PROJECT));
-        assert_eq!(config.static_owner(OTHER_PROJECT, OTHER_PIPELINE), Some("b"));
+        assert_eq!(
+            config.static_owner(OTHER_PROJECT, OTHER_PIPELINE),
+            Some("b")
+        );
         // Only the pair counts; a pipeline no target lists has no static owner.
         assert_eq!(config.static_owner(OTHER_PROJECT, PIPELINE), None);
         assert_eq!(config.static_owner(PROJECT, OTHER_PIPELINE), None);
