@@ -4,6 +4,7 @@
 #   docker build -t codearts-exporter .
 #   docker run -p 9732:9732 \
 #     -v "$PWD/codearts.toml:/etc/codearts-exporter/config.toml:ro" \
+#     -v codearts-exporter-state:/var/lib/codearts-exporter \
 #     -e CODEARTS_EXPORTER_AUTH__TOKEN=... codearts-exporter
 #   docker run -p 9732:9732 codearts-exporter demo --listen 0.0.0.0:9732   # no credentials
 # /metrics over HTTPS with basic auth (docs/configuration.md, "Securing /metrics"): mount a web
@@ -27,7 +28,8 @@ COPY config/web-config.example.yml ./config/web-config.example.yml
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked \
-    && install -D -m 0755 target/release/codearts-exporter /out/codearts-exporter
+    && install -D -m 0755 target/release/codearts-exporter /out/codearts-exporter \
+    && install -d -m 0700 /out/state/codearts-exporter
 
 # ---- run: glibc + libgcc, no shell, uid 65532 ----
 FROM gcr.io/distroless/cc-debian12:nonroot
@@ -38,6 +40,12 @@ COPY --from=build /out/codearts-exporter /usr/local/bin/codearts-exporter
 COPY --from=build /src/config/example.toml /etc/codearts-exporter/config.example.toml
 # The web configuration (TLS, basic auth) documented, for reference.
 COPY --from=build /src/config/web-config.example.yml /etc/codearts-exporter/web-config.example.yml
+# The state directory (the base image has no shell to make it): owned by the "nonroot" user, and a
+# volume, so the state survives the container (docs/operations.md, "Restarts and state"). Docker
+# fills a new named volume from it, owner included; Kubernetes gives its volume the pod's fsGroup.
+COPY --from=build --chown=65532:65532 /out/state/ /var/lib/
+ENV CODEARTS_EXPORTER_STATE__PATH=/var/lib/codearts-exporter/state.db
+VOLUME ["/var/lib/codearts-exporter"]
 # The base image's "nonroot" user.
 USER 65532:65532
 EXPOSE 9732

@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 
 use crate::config::{
     AuthConfig, AuthMethod, CodeArtsConfig, Config, ConfigError, MetricsConfig, Secret,
-    ServerConfig, ShardingConfig, StatusApi, TargetConfig,
+    ServerConfig, ShardingConfig, StateConfig, StatusApi, TargetConfig,
 };
 use crate::run::{self, RunError};
 use crate::simulator::{self, SimOptions, Simulator};
@@ -46,6 +46,10 @@ pub async fn run(
     }));
     let mut config = config(&simulator, sim_addr, listen, speed)?;
     config.server.web_config_file = web_config_file;
+    // Each demo simulates a new world: its state lives as long as it runs, in a directory of
+    // its own (private to the user, removed when `state_dir` drops, even on an error).
+    let state_dir = state_dir().map_err(io("cannot create the demo's state directory"))?;
+    config.state.path = Some(state_file(state_dir.path()));
     let listener = run::bind(listen, "--listen").await?;
     let addr = listener
         .local_addr()
@@ -54,7 +58,20 @@ pub async fn run(
     let outcome = run::run(config, listener, None, shutdown).await;
     let _ = stop_simulator.send(());
     let _ = simulator_task.await;
+    drop(state_dir);
     outcome
+}
+
+/// A new, empty directory under the system's temporary directory for the demo's state.
+fn state_dir() -> std::io::Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix(&format!("codearts-exporter-demo-{}-", std::process::id()))
+        .tempdir()
+}
+
+/// The demo's state file in `dir`.
+fn state_file(dir: &std::path::Path) -> PathBuf {
+    dir.join("state.db")
 }
 
 /// An exporter configuration for the simulator at `simulator_addr`.
@@ -152,6 +169,8 @@ pub fn config(
         },
         targets,
         sharding: ShardingConfig::default(),
+        // `run` gives the demo a state file of its own.
+        state: StateConfig::default(),
     };
     config.validate()?;
     Ok(config)
@@ -187,6 +206,30 @@ mod tests {
         assert_eq!(config.auth.method, AuthMethod::Aksk);
         assert_eq!(config.metrics.run_duration_buckets[0], 1.0);
         assert_eq!(config.metrics.run_duration_buckets.last(), Some(&120.0));
+    }
+
+    #[test]
+    fn the_demo_state_lives_in_a_directory_removed_at_the_end() {
+        let dir = state_dir().expect("a state directory");
+        let path = dir.path().to_path_buf();
+        assert!(path.is_dir());
+        assert!(path.starts_with(std::env::temp_dir()));
+        let name = path
+            .file_name()
+            .expect("a name")
+            .to_string_lossy()
+            .into_owned();
+        assert!(
+            name.starts_with(&format!("codearts-exporter-demo-{}-", std::process::id())),
+            "{name}"
+        );
+        assert_eq!(state_file(&path), path.join("state.db"));
+        // Two demos of one process (tests) do not share one.
+        let other = state_dir().expect("another");
+        assert_ne!(other.path(), path);
+        std::fs::write(state_file(&path), b"state").expect("write");
+        drop(dir);
+        assert!(!path.exists(), "{} left behind", path.display());
     }
 
     #[test]

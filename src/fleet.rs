@@ -402,6 +402,18 @@ fn warn_about_restart_only_changes(running: &Config, new: &Config) {
     if running.sharding != new.sharding {
         tracing::warn!("[sharding] changed: takes effect after a restart");
     }
+    // The store is opened once, at start-up: it holds the running state.
+    if running.state != new.state {
+        let shown = |state: &crate::config::StateConfig| match &state.path {
+            Some(path) => path.display().to_string(),
+            None => "none".to_string(),
+        };
+        tracing::warn!(
+            running = %shown(&running.state),
+            new = %shown(&new.state),
+            "state.path changed: takes effect after a restart"
+        );
+    }
 }
 
 #[cfg(test)]

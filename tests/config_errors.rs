@@ -57,6 +57,10 @@ fn environment_variables_override_the_file() {
         ("CODEARTS_EXPORTER_SERVER__LISTEN", "127.0.0.1:9999"),
         ("CODEARTS_EXPORTER_SHARDING__INDEX", "2"),
         ("CODEARTS_EXPORTER_SHARDING__COUNT", "3"),
+        (
+            "CODEARTS_EXPORTER_STATE__PATH",
+            "/var/lib/codearts-exporter/state.db",
+        ),
     ];
     let without_token = valid().replace("token = \"very-secret-token-123\"", "");
     let (code, stdout, stderr) = run_with_config("check-config", &without_token, &envs);
@@ -66,7 +70,62 @@ fn environment_variables_override_the_file() {
         stdout.contains("[sharding]\nindex = 2\ncount = 3\n"),
         "{stdout}"
     );
+    assert!(
+        stdout.contains("[state]\npath = \"/var/lib/codearts-exporter/state.db\"\n"),
+        "{stdout}"
+    );
     assert!(!stdout.contains("from-the-environment"));
+}
+
+#[test]
+fn the_state_file_is_optional_and_need_not_exist_at_load() {
+    let (code, stdout, stderr) = run_with_config("check-config", &valid(), &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stdout.contains("[state]"), "no state kept: {stdout}");
+    // The store copes with a file it cannot open when it starts: not a configuration error.
+    let elsewhere = format!("{}[state]\npath = \"/nonexistent/dir/state.db\"\n", valid());
+    let (code, stdout, stderr) = run_with_config("check-config", &elsewhere, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("path = \"/nonexistent/dir/state.db\""),
+        "{stdout}"
+    );
+    // An empty variable is an empty path, not "no state".
+    let envs = [("CODEARTS_EXPORTER_STATE__PATH", "")];
+    let (code, _, stderr) = run_with_config("check-config", &valid(), &envs);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("`state.path`"), "{stderr}");
+}
+
+/// `valid()` plus a target named "b" of the same project listing `pipelines`.
+fn with_second_target(pipelines: &str) -> String {
+    format!(
+        "{}[[targets]]\nname = \"b\"\nproject_id = \"{PROJECT}\"\npipeline_ids = [{pipelines}]\n\
+         interval = \"1m\"\n",
+        valid()
+    )
+}
+
+#[test]
+fn a_pipeline_listed_by_two_targets_names_both_and_the_pipeline() {
+    let (code, _, stderr) = run_with_config(
+        "check-config",
+        &with_second_target(&format!("\"{PIPELINE}\"")),
+        &[],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        format!(
+            "configuration error: invalid value for `targets[1].pipeline_ids[0]`: targets[1] \
+             (name \"b\") and targets[0] (no name: target \"{PROJECT}\") both list pipeline \
+             {PIPELINE} of project {PROJECT}; a pipeline may be polled by one target only"
+        )
+    );
+    // Another pipeline of the same project is fine.
+    let other = "\"00112233445566778899aabbccddeeff\"";
+    let (code, _, stderr) = run_with_config("check-config", &with_second_target(other), &[]);
+    assert_eq!(code, 0, "{stderr}");
 }
 
 #[test]
@@ -123,6 +182,16 @@ fn each_kind_of_mistake_exits_2_and_names_the_key() {
             "no request rate",
             valid().replace("[codearts]", "[codearts]\nmax_requests_per_second = 0"),
             "codearts.max_requests_per_second",
+        ),
+        (
+            "a pipeline listed by two targets of its project",
+            with_second_target(&format!("\"{PIPELINE}\"")),
+            "targets[1].pipeline_ids[0]",
+        ),
+        (
+            "empty state path",
+            format!("{}[state]\npath = \"\"\n", valid()),
+            "state.path",
         ),
         (
             "no request slots",

@@ -2,7 +2,9 @@
 //! - `config/kubernetes/prometheusrule.yaml` is `config/prometheus/alerts.yml` wrapped as
 //!   `scripts/gen-prometheusrule` wraps it (derived here in Rust, and by running the script);
 //! - the ConfigMap's `config.toml` passes `codearts-exporter check-config`;
-//! - names and paths used across the manifests, the Dockerfile and docker compose match.
+//! - names and paths used across the manifests, the Dockerfile and docker compose match;
+//! - the state directory is a volume the non-root user can write, in the image, docker compose,
+//!   the Deployment (its own claim, strategy Recreate) and the StatefulSet (a claim per replica).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -384,5 +386,169 @@ fn the_secured_overlay_agrees_with_its_secrets_and_its_web_config_is_valid() {
     assert!(
         stdout.contains("TLS on, basic auth users: 1, extra headers: 2"),
         "{stdout}"
+    );
+}
+
+/// The state file of the image, the manifests and docker compose.
+const STATE_PATH: &str = "/var/lib/codearts-exporter/state.db";
+/// Its directory: the image's volume, where the manifests mount theirs.
+const STATE_DIR: &str = "/var/lib/codearts-exporter";
+/// The image's non-root user and group.
+const NONROOT: u64 = 65532;
+
+fn yaml(path: &str) -> serde_norway::Value {
+    serde_norway::from_str(&read(path)).unwrap_or_else(|err| panic!("parse {path}: {err}"))
+}
+
+/// The pod template of a Deployment or StatefulSet and its only container.
+fn pod_and_container(
+    workload: &serde_norway::Value,
+) -> (&serde_norway::Value, &serde_norway::Value) {
+    let pod = &workload["spec"]["template"]["spec"];
+    let containers = pod["containers"].as_sequence().expect("containers");
+    assert_eq!(containers.len(), 1, "one container");
+    (pod, &containers[0])
+}
+
+/// The value of the container's environment variable `name`.
+fn env_value<'a>(container: &'a serde_norway::Value, name: &str) -> Option<&'a str> {
+    container["env"]
+        .as_sequence()?
+        .iter()
+        .find(|var| var["name"].as_str() == Some(name))?["value"]
+        .as_str()
+}
+
+/// The name of the volume the container mounts at `path`.
+fn volume_mounted_at<'a>(container: &'a serde_norway::Value, path: &str) -> Option<&'a str> {
+    container["volumeMounts"]
+        .as_sequence()?
+        .iter()
+        .find(|mount| mount["mountPath"].as_str() == Some(path))?["name"]
+        .as_str()
+}
+
+/// Checks what the Deployment and the StatefulSet share: the state path in the environment, a
+/// writable volume mounted at its directory, and a pod group that may write it; returns the
+/// volume's name.
+fn check_state_mount<'a>(file: &str, workload: &'a serde_norway::Value) -> &'a str {
+    let (pod, container) = pod_and_container(workload);
+    assert_eq!(
+        env_value(container, "CODEARTS_EXPORTER_STATE__PATH"),
+        Some(STATE_PATH),
+        "{file}: CODEARTS_EXPORTER_STATE__PATH"
+    );
+    let volume = volume_mounted_at(container, STATE_DIR)
+        .unwrap_or_else(|| panic!("{file}: no volume mounted at {STATE_DIR}"));
+    let mount = container["volumeMounts"]
+        .as_sequence()
+        .expect("mounts")
+        .iter()
+        .find(|mount| mount["name"].as_str() == Some(volume))
+        .expect("the mount");
+    assert_ne!(
+        mount["readOnly"].as_bool(),
+        Some(true),
+        "{file}: read-only state"
+    );
+    let security = &pod["securityContext"];
+    assert_eq!(security["runAsUser"].as_u64(), Some(NONROOT), "{file}");
+    assert_eq!(
+        security["fsGroup"].as_u64(),
+        Some(NONROOT),
+        "{file}: fsGroup, so the non-root user can write the volume"
+    );
+    volume
+}
+
+#[test]
+fn the_state_directory_is_a_writable_volume_everywhere() {
+    // The image: the directory is made for the non-root user, declared a volume, and the path
+    // in the environment lies in it.
+    let dockerfile = read("Dockerfile");
+    assert!(dockerfile.contains(&format!("ENV CODEARTS_EXPORTER_STATE__PATH={STATE_PATH}\n")));
+    assert!(dockerfile.contains(&format!("VOLUME [\"{STATE_DIR}\"]\n")));
+    assert!(dockerfile.contains("install -d -m 0700 /out/state/codearts-exporter"));
+    assert!(dockerfile.contains(&format!(
+        "COPY --from=build --chown={NONROOT}:{NONROOT} /out/state/ /var/lib/\n"
+    )));
+    assert!(dockerfile.contains(&format!("USER {NONROOT}:{NONROOT}\n")));
+    let (dir, _) = STATE_PATH.rsplit_once('/').expect("a directory");
+    assert_eq!(dir, STATE_DIR);
+    // The volume comes after the directory is filled: later changes to it would be lost.
+    assert!(
+        dockerfile.find("VOLUME").expect("VOLUME")
+            > dockerfile.find("/out/state/ /var/lib/").expect("COPY")
+    );
+
+    // The Deployment: a claim of its own, and Recreate, as a ReadWriteOnce volume cannot be
+    // shared by the old and the new pod of a rolling update.
+    let deployment = yaml("config/kubernetes/deployment.yaml");
+    assert_eq!(
+        deployment["spec"]["strategy"]["type"].as_str(),
+        Some("Recreate")
+    );
+    assert_eq!(deployment["spec"]["replicas"].as_u64(), Some(1));
+    let volume = check_state_mount("deployment.yaml", &deployment);
+    let (pod, _) = pod_and_container(&deployment);
+    let claim = pod["volumes"]
+        .as_sequence()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"].as_str() == Some(volume))
+        .expect("the state volume")["persistentVolumeClaim"]["claimName"]
+        .as_str()
+        .expect("a claim");
+    let pvc = yaml("config/kubernetes/pvc.yaml");
+    assert_eq!(pvc["kind"].as_str(), Some("PersistentVolumeClaim"));
+    assert_eq!(pvc["metadata"]["name"].as_str(), Some(claim));
+    assert_eq!(
+        pvc["spec"]["accessModes"].as_sequence().map(Vec::as_slice),
+        Some(&["ReadWriteOnce".into()][..])
+    );
+    assert!(pvc["spec"]["resources"]["requests"]["storage"].is_string());
+
+    // The StatefulSet: one claim per replica from its template, none from the base.
+    let statefulset = yaml("config/kubernetes/sharded/statefulset.yaml");
+    let volume = check_state_mount("statefulset.yaml", &statefulset);
+    let templates = statefulset["spec"]["volumeClaimTemplates"]
+        .as_sequence()
+        .expect("volumeClaimTemplates");
+    let template = templates
+        .iter()
+        .find(|t| t["metadata"]["name"].as_str() == Some(volume))
+        .unwrap_or_else(|| panic!("no volumeClaimTemplate named {volume}"));
+    assert_eq!(template["spec"]["accessModes"], pvc["spec"]["accessModes"]);
+    let (pod, _) = pod_and_container(&statefulset);
+    assert!(
+        !pod["volumes"]
+            .as_sequence()
+            .expect("volumes")
+            .iter()
+            .any(|v| v["name"].as_str() == Some(volume)),
+        "the template's claim, not a pod volume"
+    );
+    let sharded = read("config/kubernetes/sharded/kustomization.yaml");
+    let removal = format!(
+        "    patch: |-\n      $patch: delete\n      apiVersion: v1\n      kind: PersistentVolumeClaim\n      metadata:\n        name: {claim}\n"
+    );
+    assert!(
+        sharded.contains(&removal),
+        "the sharded overlay keeps the base's claim"
+    );
+
+    // docker compose: a named volume at the directory.
+    let compose = yaml("config/docker-compose.yml");
+    let mounts = compose["services"]["exporter"]["volumes"]
+        .as_sequence()
+        .expect("the exporter's volumes");
+    let named = mounts
+        .iter()
+        .filter_map(|m| m.as_str()?.strip_suffix(&format!(":{STATE_DIR}")))
+        .next()
+        .expect("a volume at the state directory");
+    assert!(
+        compose["volumes"].get(named).is_some(),
+        "volume {named} is not declared"
     );
 }

@@ -723,6 +723,13 @@ fn the_alert_expression_splitter_finds_the_operands() {
         must_be_non_empty("sort_desc(x) >= bool 3"),
         ["sort_desc(x)"]
     );
+    // CodeArtsStateErrors: the counter (every kind at 0 in the demo) and the process' age.
+    assert_eq!(
+        must_be_non_empty(
+            "increase(e[15m]) > 0\nor\n(\n  e > 0\n  and on (job, instance)\n    (time() - p < 900)\n)\n"
+        ),
+        ["increase(e[15m])", "e", "time() - p"]
+    );
 }
 
 #[test]

@@ -9,8 +9,10 @@ mod common;
 mod metrics;
 mod server;
 mod sharding;
+mod state;
 mod targets;
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use figment::Figment;
@@ -24,6 +26,7 @@ pub use common::{ConfigError, ENV_PREFIX, Secret, is_valid_id};
 pub use metrics::{MetricsConfig, RunLabel};
 pub use server::{DEFAULT_PORT, ServerConfig};
 pub use sharding::ShardingConfig;
+pub use state::StateConfig;
 pub use targets::{Pattern, StatusApi, TargetConfig};
 
 /// The whole configuration.
@@ -47,6 +50,9 @@ pub struct Config {
     /// Which share of the pipelines this replica polls.
     #[serde(default)]
     pub sharding: ShardingConfig,
+    /// Where the state that survives a restart is kept.
+    #[serde(default, skip_serializing_if = "StateConfig::is_unset")]
+    pub state: StateConfig,
 }
 
 impl Config {
@@ -82,7 +88,35 @@ impl Config {
             .map_err(|(key, problem)| invalid(key, problem))?;
         self.codearts.validate()?;
         self.metrics.validate()?;
+        self.state.validate()?;
         targets::validate_targets(&self.targets, self.codearts.timeout)
+    }
+
+    /// The `target` label of the target whose `pipeline_ids` list `pipeline_id` of `project_id`
+    /// (validation lets at most one do so), or `None` when only discovery can find it. Scans
+    /// every listed id: for many lookups, build [`Config::static_owners`] once.
+    pub fn static_owner(&self, project_id: &str, pipeline_id: &str) -> Option<&str> {
+        self.targets
+            .iter()
+            .find(|target| {
+                target.project_id == project_id
+                    && target.pipeline_ids.iter().any(|id| id == pipeline_id)
+            })
+            .map(TargetConfig::label)
+    }
+
+    /// Every listed pipeline, as (project id, pipeline id), with the `target` label of the one
+    /// target listing it: [`Config::static_owner`] for many lookups.
+    pub fn static_owners(&self) -> HashMap<(&str, &str), &str> {
+        self.targets
+            .iter()
+            .flat_map(|target| {
+                target
+                    .pipeline_ids
+                    .iter()
+                    .map(move |id| ((target.project_id.as_str(), id.as_str()), target.label()))
+            })
+            .collect()
     }
 
     /// What is valid but unwise, one line each naming the key: `check-config` prints them and

@@ -1,7 +1,7 @@
 //! `[[targets]]`: which pipelines of which project are polled, when, and how discovery picks
 //! them, with the schedule and deadline derived from a target and its checks.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::time::Duration;
 
@@ -203,6 +203,8 @@ pub(super) fn validate_targets(
         ));
     }
     let mut labels = HashSet::new();
+    // (project, pipeline) -> index of the target that lists it first.
+    let mut listed_by: HashMap<(&str, &str), usize> = HashMap::new();
     for (index, target) in targets.iter().enumerate() {
         target.validate(index, codearts_timeout)?;
         if !labels.insert(target.label().to_string()) {
@@ -214,8 +216,33 @@ pub(super) fn validate_targets(
                 ),
             ));
         }
+        // Two pollers of one pipeline would record each of its runs twice.
+        for (i, id) in target.pipeline_ids.iter().enumerate() {
+            let key = (target.project_id.as_str(), id.as_str());
+            if let Some(&first) = listed_by.get(&key) {
+                return Err(invalid(
+                    format!("targets[{index}].pipeline_ids[{i}]"),
+                    format!(
+                        "{} and {} both list pipeline {id} of project {}; a pipeline may be \
+                         polled by one target only",
+                        describe(index, target),
+                        describe(first, &targets[first]),
+                        target.project_id
+                    ),
+                ));
+            }
+            listed_by.insert(key, index);
+        }
     }
     Ok(())
+}
+
+/// `targets[index]` with the name it goes by, for messages about two targets.
+fn describe(index: usize, target: &TargetConfig) -> String {
+    match &target.name {
+        Some(name) => format!("targets[{index}] (name {name:?})"),
+        None => format!("targets[{index}] (no name: target {:?})", target.project_id),
+    }
 }
 
 impl TargetConfig {
@@ -382,6 +409,103 @@ mod tests {
         let rendered = config.redacted_toml();
         assert!(rendered.contains("include = \"^(订单|pay)\""), "{rendered}");
         assert!(rendered.contains("discover = true"), "{rendered}");
+    }
+
+    /// A configuration of two targets, each a `(name line, project, pipeline ids, extra)`.
+    fn two_targets(targets: [(&str, &str, &[&str], &str); 2]) -> String {
+        let mut text = "[auth]\nmethod = \"token\"\ntoken = \"t\"\n".to_string();
+        for (name, project, ids, extra) in targets {
+            let ids: Vec<String> = ids.iter().map(|id| format!("\"{id}\"")).collect();
+            text.push_str(&format!(
+                "[[targets]]\n{name}\nproject_id = \"{project}\"\npipeline_ids = [{}]\n\
+                 interval = \"30s\"\n{extra}\n",
+                ids.join(", ")
+            ));
+        }
+        text
+    }
+
+    const OTHER_PROJECT: &str = "abcdef0123456789abcdef0123456789";
+    const OTHER_PIPELINE: &str = "00112233445566778899aabbccddeeff";
+
+    #[test]
+    fn a_pipeline_listed_by_two_targets_of_its_project_is_refused() {
+        let message = error_of(&two_targets([
+            ("name = \"a\"", PROJECT, &[PIPELINE], ""),
+            ("name = \"b\"", PROJECT, &[OTHER_PIPELINE, PIPELINE], ""),
+        ]));
+        assert_eq!(
+            message,
+            format!(
+                "invalid value for `targets[1].pipeline_ids[1]`: targets[1] (name \"b\") and \
+                 targets[0] (name \"a\") both list pipeline {PIPELINE} of project {PROJECT}; a \
+                 pipeline may be polled by one target only"
+            )
+        );
+        // A target without a name goes by its project id.
+        let message = error_of(&two_targets([
+            ("", PROJECT, &[PIPELINE], ""),
+            ("name = \"b\"", PROJECT, &[PIPELINE], ""),
+        ]));
+        assert!(
+            message.contains(&format!(
+                "targets[1] (name \"b\") and targets[0] (no name: target \"{PROJECT}\")"
+            )),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn targets_may_share_a_project_or_a_pipeline_id_but_not_both() {
+        // Distinct pipelines of one project.
+        let config = Config::from_toml(&two_targets([
+            ("name = \"a\"", PROJECT, &[PIPELINE], ""),
+            ("name = \"b\"", PROJECT, &[OTHER_PIPELINE], ""),
+        ]))
+        .expect("disjoint lists");
+        assert_eq!(config.static_owner(PROJECT, PIPELINE), Some("a"));
+        assert_eq!(config.static_owner(PROJECT, OTHER_PIPELINE), Some("b"));
+        // The same id under two projects is two pipelines.
+        Config::from_toml(&two_targets([
+            ("name = \"a\"", PROJECT, &[PIPELINE], ""),
+            ("name = \"b\"", OTHER_PROJECT, &[PIPELINE], ""),
+        ]))
+        .expect("other project");
+        // Discovery may find a pipeline another target lists: not known at load.
+        let config = Config::from_toml(&two_targets([
+            ("name = \"a\"", PROJECT, &[PIPELINE], ""),
+            ("name = \"b\"", PROJECT, &[], "discover = true"),
+        ]))
+        .expect("a listing and a discovery");
+        assert_eq!(config.static_owner(PROJECT, PIPELINE), Some("a"));
+    }
+
+    #[test]
+    fn the_static_owner_of_a_pipeline_is_the_target_listing_it() {
+        let config = Config::from_toml(&two_targets([
+            ("", PROJECT, &[PIPELINE], ""),
+            (
+                "name = \"b\"",
+                OTHER_PROJECT,
+                &[OTHER_PIPELINE],
+                "discover = true",
+            ),
+        ]))
+        .expect("valid");
+        // Unnamed: its label, the project id.
+        assert_eq!(config.static_owner(PROJECT, PIPELINE), Some(PROJECT));
+        assert_eq!(
+            config.static_owner(OTHER_PROJECT, OTHER_PIPELINE),
+            Some("b")
+        );
+        // Only the pair counts; a pipeline no target lists has no static owner.
+        assert_eq!(config.static_owner(OTHER_PROJECT, PIPELINE), None);
+        assert_eq!(config.static_owner(PROJECT, OTHER_PIPELINE), None);
+        let owners = config.static_owners();
+        assert_eq!(owners.len(), 2);
+        assert_eq!(owners.get(&(PROJECT, PIPELINE)), Some(&PROJECT));
+        assert_eq!(owners.get(&(OTHER_PROJECT, OTHER_PIPELINE)), Some(&"b"));
+        assert_eq!(owners.get(&(OTHER_PROJECT, PIPELINE)), None);
     }
 
     #[test]

@@ -36,6 +36,9 @@ pub struct Proc {
     pub stdout: Arc<Mutex<Vec<String>>>,
     /// The threads draining stdout and stderr; they end when the process has exited.
     readers: Vec<std::thread::JoinHandle<()>>,
+    /// The process' TMPDIR (the demo's state goes there), removed after it is killed: a killed
+    /// process cannot remove what it made.
+    _temp_dir: tempfile::TempDir,
 }
 
 impl Proc {
@@ -46,12 +49,14 @@ impl Proc {
         envs: &[(&str, &str)],
         ready: impl Fn(&str) -> bool,
     ) -> (Proc, String) {
+        let temp_dir = tempfile::tempdir().expect("a TMPDIR");
         let mut command = Command::new(binary());
         command
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .env_remove("RUST_LOG");
+            .env_remove("RUST_LOG")
+            .env("TMPDIR", temp_dir.path());
         for (key, value) in envs {
             command.env(key, value);
         }
@@ -91,6 +96,7 @@ impl Proc {
             stderr,
             stdout,
             readers,
+            _temp_dir: temp_dir,
         };
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
