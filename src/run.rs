@@ -79,7 +79,17 @@ pub async fn run(
     let (web_sender, web) = tokio::sync::watch::channel(Arc::new(web));
     // The backfill window counts back from here.
     let started_at = clock::unix_now();
-    let store = Arc::new(Store::new(&config.metrics)?);
+    // What the state file kept is restored before /metrics answers.
+    let projects = config
+        .targets
+        .iter()
+        .map(|target| target.project_id.clone())
+        .collect();
+    let store = Arc::new(Store::open(
+        &config.metrics,
+        config.state.path.as_deref(),
+        &projects,
+    )?);
     let metrics = Arc::new(Metrics::new(&store)?);
     let client = Client::new(&config.codearts, &config.auth, metrics.clone())?;
     let addr = listener.local_addr().map_err(|source| RunError::Io {
@@ -98,7 +108,7 @@ pub async fn run(
     for warning in config.warnings() {
         tracing::warn!("{warning}");
     }
-    let fleet = Fleet::start(config, client, metrics.clone(), store, started_at).await?;
+    let fleet = Fleet::start(config, client, metrics.clone(), store.clone(), started_at).await?;
     let watcher = file.map(|file| tokio::spawn(fleet.clone().watch(file.path, file.shard)));
     let web_watcher = web_file.map(|path| {
         let metrics = metrics.clone();
@@ -117,6 +127,8 @@ pub async fn run(
         let _ = watcher.await;
     }
     fleet.shutdown().await;
+    // Whatever a cut poll recorded and did not commit; nothing is written after this.
+    store.commit_all().await;
     Ok(())
 }
 

@@ -383,6 +383,10 @@ impl StateFile {
         connection
             .pragma_update(None, "synchronous", "FULL")
             .map_err(|e| classify_open(&e))?;
+        // No temporary files: the image's root file system is read-only.
+        connection
+            .pragma_update(None, "temp_store", "MEMORY")
+            .map_err(|e| classify_open(&e))?;
         connection
             .execute_batch(&format!(
                 "BEGIN;
