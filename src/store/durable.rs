@@ -242,6 +242,13 @@ impl Row {
     }
 }
 
+impl Row {
+    /// Bytes of its serialized ledger and series.
+    pub fn bytes(&self) -> usize {
+        self.ledger.len() + self.series.len()
+    }
+}
+
 /// What opening the state file gave.
 pub struct Opened {
     /// The file, when it could be opened (else the exporter runs without one).

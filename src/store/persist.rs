@@ -199,12 +199,23 @@ impl Store {
                 })
                 .collect();
             let file = file.clone();
+            let (count, bytes) = (rows.len(), rows.iter().map(Row::bytes).sum::<usize>());
             let written =
                 tokio::task::spawn_blocking(move || (file.write(&rows, &removed), removed)).await;
             match written {
-                Ok((Ok(seconds), _)) => self
-                    .state_families
-                    .committed(seconds, crate::clock::unix_now()),
+                Ok((Ok(seconds), removed)) => {
+                    self.state_families
+                        .committed(seconds, crate::clock::unix_now());
+                    // The benchmark reads these.
+                    tracing::debug!(
+                        target_name = label,
+                        rows = count,
+                        bytes,
+                        removed = removed.len(),
+                        seconds,
+                        "state committed"
+                    );
+                }
                 Ok((Err(err), removed)) => {
                     self.state_families.failed(&err);
                     lock(&self.removed).extend(removed);
