@@ -99,28 +99,18 @@ pub fn config(
         .enumerate()
         .map(|(index, (project_id, pipeline_ids))| TargetConfig {
             name: Some(format!("demo-{}", index + 1)),
-            project_id,
             pipeline_ids,
-            schedule: None,
             interval: Some(DEMO_INTERVAL),
-            schedule_time_zone: None,
-            poll_timeout: None,
             status_api: if index % 2 == 0 {
                 StatusApi::V5
             } else {
                 StatusApi::V3
             },
             chunk_size: 10,
-            backfill_window: Duration::from_secs(3600),
             // The v5 targets also discover their project's pipelines (the same ones), so the
             // discovery gauge and its panel have data.
             discover: index % 2 == 0,
-            include: None,
-            exclude: None,
-            tags: Vec::new(),
-            include_disabled: false,
-            discover_every: Duration::from_secs(600),
-            gc_after: Duration::from_secs(600),
+            ..TargetConfig::new(project_id)
         })
         .collect();
     let mut run_buckets = scale(defaults.run_duration_buckets);

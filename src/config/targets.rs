@@ -103,6 +103,31 @@ fn default_gc_after() -> Duration {
     Duration::from_secs(600)
 }
 
+impl TargetConfig {
+    /// A target of `project_id` with every default of the file and nothing to poll yet.
+    pub fn new(project_id: String) -> TargetConfig {
+        TargetConfig {
+            name: None,
+            project_id,
+            pipeline_ids: Vec::new(),
+            schedule: None,
+            interval: None,
+            schedule_time_zone: None,
+            poll_timeout: None,
+            status_api: StatusApi::default(),
+            chunk_size: default_chunk_size(),
+            backfill_window: default_backfill_window(),
+            discover: false,
+            include: None,
+            exclude: None,
+            tags: Vec::new(),
+            include_disabled: false,
+            discover_every: default_discover_every(),
+            gc_after: default_gc_after(),
+        }
+    }
+}
+
 /// A regular expression, compiled when the configuration is read (so a bad one names its key).
 #[derive(Clone)]
 pub struct Pattern(regex::Regex);

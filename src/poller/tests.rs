@@ -11,9 +11,7 @@ use tokio::time::Instant;
 use super::{Settings, TargetPoller};
 use crate::clock::WallClock;
 use crate::codearts::Client;
-use crate::config::{
-    AuthConfig, CodeArtsConfig, MetricsConfig, ShardingConfig, StatusApi, TargetConfig,
-};
+use crate::config::{AuthConfig, CodeArtsConfig, MetricsConfig, ShardingConfig, TargetConfig};
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -37,22 +35,9 @@ fn poller(
 ) -> (TargetPoller, Arc<Metrics>, Arc<FollowingClock>) {
     let target = TargetConfig {
         name: Some("beat".into()),
-        project_id: "0123456789abcdef0123456789abcdef".into(),
-        pipeline_ids: Vec::new(),
         schedule: schedule.map(str::to_string),
         interval,
-        schedule_time_zone: None,
-        poll_timeout: None,
-        status_api: StatusApi::V5,
-        chunk_size: 50,
-        backfill_window: Duration::from_secs(3600),
-        discover: false,
-        include: None,
-        exclude: None,
-        tags: Vec::new(),
-        include_disabled: false,
-        discover_every: Duration::from_secs(600),
-        gc_after: Duration::from_secs(600),
+        ..TargetConfig::new("0123456789abcdef0123456789abcdef".into())
     };
     let store = Arc::new(Store::new(&MetricsConfig::default()).expect("store"));
     let metrics = Arc::new(Metrics::new(&store).expect("metrics"));

@@ -633,6 +633,14 @@ mod tests {
         StateFile::open(path, &projects(ids), LAYOUT)
     }
 
+    /// A state file in `dir` of project `p` holding pipeline `a`.
+    fn file_with_a_row(dir: &Path) -> (PathBuf, StateFile) {
+        let path = dir.join("state.db");
+        let file = open(&path, &["p"]).file.expect("opened");
+        file.write(&[row("p", "a")], &[]).expect("written");
+        (path, file)
+    }
+
     fn kinds(opened: &Opened) -> Vec<StateErrorKind> {
         opened.errors.iter().map(StateError::kind).collect()
     }
@@ -714,9 +722,7 @@ mod tests {
     #[test]
     fn a_file_with_a_bad_row_is_kept_aside() {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let path = dir.path().join("state.db");
-        let file = open(&path, &["p"]).file.expect("opened");
-        file.write(&[row("p", "a")], &[]).expect("written");
+        let (path, file) = file_with_a_row(dir.path());
         super::super::series::lock(&file.connection)
             .execute("UPDATE pipelines SET ledger = '{not json'", [])
             .expect("damaged");
@@ -730,9 +736,7 @@ mod tests {
     #[test]
     fn another_configurations_file_is_kept_aside() {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let path = dir.path().join("state.db");
-        let file = open(&path, &["p"]).file.expect("opened");
-        file.write(&[row("p", "a")], &[]).expect("written");
+        let (path, file) = file_with_a_row(dir.path());
         drop(file);
         // One project still configured: the file is ours.
         let kept = open(&path, &["p", "q"]);
@@ -753,9 +757,7 @@ mod tests {
     #[test]
     fn another_schema_version_is_kept_aside() {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let path = dir.path().join("state.db");
-        let file = open(&path, &["p"]).file.expect("opened");
-        file.write(&[row("p", "a")], &[]).expect("written");
+        let (path, file) = file_with_a_row(dir.path());
         super::super::series::lock(&file.connection)
             .pragma_update(None, "user_version", 99)
             .expect("a later version");
@@ -778,9 +780,7 @@ mod tests {
     #[test]
     fn other_buckets_start_the_counts_again_but_keep_the_ledgers() {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let path = dir.path().join("state.db");
-        let file = open(&path, &["p"]).file.expect("opened");
-        file.write(&[row("p", "a")], &[]).expect("written");
+        let (path, file) = file_with_a_row(dir.path());
         drop(file);
         let opened = StateFile::open(&path, &projects(&["p"]), "layout-2");
         assert!(opened.errors.is_empty());

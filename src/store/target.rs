@@ -173,21 +173,17 @@ impl TargetSeries {
 
     /// Counts a poll cut short at its deadline.
     pub fn poll_timed_out(&self) {
-        let families = &self.families;
-        families
-            .polls_timed_out
-            .with_label_values(&self.target())
-            .inc();
-        self.table.changed();
+        self.count(&self.families.polls_timed_out);
     }
 
     /// Counts a poll that was skipped because the previous one still ran.
     pub fn poll_skipped(&self) {
-        let families = &self.families;
-        families
-            .polls_skipped
-            .with_label_values(&self.target())
-            .inc();
+        self.count(&self.families.polls_skipped);
+    }
+
+    /// Adds one to a counter of this target.
+    fn count(&self, family: &IntCounterVec) {
+        family.with_label_values(&self.target()).inc();
         self.table.changed();
     }
 
