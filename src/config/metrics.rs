@@ -25,6 +25,9 @@ pub struct MetricsConfig {
     /// needs `jobs`).
     #[serde(default)]
     pub pause_duration_buckets: Vec<f64>,
+    /// Buckets (seconds) of `codearts_pipeline_recovery_seconds` (none by default).
+    #[serde(default)]
+    pub recovery_duration_buckets: Vec<f64>,
     /// Expose `codearts_pipeline_stage_status`, the one-hot state of every stage of the latest
     /// run (six series per stage).
     #[serde(default)]
@@ -50,6 +53,7 @@ impl Default for MetricsConfig {
             stage_duration_buckets: default_stage_buckets(),
             queue_duration_buckets: Vec::new(),
             pause_duration_buckets: Vec::new(),
+            recovery_duration_buckets: Vec::new(),
             stage_status: false,
             jobs: false,
             job_duration_buckets: default_job_buckets(),
@@ -117,6 +121,10 @@ impl MetricsConfig {
             &self.pause_duration_buckets,
         )?;
         check_buckets("metrics.job_duration_buckets", &self.job_duration_buckets)?;
+        check_buckets(
+            "metrics.recovery_duration_buckets",
+            &self.recovery_duration_buckets,
+        )?;
         let mut run_labels = HashSet::new();
         for label in &self.run_labels {
             if !run_labels.insert(label) {

@@ -35,6 +35,77 @@ const TRIGGER_TYPES: [(&str, &str); 11] = [
 ];
 /// Label value of anything outside a bounded vocabulary.
 const OTHER: &str = "other";
+/// Buckets of deployments' lead time (seconds), at the DORA tiers' edges: an hour, a day, a
+/// week, a month, with steps between.
+const LEAD_TIME_BUCKETS: [f64; 9] = [
+    300.0,
+    900.0,
+    3600.0,
+    14_400.0,
+    86_400.0,
+    259_200.0,
+    604_800.0,
+    1_209_600.0,
+    2_592_000.0,
+];
+/// Buckets of deployments' time to restore (seconds): an hour, a day and a week at the edges.
+const RESTORE_BUCKETS: [f64; 7] = [300.0, 900.0, 1800.0, 3600.0, 14_400.0, 86_400.0, 604_800.0];
+
+/// Why a deployment's lead time is unknown: the `reason` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeadTimeUnknown {
+    /// The run names no commit.
+    NoCommitId,
+    /// The run names no repository.
+    NoRepositoryId,
+    /// CodeArts Repo does not know the commit (404).
+    CommitNotFound,
+    /// CodeArts Repo failed for longer than the exporter waits.
+    RepoError,
+    /// The commit's time could not be read.
+    UnparsableTime,
+}
+
+impl LeadTimeUnknown {
+    /// Every reason, in exposition order.
+    pub const ALL: [LeadTimeUnknown; 5] = [
+        LeadTimeUnknown::NoCommitId,
+        LeadTimeUnknown::NoRepositoryId,
+        LeadTimeUnknown::CommitNotFound,
+        LeadTimeUnknown::RepoError,
+        LeadTimeUnknown::UnparsableTime,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeadTimeUnknown::NoCommitId => "no_commit_id",
+            LeadTimeUnknown::NoRepositoryId => "no_repository_id",
+            LeadTimeUnknown::CommitNotFound => "commit_not_found",
+            LeadTimeUnknown::RepoError => "repo_error",
+            LeadTimeUnknown::UnparsableTime => "unparsable_time",
+        }
+    }
+}
+
+/// Deployments of one pipeline that may wait for their commit's time; more count as unknown.
+const MAX_AWAITING: usize = 64;
+
+/// A successful deployment whose lead time waits for its commit's time from CodeArts Repo.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AwaitingCommit {
+    /// The deployment's environment.
+    pub environment: String,
+    /// The repository (`codehub_id`).
+    pub repository_id: String,
+    /// The commit deployed.
+    pub commit_id: String,
+    /// When the deployment ended, Unix seconds.
+    pub deployed_at: f64,
+    /// When it was recorded, Unix seconds: a Repo that fails for a day makes it unknown.
+    pub since: f64,
+}
 
 /// The `trigger_type` label of a run's trigger: a known value, or `other`.
 pub fn trigger_label(trigger: Option<&str>) -> &'static str {
@@ -123,6 +194,11 @@ struct Layout {
     queue: Buckets,
     pause: Buckets,
     job: Buckets,
+    /// A pipeline's time from red to green (opt-in buckets).
+    recovery: Buckets,
+    /// Deployments' lead time and time to restore: fixed, the DORA tiers.
+    lead_time: Buckets,
+    restore: Buckets,
     stage_status: bool,
     /// Names of the labels of run series after the pipeline labels: run labels, then `result`.
     run_label_names: Vec<&'static str>,
@@ -185,6 +261,30 @@ struct Counted {
     stages: BTreeMap<String, StageStats>,
     #[serde(with = "as_pairs")]
     jobs: BTreeMap<(String, String, RunResult), Hist>,
+    /// Start of the current red streak (the end of its first failed run), Unix seconds.
+    #[serde(default)]
+    failing_since: Option<f64>,
+    /// Times from red to green.
+    #[serde(default)]
+    recovery: Option<Hist>,
+    /// Deployment runs by environment and result.
+    #[serde(default, with = "as_pairs")]
+    deployments: BTreeMap<(String, RunResult), u64>,
+    /// Start of the current red streak of deployments, by environment.
+    #[serde(default)]
+    deploy_failing_since: BTreeMap<String, f64>,
+    /// Deployments' time to restore, by environment.
+    #[serde(default)]
+    restore: BTreeMap<String, Hist>,
+    /// Deployments' lead time, by environment.
+    #[serde(default)]
+    lead_time: BTreeMap<String, Hist>,
+    /// Successful deployments whose lead time is unknown, by environment and reason.
+    #[serde(default, with = "as_pairs")]
+    lead_time_unknown: BTreeMap<(String, LeadTimeUnknown), u64>,
+    /// Successful deployments waiting for their commit's time.
+    #[serde(default)]
+    awaiting_commit: Vec<AwaitingCommit>,
 }
 
 /// Maps with keys JSON cannot name, kept as lists of pairs.
@@ -281,6 +381,9 @@ impl SeriesTable {
                 queue: Buckets::new(&config.queue_duration_buckets),
                 pause: Buckets::new(&config.pause_duration_buckets),
                 job: Buckets::new(&config.job_duration_buckets),
+                recovery: Buckets::new(&config.recovery_duration_buckets),
+                lead_time: Buckets::new(&LEAD_TIME_BUCKETS),
+                restore: Buckets::new(&RESTORE_BUCKETS),
                 stage_status: config.stage_status,
                 run_label_names: RunLabels::new(config)
                     .names
@@ -537,6 +640,143 @@ impl Series {
                     stats.duration.observe(&layout.stage, duration);
                     if stage_result == RunResult::Error {
                         stats.failures += 1;
+                    }
+                }
+            }
+            // Red to green: from the end of the first failed run of a streak to the end of the
+            // next successful one. The histogram exists (at 0) from the first run on, so that
+            // Prometheus counts its first observation.
+            let recovery = counted.recovery.get_or_insert_with(Hist::default);
+            if let Some(end) = run.end {
+                match result {
+                    RunResult::Error => {
+                        counted.failing_since.get_or_insert(end);
+                    }
+                    RunResult::Success => {
+                        if let Some(since) = counted.failing_since.take() {
+                            recovery.observe(&layout.recovery, (end - since).max(0.0));
+                        }
+                    }
+                    RunResult::Aborted => {}
+                }
+            }
+        });
+    }
+
+    /// Observes a completed run (already observed by [`Series::observe_completed`]) as a
+    /// deployment to `environment`: counts it, measures the time to restore after failed ones,
+    /// and, for a successful one, its lead time: unknown at once without a commit or a
+    /// repository, else once its commit's time is known ([`Series::resolve_commit`]).
+    pub fn observe_deployment(
+        &mut self,
+        run: &Run,
+        environment: &str,
+        commit_id: Option<&str>,
+        repository_id: Option<&str>,
+        now: f64,
+    ) {
+        let (Some(result), Some(end)) = (run.result, run.end) else {
+            return;
+        };
+        let table = self.table.clone();
+        let layout = &table.layout;
+        self.update(|data| {
+            let counted = data.recording();
+            let env = environment.to_string();
+            // Every label set exists from the first deployment on (0 until it happens).
+            for candidate in RunResult::ALL {
+                counted
+                    .deployments
+                    .entry((env.clone(), candidate))
+                    .or_insert(0);
+            }
+            for reason in LeadTimeUnknown::ALL {
+                counted
+                    .lead_time_unknown
+                    .entry((env.clone(), reason))
+                    .or_insert(0);
+            }
+            counted.lead_time.entry(env.clone()).or_default();
+            let restore = counted.restore.entry(env.clone()).or_default();
+            *counted
+                .deployments
+                .entry((env.clone(), result))
+                .or_insert(0) += 1;
+            match result {
+                RunResult::Error => {
+                    counted.deploy_failing_since.entry(env).or_insert(end);
+                }
+                RunResult::Aborted => {}
+                RunResult::Success => {
+                    if let Some(since) = counted.deploy_failing_since.remove(&env) {
+                        restore.observe(&layout.restore, (end - since).max(0.0));
+                    }
+                    let unknown = match (commit_id, repository_id) {
+                        (None, _) => Some(LeadTimeUnknown::NoCommitId),
+                        (_, None) => Some(LeadTimeUnknown::NoRepositoryId),
+                        (Some(_), Some(_)) if counted.awaiting_commit.len() >= MAX_AWAITING => {
+                            Some(LeadTimeUnknown::RepoError)
+                        }
+                        (Some(commit_id), Some(repository_id)) => {
+                            counted.awaiting_commit.push(AwaitingCommit {
+                                environment: env.clone(),
+                                repository_id: repository_id.to_string(),
+                                commit_id: commit_id.to_string(),
+                                deployed_at: end,
+                                since: now,
+                            });
+                            None
+                        }
+                    };
+                    if let Some(reason) = unknown {
+                        *counted.lead_time_unknown.entry((env, reason)).or_insert(0) += 1;
+                    }
+                }
+            }
+        });
+    }
+
+    /// The deployments whose lead time waits for their commit's time.
+    pub fn awaiting_commits(&self) -> Vec<AwaitingCommit> {
+        self.data.as_ref().map_or_else(Vec::new, |data| {
+            let data = lock(data);
+            data.pending
+                .as_deref()
+                .unwrap_or(&data.counted)
+                .awaiting_commit
+                .clone()
+        })
+    }
+
+    /// What CodeArts Repo said of a commit: its time (`Ok`, Unix seconds) makes the lead time of
+    /// every deployment of it that waits; `Err` makes theirs unknown for that reason.
+    pub fn resolve_commit(
+        &mut self,
+        repository_id: &str,
+        commit_id: &str,
+        committed: Result<f64, LeadTimeUnknown>,
+    ) {
+        let table = self.table.clone();
+        let layout = &table.layout;
+        self.update(|data| {
+            let counted = data.recording();
+            let (resolved, waiting): (Vec<_>, Vec<_>) =
+                std::mem::take(&mut counted.awaiting_commit)
+                    .into_iter()
+                    .partition(|a| a.repository_id == repository_id && a.commit_id == commit_id);
+            counted.awaiting_commit = waiting;
+            for deployment in resolved {
+                match committed {
+                    Ok(at) => counted
+                        .lead_time
+                        .entry(deployment.environment)
+                        .or_default()
+                        .observe(&layout.lead_time, (deployment.deployed_at - at).max(0.0)),
+                    Err(reason) => {
+                        *counted
+                            .lead_time_unknown
+                            .entry((deployment.environment, reason))
+                            .or_insert(0) += 1
                     }
                 }
             }
@@ -1274,12 +1514,14 @@ mod tests {
             ("codearts_pipeline_stage_last_duration_seconds", 6),
             ("codearts_pipeline_stage_duration_seconds", 6 * (6 + 3)),
             ("codearts_pipeline_stage_failures_total", 6),
+            ("codearts_pipeline_failing_since_timestamp_seconds", 1),
+            ("codearts_pipeline_recovery_seconds", 3),
         ]
         .into_iter()
         .map(|(name, count)| (name.to_string(), count))
         .collect();
         assert_eq!(families, expected);
-        assert!(total <= 120, "{total} series for a 6-stage pipeline");
+        assert!(total <= 124, "{total} series for a 6-stage pipeline");
 
         // The knobs that add detail add what docs/metrics.md says.
         let m = fixture(&MetricsConfig {
@@ -1301,7 +1543,7 @@ mod tests {
         let families = series_per_family(&m);
         assert_eq!(families["codearts_pipeline_run_duration_seconds"], 9);
         assert_eq!(families["codearts_pipeline_stage_duration_seconds"], 18);
-        assert_eq!(families.values().sum::<usize>(), 120 - 24 - 36);
+        assert_eq!(families.values().sum::<usize>(), 124 - 24 - 36);
     }
 
     #[test]

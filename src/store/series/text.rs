@@ -83,10 +83,16 @@ enum Family {
     StageDuration,
     StageFailures,
     JobDuration,
+    FailingSince,
+    Recovery,
+    Deployments,
+    LeadTime,
+    LeadTimeUnknown,
+    Restore,
 }
 
 impl Family {
-    const ALL: [Family; 17] = [
+    const ALL: [Family; 23] = [
         Family::Status,
         Family::LastResult,
         Family::LastDuration,
@@ -104,6 +110,12 @@ impl Family {
         Family::StageDuration,
         Family::StageFailures,
         Family::JobDuration,
+        Family::FailingSince,
+        Family::Recovery,
+        Family::Deployments,
+        Family::LeadTime,
+        Family::LeadTimeUnknown,
+        Family::Restore,
     ];
 
     /// Name, type and help.
@@ -193,6 +205,36 @@ impl Family {
                 "codearts_pipeline_job_duration_seconds",
                 "histogram",
                 "Duration of jobs that ran, one observation per job of each completed run (metrics.jobs).",
+            ),
+            Family::FailingSince => (
+                "codearts_pipeline_failing_since_timestamp_seconds",
+                "gauge",
+                "When the pipeline's current red streak began (the end of its first failed run), Unix seconds; 0 when its last recorded run was not a failure.",
+            ),
+            Family::Recovery => (
+                "codearts_pipeline_recovery_seconds",
+                "histogram",
+                "Time from red to green: from the end of the first failed run of a streak to the end of the next successful run.",
+            ),
+            Family::Deployments => (
+                "codearts_deployments_total",
+                "counter",
+                "Completed deployment runs (pipelines of a [[deployments]] environment) by result.",
+            ),
+            Family::LeadTime => (
+                "codearts_deployment_lead_time_seconds",
+                "histogram",
+                "Lead time for changes: from the deployed commit's committed_date to the end of the successful deployment run.",
+            ),
+            Family::LeadTimeUnknown => (
+                "codearts_deployment_lead_time_unknown_total",
+                "counter",
+                "Successful deployments whose lead time is unknown, by reason (no_commit_id, no_repository_id, commit_not_found, repo_error, unparsable_time).",
+            ),
+            Family::Restore => (
+                "codearts_deployment_recovery_seconds",
+                "histogram",
+                "Failed-deployment recovery time: from the end of the first failed deployment of a streak to the end of the next successful one.",
             ),
         }
     }
@@ -286,6 +328,15 @@ impl FamilyWriter<'_> {
             pause,
             stages,
             jobs,
+            failing_since,
+            recovery,
+            deployments,
+            deploy_failing_since: _,
+            restore,
+            lead_time,
+            lead_time_unknown,
+            // Not shown: they wait for their commit's time.
+            awaiting_commit: _,
         } = counted;
         let labels = labels.as_str();
         match self.family {
@@ -385,6 +436,45 @@ impl FamilyWriter<'_> {
                     self.histogram(labels, &extra, &layout.job, hist)?;
                 }
             }
+            Family::FailingSince => {
+                // With the recovery histogram: once a run is recorded.
+                if recovery.is_some() {
+                    self.sample("", labels, &[], Num(failing_since.unwrap_or(0.0)))?;
+                }
+            }
+            Family::Recovery => {
+                if let Some(hist) = recovery {
+                    self.histogram(labels, &[], &layout.recovery, hist)?;
+                }
+            }
+            Family::Deployments => {
+                for ((environment, result), count) in deployments {
+                    let extra = [
+                        ("environment", environment.as_str()),
+                        ("result", result.as_str()),
+                    ];
+                    self.sample("", labels, &extra, count)?;
+                }
+            }
+            Family::LeadTime | Family::Restore => {
+                let (hists, buckets) = if self.family == Family::LeadTime {
+                    (lead_time, &layout.lead_time)
+                } else {
+                    (restore, &layout.restore)
+                };
+                for (environment, hist) in hists {
+                    self.histogram(labels, &[("environment", environment)], buckets, hist)?;
+                }
+            }
+            Family::LeadTimeUnknown => {
+                for ((environment, reason), count) in lead_time_unknown {
+                    let extra = [
+                        ("environment", environment.as_str()),
+                        ("reason", reason.as_str()),
+                    ];
+                    self.sample("", labels, &extra, count)?;
+                }
+            }
         }
         Ok(())
     }
@@ -418,6 +508,12 @@ mod tests {
             Family::StageDuration => 14,
             Family::StageFailures => 15,
             Family::JobDuration => 16,
+            Family::FailingSince => 17,
+            Family::Recovery => 18,
+            Family::Deployments => 19,
+            Family::LeadTime => 20,
+            Family::LeadTimeUnknown => 21,
+            Family::Restore => 22,
         }
     }
 
@@ -450,6 +546,7 @@ mod tests {
         series.set_stage_states(&run);
         series.set_last_completed(&run);
         series.observe_completed(&run);
+        series.observe_deployment(&run, "production", None, None, 0.0);
         series.observe_jobs(&run);
         series.observe_pause(&run);
         series.missed(1);
