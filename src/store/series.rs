@@ -1546,6 +1546,187 @@ mod tests {
         assert_eq!(families.values().sum::<usize>(), 124 - 24 - 36);
     }
 
+    /// A completed run `number` of pipeline `p` ending at `end` with `result`.
+    fn ended(number: u64, end: f64, result: RunResult) -> Run {
+        let mut run = Run::example("p", format!("run-{number}"), number, end - 60.0, Some(end));
+        run.result = Some(result);
+        run
+    }
+
+    #[test]
+    fn red_streaks_give_one_recovery_and_deployments_their_lead_time() {
+        let m = fixture(&MetricsConfig::default());
+        let mut series = m.series("proj", "p", NAME);
+        let env = [("environment", "production")];
+        let deploy = |series: &mut Series, run: &Run, commit: Option<&str>, repo: Option<&str>| {
+            series.observe_completed(run);
+            series.observe_deployment(run, "production", commit, repo, 0.0);
+        };
+        // Green, then fail, fail, succeed: one recovery, from the first failure's end.
+        deploy(
+            &mut series,
+            &ended(1, 1_000.0, RunResult::Success),
+            Some("c1"),
+            Some("r"),
+        );
+        assert_eq!(
+            sample(&m, "codearts_pipeline_failing_since_timestamp_seconds", &[]),
+            Some(0.0)
+        );
+        assert_eq!(
+            sample(&m, "codearts_pipeline_recovery_seconds_count", &[]),
+            Some(0.0)
+        );
+        deploy(
+            &mut series,
+            &ended(2, 2_000.0, RunResult::Error),
+            Some("c2"),
+            Some("r"),
+        );
+        deploy(
+            &mut series,
+            &ended(3, 2_500.0, RunResult::Aborted),
+            Some("c2"),
+            Some("r"),
+        );
+        deploy(
+            &mut series,
+            &ended(4, 3_000.0, RunResult::Error),
+            Some("c2"),
+            Some("r"),
+        );
+        assert_eq!(
+            sample(&m, "codearts_pipeline_failing_since_timestamp_seconds", &[]),
+            Some(2_000.0),
+            "red since the first failure"
+        );
+        deploy(
+            &mut series,
+            &ended(5, 5_600.0, RunResult::Success),
+            Some("c3"),
+            Some("r"),
+        );
+        assert_eq!(
+            sample(&m, "codearts_pipeline_failing_since_timestamp_seconds", &[]),
+            Some(0.0)
+        );
+        assert_eq!(
+            sample(&m, "codearts_pipeline_recovery_seconds_count", &[]),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&m, "codearts_pipeline_recovery_seconds_sum", &[]),
+            Some(3_600.0)
+        );
+        assert_eq!(
+            sample(&m, "codearts_deployment_recovery_seconds_count", &env),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&m, "codearts_deployment_recovery_seconds_sum", &env),
+            Some(3_600.0)
+        );
+        let le_3600 = [("environment", "production"), ("le", "3600")];
+        assert_eq!(
+            sample(&m, "codearts_deployment_recovery_seconds_bucket", &le_3600),
+            Some(1.0)
+        );
+        for (result, count) in [("success", 2.0), ("error", 2.0), ("aborted", 1.0)] {
+            let labels = [("environment", "production"), ("result", result)];
+            assert_eq!(
+                sample(&m, "codearts_deployments_total", &labels),
+                Some(count),
+                "{result}"
+            );
+        }
+        // Lead times wait for their commits' times: c1 and c3 are asked for, c2 never
+        // succeeded. Each commit's time makes the lead time of its deployments.
+        let awaiting: Vec<String> = series
+            .awaiting_commits()
+            .into_iter()
+            .map(|a| a.commit_id)
+            .collect();
+        assert_eq!(awaiting, ["c1", "c3"]);
+        assert_eq!(
+            sample(&m, "codearts_deployment_lead_time_seconds_count", &env),
+            Some(0.0)
+        );
+        series.resolve_commit("r", "c3", Ok(5_600.0 - 7_200.0));
+        series.resolve_commit("r", "c1", Err(LeadTimeUnknown::CommitNotFound));
+        assert!(series.awaiting_commits().is_empty());
+        assert_eq!(
+            sample(&m, "codearts_deployment_lead_time_seconds_count", &env),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&m, "codearts_deployment_lead_time_seconds_sum", &env),
+            Some(7_200.0)
+        );
+        let le = |bound: &'static str| [("environment", "production"), ("le", bound)];
+        assert_eq!(
+            sample(
+                &m,
+                "codearts_deployment_lead_time_seconds_bucket",
+                &le("3600")
+            ),
+            Some(0.0)
+        );
+        assert_eq!(
+            sample(
+                &m,
+                "codearts_deployment_lead_time_seconds_bucket",
+                &le("14400")
+            ),
+            Some(1.0)
+        );
+        let unknown = |reason: &'static str| [("environment", "production"), ("reason", reason)];
+        assert_eq!(
+            sample(
+                &m,
+                "codearts_deployment_lead_time_unknown_total",
+                &unknown("commit_not_found")
+            ),
+            Some(1.0)
+        );
+        // A run without a commit or a repository: unknown at once.
+        deploy(
+            &mut series,
+            &ended(6, 6_000.0, RunResult::Success),
+            None,
+            Some("r"),
+        );
+        deploy(
+            &mut series,
+            &ended(7, 7_000.0, RunResult::Success),
+            Some("c4"),
+            None,
+        );
+        assert_eq!(
+            sample(
+                &m,
+                "codearts_deployment_lead_time_unknown_total",
+                &unknown("no_commit_id")
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &m,
+                "codearts_deployment_lead_time_unknown_total",
+                &unknown("no_repository_id")
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &m,
+                "codearts_deployment_lead_time_unknown_total",
+                &unknown("repo_error")
+            ),
+            Some(0.0)
+        );
+    }
+
     #[test]
     fn histograms_read_as_the_prometheus_crate_writes_them() {
         // The same observations through the crate and through this store give the same
