@@ -146,10 +146,14 @@ impl TargetPoller {
     /// Keeps the pipelines the target's filters select.
     fn apply_discovery(&self, state: &mut TargetState, pipelines: Vec<PipelineInfo>) {
         let listed = pipelines.len();
+        let mut tags = HashMap::new();
         let kept: BTreeMap<String, String> = pipelines
             .into_iter()
             .filter(|p| selects(&self.target, p))
-            .map(|p| (p.id, p.name))
+            .map(|p| {
+                tags.insert(p.id.clone(), p.tags);
+                (p.id, p.name)
+            })
             .collect();
         let added = kept
             .keys()
@@ -178,6 +182,7 @@ impl TargetPoller {
         }
         self.slot.series(|series| series.set_discovered(kept.len()));
         state.discovered = kept;
+        state.discovered_tags = tags;
         state.discovered_at = Some(tokio::time::Instant::now());
     }
 

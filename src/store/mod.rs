@@ -9,6 +9,7 @@
 //! configuration reload the new poller of the same target finds it here, so no run is recorded
 //! twice and no histogram restarts.
 
+mod commit_times;
 pub mod durable;
 mod gc;
 mod persist;
@@ -77,6 +78,9 @@ pub struct TargetState {
     pub pipelines: HashMap<String, PipelineState>,
     /// Pipelines kept by the last successful discovery: id → name.
     pub discovered: BTreeMap<String, String>,
+    /// The tags of the pipelines the last discovery kept, by id (deployment environments may
+    /// select by tag).
+    pub discovered_tags: HashMap<String, Vec<String>>,
     /// When discovery last succeeded.
     pub discovered_at: Option<Instant>,
     /// Pipelines it reaches but leaves to the target that records them (logged once).
@@ -180,6 +184,8 @@ pub struct Store {
     /// The target that lists each pipeline in its `pipeline_ids`: it records it, whatever
     /// another target discovers.
     listed: Mutex<HashMap<(String, String), String>>,
+    /// Commit times from CodeArts Repo, for deployments' lead time.
+    commit_times: Mutex<commit_times::CommitTimes>,
 }
 
 impl Store {
@@ -195,6 +201,7 @@ impl Store {
             removed: Mutex::new(Vec::new()),
             owners: Arc::new(Mutex::new(HashMap::new())),
             listed: Mutex::new(HashMap::new()),
+            commit_times: Mutex::new(commit_times::CommitTimes::default()),
         })
     }
 

@@ -561,6 +561,11 @@ impl Series {
         &self.labels[0]
     }
 
+    /// The `pipeline_name` label value.
+    pub fn pipeline_name(&self) -> &str {
+        &self.labels[2]
+    }
+
     /// Changes the pipeline's data (registering it first).
     fn update<R>(&mut self, change: impl FnOnce(&mut PipelineData) -> R) -> R {
         let table = &self.table;
