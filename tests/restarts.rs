@@ -1,6 +1,7 @@
 //! What Prometheus reads of the exporter's counters across restarts, and which target counts a
-//! pipeline two targets reach (see `/work/shared/counting-as-prometheus.md` for how Prometheus
-//! reads counters).
+//! pipeline two targets reach. Prometheus reads a counter sample lower than the one before as a
+//! reset and takes the new value whole (so a count taken back by a restart is counted twice),
+//! and never counts what a series' first sample already holds.
 //!
 //! 1. A simulator completes about a run a second over four pipelines while an exporter
 //!    *process* (real signals) with a state file is SIGTERMed during a poll, started again on
@@ -22,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::prometheus::{Prometheus, free_port, require_tool};
+use common::prometheus::{Prometheus, require_tool};
 use common::{
     Exporter, Sample, Sim, config, get_json, request, scrape, select, simulator_config,
     stable_scrape, start_exporter, start_simulator, targets_of, value,
@@ -65,6 +66,28 @@ async fn wait_for<T, F: Future<Output = Option<T>>>(what: &str, mut check: impl 
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A free loopback port below the kernel's ephemeral range: while the exporter is down, no
+/// connection or `bind(0)` of another process is given it, so the exporter gets it back.
+fn port_kept_while_down() -> u16 {
+    let range =
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let ephemeral_from: u16 = range
+        .split_whitespace()
+        .next()
+        .and_then(|low| low.parse().ok())
+        .unwrap_or(32768);
+    let below = ephemeral_from.saturating_sub(10_000).max(1024);
+    let span = ephemeral_from - below;
+    // Tests of this binary run side by side: each call starts from another place.
+    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let offset = ((std::process::id() + call * 997) % u32::from(span)) as u16;
+    (0..span)
+        .map(|step| below + (offset + step) % span)
+        .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
+        .expect("a free port below the ephemeral range")
 }
 
 /// The config of `common::config` (interval 2 s) on `127.0.0.1:port`, with a 20 s backfill
@@ -455,7 +478,7 @@ async fn restart_scenario(keep_state: bool) -> Vec<String> {
     let sim_started_ms = truth["started_at_ms"].as_f64().expect("started_at_ms");
     let dir = tempfile::tempdir().expect("tempdir");
     let state = dir.path().join("state.db");
-    let port = free_port();
+    let port = port_kept_while_down();
     let text = exporter_config(&sim, &truth, port, keep_state.then_some(state.as_path()));
     let mut prometheus = Prometheus::start(dir.path(), &prometheus_config(port));
     let mut exporter = start_exporter(&text, &[]);
@@ -486,8 +509,9 @@ async fn restart_scenario(keep_state: bool) -> Vec<String> {
     phase("SIGTERM during a poll");
     tokio::time::sleep(DOWNTIME).await;
 
-    // Started again with the history reads still slow; scraped after its first polls, then
-    // SIGKILLed while a later poll waits for its history reads.
+    // Started again with the history reads still slow. Its first polls record what completed
+    // meanwhile and Prometheus scrapes it: a restart that took any of that back would show as
+    // a reset. Then SIGKILLed while a later poll waits for its history reads.
     let up_ms = now_s() * 1000.0;
     let mut exporter = start_exporter(&text, &[]);
     phase("started again");
@@ -525,7 +549,6 @@ async fn restart_scenario(keep_state: bool) -> Vec<String> {
         before["now_ms"].as_f64().expect("now_ms") / 1000.0,
     )
     .await;
-    let frozen_ms = now_s() * 1000.0;
     set_faults(
         &sim,
         Some(json!({"faults": [
@@ -534,6 +557,8 @@ async fn restart_scenario(keep_state: bool) -> Vec<String> {
         ]})),
     )
     .await;
+    // Every status read from here on fails: every run recorded ended before this.
+    let frozen_ms = now_s() * 1000.0;
     let frozen = wait_for("a failed poll of every target", || async {
         let samples = scrape(&exporter.url).await;
         TARGETS
