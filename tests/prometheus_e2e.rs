@@ -29,12 +29,11 @@
 mod common;
 
 use std::fs;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::Proc;
+use common::prometheus::{Prometheus, promtool, require_tool};
 use serde_json::Value;
 
 /// How long queries may stay empty while the demo produces data.
@@ -49,82 +48,6 @@ const BUILTINS: [(&str, &str); 3] = [
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
-}
-
-/// Fails with a clear message when a tool is missing.
-fn require_tool(tool: &str) {
-    let found = Command::new(tool)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    assert!(
-        found,
-        "`{tool}` is not on PATH: this test needs Prometheus' `prometheus` and `promtool` \
-         (run scripts/install-prometheus, which installs Debian's prometheus package)"
-    );
-}
-
-/// Runs promtool; panics with its output unless it succeeds. Returns stdout + stderr.
-fn promtool(args: &[&str], stdin: Option<&str>) -> String {
-    let mut command = Command::new("promtool");
-    command
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = command.spawn().expect("run promtool");
-    if let Some(text) = stdin {
-        use std::io::Write;
-        let mut pipe = child.stdin.take().expect("stdin");
-        pipe.write_all(text.as_bytes()).expect("write to promtool");
-    }
-    let output = child.wait_with_output().expect("promtool output");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        output.status.success(),
-        "promtool {args:?} failed ({}):\n{text}",
-        output.status
-    );
-    text
-}
-
-/// A free loopback port (bound then released).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-/// A Prometheus server, killed when dropped.
-struct Prometheus {
-    child: Child,
-    url: String,
-    log: PathBuf,
-}
-
-impl Prometheus {
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Writes the Prometheus configuration made from config/prometheus/prometheus.yml (scrape and
@@ -147,58 +70,7 @@ fn start_prometheus(dir: &Path, exporter_addr: &str) -> Prometheus {
     }
     fs::copy(repo("config/prometheus/alerts.yml"), dir.join("alerts.yml"))
         .expect("copy alerts.yml");
-    start_prometheus_with(dir, &config)
-}
-
-/// Starts Prometheus on a free port with `config` (checked by promtool first).
-fn start_prometheus_with(dir: &Path, config: &str) -> Prometheus {
-    let config_path = dir.join("prometheus.yml");
-    fs::write(&config_path, config).expect("write prometheus.yml");
-    promtool(
-        &["check", "config", config_path.to_str().expect("utf-8 path")],
-        None,
-    );
-
-    let port = free_port();
-    let log = dir.join("prometheus.log");
-    let log_file = fs::File::create(&log).expect("log file");
-    let child = Command::new("prometheus")
-        .arg(format!("--config.file={}", config_path.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone().expect("log file"))
-        .stderr(log_file)
-        .spawn()
-        .expect("start prometheus");
-    Prometheus {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-        log,
-    }
-}
-
-async fn wait_ready(prometheus: &mut Prometheus) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(response) = reqwest::get(format!("{}/-/ready", prometheus.url)).await
-            && response.status() == 200
-        {
-            return;
-        }
-        if let Ok(Some(status)) = prometheus.child.try_wait() {
-            panic!("prometheus exited ({status}):\n{}", prometheus.log());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "prometheus not ready after 30 s:\n{}",
-            prometheus.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    Prometheus::start(dir, &config)
 }
 
 /// The answer to an instant query.
@@ -790,7 +662,7 @@ async fn dashboards_and_alerts_work_against_a_real_prometheus() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let mut prometheus = start_prometheus(dir.path(), &exporter_addr);
-    wait_ready(&mut prometheus).await;
+    prometheus.wait_ready().await;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -922,8 +794,8 @@ async fn prometheus_scrapes_over_https_with_basic_auth_and_client_certificates()
             &format!("      cert_file: {d}/client.pem\n      key_file: {d}/client-key.pem\n")
         ),
     );
-    let mut prometheus = start_prometheus_with(dir.path(), &config);
-    wait_ready(&mut prometheus).await;
+    let mut prometheus = Prometheus::start(dir.path(), &config);
+    prometheus.wait_ready().await;
 
     let client = reqwest::Client::new();
     let expected = [

@@ -6,6 +6,7 @@
 
 mod exposition;
 pub mod pki;
+pub mod prometheus;
 // The harness serves the simulator, which only the `simulator` feature builds.
 #[cfg(feature = "simulator")]
 pub mod harness;
@@ -142,6 +143,17 @@ impl Proc {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Sends SIGKILL (a crash: the process runs no code of its own after it) and waits for
+    /// the exit status; by then every line the process wrote is in [`Proc::output`].
+    pub fn kill(&mut self) -> ExitStatus {
+        self.child.kill().expect("SIGKILL");
+        let status = self.child.wait().expect("wait");
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+        status
     }
 
     /// Waits (up to 30 s) until the output so far satisfies `done`, and returns it: a line is
