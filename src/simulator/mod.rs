@@ -82,8 +82,9 @@ pub struct SimOptions {
     pub require_project_id: bool,
     /// Deployment pipelines added after the `pipelines` others (named
     /// `{service}-deploy-prod` and `-deploy-staging` in turn): their history succeeds, the run
-    /// under way at the start and the next fail and the third recovers, later ones fail a fifth
-    /// of the time. Default 0, so every other world stays as it was.
+    /// under way at the start and the next fail and the third recovers (the first pipeline's
+    /// recovery deploys the one commit CodeArts Repo does not know), later ones fail a fifth of
+    /// the time. Default 0, so every other world stays as it was.
     pub deploy_pipelines: usize,
 }
 

@@ -87,7 +87,7 @@ impl Simulator {
 impl Service<'_> {
     /// Every completed run the simulator keeps that ended at or after `since_ms`, oldest first,
     /// per pipeline; and the run, finished or not, that deploys the commit the Repo API does not
-    /// know (`unknown_commit`, null once it is forgotten).
+    /// know (`unknown_commit`; null before that run starts and once it is forgotten).
     pub(super) fn truth(&self, now_ms: i64, since_ms: i64) -> Value {
         let mut pipelines = Vec::with_capacity(self.world.pipelines.len());
         let mut unknown_commit = Value::Null;

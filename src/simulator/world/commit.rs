@@ -164,6 +164,13 @@ mod tests {
                 })
                 .collect();
             assert_eq!(unknown.len(), 1, "{unknown:?}");
+            let (index, number) = unknown[0];
+            let run = all_runs(&w, index, later)
+                .into_iter()
+                .find(|r| r.number == number)
+                .expect("run");
+            assert_eq!(run.outcome, super::super::plan::Outcome::Success);
+            assert!(run.end_ms() > START, "not history");
             let without: Vec<usize> = (0..w.pipelines.len())
                 .filter(|&i| w.pipelines[i].codehub_id.is_none())
                 .collect();

@@ -180,9 +180,10 @@ impl World {
     /// Like [`World::new`], with stage counts, a running share and deployment pipelines from
     /// `shape`.
     ///
-    /// Of the deployment pipelines if there are any, else of all: the first pipeline's run under
-    /// way at the start deploys the one commit the Repo API does not know, and the last one (if
-    /// it is another) builds code outside CodeArts Repo, so its runs carry no `codehub_id`.
+    /// Of the deployment pipelines if there are any, else of all: the first pipeline's first
+    /// successful run from the one under way at the start on deploys the one commit the Repo API
+    /// does not know, and the last one (if it is another) builds code outside CodeArts Repo, so
+    /// its runs carry no `codehub_id`.
     pub fn shaped(
         pipelines: usize,
         projects: usize,

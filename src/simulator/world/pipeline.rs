@@ -330,6 +330,13 @@ mod tests {
                     w.pipelines[index].name
                 );
             }
+            // The first one's recovery deploys the commit CodeArts Repo does not know.
+            let recovery = all_runs(&w, 24, horizon)
+                .into_iter()
+                .filter(|r| r.end_ms() >= START)
+                .nth(2)
+                .expect("recovery");
+            assert!(recovery.build.commit.as_ref().is_some_and(|c| !c.in_repo));
             // Later, failures come now and then, never canceled runs.
             let day = all_runs(&w, 24, START + 24 * 3_600_000);
             let failed = day.iter().filter(|r| r.outcome == Outcome::Failed).count();

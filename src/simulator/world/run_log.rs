@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use fastrand::Rng;
 
 use super::pipeline::PipelineDef;
-use super::plan::{RunPlan, real_ms};
+use super::plan::{Outcome, RunPlan, real_ms};
 use super::{HOUR_MS, MAX_RUNS, Shape};
 
 /// The runs of one pipeline, generated as time passes.
@@ -17,6 +17,8 @@ pub(crate) struct RunLog {
     next_start_ms: i64,
     /// Number of the run under way when the world started: deployment outcomes count from it.
     live_number: u64,
+    /// The next successful run deploys the world's commit the Repo API does not know.
+    unknown_commit_pending: bool,
 }
 
 /// Real gap after a run; (duration + gap) is at least 10 nominal minutes. With a running
@@ -33,8 +35,9 @@ fn gap_ms(rng: &mut Rng, duration_ms: i64, speed: f64, shape: &Shape) -> i64 {
 impl RunLog {
     /// History runs that ended 2 to 26 h before `started_at_ms`, then a first live run
     /// already under way at `started_at_ms` (with a running share: under way with that
-    /// probability, else ended a while before). With `unknown_commit`, the live run deploys the
-    /// world's commit the Repo API does not know.
+    /// probability, else ended a while before). With `unknown_commit`, the first successful run
+    /// from the live one on deploys the world's commit the Repo API does not know (a success, so
+    /// that an exporter measuring the lead time of successful deployments asks for it).
     pub(super) fn new(
         def: &PipelineDef,
         mut rng: Rng,
@@ -93,7 +96,8 @@ impl RunLog {
             plan.settle_commit(previous.as_ref(), false, speed, executors);
             previous = plan.build.commit.clone();
         }
-        first.settle_commit(previous.as_ref(), unknown_commit, speed, executors);
+        let unknown_now = unknown_commit && first.outcome == Outcome::Success;
+        first.settle_commit(previous.as_ref(), unknown_now, speed, executors);
         let next_start_ms = first.end_ms() + first_gap;
         let next_number = first.number + 1;
         let live_number = first.number;
@@ -104,6 +108,7 @@ impl RunLog {
             next_number,
             next_start_ms,
             live_number,
+            unknown_commit_pending: unknown_commit && !unknown_now,
         }
     }
 
@@ -127,6 +132,7 @@ impl RunLog {
             next_number: 2,
             next_start_ms,
             live_number: 1,
+            unknown_commit_pending: false,
         }
     }
 
@@ -146,7 +152,9 @@ impl RunLog {
             plan.number = self.next_number;
             plan.start_ms = self.next_start_ms;
             let previous = self.runs.back().and_then(|run| run.build.commit.as_ref());
-            plan.settle_commit(previous, false, speed, executors);
+            let unknown = self.unknown_commit_pending && plan.outcome == Outcome::Success;
+            self.unknown_commit_pending &= !unknown;
+            plan.settle_commit(previous, unknown, speed, executors);
             let gap = gap_ms(&mut self.rng, plan.duration_ms, speed, shape);
             self.next_start_ms = plan.end_ms() + gap;
             self.next_number += 1;
