@@ -17,10 +17,14 @@ use crate::simulator::{self, SimOptions, Simulator};
 
 /// How often demo targets poll.
 const DEMO_INTERVAL: Duration = Duration::from_secs(2);
+/// Deployment pipelines the demo's world has at least, so the delivery (DORA) panels have
+/// failures and recoveries to show within minutes.
+const DEMO_DEPLOY_PIPELINES: usize = 4;
 
-/// Runs a simulator of `options` on a free loopback port and the exporter on `listen` against
-/// it, until `shutdown` resolves; `on_ready` learns both addresses (exporter, simulator) once
-/// they listen. A `web_config_file` secures the exporter's endpoints (TLS, basic auth).
+/// Runs a simulator of `options` (with at least `DEMO_DEPLOY_PIPELINES` deployment pipelines)
+/// on a free loopback port and the exporter on `listen` against it, until `shutdown` resolves;
+/// `on_ready` learns both addresses (exporter, simulator) once they listen. A `web_config_file`
+/// secures the exporter's endpoints (TLS, basic auth).
 pub async fn run(
     listen: SocketAddr,
     web_config_file: Option<PathBuf>,
@@ -29,6 +33,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     let speed = options.speed;
+    let options = SimOptions {
+        deploy_pipelines: options.deploy_pipelines.max(DEMO_DEPLOY_PIPELINES),
+        ..options
+    };
     let simulator = Arc::new(Simulator::new(options));
     let io = |what: &str| {
         let what = what.to_string();

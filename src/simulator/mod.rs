@@ -5,6 +5,8 @@
 //! simulator starts at [`Simulator::new`]) with nominal durations divided by
 //! [`SimOptions::speed`]. Responses are written by hand in the vendor's shapes, nulls included.
 //! `GET /_sim/truth` lists what really happened, so tests can compare the exporter with it;
+//! CodeArts Repo's commit API (`GET /v4/repositories/{id}/repository/commits?sha=`) answers on
+//! the same listener, for lead times;
 //! `POST /_sim/pipelines` and `DELETE /_sim/pipelines/{id}` create and delete pipelines while
 //! it runs. Faults (errors, throttling, time-outs, broken bodies) can be injected per API, see
 //! [`faults`].
@@ -78,6 +80,12 @@ pub struct SimOptions {
     /// `X-Project-Id` header (whether the real service insists is an open question; the SDK
     /// always sends it).
     pub require_project_id: bool,
+    /// Deployment pipelines added after the `pipelines` others (named
+    /// `{service}-deploy-prod` and `-deploy-staging` in turn): their history succeeds, the run
+    /// under way at the start and the next fail and the third recovers (the first pipeline's
+    /// recovery deploys the one commit CodeArts Repo does not know), later ones fail a fifth of
+    /// the time. Default 0, so every other world stays as it was.
+    pub deploy_pipelines: usize,
 }
 
 impl Default for SimOptions {
@@ -102,6 +110,7 @@ impl Default for SimOptions {
             stages: None,
             running_share: None,
             require_project_id: false,
+            deploy_pipelines: 0,
         }
     }
 }
@@ -168,6 +177,7 @@ impl Simulator {
             Shape {
                 stages: options.stages,
                 running_share: options.running_share,
+                deploy_pipelines: options.deploy_pipelines,
             },
         );
         let faults = Faults::new(&options.faults, options.seed, started_at_ms);
@@ -471,6 +481,92 @@ mod tests {
         let json = text.split("\r\n\r\n").nth(1).expect("body");
         let value: serde_json::Value = serde_json::from_str(json).expect("json");
         assert_eq!(value[0]["pipeline_id"], ids[0].as_str());
+
+        let _ = stop.send(());
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("stops")
+            .expect("joins");
+    }
+
+    #[tokio::test]
+    async fn a_repo_outage_is_a_fault_rule_and_the_log_names_repo_commit() {
+        let sim = Arc::new(Simulator::new(SimOptions {
+            pipelines: 3,
+            ..SimOptions::default()
+        }));
+        let now = sim.now_ms();
+        let (repository, sha) = {
+            let world = sim.world();
+            world.with_runs(0, now, |def, log| {
+                let commit = log
+                    .started(now)
+                    .filter_map(|run| run.build.commit.as_ref())
+                    .find(|commit| commit.in_repo)
+                    .expect("a known commit");
+                (
+                    def.codehub_id.clone().expect("repository"),
+                    commit.id.clone(),
+                )
+            })
+        };
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, sim.clone(), async {
+            let _ = stopped.await;
+        }));
+        let client = reqwest::Client::new();
+        let commit_url =
+            format!("{base}/v4/repositories/{repository}/repository/commits?sha={sha}");
+        let get_commit = || {
+            client
+                .get(&commit_url)
+                .header("X-Auth-Token", sim.static_token())
+                .send()
+        };
+        assert_eq!(get_commit().await.expect("answer").status(), 200);
+        let outage = r#"{"faults": [{"api": "repo_commit", "kind": "error", "status": 503}]}"#;
+        let set = client
+            .post(format!("{base}/_sim/faults"))
+            .body(outage)
+            .send()
+            .await
+            .expect("faults set");
+        assert_eq!(set.status(), 200);
+        assert_eq!(get_commit().await.expect("answer").status(), 503);
+        // The pipeline APIs are not part of the outage.
+        let (project, ids) = sim.targets().remove(0);
+        let status = client
+            .post(format!("{base}/v5/{project}/api/pipelines/status"))
+            .header("X-Auth-Token", sim.static_token())
+            .body(format!("[\"{}\"]", ids[0]))
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(status.status(), 200);
+        let cleared = client
+            .delete(format!("{base}/_sim/faults"))
+            .send()
+            .await
+            .expect("faults cleared");
+        assert_eq!(cleared.status(), 200);
+        assert_eq!(get_commit().await.expect("answer").status(), 200);
+        let log: serde_json::Value = client
+            .get(format!("{base}/_sim/requests?api=repo_commit"))
+            .send()
+            .await
+            .expect("log")
+            .json()
+            .await
+            .expect("json");
+        let seen: Vec<(u64, Option<&str>)> = log["requests"]
+            .as_array()
+            .expect("requests")
+            .iter()
+            .map(|r| (r["status"].as_u64().unwrap_or(0), r["fault"].as_str()))
+            .collect();
+        assert_eq!(seen, [(200, None), (503, Some("error")), (200, None)]);
 
         let _ = stop.send(());
         tokio::time::timeout(Duration::from_secs(5), server)

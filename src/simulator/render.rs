@@ -4,8 +4,8 @@ use chrono::{DateTime, FixedOffset, Utc};
 use serde_json::{Value, json};
 
 use super::world::{
-    CANCELED, COMPLETED, FAILED, INIT, PAUSED, PipelineDef, QUEUED, REGION, RUNNING, RunPlan,
-    RunView, SUSPEND, UNSELECTED, World, derived_id,
+    CANCELED, COMPLETED, Commit, FAILED, INIT, PAUSED, PipelineDef, QUEUED, REGION, RUNNING,
+    RunPlan, RunView, SUSPEND, UNSELECTED, World, derived_id,
 };
 
 /// Salts of per-run derived ids, one per kind of object.
@@ -31,6 +31,21 @@ pub(crate) fn local_time(ms: i64) -> String {
         (Some(utc), Some(zone)) => utc
             .with_timezone(&zone)
             .format("%Y-%m-%d %H:%M:%S")
+            .to_string(),
+        _ => String::new(),
+    }
+}
+
+/// CodeArts Repo's `2026-12-01T09:30:12.000+08:00`: ISO 8601 in UTC+8 with milliseconds and
+/// the offset (reference 5.7).
+pub(crate) fn repo_time(ms: i64) -> String {
+    match (
+        DateTime::from_timestamp_millis(ms),
+        FixedOffset::east_opt(8 * 3600),
+    ) {
+        (Some(utc), Some(zone)) => utc
+            .with_timezone(&zone)
+            .format("%Y-%m-%dT%H:%M:%S%.3f%:z")
             .to_string(),
         _ => String::new(),
     }
@@ -125,17 +140,25 @@ pub(crate) fn v3_status(world: &World, def: &PipelineDef, run: &RunPlan, view: &
     })
 }
 
-fn build_params(run: &RunPlan) -> Value {
+/// The code of a run in the status and list APIs: a run without a commit and a pipeline
+/// outside CodeArts Repo leave `commit_id` and `codehub_id` out (the detail writes them null).
+fn build_params(def: &PipelineDef, run: &RunPlan) -> Value {
     let build = &run.build;
-    json!({
+    let mut params = json!({
         "build_type": build.build_type,
         "target_branch": build.target_branch,
         "source_branch": build.source_branch,
         "tag": build.tag,
-        "commit_id": build.commit_id,
         "event_type": build.trigger,
-        "message": build.message,
-    })
+    });
+    if let Some(commit) = &build.commit {
+        params["commit_id"] = json!(commit.id);
+        params["message"] = json!(commit.message);
+    }
+    if let Some(codehub_id) = &def.codehub_id {
+        params["codehub_id"] = json!(codehub_id);
+    }
+    params
 }
 
 /// A run as in the v5 batch status (3.2), the run list (3.4, `stage_ids`) and `latest_run` (3.5).
@@ -184,7 +207,7 @@ pub(crate) fn v5_run(
         "end_time": opt_ms(view.end),
         "detail_url": detail_url(world, def, run),
         "modify_url": modify_url(world, def),
-        "build_params": build_params(run),
+        "build_params": build_params(def, run),
         "artifact_params": null,
         "stage_status_list": stages,
     })
@@ -372,14 +395,22 @@ pub(crate) fn run_detail(
     })
 }
 
-/// The code source of a run, as in the vendor's detail example.
+/// The code source of a run, as in the vendor's detail example; a pipeline outside CodeArts
+/// Repo builds from GitHub and has no `codehub_id`.
 fn sources(def: &PipelineDef, run: &RunPlan) -> Value {
     let build = &run.build;
-    let git_host = format!("codehub.devcloud.{REGION}.huaweicloud.com");
+    let (git_type, git_host) = match def.codehub_id {
+        Some(_) => (
+            "codehub",
+            format!("codehub.devcloud.{REGION}.huaweicloud.com"),
+        ),
+        None => ("github", "github.com".to_string()),
+    };
+    let commit = build.commit.as_ref();
     json!([{
         "type": "code",
         "params": {
-            "git_type": "codehub",
+            "git_type": git_type,
             "git_url": format!("https://{git_host}/{}/{}.git", def.index + 1, def.repo),
             "ssh_git_url": format!("git@{git_host}:{}/{}.git", def.index + 1, def.repo),
             "web_url": "",
@@ -391,10 +422,10 @@ fn sources(def: &PipelineDef, run: &RunPlan) -> Value {
             "build_params": {
                 "action": null,
                 "build_type": build.build_type,
-                "commit_id": build.commit_id,
+                "commit_id": commit.map(|c| c.id.as_str()),
                 "event_type": build.trigger,
                 "merge_id": build.merge_id.map(|id| id.to_string()),
-                "message": build.message,
+                "message": commit.map(|c| c.message),
                 "source_branch": build.source_branch,
                 "tag": build.tag,
                 "target_branch": build.target_branch,
@@ -402,6 +433,32 @@ fn sources(def: &PipelineDef, run: &RunPlan) -> Value {
             },
         },
     }])
+}
+
+/// `GET /v4/repositories/{repository_id}/repository/commits?sha=` of CodeArts Repo (reference
+/// 5.7): the commit, with times in UTC+8.
+pub(crate) fn commit(world: &World, commit: &Commit, repository: u64) -> Value {
+    let (_, author) = world.executor(commit.author);
+    let email = world.executor_email(commit.author);
+    let title = commit.message.lines().next().unwrap_or_default();
+    let committed = repo_time(commit.committed_ms);
+    json!({
+        "id": commit.id,
+        "short_id": commit.id.get(..8).unwrap_or(&commit.id),
+        "title": title,
+        "message": format!("{}\n", commit.message),
+        "parent_ids": commit.parent_ids,
+        "author_name": author,
+        "author_email": email,
+        "authored_date": repo_time(commit.authored_ms),
+        "committer_name": author,
+        "committer_email": email,
+        "committed_date": committed,
+        "created_at": committed,
+        "project_id": repository,
+        "status": null,
+        "last_pipeline": null,
+    })
 }
 
 /// The id of tag `name` in project `project_id`: a pure function of the account, the project
@@ -489,8 +546,13 @@ fn seconds_between(start: i64, end: i64) -> f64 {
     (end - start) as f64 / 1000.0
 }
 
-/// A completed run as `/_sim/truth` lists it.
+/// A completed run as `/_sim/truth` lists it. `committed_ms` is what the exporter can learn
+/// from CodeArts Repo: null without a commit, outside CodeArts Repo, and for the unknown commit.
 pub(crate) fn truth_run(def: &PipelineDef, run: &RunPlan, view: &RunView) -> Value {
+    let commit = run.build.commit.as_ref();
+    let committed_ms = commit
+        .filter(|c| c.in_repo && def.codehub_id.is_some())
+        .map(|c| c.committed_ms);
     let end = view.end.unwrap_or(view.start);
     let stages: Vec<Value> = def
         .stages
@@ -539,6 +601,9 @@ pub(crate) fn truth_run(def: &PipelineDef, run: &RunPlan, view: &RunView) -> Val
         "result": result_of(view.status),
         "trigger_type": run.build.trigger,
         "target_branch": run.build.target_branch,
+        "commit_id": commit.map(|c| c.id.as_str()),
+        "codehub_id": def.codehub_id,
+        "committed_ms": committed_ms,
         "start_ms": view.start,
         "end_ms": end,
         "duration_seconds": seconds_between(view.start, end),

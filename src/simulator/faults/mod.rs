@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 pub(crate) use bodies::{emptied, error_body, oversized_chunks, wrong_shape};
 
 /// The API names faults can target, as the exporter's `api` label names them.
-pub const APIS: [&str; 7] = [
+pub const APIS: [&str; 8] = [
     "v3_status",
     "v5_status",
     "run_detail",
@@ -26,6 +26,7 @@ pub const APIS: [&str; 7] = [
     "pipeline_list",
     "iam_token",
     "iam_projects",
+    "repo_commit",
 ];
 
 /// How long a `timeout` fault holds the request by default (longer than any sane client time-out).
@@ -45,6 +46,7 @@ pub(crate) fn api_of(method: &str, path: &str) -> Option<&'static str> {
         ("POST", ["v5", _, "api", "pipelines", "list"]) => Some("pipeline_list"),
         ("GET", ["v5", _, "api", "pipelines", _, "pipeline-runs", "detail"]) => Some("run_detail"),
         ("POST", ["v5", _, "api", "pipelines", _, "pipeline-runs", "list"]) => Some("run_list"),
+        ("GET", ["v4", "repositories", _, "repository", "commits"]) => Some("repo_commit"),
         _ => None,
     }
 }
@@ -511,6 +513,10 @@ mod tests {
                 &format!("/v5/{p}/api/pipelines/{p}/pipeline-runs/list")
             ),
             Some("run_list")
+        );
+        assert_eq!(
+            api_of("GET", "/v4/repositories/2111677704/repository/commits"),
+            Some("repo_commit")
         );
         assert_eq!(api_of("GET", "/_sim/truth"), None);
         assert_eq!(api_of("GET", "/v3/auth/tokens"), None);

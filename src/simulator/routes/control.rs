@@ -86,12 +86,28 @@ impl Simulator {
 
 impl Service<'_> {
     /// Every completed run the simulator keeps that ended at or after `since_ms`, oldest first,
-    /// per pipeline.
+    /// per pipeline; and the run, finished or not, that deploys the commit the Repo API does not
+    /// know (`unknown_commit`; null before that run starts and once it is forgotten).
     pub(super) fn truth(&self, now_ms: i64, since_ms: i64) -> Value {
         let mut pipelines = Vec::with_capacity(self.world.pipelines.len());
+        let mut unknown_commit = Value::Null;
         for project in &self.world.projects {
             for &index in &project.pipelines {
                 pipelines.push(self.world.with_runs(index, now_ms, |def, log| {
+                    let unknown = log.started(now_ms).find_map(|run| {
+                        let commit = run.build.commit.as_ref().filter(|c| !c.in_repo)?;
+                        Some(json!({
+                            "project_id": project.id,
+                            "pipeline_id": def.id,
+                            "run_id": run.id,
+                            "run_number": run.number,
+                            "codehub_id": def.codehub_id,
+                            "commit_id": commit.id,
+                        }))
+                    });
+                    if let Some(unknown) = unknown {
+                        unknown_commit = unknown;
+                    }
                     let runs: Vec<Value> = log
                         .started(now_ms)
                         .filter(|run| run.is_done(now_ms) && run.end_ms() >= since_ms)
@@ -105,6 +121,8 @@ impl Service<'_> {
                         "old_version": def.old_version,
                         "banned": def.banned,
                         "stage_count": def.stages.len(),
+                        "codehub_id": def.codehub_id,
+                        "deploy_environment": def.deploy.as_ref().map(|d| d.environment),
                         "runs": runs,
                     })
                 }));
@@ -113,6 +131,7 @@ impl Service<'_> {
         json!({
             "started_at_ms": self.world.started_at_ms,
             "now_ms": now_ms,
+            "unknown_commit": unknown_commit,
             "pipelines": pipelines,
         })
     }
@@ -210,6 +229,88 @@ mod tests {
         let unknown = json!({"project_id": "0123456789abcdef0123456789abcdef"}).to_string();
         let reply = call_with(&sim, "POST", "/_sim/pipelines", None, &unknown, START);
         assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn truth_names_the_code_of_each_run_as_the_apis_and_repo_do() {
+        let sim = sim();
+        let now = START + 2 * HOUR;
+        let truth = sim.truth(now);
+        let (mut runs, mut missing, mut redeploys, mut dated) = (0, 0, 0, 0);
+        let mut outside_repo = Vec::new();
+        for pipeline in truth["pipelines"].as_array().expect("pipelines") {
+            let project = pipeline["project_id"].as_str().expect("project");
+            let id = pipeline["pipeline_id"].as_str().expect("id");
+            let codehub_id = &pipeline["codehub_id"];
+            if codehub_id.is_null() {
+                outside_repo.push(id.to_string());
+            }
+            // Every run of the history, by id, as the run list writes it.
+            let list_uri = format!("/v5/{project}/api/pipelines/{id}/pipeline-runs/list");
+            let mut listed = std::collections::HashMap::new();
+            for offset in (0..).step_by(100) {
+                let body = json!({"offset": offset, "limit": 100}).to_string();
+                let page = call(&sim, "POST", &list_uri, &body, now).body;
+                let page = page["pipeline_runs"].as_array().expect("runs").clone();
+                if page.is_empty() {
+                    break;
+                }
+                for run in page {
+                    listed.insert(run["pipeline_run_id"].clone(), run["build_params"].clone());
+                }
+            }
+            let mut previous = Value::Null;
+            for run in pipeline["runs"].as_array().expect("runs") {
+                runs += 1;
+                let params = &listed[&run["run_id"]];
+                // Absent from the list where the truth says null.
+                let commit_id = params.get("commit_id").unwrap_or(&Value::Null);
+                assert_eq!(commit_id, &run["commit_id"]);
+                assert_eq!(params.get("codehub_id").unwrap_or(&Value::Null), codehub_id);
+                assert_eq!(&run["codehub_id"], codehub_id);
+                missing += usize::from(commit_id.is_null());
+                redeploys += usize::from(!commit_id.is_null() && *commit_id == previous);
+                previous = commit_id.clone();
+                let Some(committed_ms) = run["committed_ms"].as_i64() else {
+                    continue;
+                };
+                dated += 1;
+                assert!(committed_ms < run["start_ms"].as_i64().expect("start"));
+                let repo_uri = format!(
+                    "/v4/repositories/{}/repository/commits?sha={}",
+                    codehub_id.as_str().expect("repository"),
+                    commit_id.as_str().expect("commit")
+                );
+                let commit = call(&sim, "GET", &repo_uri, "", now).body;
+                let date = commit["committed_date"].as_str().expect("date");
+                let parsed = chrono::DateTime::parse_from_rfc3339(date).expect("ISO 8601");
+                assert_eq!(parsed.timestamp_millis(), committed_ms);
+            }
+        }
+        assert!(runs > 500, "{runs}");
+        assert!(missing > 0 && missing < runs / 20, "{missing} of {runs}");
+        assert!(redeploys > 0, "{redeploys}");
+        assert!(dated > runs * 3 / 4, "{dated} of {runs}");
+        // One pipeline builds outside CodeArts Repo: the detail says where, without a codehub_id.
+        assert_eq!(outside_repo.len(), 1);
+        let (project, _) = sim
+            .targets()
+            .into_iter()
+            .find(|(_, ids)| ids.contains(&outside_repo[0]))
+            .expect("project");
+        let detail_uri = format!(
+            "/v5/{project}/api/pipelines/{}/pipeline-runs/detail",
+            outside_repo[0]
+        );
+        let detail = call(&sim, "GET", &detail_uri, "", now).body;
+        let source = &detail["sources"][0]["params"];
+        assert_eq!(source["git_type"], "github");
+        assert!(source["codehub_id"].is_null());
+        assert!(source["build_params"]["codehub_id"].is_null());
+        // The unknown commit is deployed by a run of another pipeline, and the truth says so.
+        let unknown = &truth["unknown_commit"];
+        assert!(unknown["codehub_id"].is_string());
+        assert_ne!(unknown["pipeline_id"], outside_repo[0].as_str());
     }
 
     #[test]

@@ -1,11 +1,12 @@
-//! Routing of the simulated APIs: one file per API family (`status`, `runs`, `pipelines`), IAM
-//! and the credentials check apart (`iam`), the test-only `/_sim` endpoints (`control`), and the
+//! Routing of the simulated APIs: one file per API family (`status`, `runs`, `pipelines`, and
+//! CodeArts Repo's commits in `repo`), IAM and the credentials check apart (`iam`), the test-only `/_sim` endpoints (`control`), and the
 //! parameter checks they share (`params`).
 
 mod control;
 mod iam;
 mod params;
 mod pipelines;
+mod repo;
 mod runs;
 mod status;
 
@@ -209,6 +210,9 @@ impl Service<'_> {
             ) => self
                 .authenticate(request, now_ms)
                 .unwrap_or_else(|| self.runs_list(project, pipeline, request.body, now_ms)),
+            ("GET", ["v4", "repositories", repository, "repository", "commits"]) => self
+                .authenticate(request, now_ms)
+                .unwrap_or_else(|| self.repo_commit(repository, request.query, now_ms)),
             _ => no_route(),
         }
     }

@@ -69,3 +69,25 @@ pub(super) fn call(sim: &Simulator, method: &str, uri: &str, body: &str, now: i6
 pub(super) fn code(reply: &Reply) -> &str {
     reply.body["error_code"].as_str().unwrap_or("")
 }
+
+/// A commit CodeArts Repo knows, deployed by a run started by `now`:
+/// (repository id, commit id, committed epoch ms).
+pub(super) fn known_commit(sim: &Simulator, now: i64) -> (String, String, i64) {
+    let world = sim.world();
+    (0..world.pipelines.len())
+        .find_map(|index| {
+            world.with_runs(index, now, |def, log| {
+                let repository = def.codehub_id.clone()?;
+                log.started(now)
+                    .filter_map(|run| run.build.commit.as_ref())
+                    .find(|commit| commit.in_repo)
+                    .map(|commit| (repository, commit.id.clone(), commit.committed_ms))
+            })
+        })
+        .expect("a known commit")
+}
+
+/// The Repo API's path for commit `sha` of `repository`.
+pub(super) fn commit_uri(repository: &str, sha: &str) -> String {
+    format!("/v4/repositories/{repository}/repository/commits?sha={sha}")
+}

@@ -5,10 +5,11 @@
 //! created (relative times of every stage, job and step); its state at time `t` is then a pure
 //! function of the plan and `t`.
 //!
-//! `pipeline` generates the pipelines and `plan` their runs; `run_log` adds runs as time passes
-//! and `view` gives the state of a run at a given time. `names` and `random` hold what they draw
-//! from.
+//! `pipeline` generates the pipelines and `plan` their runs, `commit` the code each run deploys;
+//! `run_log` adds runs as time passes and `view` gives the state of a run at a given time.
+//! `names` and `random` hold what they draw from.
 
+mod commit;
 mod names;
 mod pipeline;
 mod plan;
@@ -21,11 +22,12 @@ use std::sync::Mutex;
 
 use fastrand::Rng;
 
-use names::{EXECUTOR_NAMES, PROJECT_NAMES};
+use names::{EXECUTOR_EMAILS, EXECUTOR_NAMES, PROJECT_NAMES};
 use pipeline::tags_for;
 use random::{hex_id, mix};
 use run_log::RunLog;
 
+pub(crate) use commit::Commit;
 pub(crate) use pipeline::PipelineDef;
 pub(crate) use plan::RunPlan;
 pub(crate) use random::derived_id;
@@ -76,6 +78,8 @@ pub struct Shape {
     /// Share of pipelines with a run in progress at any time (gaps between runs are sized for
     /// it); default: runs follow each other after 2 to 60 nominal minutes.
     pub running_share: Option<f64>,
+    /// Deployment pipelines added after the others (see [`PipelineDef::make_deploy`]).
+    pub deploy_pipelines: usize,
 }
 
 impl Shape {
@@ -133,6 +137,24 @@ pub(crate) struct World {
     logs: Vec<Mutex<RunLog>>,
     pipeline_index: HashMap<String, usize>,
     project_index: HashMap<String, usize>,
+    /// Pipelines by the CodeArts Repo repository they build.
+    repository_index: HashMap<u64, Vec<usize>>,
+}
+
+/// What CodeArts Repo answers about a commit.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum CommitLookup {
+    /// No pipeline builds this repository (or it was deleted).
+    NoRepository,
+    /// The repository has no such commit.
+    NoCommit,
+    /// The commit.
+    Found(Commit),
+}
+
+/// The repository id of a pipeline, as the number the Repo API takes.
+fn repository_number(def: &PipelineDef) -> Option<u64> {
+    def.codehub_id.as_deref().and_then(|id| id.parse().ok())
 }
 
 impl World {
@@ -155,7 +177,13 @@ impl World {
         )
     }
 
-    /// Like [`World::new`], with stage counts and a running share from `shape`.
+    /// Like [`World::new`], with stage counts, a running share and deployment pipelines from
+    /// `shape`.
+    ///
+    /// Of the deployment pipelines if there are any, else of all: the first pipeline's first
+    /// successful run from the one under way at the start on deploys the one commit the Repo API
+    /// does not know, and the last one (if it is another) builds code outside CodeArts Repo, so
+    /// its runs carry no `codehub_id`.
     pub fn shaped(
         pipelines: usize,
         projects: usize,
@@ -186,9 +214,20 @@ impl World {
                 pipelines: Vec::new(),
             })
             .collect();
-        let mut defs = Vec::with_capacity(pipelines);
-        let mut logs = Vec::with_capacity(pipelines);
-        for index in 0..pipelines {
+        let total = pipelines + shape.deploy_pipelines;
+        let special = if shape.deploy_pipelines > 0 {
+            pipelines..total
+        } else {
+            0..pipelines
+        };
+        let unknown_commit_at = special.start;
+        let outside_repo_at = special
+            .end
+            .checked_sub(1)
+            .filter(|&last| last > special.start);
+        let mut defs = Vec::with_capacity(total);
+        let mut logs = Vec::with_capacity(total);
+        for index in 0..total {
             let project = index % projects;
             let mut def_rng = Rng::with_seed(mix(seed, 2 * index as u64));
             let mut def = PipelineDef::generate(
@@ -199,6 +238,12 @@ impl World {
                 executors.len(),
                 &shape,
             );
+            if index >= pipelines {
+                def.make_deploy(index - pipelines, seed);
+            }
+            if Some(index) == outside_repo_at {
+                def.codehub_id = None;
+            }
             def.tags = tags_for(seed, index);
             let run_rng = Rng::with_seed(mix(seed, 2 * index as u64 + 1));
             logs.push(Mutex::new(RunLog::new(
@@ -208,11 +253,12 @@ impl World {
                 started_at_ms,
                 executors.len(),
                 &shape,
+                index == unknown_commit_at,
             )));
             project_list[project].pipelines.push(index);
             defs.push(def);
         }
-        World {
+        let mut world = World {
             started_at_ms,
             speed,
             seed,
@@ -225,11 +271,48 @@ impl World {
                 .enumerate()
                 .map(|(i, p)| (p.id.clone(), i))
                 .collect(),
+            repository_index: HashMap::new(),
             projects: project_list,
             pipelines: defs,
             executors,
             logs,
+        };
+        for index in 0..world.pipelines.len() {
+            world.index_repository(index);
         }
+        world
+    }
+
+    /// Notes the repository pipeline `index` builds, if any.
+    fn index_repository(&mut self, index: usize) {
+        if let Some(repository) = repository_number(&self.pipelines[index]) {
+            self.repository_index
+                .entry(repository)
+                .or_default()
+                .push(index);
+        }
+    }
+
+    /// The commit `sha` of `repository` as the Repo API sees it at `now_ms`: the repository of
+    /// a pipeline, and a commit one of its kept runs deployed.
+    pub fn commit(&self, repository: u64, sha: &str, now_ms: i64) -> CommitLookup {
+        let Some(indices) = self.repository_index.get(&repository) else {
+            return CommitLookup::NoRepository;
+        };
+        for &index in indices {
+            let found = self.with_runs(index, now_ms, |_, log| {
+                log.started(now_ms)
+                    .filter_map(|run| run.build.commit.as_ref())
+                    .find(|commit| commit.id.eq_ignore_ascii_case(sha))
+                    .cloned()
+            });
+            match found {
+                Some(commit) if commit.in_repo => return CommitLookup::Found(commit),
+                Some(_) => return CommitLookup::NoCommit,
+                None => {}
+            }
+        }
+        CommitLookup::NoCommit
     }
 
     /// Creates a pipeline in `project` whose first run starts at `now_ms`; returns its index.
@@ -273,6 +356,7 @@ impl World {
         self.projects[project].pipelines.push(index);
         self.pipelines.push(def);
         self.logs.push(Mutex::new(log));
+        self.index_repository(index);
         index
     }
 
@@ -290,6 +374,15 @@ impl World {
         };
         for project in &mut self.projects {
             project.pipelines.retain(|&i| i != index);
+        }
+        // Its repository goes with it: the Repo API answers 404 for it from now on.
+        if let Some(repository) = repository_number(&self.pipelines[index])
+            && let Some(indices) = self.repository_index.get_mut(&repository)
+        {
+            indices.retain(|&i| i != index);
+            if indices.is_empty() {
+                self.repository_index.remove(&repository);
+            }
         }
         // The definition stays so indices stay valid; its runs are no longer needed.
         if let Some(log) = self.logs.get_mut(index) {
@@ -320,6 +413,11 @@ impl World {
         let mut log = self.logs[index].lock().unwrap_or_else(|e| e.into_inner());
         log.advance(def, self.speed, self.executors.len(), &self.shape, now_ms);
         f(def, &log)
+    }
+
+    /// The e-mail address of executor `index`, as a commit author.
+    pub fn executor_email(&self, index: usize) -> &'static str {
+        EXECUTOR_EMAILS[index % EXECUTOR_EMAILS.len()]
     }
 
     /// The executor of a run (a fallback name if the pool is somehow empty).
@@ -369,6 +467,7 @@ mod tests {
         let shape = Shape {
             stages: Some(6),
             running_share: Some(0.05),
+            ..Shape::default()
         };
         let w = World::shaped(2000, 10, 3, 1.0, START, shape);
         let stages: usize = w.pipelines.iter().map(|p| p.stages.len()).sum();

@@ -136,3 +136,25 @@ pub(super) const COMMIT_MESSAGES: [&str; 6] = [
     "chore: bump dependencies",
     "重构订单状态机",
 ];
+
+/// E-mail addresses of the executors (same order as [`EXECUTOR_NAMES`]), as commit authors.
+pub(super) const EXECUTOR_EMAILS: [&str; 6] = [
+    "zhang.wei@example.com",
+    "devops-bot@example.com",
+    "zoe.martin@example.com",
+    "li.na@example.com",
+    "ci-robot@example.com",
+    "wang.fang@example.com",
+];
+
+/// Services of the deployment pipelines, named `{service}-deploy-{environment}`.
+pub(super) const DEPLOY_SERVICES: [&str; 6] = [
+    "order-service",
+    "payment-gateway",
+    "user-center",
+    "inventory",
+    "search-engine",
+    "push-service",
+];
+/// Environments of the deployment pipelines, taken in turn.
+pub(super) const DEPLOY_ENVIRONMENTS: [&str; 2] = ["prod", "staging"];

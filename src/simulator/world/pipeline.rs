@@ -3,11 +3,18 @@
 use fastrand::Rng;
 
 use super::names::{
-    DESCRIPTIONS, EXTRA_STEPS, INITIAL_STAGES, PIPELINE_KINDS, PIPELINE_SUBJECTS, REVIEW_STAGES,
-    SEPARATORS, TAG_SALT, TAGS, WORK_STAGES, job_names, main_step,
+    DEPLOY_ENVIRONMENTS, DEPLOY_SERVICES, DESCRIPTIONS, EXTRA_STEPS, INITIAL_STAGES,
+    PIPELINE_KINDS, PIPELINE_SUBJECTS, REVIEW_STAGES, SEPARATORS, TAG_SALT, TAGS, WORK_STAGES,
+    job_names, main_step,
 };
+use super::plan::Outcome;
 use super::random::{hex_id, identifier, mix, pick};
 use super::{HOUR_MS, Shape};
+
+/// Salt of the outcome draws of deployment pipelines.
+const DEPLOY_SALT: u64 = 0x6465_706c_6f79;
+/// Share of failed deployments after the first three runs.
+const DEPLOY_FAILURE_SHARE: f64 = 0.2;
 
 /// Zero to two tags for pipeline `index`.
 pub(super) fn tags_for(seed: u64, index: usize) -> Vec<String> {
@@ -56,6 +63,35 @@ impl StageDef {
     }
 }
 
+/// What makes a pipeline a deployment: its environment and the seed of its outcomes.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Deploy {
+    /// `prod` or `staging`.
+    pub environment: &'static str,
+    seed: u64,
+}
+
+impl Deploy {
+    /// The outcome of run `k`, counted from the run under way when the world starts (negative:
+    /// the history before it). The history succeeds; the first two runs fail and the third
+    /// recovers, so every world shows a failure streak and its recovery at once; later runs fail
+    /// at random, in streaks now and then.
+    pub(super) fn outcome(&self, k: i64) -> Outcome {
+        match k {
+            ..0 | 2 => Outcome::Success,
+            0 | 1 => Outcome::Failed,
+            _ => {
+                let draw = Rng::with_seed(mix(self.seed, k as u64)).f64();
+                if draw < DEPLOY_FAILURE_SHARE {
+                    Outcome::Failed
+                } else {
+                    Outcome::Success
+                }
+            }
+        }
+    }
+}
+
 /// A pipeline, as configured.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct PipelineDef {
@@ -69,7 +105,9 @@ pub(crate) struct PipelineDef {
     pub create_ms: i64,
     pub description: &'static str,
     pub repo: &'static str,
-    pub codehub_id: String,
+    /// The CodeArts Repo repository the pipeline builds, a number as a string; `None` for a
+    /// pipeline whose code lives elsewhere (GitHub), whose runs carry no `codehub_id`.
+    pub codehub_id: Option<String>,
     pub creator: usize,
     /// Labels users put on pipelines (the list API's `tag_list`).
     pub tags: Vec<String>,
@@ -77,9 +115,41 @@ pub(crate) struct PipelineDef {
     pub old_version: bool,
     /// Disabled (`banned`): the list shows it only when asked with `is_banned: true`.
     pub banned: bool,
+    /// Set for deployment pipelines, whose outcomes follow [`Deploy::outcome`].
+    pub deploy: Option<Deploy>,
 }
 
 impl PipelineDef {
+    /// The outcome run `k` must have (see [`Deploy::outcome`]); `None`: drawn as usual.
+    pub(super) fn forced_outcome(&self, k: i64) -> Option<Outcome> {
+        self.deploy.as_ref().map(|deploy| deploy.outcome(k))
+    }
+
+    /// Turns a generated pipeline into deployment pipeline number `nth` of the world: its name
+    /// says which service it deploys where, and its runs are short so that streaks of failures
+    /// and their recoveries show within minutes of a demo.
+    pub(super) fn make_deploy(&mut self, nth: usize, seed: u64) {
+        let service = DEPLOY_SERVICES[nth % DEPLOY_SERVICES.len()];
+        let environment = DEPLOY_ENVIRONMENTS[nth % DEPLOY_ENVIRONMENTS.len()];
+        self.name = if nth < DEPLOY_SERVICES.len() {
+            format!("{service}-deploy-{environment}")
+        } else {
+            format!("{service}-{}-deploy-{environment}", nth + 1)
+        };
+        self.description = if environment == "prod" {
+            "部署到生产环境"
+        } else {
+            "Deploy to staging"
+        };
+        let mut rng = Rng::with_seed(mix(seed ^ DEPLOY_SALT, self.index as u64));
+        self.scale = 0.02 + 0.08 * rng.f64();
+        self.old_version = false;
+        self.deploy = Some(Deploy {
+            environment,
+            seed: rng.u64(..),
+        });
+    }
+
     /// v5 stage times in the status and list APIs: epoch-ms strings (true) or dates (false).
     pub fn epoch_stage_times(&self) -> bool {
         self.index.is_multiple_of(2)
@@ -192,20 +262,105 @@ impl PipelineDef {
             create_ms,
             description: pick(rng, &DESCRIPTIONS),
             repo,
-            codehub_id: (0..10).map(|_| rng.digit(10)).collect(),
+            codehub_id: Some(repository_id(rng)),
             creator: rng.usize(..executors.max(1)),
             tags: Vec::new(),
             // Every fifth pipeline of a generated world predates the current pipeline version.
             old_version: index % 5 == 2,
             banned: false,
+            deploy: None,
         }
     }
 }
 
+/// Ten digits that never start with 0: a repository id is a number sent as a string.
+fn repository_id(rng: &mut Rng) -> String {
+    let mut digits: Vec<char> = (0..10).map(|_| rng.digit(10)).collect();
+    if digits[0] == '0' {
+        digits[0] = '1';
+    }
+    digits.into_iter().collect()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::super::testing::world;
+    use super::super::testing::{START, all_runs, world};
+    use super::super::{RunPlan, World};
     use super::*;
+
+    /// A world of 24 pipelines and `deploys` deployment pipelines at speed 60, as the demo runs.
+    fn with_deploys(seed: u64, deploys: usize) -> World {
+        let shape = Shape {
+            deploy_pipelines: deploys,
+            ..Shape::default()
+        };
+        World::shaped(24, 2, seed, 60.0, START, shape)
+    }
+
+    #[test]
+    fn deployments_fail_twice_then_recover_within_minutes_of_a_demo() {
+        // Ten real minutes at the demo's speed (60).
+        let horizon = START + 10 * 60_000;
+        for seed in 1..=5 {
+            let w = with_deploys(seed, 4);
+            assert_eq!(w.pipelines.len(), 28);
+            let names: Vec<&str> = w.pipelines[24..].iter().map(|p| p.name.as_str()).collect();
+            assert_eq!(
+                names,
+                [
+                    "order-service-deploy-prod",
+                    "payment-gateway-deploy-staging",
+                    "user-center-deploy-prod",
+                    "inventory-deploy-staging"
+                ]
+            );
+            for index in 24..28 {
+                let runs = all_runs(&w, index, horizon);
+                let (history, live): (Vec<&RunPlan>, Vec<&RunPlan>) =
+                    runs.iter().partition(|r| r.end_ms() < START);
+                assert!(history.iter().all(|r| r.outcome == Outcome::Success));
+                let ended: Vec<Outcome> = live
+                    .iter()
+                    .filter(|r| r.end_ms() <= horizon)
+                    .map(|r| r.outcome)
+                    .collect();
+                assert!(
+                    ended.starts_with(&[Outcome::Failed, Outcome::Failed, Outcome::Success]),
+                    "seed {seed}, {}: {ended:?}",
+                    w.pipelines[index].name
+                );
+            }
+            // The first one's recovery deploys the commit CodeArts Repo does not know.
+            let recovery = all_runs(&w, 24, horizon)
+                .into_iter()
+                .filter(|r| r.end_ms() >= START)
+                .nth(2)
+                .expect("recovery");
+            assert!(recovery.build.commit.as_ref().is_some_and(|c| !c.in_repo));
+            // Later, failures come now and then, never canceled runs.
+            let day = all_runs(&w, 24, START + 24 * 3_600_000);
+            let failed = day.iter().filter(|r| r.outcome == Outcome::Failed).count();
+            let share = failed as f64 / day.len() as f64;
+            assert!((0.1..0.3).contains(&share), "{share}");
+            assert!(day.iter().all(|r| r.outcome != Outcome::Canceled));
+        }
+    }
+
+    #[test]
+    fn deployment_pipelines_leave_the_others_as_they_were() {
+        let (plain, deploys) = (with_deploys(3, 0), with_deploys(3, 4));
+        let later = START + 12 * 3_600_000;
+        let timing = |w: &World, index: usize| -> Vec<(u64, i64, i64, Outcome)> {
+            all_runs(w, index, later)
+                .iter()
+                .map(|r| (r.number, r.start_ms, r.duration_ms, r.outcome))
+                .collect()
+        };
+        for index in 0..24 {
+            assert_eq!(plain.pipelines[index].name, deploys.pipelines[index].name);
+            assert_eq!(timing(&plain, index), timing(&deploys, index));
+        }
+    }
 
     #[test]
     fn names_and_ids_are_unique_and_well_formed() {

@@ -3,6 +3,7 @@
 
 use fastrand::Rng;
 
+use super::commit::Commit;
 use super::names::{BRANCHES, CANCEL_MESSAGE, COMMIT_MESSAGES, FAILURE_MESSAGES, SOURCE_BRANCHES};
 use super::pipeline::{JobDef, PipelineDef, StageDef};
 use super::random::{hex_digits, hex_id, pick};
@@ -22,8 +23,8 @@ pub(crate) struct BuildInfo {
     pub source_branch: Option<&'static str>,
     pub tag: Option<String>,
     pub merge_id: Option<u32>,
-    pub commit_id: String,
-    pub message: &'static str,
+    /// The code deployed; `None` for the few runs without a commit id.
+    pub commit: Option<Commit>,
 }
 
 impl BuildInfo {
@@ -47,8 +48,11 @@ impl BuildInfo {
             source_branch: None,
             tag: None,
             merge_id: None,
-            commit_id: hex_digits(rng, 40),
-            message: pick(rng, &COMMIT_MESSAGES),
+            // The id first, then the message: the order of the draws keeps every world as it was.
+            commit: Some(Commit::drawn(
+                hex_digits(rng, 40),
+                pick(rng, &COMMIT_MESSAGES),
+            )),
         };
         match trigger {
             "MR" => {
@@ -238,12 +242,14 @@ fn split(rng: &mut Rng, total: i64, parts: usize) -> Vec<i64> {
 }
 
 impl RunPlan {
-    /// Plans a run of `def` (start time and number are set by the caller).
+    /// Plans a run of `def` ending in `forced` if set (start time, number and commit are set by
+    /// the caller).
     pub(super) fn generate(
         def: &PipelineDef,
         rng: &mut Rng,
         speed: f64,
         executors: usize,
+        forced: Option<Outcome>,
     ) -> RunPlan {
         let id = hex_id(rng);
         let seed = rng.u64(..);
@@ -263,6 +269,8 @@ impl RunPlan {
         } else {
             Outcome::Success
         };
+        // Drawn all the same, so a forced outcome leaves the rest of the stream as it was.
+        let outcome = forced.unwrap_or(outcome);
         let selected: Vec<usize> = (0..count).filter(|i| Some(*i) != unselected).collect();
         let stop_stage = match outcome {
             Outcome::Success => None,

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use fastrand::Rng;
 
 use super::pipeline::PipelineDef;
-use super::plan::{RunPlan, real_ms};
+use super::plan::{Outcome, RunPlan, real_ms};
 use super::{HOUR_MS, MAX_RUNS, Shape};
 
 /// The runs of one pipeline, generated as time passes.
@@ -15,6 +15,10 @@ pub(crate) struct RunLog {
     runs: VecDeque<RunPlan>,
     next_number: u64,
     next_start_ms: i64,
+    /// Number of the run under way when the world started: deployment outcomes count from it.
+    live_number: u64,
+    /// The next successful run deploys the world's commit the Repo API does not know.
+    unknown_commit_pending: bool,
 }
 
 /// Real gap after a run; (duration + gap) is at least 10 nominal minutes. With a running
@@ -31,7 +35,9 @@ fn gap_ms(rng: &mut Rng, duration_ms: i64, speed: f64, shape: &Shape) -> i64 {
 impl RunLog {
     /// History runs that ended 2 to 26 h before `started_at_ms`, then a first live run
     /// already under way at `started_at_ms` (with a running share: under way with that
-    /// probability, else ended a while before).
+    /// probability, else ended a while before). With `unknown_commit`, the first successful run
+    /// from the live one on deploys the world's commit the Repo API does not know (a success, so
+    /// that an exporter measuring the lead time of successful deployments asks for it).
     pub(super) fn new(
         def: &PipelineDef,
         mut rng: Rng,
@@ -39,16 +45,19 @@ impl RunLog {
         started_at_ms: i64,
         executors: usize,
         shape: &Shape,
+        unknown_commit: bool,
     ) -> RunLog {
         let history_count = rng.usize(0..=3);
         let history: Vec<(RunPlan, i64)> = (0..history_count)
-            .map(|_| {
-                let plan = RunPlan::generate(def, &mut rng, speed, executors);
+            .map(|i| {
+                let forced = def.forced_outcome(i as i64 - history_count as i64);
+                let plan = RunPlan::generate(def, &mut rng, speed, executors, forced);
                 let gap = gap_ms(&mut rng, plan.duration_ms, speed, shape);
                 (plan, gap)
             })
             .collect();
-        let mut first = RunPlan::generate(def, &mut rng, speed, executors);
+        let forced = def.forced_outcome(0);
+        let mut first = RunPlan::generate(def, &mut rng, speed, executors, forced);
         let first_gap = if shape.share().is_some() {
             // A random point of the run's cycle (run then gap) is now.
             let gap = gap_ms(&mut rng, first.duration_ms, speed, shape);
@@ -81,14 +90,25 @@ impl RunLog {
             plan.number = i as u64 + 1;
         }
         first.number = runs.len() as u64 + 1;
+        // Oldest first, as each run may deploy the commit of the one before.
+        let mut previous = None;
+        for plan in runs.iter_mut() {
+            plan.settle_commit(previous.as_ref(), false, speed, executors);
+            previous = plan.build.commit.clone();
+        }
+        let unknown_now = unknown_commit && first.outcome == Outcome::Success;
+        first.settle_commit(previous.as_ref(), unknown_now, speed, executors);
         let next_start_ms = first.end_ms() + first_gap;
         let next_number = first.number + 1;
+        let live_number = first.number;
         runs.push_back(first);
         RunLog {
             rng,
             runs,
             next_number,
             next_start_ms,
+            live_number,
+            unknown_commit_pending: unknown_commit && !unknown_now,
         }
     }
 
@@ -101,15 +121,18 @@ impl RunLog {
         executors: usize,
         shape: &Shape,
     ) -> RunLog {
-        let mut first = RunPlan::generate(def, &mut rng, speed, executors);
+        let mut first = RunPlan::generate(def, &mut rng, speed, executors, def.forced_outcome(0));
         first.number = 1;
         first.start_ms = now_ms;
+        first.settle_commit(None, false, speed, executors);
         let next_start_ms = first.end_ms() + gap_ms(&mut rng, first.duration_ms, speed, shape);
         RunLog {
             rng,
             runs: VecDeque::from([first]),
             next_number: 2,
             next_start_ms,
+            live_number: 1,
+            unknown_commit_pending: false,
         }
     }
 
@@ -123,9 +146,15 @@ impl RunLog {
         now_ms: i64,
     ) {
         while self.next_start_ms <= now_ms {
-            let mut plan = RunPlan::generate(def, &mut self.rng, speed, executors);
+            let k = self.next_number as i64 - self.live_number as i64;
+            let forced = def.forced_outcome(k);
+            let mut plan = RunPlan::generate(def, &mut self.rng, speed, executors, forced);
             plan.number = self.next_number;
             plan.start_ms = self.next_start_ms;
+            let previous = self.runs.back().and_then(|run| run.build.commit.as_ref());
+            let unknown = self.unknown_commit_pending && plan.outcome == Outcome::Success;
+            self.unknown_commit_pending &= !unknown;
+            plan.settle_commit(previous, unknown, speed, executors);
             let gap = gap_ms(&mut self.rng, plan.duration_ms, speed, shape);
             self.next_start_ms = plan.end_ms() + gap;
             self.next_number += 1;
