@@ -406,6 +406,8 @@ fn run(pipeline: usize, number: u64, stages: usize, result: RunResult, end: f64)
         )),
         trigger: Some("Push".into()),
         branch: Some("main".into()),
+        commit_id: None,
+        codehub_id: None,
         pause: None,
         stages,
     }

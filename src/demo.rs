@@ -166,6 +166,7 @@ pub fn config(
             ..defaults
         },
         targets,
+        deployments: Vec::new(),
         sharding: ShardingConfig::default(),
         // `run` gives the demo a state file of its own.
         state: StateConfig::default(),

@@ -128,6 +128,59 @@ fn a_pipeline_listed_by_two_targets_names_both_and_the_pipeline() {
     assert_eq!(code, 0, "{stderr}");
 }
 
+/// `valid()` plus a `[[deployments]]` of each of `entries`.
+fn with_deployments(entries: &[&str]) -> String {
+    let mut text = valid();
+    for entry in entries {
+        text.push_str(&format!("[[deployments]]\n{entry}\n"));
+    }
+    text
+}
+
+#[test]
+fn check_config_lists_the_deployments() {
+    let text = with_deployments(&[
+        &format!(
+            "environment = \"production\"\npipeline_ids = [\"{PIPELINE}\"]\nbranches = [\"main\"]"
+        ),
+        "environment = \"staging\"\ninclude = \"(?i)staging\"",
+    ]);
+    let (code, stdout, stderr) = run_with_config("check-config", &text, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains(&format!(
+            "[[deployments]]\nenvironment = \"production\"\npipeline_ids = [\"{PIPELINE}\"]\n\
+             branches = [\"main\"]\n"
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("[[deployments]]\nenvironment = \"staging\"\ninclude = \"(?i)staging\"\n"),
+        "{stdout}"
+    );
+    // None configured: none listed.
+    let (_, stdout, _) = run_with_config("check-config", &valid(), &[]);
+    assert!(!stdout.contains("deployments"), "{stdout}");
+}
+
+#[test]
+fn a_pipeline_in_two_environments_names_both_entries_and_the_pipeline() {
+    let text = with_deployments(&[
+        &format!("environment = \"y\"\npipeline_ids = [\"{PIPELINE}\"]"),
+        &format!("environment = \"x\"\npipeline_ids = [\"{PIPELINE}\"]"),
+    ]);
+    let (code, _, stderr) = run_with_config("check-config", &text, &[]);
+    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        format!(
+            "configuration error: invalid value for `deployments[1].pipeline_ids[0]`: \
+             deployments[1] (environment \"x\") and deployments[0] (environment \"y\") both \
+             select pipeline {PIPELINE}; a pipeline belongs to one environment"
+        )
+    );
+}
+
 #[test]
 fn each_kind_of_mistake_exits_2_and_names_the_key() {
     let cases = [
@@ -197,6 +250,34 @@ fn each_kind_of_mistake_exits_2_and_names_the_key() {
             "no request slots",
             valid().replace("[codearts]", "[codearts]\nmax_concurrent_requests = 0"),
             "codearts.max_concurrent_requests",
+        ),
+        (
+            "a deployment without an environment",
+            with_deployments(&["environment = \"\"\ninclude = \"deploy\""]),
+            "deployments[0].environment",
+        ),
+        (
+            "a deployment that selects nothing",
+            with_deployments(&["environment = \"production\"\nbranches = [\"main\"]"]),
+            "deployments[0]",
+        ),
+        (
+            "a deployment's bad regular expression",
+            with_deployments(&["environment = \"production\"\ninclude = \"(unclosed\""]),
+            "deployments[0].include",
+        ),
+        (
+            "a pipeline in two environments",
+            with_deployments(&[
+                &format!("environment = \"staging\"\npipeline_ids = [\"{PIPELINE}\"]"),
+                &format!("environment = \"production\"\npipeline_ids = [\"{PIPELINE}\"]"),
+            ]),
+            "deployments[1].pipeline_ids[0]",
+        ),
+        (
+            "a bad repo endpoint",
+            valid().replace("[codearts]", "[codearts]\nrepo_endpoint = \"codehub\""),
+            "codearts.repo_endpoint",
         ),
     ];
     for (what, text, key) in cases {

@@ -23,11 +23,13 @@ pub enum Api {
     IamToken,
     /// IAM `GET /v3/projects` (the project id an AK/SK signer sends, reference 3.6).
     IamProjects,
+    /// CodeArts Repo `GET /v4/repositories/{id}/repository/commits?sha=` (5.7, a commit's time).
+    RepoCommit,
 }
 
 impl Api {
     /// Every API, for label sets created up front.
-    pub const ALL: [Api; 7] = [
+    pub const ALL: [Api; 8] = [
         Api::V3Status,
         Api::V5Status,
         Api::RunDetail,
@@ -35,6 +37,7 @@ impl Api {
         Api::PipelineList,
         Api::IamToken,
         Api::IamProjects,
+        Api::RepoCommit,
     ];
 
     /// The label value.
@@ -47,6 +50,7 @@ impl Api {
             Api::PipelineList => "pipeline_list",
             Api::IamToken => "iam_token",
             Api::IamProjects => "iam_projects",
+            Api::RepoCommit => "repo_commit",
         }
     }
 }

@@ -90,10 +90,13 @@ impl Authenticator {
     }
 }
 
-impl Credentials for Authenticator {
-    type Used = Used;
-
-    async fn authorize(&self, request: &mut reqwest::Request) -> Result<Used, Error> {
+impl Authenticator {
+    /// [`Credentials::authorize`] at `now`, the time an AK/SK signature is made for.
+    pub(super) async fn authorize_at(
+        &self,
+        request: &mut reqwest::Request,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Used, Error> {
         match self {
             Authenticator::Token(token) => {
                 set_header(request, "x-auth-token", token.expose())?;
@@ -108,10 +111,18 @@ impl Credentials for Authenticator {
                 if let Some(project_id) = project_id.get(keys).await {
                     set_header(request, "x-project-id", &project_id)?;
                 }
-                keys.sign(request)?;
+                keys.sign(request, now)?;
                 Ok(Used(None))
             }
         }
+    }
+}
+
+impl Credentials for Authenticator {
+    type Used = Used;
+
+    async fn authorize(&self, request: &mut reqwest::Request) -> Result<Used, Error> {
+        self.authorize_at(request, chrono::Utc::now()).await
     }
 
     /// True when a password token was dropped and will be renewed.
@@ -148,13 +159,17 @@ pub(crate) struct Keys {
 }
 
 impl Keys {
-    /// Adds `X-Security-Token` (temporary credentials), `X-Sdk-Date` and the `Authorization`
-    /// signature to `request`; every header set before is signed.
-    fn sign(&self, request: &mut reqwest::Request) -> Result<(), Error> {
+    /// Adds `X-Security-Token` (temporary credentials), `X-Sdk-Date` of `now` and the
+    /// `Authorization` signature to `request`; every header set before is signed.
+    fn sign(
+        &self,
+        request: &mut reqwest::Request,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), Error> {
         if let Some(token) = &self.security_token {
             set_header(request, "x-security-token", token.expose())?;
         }
-        let date = chrono::Utc::now().format(sign::DATE_FORMAT).to_string();
+        let date = now.format(sign::DATE_FORMAT).to_string();
         let signature = signature_of(request, &self.ak, self.sk.expose(), &date);
         set_header(request, "x-sdk-date", &date)?;
         set_header(request, "authorization", &signature.authorization)?;
@@ -175,7 +190,7 @@ impl Credentials for IamCredentials<'_> {
 
     async fn authorize(&self, request: &mut reqwest::Request) -> Result<(), Error> {
         match self.keys {
-            Some(keys) => keys.sign(request),
+            Some(keys) => keys.sign(request, chrono::Utc::now()),
             None => Ok(()),
         }
     }
@@ -363,7 +378,12 @@ fn next_attempt(requests: &Requests, api: Api, wait: Duration) -> Instant {
 }
 
 /// The signature of a request as it will be sent.
-fn signature_of(request: &reqwest::Request, ak: &str, sk: &str, date: &str) -> sign::Signature {
+pub(super) fn signature_of(
+    request: &reqwest::Request,
+    ak: &str,
+    sk: &str,
+    date: &str,
+) -> sign::Signature {
     let url = request.url();
     let host = match (url.host_str(), url.port()) {
         (Some(host), Some(port)) => format!("{host}:{port}"),
@@ -576,8 +596,9 @@ mod tests {
     use super::*;
     use serde_json::Value;
 
-    /// The vendor SDK's vectors, signed as the client signs a request it is about to send
-    /// (reqwest's request, headers as set before signing, `X-Project-Id` among them).
+    /// The vendor SDK's vectors, every one of them, signed as the client signs a request it is
+    /// about to send (reqwest's request, headers as set before signing, `X-Project-Id` among
+    /// them).
     #[test]
     fn requests_are_signed_as_the_vendor_sdk_signs_them() {
         let path = concat!(
@@ -593,6 +614,7 @@ mod tests {
                 .any(|v| v["headers"].get("X-Project-Id").is_some()),
             "a vector with X-Project-Id"
         );
+        let mut checked = std::collections::BTreeSet::new();
         for vector in vectors {
             let name = vector["name"].as_str().expect("name");
             let method: reqwest::Method = vector["method"]
@@ -601,6 +623,12 @@ mod tests {
                 .parse()
                 .expect("a method");
             let url = reqwest::Url::parse(vector["url"].as_str().expect("url")).expect("url");
+            // The query the vector says it signs is the URL's, decoded in URL order.
+            let query: Vec<Value> = url
+                .query_pairs()
+                .map(|(key, value)| serde_json::json!([key, value]))
+                .collect();
+            assert_eq!(Value::from(query), vector["query_params"], "{name}");
             let mut request = reqwest::Request::new(method, url);
             for (key, value) in vector["headers"].as_object().expect("headers") {
                 request.headers_mut().insert(
@@ -608,7 +636,7 @@ mod tests {
                     HeaderValue::from_str(value.as_str().expect("value")).expect("value"),
                 );
             }
-            let body = vector["body"].as_str().unwrap_or_default();
+            let body = vector["body"].as_str().expect("body");
             if !body.is_empty() {
                 *request.body_mut() = Some(body.to_string().into());
             }
@@ -623,7 +651,27 @@ mod tests {
                 signature.canonical_request, expected["canonical_request"],
                 "{name}"
             );
+            assert_eq!(
+                signature.canonical_request.rsplit('\n').next(),
+                expected["payload_sha256"].as_str(),
+                "{name}"
+            );
+            assert_eq!(
+                signature.signed_headers, expected["signed_headers"],
+                "{name}"
+            );
+            assert_eq!(
+                signature.string_to_sign, expected["string_to_sign"],
+                "{name}"
+            );
             assert_eq!(signature.authorization, expected["authorization"], "{name}");
+            assert!(checked.insert(name.to_string()), "{name} twice");
         }
+        // Every vector of the file, the Repo call's (public-06) among them.
+        assert_eq!(checked.len(), vectors.len());
+        assert!(
+            checked.iter().any(|name| name.starts_with("public-06 ")),
+            "{checked:?}"
+        );
     }
 }

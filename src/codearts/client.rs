@@ -13,9 +13,12 @@ use super::api::{Api, RequestObserver};
 use super::auth::Authenticator;
 use super::error::{Error, ErrorKind};
 use super::error::{decode, decode_array, decode_error, json_kind};
-use super::model::{PipelineInfo, Run};
+use super::model::{CommitTime, PipelineInfo, Run, is_repository_id};
 use super::requests::{Call, Priority, Requests, Retry};
-use super::wire::{PipelineListPage, RunDetail, RunList, V3PipelineStatus, V5RunStatus};
+use super::time::commit_seconds;
+use super::wire::{
+    ApiErrorBody, PipelineListPage, RepoCommit, RunDetail, RunList, V3PipelineStatus, V5RunStatus,
+};
 use crate::config::{AuthConfig, CodeArtsConfig};
 
 /// Pipelines per page of the project pipeline list.
@@ -37,6 +40,8 @@ pub enum RunSelector<'a> {
 pub struct Client {
     requests: Arc<Requests>,
     endpoint: String,
+    /// CodeArts Repo's base URL (commit times).
+    repo_endpoint: String,
     auth: Arc<Authenticator>,
     zone: FixedOffset,
     /// Whose turn this clone's requests take.
@@ -60,6 +65,7 @@ impl Client {
         Ok(Client {
             requests,
             endpoint: codearts.pipeline_endpoint(),
+            repo_endpoint: codearts.repo_endpoint(),
             auth: Arc::new(auth),
             zone: codearts.fixed_offset(),
             priority: Priority::Poll,
@@ -191,6 +197,44 @@ impl Client {
         .await
     }
 
+    /// When `commit_id` of CodeArts Repo repository `repository_id` (a run's `codehub_id`) was
+    /// committed, through Repo's `ShowCommit` (reference 5.7). A 404 (deleted repository,
+    /// unknown commit) is an error for which [`Error::is_not_found`] holds; transient failures
+    /// are retried as every call's are. A repository id that is no number is refused unsent
+    /// ([`Error::InvalidArgument`], counted as a `decode` failure).
+    pub async fn commit_time(
+        &self,
+        repository_id: &str,
+        commit_id: &str,
+    ) -> Result<CommitTime, Error> {
+        let api = Api::RepoCommit;
+        if !is_repository_id(repository_id) {
+            let message = format!("repository id {repository_id:?} is not a number");
+            let err = Error::InvalidArgument { api, message };
+            self.requests.observer().failed(api, ErrorKind::of(&err));
+            return Err(err);
+        }
+        self.call(
+            api,
+            || self.commit_request(repository_id, commit_id),
+            |status, body| read_commit_time(api, status, body, commit_id),
+        )
+        .await
+    }
+
+    /// The `ShowCommit` request, as the vendor SDK makes it (`Content-Type` on a GET included).
+    fn commit_request(&self, repository_id: &str, commit_id: &str) -> RequestBuilder {
+        let url = format!(
+            "{}/v4/repositories/{repository_id}/repository/commits",
+            self.repo_endpoint
+        );
+        self.requests
+            .http()
+            .get(url)
+            .query(&[("sha", commit_id)])
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+    }
+
     /// Sends a request and decodes the answer; counts a call that fails for good.
     async fn call<T>(
         &self,
@@ -318,6 +362,63 @@ impl Client {
         }
         Ok(Some(all))
     }
+}
+
+/// What a `ShowCommit` answer says of `commit_id`'s time. The answer is the commit (an object);
+/// a list of commits (what GitLab, which Repo follows, serves at this path) is searched for it
+/// by its id. No readable `committed_date` is [`CommitTime::Unparsable`]; a 2xx answer that
+/// carries an error code (reference 4) is an error.
+fn read_commit_time(
+    api: Api,
+    status: StatusCode,
+    body: &[u8],
+    commit_id: &str,
+) -> Result<CommitTime, Error> {
+    let value: Value = decode(api, status, body)?;
+    if let Some(code) = error_code(&value) {
+        let parsed: ApiErrorBody = serde_json::from_value(value.clone()).unwrap_or_default();
+        let message = parsed
+            .error_msg
+            .or_else(|| value["error"]["message"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        return Err(Error::Http {
+            api,
+            status: status.as_u16(),
+            code,
+            message,
+        });
+    }
+    let commit: Option<RepoCommit> = match value {
+        Value::Object(_) => serde_json::from_value(value).ok(),
+        Value::Array(commits) => commits
+            .into_iter()
+            .filter_map(|commit| serde_json::from_value::<RepoCommit>(commit).ok())
+            .find(|commit| {
+                commit
+                    .id
+                    .as_deref()
+                    .is_some_and(|id| id.trim().eq_ignore_ascii_case(commit_id))
+            }),
+        other => {
+            let message = format!("expected a commit object, got {}", json_kind(&other));
+            return Err(decode_error(api, status, message, body));
+        }
+    };
+    Ok(commit
+        .and_then(|commit| commit.committed_date)
+        .and_then(|date| commit_seconds(&date))
+        .map_or(CommitTime::Unparsable, CommitTime::Known))
+}
+
+/// The error code of a body in either error shape (`error_code`, `error.code`), if it has one.
+fn error_code(value: &Value) -> Option<String> {
+    [&value["error_code"], &value["error"]["code"]]
+        .into_iter()
+        .find_map(|code| match code {
+            Value::String(code) if !code.trim().is_empty() => Some(code.clone()),
+            Value::Number(code) => Some(code.to_string()),
+            _ => None,
+        })
 }
 
 #[cfg(test)]
@@ -817,6 +918,294 @@ mod tests {
             .await
             .expect("an empty page is a page");
         assert_eq!(page.1, 0);
+    }
+
+    const SHA: &str = "990ea057751d299f5575aac25bf97e88a60b461e";
+
+    fn fixture(name: &str) -> String {
+        let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("{path}: {err}"))
+    }
+
+    /// A client whose Repo endpoint is `endpoint`.
+    fn repo_client(endpoint: &str, counts: Arc<Counts>) -> Client {
+        let codearts = CodeArtsConfig {
+            repo_endpoint: Some(endpoint.to_string()),
+            ..test_config("http://127.0.0.1:9")
+        };
+        Client::new(&codearts, &AuthConfig::token("t"), counts).expect("client")
+    }
+
+    /// The vendor signer's `public-06` is the Repo call: the client's own request for it,
+    /// authorized as every request is (AK/SK, `X-Project-Id`) at the vector's time, is that
+    /// request exactly, to the Repo host the region gives.
+    #[tokio::test]
+    async fn the_repo_request_is_signed_as_the_vendor_sdk_signs_it() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/fixtures/sigv-public.json"
+        );
+        let text = std::fs::read_to_string(path).unwrap_or_else(|err| panic!("{path}: {err}"));
+        let file: Value = serde_json::from_str(&text).expect("json");
+        let vector = file["vectors"]
+            .as_array()
+            .expect("vectors")
+            .iter()
+            .find(|v| {
+                v["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("public-06 "))
+            })
+            .expect("public-06");
+        let text = |value: &Value| value.as_str().expect("a string").to_string();
+        let (ak, sk, date) = (
+            text(&vector["ak"]),
+            text(&vector["sk"]),
+            text(&vector["sdk_date"]),
+        );
+        let url = reqwest::Url::parse(&text(&vector["url"])).expect("url");
+        let segments: Vec<&str> = url.path_segments().expect("a path").collect();
+        let (repository, sha) = (segments[2], url.query_pairs().next().expect("sha").1);
+        let auth = AuthConfig {
+            ak: Some(ak.clone()),
+            sk: Some(crate::config::Secret::new(sk.clone())),
+            project_id: Some(text(&vector["headers"]["X-Project-Id"])),
+            ..AuthConfig::empty(crate::config::AuthMethod::Aksk)
+        };
+        // No endpoint given: the Repo host of cn-north-4.
+        let codearts = CodeArtsConfig {
+            region: "cn-north-4".into(),
+            ..CodeArtsConfig::default()
+        };
+        let client = Client::new(&codearts, &auth, Arc::new(Counts::default())).expect("client");
+        let mut request = client
+            .commit_request(repository, &sha)
+            .build()
+            .expect("a request");
+        let now = chrono::NaiveDateTime::parse_from_str(&date, crate::codearts::sign::DATE_FORMAT)
+            .expect("a date")
+            .and_utc();
+        client
+            .auth
+            .authorize_at(&mut request, now)
+            .await
+            .expect("signed");
+
+        let expected = &vector["expected"];
+        assert_eq!(request.url().host_str(), url.host_str());
+        let sent_uri = format!(
+            "{}?{}",
+            request.url().path(),
+            request.url().query().unwrap_or_default()
+        );
+        assert_eq!(sent_uri, text(&expected["request_uri"]));
+        // The canonical request of what is sent (the signature itself aside).
+        let mut unsigned = request.try_clone().expect("no streamed body");
+        unsigned
+            .headers_mut()
+            .remove(reqwest::header::AUTHORIZATION);
+        let signature = crate::codearts::auth::signature_of(&unsigned, &ak, &sk, &date);
+        assert_eq!(
+            signature.canonical_request,
+            text(&expected["canonical_request"])
+        );
+        assert_eq!(signature.string_to_sign, text(&expected["string_to_sign"]));
+        // Every header the SDK sends, with its value (Host is the URL's authority, added on
+        // the way out), and no other.
+        let sent = expected["sent_headers"].as_object().expect("sent headers");
+        for (name, value) in sent {
+            if name == "Host" {
+                assert_eq!(Some(value.as_str().expect("host")), url.host_str());
+                continue;
+            }
+            assert_eq!(
+                request
+                    .headers()
+                    .get(name.as_str())
+                    .and_then(|v| v.to_str().ok()),
+                value.as_str(),
+                "{name}"
+            );
+        }
+        assert_eq!(
+            request.headers().len(),
+            sent.len() - 1,
+            "{:?}",
+            request.headers()
+        );
+        assert_eq!(
+            request
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok()),
+            expected["authorization"].as_str()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_commit_time_is_read_from_the_commit() {
+        let answer: &'static str = Box::leak(fixture("repo-commit.json").into_boxed_str());
+        let (endpoint, served) = script(vec![(200, None, answer)]).await;
+        let counts = Arc::new(Counts::default());
+        let time = repo_client(&endpoint, counts.clone())
+            .commit_time("2111677704", SHA)
+            .await
+            .expect("answered");
+        // 2026-12-01T09:30:12.000+08:00
+        assert_eq!(time, CommitTime::Known(1_796_088_612.0));
+        assert_eq!(served.load(Ordering::SeqCst), 1);
+        assert_eq!(*counts.requests.lock().expect("lock"), ["repo_commit 200"]);
+    }
+
+    #[tokio::test]
+    async fn a_commit_without_a_readable_time_is_unparsable() {
+        for body in [
+            r#"{"id": "990ea057751d299f5575aac25bf97e88a60b461e"}"#,
+            r#"{"committed_date": null}"#,
+            r#"{"committed_date": "2026-12-01 09:30:12"}"#,
+            r#"{"committed_date": "last tuesday"}"#,
+            r#"{"committed_date": 1796088612}"#,
+            r#"{"committed_date": {"at": 1}}"#,
+            r#"[]"#,
+            r#"[{"id": "5b1c0a7e0c2f4b0e9d8a7c6b5a493827160f1e2d",
+                 "committed_date": "2026-12-01T09:30:12+08:00"}]"#,
+        ] {
+            let (endpoint, _) = script(vec![(200, None, body)]).await;
+            let counts = Arc::new(Counts::default());
+            let time = repo_client(&endpoint, counts.clone())
+                .commit_time("2111677704", SHA)
+                .await
+                .expect(body);
+            assert_eq!(time, CommitTime::Unparsable, "{body}");
+            assert!(counts.failures.lock().expect("lock").is_empty(), "{body}");
+        }
+        // Epoch milliseconds, as a number or digits; a list is searched for the commit.
+        for body in [
+            r#"{"committed_date": 1796088612000}"#,
+            r#"{"committed_date": "1796088612000"}"#,
+            r#"[{"id": "5b1c0a7e0c2f4b0e9d8a7c6b5a493827160f1e2d", "committed_date": "2020-01-01T00:00:00Z"},
+                {"id": "990EA057751D299F5575AAC25BF97E88A60B461E", "committed_date": "2026-12-01T01:30:12Z"}]"#,
+        ] {
+            let (endpoint, _) = script(vec![(200, None, body)]).await;
+            let time = repo_client(&endpoint, Arc::new(Counts::default()))
+                .commit_time("2111677704", SHA)
+                .await
+                .expect(body);
+            assert_eq!(time, CommitTime::Known(1_796_088_612.0), "{body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_is_no_commit_is_an_error() {
+        for (body, kind) in [
+            ("<html>proxy</html>", "decode"),
+            (r#""990ea057""#, "decode"),
+            (
+                r#"{"error_code": "CH.00000001", "error_msg": "no permission"}"#,
+                "http",
+            ),
+            (
+                r#"{"error": {"code": "CH.00000002", "message": "busy"}}"#,
+                "http",
+            ),
+        ] {
+            let (endpoint, served) = script(vec![(200, None, body)]).await;
+            let counts = Arc::new(Counts::default());
+            let err = repo_client(&endpoint, counts.clone())
+                .commit_time("2111677704", SHA)
+                .await
+                .expect_err(body);
+            assert_eq!(err.kind(), kind, "{body}: {err}");
+            assert!(!err.is_not_found(), "{body}");
+            assert_eq!(served.load(Ordering::SeqCst), 1, "{body}: not retried");
+            assert_eq!(
+                *counts.failures.lock().expect("lock"),
+                [format!("repo_commit {kind}")]
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_missing_commit_is_not_found_and_not_retried() {
+        let (endpoint, served) = script(vec![(
+            404,
+            None,
+            r#"{"error_code":"CH.00403003","error_msg":"commit not found"}"#,
+        )])
+        .await;
+        let counts = Arc::new(Counts::default());
+        let err = repo_client(&endpoint, counts.clone())
+            .commit_time("2111677704", SHA)
+            .await
+            .expect_err("404");
+        assert!(err.is_not_found(), "{err}");
+        assert_eq!(served.load(Ordering::SeqCst), 1);
+        assert!(counts.retries.lock().expect("lock").is_empty());
+        assert_eq!(*counts.failures.lock().expect("lock"), ["repo_commit http"]);
+    }
+
+    #[tokio::test]
+    async fn transient_repo_failures_are_retried_and_are_not_not_found() {
+        let (endpoint, served) = script(vec![
+            (503, None, "{}"),
+            (429, None, "{}"),
+            (200, None, r#"{"committed_date": "2026-12-01T01:30:12Z"}"#),
+        ])
+        .await;
+        let counts = Arc::new(Counts::default());
+        let time = repo_client(&endpoint, counts.clone())
+            .commit_time("2111677704", SHA)
+            .await
+            .expect("third time lucky");
+        assert_eq!(time, CommitTime::Known(1_796_088_612.0));
+        assert_eq!(served.load(Ordering::SeqCst), 3);
+        assert_eq!(
+            *counts.retries.lock().expect("lock"),
+            ["repo_commit server_error", "repo_commit throttled"]
+        );
+        let (endpoint, served) = script(vec![(502, None, "bad gateway")]).await;
+        let err = repo_client(&endpoint, Arc::new(Counts::default()))
+            .commit_time("2111677704", SHA)
+            .await
+            .expect_err("always 502");
+        assert_eq!(served.load(Ordering::SeqCst), 3, "max_retries = 2");
+        assert!(!err.is_not_found(), "{err}");
+        // No answer at all: a connection error, retried, not "not found" either.
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind");
+        let closed = format!("http://{}", listener.local_addr().expect("addr"));
+        drop(listener);
+        let counts = Arc::new(Counts::default());
+        let err = repo_client(&closed, counts.clone())
+            .commit_time("2111677704", SHA)
+            .await
+            .expect_err("nothing listens");
+        assert!(!err.is_not_found(), "{err}");
+        assert_eq!(err.kind(), "transport");
+        assert_eq!(
+            *counts.retries.lock().expect("lock"),
+            ["repo_commit connect", "repo_commit connect"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_repository_id_that_is_no_number_is_not_sent() {
+        let (endpoint, served) = script(vec![(200, None, "{}")]).await;
+        let counts = Arc::new(Counts::default());
+        for id in ["", "../../v5/x", "12/34", "abc", " 12"] {
+            let err = repo_client(&endpoint, counts.clone())
+                .commit_time(id, SHA)
+                .await
+                .expect_err(id);
+            assert!(matches!(err, Error::InvalidArgument { .. }), "{id}: {err}");
+            assert!(!err.is_not_found());
+        }
+        assert_eq!(served.load(Ordering::SeqCst), 0);
+        assert!(counts.requests.lock().expect("lock").is_empty());
+        // Counted as failed calls, by the kind of a field that cannot be read.
+        assert_eq!(
+            *counts.failures.lock().expect("lock"),
+            ["repo_commit decode"; 5]
+        );
     }
 
     #[tokio::test]

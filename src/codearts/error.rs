@@ -87,12 +87,29 @@ pub enum Error {
     /// The client could not be built from the configuration.
     #[error("cannot build the HTTP client: {0}")]
     Setup(String),
+    /// Not sent: an argument cannot be what the API takes (it came from an answer's field that
+    /// is not what it should be, e.g. a repository id that is no number).
+    #[error("{api}: not sent: {message}")]
+    InvalidArgument {
+        /// Which API.
+        api: Api,
+        /// Which argument, and what is wrong with it.
+        message: String,
+    },
 }
 
 impl Error {
     /// The label value of [`ErrorKind::of`] this error, for logs.
     pub fn kind(&self) -> &'static str {
         ErrorKind::of(self).as_str()
+    }
+
+    /// Whether the service answered 404: what was asked for does not exist (a deleted
+    /// repository, an unknown commit), which asking again will not change. Transient failures
+    /// (429, 5xx, time-outs, connections) are never this. A gateway 404 (`APIGW.0101`, no such
+    /// route: a wrong endpoint) is a 404 too; `code` of [`Error::Http`] tells them apart.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::Http { status: 404, .. })
     }
 }
 
@@ -105,7 +122,8 @@ pub enum ErrorKind {
     Auth,
     /// No answer in time, no connection, or a client that could not be built.
     Transport,
-    /// An answer, or an entry of a list, that cannot be read.
+    /// An answer, or an entry of a list, that cannot be read (or a field of one that a call
+    /// could not be made with).
     Decode,
     /// An answer over `codearts.max_response_bytes`, abandoned.
     TooLarge,
@@ -129,7 +147,8 @@ impl ErrorKind {
             Error::Timeout { .. } | Error::Transport { .. } | Error::Setup(_) => {
                 ErrorKind::Transport
             }
-            Error::Decode { .. } => ErrorKind::Decode,
+            // The argument came from an answer's field that cannot be read as what it should be.
+            Error::Decode { .. } | Error::InvalidArgument { .. } => ErrorKind::Decode,
             Error::TooLarge { .. } => ErrorKind::TooLarge,
         }
     }
@@ -312,6 +331,43 @@ mod tests {
             "",
         );
         assert_eq!(err.to_string(), "run_detail: HTTP 404 -: <html>nope</html>");
+        assert!(err.is_not_found());
+    }
+
+    #[test]
+    fn only_a_404_is_not_found() {
+        let answered = |status: u16| {
+            http_error(
+                Api::RepoCommit,
+                StatusCode::from_u16(status).expect("status"),
+                b"{}",
+                "",
+            )
+        };
+        assert!(answered(404).is_not_found());
+        for status in [400, 401, 403, 410, 429, 500, 502, 503, 504] {
+            assert!(!answered(status).is_not_found(), "{status}");
+        }
+        let api = Api::RepoCommit;
+        for err in [
+            Error::Timeout { api },
+            Error::Transport {
+                api,
+                message: "refused".into(),
+            },
+            Error::Auth("no token".into()),
+            Error::TooLarge {
+                api,
+                size: 2,
+                limit: 1,
+            },
+            Error::InvalidArgument {
+                api,
+                message: "x".into(),
+            },
+        ] {
+            assert!(!err.is_not_found(), "{err}");
+        }
     }
 
     #[test]

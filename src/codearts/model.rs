@@ -4,7 +4,7 @@
 use chrono::FixedOffset;
 
 use super::time::RawTime;
-use super::wire::{PipelineEntry, RunDetail, V3PipelineStatus, V5RunStatus};
+use super::wire::{BuildParams, PipelineEntry, RunDetail, V3PipelineStatus, V5RunStatus};
 
 /// A pipeline found by discovery, normalised.
 #[derive(Debug, Clone, PartialEq)]
@@ -182,10 +182,24 @@ pub struct Run {
     pub trigger: Option<String>,
     /// The branch built (`target_branch` of the build parameters), v5 only.
     pub branch: Option<String>,
+    /// SHA of the commit built (`commit_id` of the build parameters), v5 only.
+    pub commit_id: Option<String>,
+    /// CodeArts Repo repository of that commit (`codehub_id` of the build parameters), v5 only:
+    /// with `commit_id`, what [`super::Client::commit_time`] asks about.
+    pub codehub_id: Option<String>,
     /// Time spent paused (manual reviews, suspensions), seconds; run detail only.
     pub pause: Option<f64>,
     /// Stages in order; empty when the API gave none.
     pub stages: Vec<StageRun>,
+}
+
+/// When a commit was committed, as CodeArts Repo says (`committed_date`, reference 5.7).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum CommitTime {
+    /// Epoch seconds.
+    Known(f64),
+    /// The answer had no `committed_date` that reads as a time: unknown, never guessed.
+    Unparsable,
 }
 
 /// A stage of a run, normalised.
@@ -309,6 +323,8 @@ impl Run {
             detail_url: non_empty(&entry.detail_url),
             trigger: None,
             branch: None,
+            commit_id: None,
+            codehub_id: None,
             pause: None,
             stages: stages.into_iter().map(|(_, s)| s).collect(),
         })
@@ -336,10 +352,9 @@ impl Run {
             })
             .collect();
         stages.sort_by_key(|(order, _)| *order);
-        let branch = entry
-            .build_params
-            .as_ref()
-            .and_then(|params| non_empty(&params.0.target_branch));
+        let params = entry.build_params.as_ref().map(|params| &params.0);
+        let branch = params.and_then(|params| non_empty(&params.target_branch));
+        let (commit_id, codehub_id) = params.map(commit_of).unwrap_or_default();
         Some(Run {
             pipeline_id: non_empty(&entry.pipeline_id)?,
             pipeline_name: None,
@@ -352,6 +367,8 @@ impl Run {
             detail_url: non_empty(&entry.detail_url),
             trigger: non_empty(&entry.trigger_type),
             branch,
+            commit_id,
+            codehub_id,
             pause: None,
             stages: stages.into_iter().map(|(_, s)| s).collect(),
         })
@@ -404,11 +421,27 @@ impl Run {
             })
             .collect();
         stages.sort_by_key(|(order, _)| *order);
-        // The code source's build parameters name the branch built (reference 3.3).
+        // The code source's build parameters name the branch built (reference 5.2).
         let branch = detail.sources.iter().find_map(|source| {
             let params = &source.params.as_ref()?.0;
             non_empty(&params.build_params.as_ref()?.0.target_branch)
         });
+        // The first source that names a commit; its repository from the same source (the
+        // build parameters', else the source's own `codehub_id`), never from another.
+        let (commit_id, codehub_id) = detail
+            .sources
+            .iter()
+            .find_map(|source| {
+                let params = &source.params.as_ref()?.0;
+                let (commit, repository) = commit_of(&params.build_params.as_ref()?.0);
+                Some((
+                    commit?,
+                    repository.or_else(|| repository_id(&params.codehub_id)),
+                ))
+            })
+            .map_or((None, None), |(commit, repository)| {
+                (Some(commit), repository)
+            });
         let start = epoch(&detail.start_time, zone);
         let end = epoch(&detail.end_time, zone).filter(|_| state == RunState::Completed);
         let stages: Vec<StageRun> = stages.into_iter().map(|(_, s)| s).collect();
@@ -432,6 +465,8 @@ impl Run {
             detail_url: non_empty(&detail.detail_url),
             trigger: non_empty(&detail.trigger_type),
             branch,
+            commit_id,
+            codehub_id,
             pause,
             stages,
         })
@@ -453,6 +488,24 @@ fn pause_seconds(pause_ms: Option<u64>, start: Option<f64>, end: Option<f64>) ->
         }
         _ => (pause_ms < EPOCH_LIKE_MS).then_some(seconds),
     }
+}
+
+/// The commit and repository that build parameters name; empty strings are none, and so is a
+/// repository id that is not a number (CodeArts Repo's ids are, reference 5.7).
+fn commit_of(params: &BuildParams) -> (Option<String>, Option<String>) {
+    (
+        non_empty(&params.commit_id),
+        repository_id(&params.codehub_id),
+    )
+}
+
+fn repository_id(value: &Option<String>) -> Option<String> {
+    non_empty(value).filter(|id| is_repository_id(id))
+}
+
+/// Whether `id` can be a CodeArts Repo repository id: an integer, in digits.
+pub(crate) fn is_repository_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 20 && id.bytes().all(|b| b.is_ascii_digit())
 }
 
 fn non_empty(value: &Option<String>) -> Option<String> {
@@ -495,6 +548,8 @@ impl Run {
             detail_url: None,
             trigger: None,
             branch: None,
+            commit_id: None,
+            codehub_id: None,
             pause: None,
             stages: vec![StageRun {
                 name: "build".into(),
@@ -569,6 +624,118 @@ mod tests {
         assert_eq!(run.stages[0].name, "阶段_1");
         assert_eq!(run.stages[0].duration(), Some(0.0));
         assert_eq!(detail.stages[0].jobs[0].name.as_deref(), Some("新建任务"));
+    }
+
+    const SHA: &str = "990ea057751d299f5575aac25bf97e88a60b461e";
+    const REPO: &str = "2111677704";
+
+    #[test]
+    fn runs_name_the_commit_they_built_and_its_repository() {
+        // Run detail (5.2): sources[].params.build_params, strings.
+        let detail: RunDetail =
+            serde_json::from_str(&fixture("v5-run-detail.json")).expect("parses");
+        let run = Run::from_detail(&detail, utc8()).expect("a run");
+        assert_eq!(run.commit_id.as_deref(), Some(SHA));
+        assert_eq!(run.codehub_id.as_deref(), Some(REPO));
+        // Batch status (5.1): build_params, the repository id as a JSON number; an entry
+        // without build parameters names neither.
+        let entries: Vec<V5RunStatus> =
+            serde_json::from_str(&fixture("v5-batch-status.json")).expect("parses");
+        let runs: Vec<Run> = entries
+            .iter()
+            .filter_map(|e| Run::from_v5(e, utc8()))
+            .collect();
+        let named: Vec<(Option<&str>, Option<&str>)> = runs
+            .iter()
+            .map(|r| (r.commit_id.as_deref(), r.codehub_id.as_deref()))
+            .collect();
+        assert_eq!(named, [(Some(SHA), Some(REPO)), (None, None)]);
+        // History (5.3): the same build parameters; empty strings and ids that are no number
+        // are none.
+        let page: RunList = serde_json::from_str(&format!(
+            r#"{{"total": 4, "pipeline_runs": [
+              {{"pipeline_id": "p", "build_params": {{"commit_id": "{SHA}", "codehub_id": "{REPO}"}}}},
+              {{"pipeline_id": "p", "build_params": {{"commit_id": "", "codehub_id": ""}}}},
+              {{"pipeline_id": "p", "build_params": {{"commit_id": " {SHA} ", "codehub_id": 2111677704.0}}}},
+              {{"pipeline_id": "p", "build_params": {{"commit_id": null, "codehub_id": "../x"}}}},
+              {{"pipeline_id": "p", "build_params": {{"commit_id": 5, "codehub_id": 1.5}}}}]}}"#
+        ))
+        .expect("parses");
+        let named: Vec<(Option<String>, Option<String>)> = page
+            .pipeline_runs
+            .iter()
+            .filter_map(|e| Run::from_v5(e, utc8()))
+            .map(|r| (r.commit_id, r.codehub_id))
+            .collect();
+        let both = (Some(SHA.to_string()), Some(REPO.to_string()));
+        assert_eq!(
+            named,
+            [
+                both.clone(),
+                (None, None),
+                both,
+                (None, None),
+                (Some("5".to_string()), None)
+            ]
+        );
+        // v3 names no commit.
+        let entries: Vec<V3PipelineStatus> =
+            serde_json::from_str(&fixture("v3-batch-status.json")).expect("parses");
+        let run = Run::from_v3(&entries[0], utc8()).expect("a run");
+        assert_eq!((run.commit_id, run.codehub_id), (None, None));
+    }
+
+    #[test]
+    fn a_detail_takes_commit_and_repository_from_one_source() {
+        let run = |sources: &str| -> Run {
+            let text = format!(r#"{{"pipeline_id": "p", "sources": {sources}}}"#);
+            let detail: RunDetail = serde_json::from_str(&text).expect("parses");
+            Run::from_detail(&detail, utc8()).expect("a run")
+        };
+        let named = |run: Run| (run.commit_id, run.codehub_id);
+        // The source's own codehub_id when its build parameters have none.
+        assert_eq!(
+            named(run(&format!(
+                r#"[{{"params": {{"codehub_id": 42, "build_params": {{"commit_id": "{SHA}"}}}}}}]"#
+            ))),
+            (Some(SHA.into()), Some("42".into()))
+        );
+        // The build parameters' id first.
+        assert_eq!(
+            named(run(&format!(
+                r#"[{{"params": {{"codehub_id": "42",
+                     "build_params": {{"commit_id": "{SHA}", "codehub_id": "{REPO}"}}}}}}]"#
+            ))),
+            (Some(SHA.into()), Some(REPO.into()))
+        );
+        // The first source that names a commit, with its repository, not another's.
+        assert_eq!(
+            named(run(&format!(
+                r#"[{{"params": {{"codehub_id": "1", "build_params": {{"target_branch": "main"}}}}}},
+                    {{"params": {{"build_params": {{"commit_id": "{SHA}"}}}}}},
+                    {{"params": {{"codehub_id": "3", "build_params": {{"commit_id": "abc"}}}}}}]"#
+            ))),
+            (Some(SHA.into()), None)
+        );
+        assert_eq!(named(run("null")), (None, None));
+        assert_eq!(
+            named(run(r#"[{"params": {"codehub_id": "1"}}]"#)),
+            (None, None)
+        );
+    }
+
+    #[test]
+    fn the_pipeline_list_latest_run_names_its_commit() {
+        let text = format!(
+            r#"{{"total": 1, "pipelines": [{{"pipeline_id": "a", "name": "web",
+                "latest_run": {{"pipeline_run_id": "r", "run_number": 3, "status": "COMPLETED",
+                                "build_params": {{"commit_id": "{SHA}", "codehub_id": "{REPO}"}}}}}}]}}"#
+        );
+        let page: PipelineListPage = serde_json::from_str(&text).expect("parses");
+        let info = PipelineInfo::from_entry(&page.pipelines[0], utc8()).expect("an entry");
+        let latest = info.latest.expect("a latest run");
+        assert_eq!(latest.commit_id.as_deref(), Some(SHA));
+        assert_eq!(latest.codehub_id.as_deref(), Some(REPO));
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Time values as CodeArts sends them: epoch ms (number or string), or zone-less dates.
+//! Time values as CodeArts sends them: epoch ms (number or string), or zone-less dates; and
+//! commit times of CodeArts Repo, read strictly.
 
 use chrono::{DateTime, FixedOffset, NaiveDateTime, TimeZone};
 use serde::{Deserialize, Deserializer};
@@ -56,6 +57,39 @@ fn parse_text(text: &str, zone: FixedOffset) -> Option<f64> {
         }
     }
     None
+}
+
+/// Earliest epoch milliseconds read as a commit time (2000-01-01): a smaller number is more
+/// likely seconds than milliseconds of a commit, and which it is would be a guess.
+const COMMIT_MS_MIN: f64 = 946_684_800_000.0;
+/// Latest epoch milliseconds read as a commit time (year 10000).
+const COMMIT_MS_MAX: f64 = 253_402_300_800_000.0;
+
+/// A commit's time as CodeArts Repo gives it (`committed_date`, reference 5.7), in epoch
+/// seconds: ISO 8601 with an offset (`Z` or `+08:00`; with or without a fraction of a second),
+/// or epoch milliseconds as a number or a string of digits. Anything else, zone-less dates
+/// included, and a time before 2000 or after 9999, is `None`: an unknown time, never a guess.
+pub fn commit_seconds(raw: &RawTime) -> Option<f64> {
+    let millis = match raw {
+        RawTime::Number(n) => *n,
+        RawTime::Text(text) => {
+            let text = text.trim();
+            if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+                text.parse::<f64>().ok()?
+            } else {
+                with_offset(text)?.timestamp_millis() as f64
+            }
+        }
+    };
+    (millis.is_finite() && (COMMIT_MS_MIN..COMMIT_MS_MAX).contains(&millis))
+        .then(|| millis / 1000.0)
+}
+
+/// An ISO 8601 date and time that carries its offset: RFC 3339, or `+0800` without a colon.
+fn with_offset(text: &str) -> Option<DateTime<FixedOffset>> {
+    DateTime::parse_from_rfc3339(text)
+        .or_else(|_| DateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f%z"))
+        .ok()
 }
 
 /// Deserializes any JSON value into an optional [`RawTime`]; other types become `None`.
@@ -129,6 +163,66 @@ mod tests {
     }
 
     #[test]
+    fn commit_times_read_iso_8601_with_an_offset_and_epoch_milliseconds() {
+        // 2026-12-01T01:30:12Z, the reference's example (09:30:12 at +08:00).
+        const AT: f64 = 1_796_088_612.0;
+        let text = |t: &str| commit_seconds(&RawTime::Text(t.into()));
+        assert_eq!(text("2026-12-01T09:30:12.000+08:00"), Some(AT));
+        assert_eq!(text("2026-12-01T09:30:12+08:00"), Some(AT));
+        assert_eq!(text("2026-12-01T01:30:12Z"), Some(AT));
+        assert_eq!(text("2026-12-01T01:30:12.250Z"), Some(AT + 0.25));
+        assert_eq!(text("2026-11-30T22:30:12.5-03:00"), Some(AT + 0.5));
+        assert_eq!(text("2026-12-01T09:30:12+0800"), Some(AT));
+        assert_eq!(text(" 2026-12-01T09:30:12.000+08:00 "), Some(AT));
+        assert_eq!(text("1796088612000"), Some(AT));
+        assert_eq!(text("1796088612250"), Some(AT + 0.25));
+        assert_eq!(
+            commit_seconds(&RawTime::Number(1_796_088_612_000.0)),
+            Some(AT)
+        );
+    }
+
+    #[test]
+    fn commit_times_that_would_need_a_guess_are_unknown() {
+        for garbage in [
+            "",
+            "   ",
+            "yesterday",
+            // No offset: the zone would be a guess.
+            "2026-12-01 09:30:12",
+            "2026-12-01T09:30:12",
+            "2026-12-01T09:30:12.000",
+            "2026-12-01",
+            "12/01/2026 09:30:12 +08:00",
+            "2026-13-01T09:30:12Z",
+            "2026-12-01T25:30:12+08:00",
+            "1796088612000.5",
+            "-1796088612000",
+            "0x1A",
+            // Seconds, not milliseconds: which one it is would be a guess.
+            "1796088612",
+            "0",
+            "99999999999999999999999999999999",
+        ] {
+            assert_eq!(
+                commit_seconds(&RawTime::Text(garbage.into())),
+                None,
+                "{garbage:?}"
+            );
+        }
+        for number in [
+            1_796_088_612.0,
+            0.0,
+            -1_796_088_612_000.0,
+            f64::NAN,
+            f64::INFINITY,
+            1e300,
+        ] {
+            assert_eq!(commit_seconds(&RawTime::Number(number)), None, "{number}");
+        }
+    }
+
+    #[test]
     fn lenient_time_accepts_any_json() {
         #[derive(Deserialize)]
         struct Holder {
@@ -172,6 +266,9 @@ mod tests {
                 for raw in [RawTime::Text(text), RawTime::Number(number)] {
                     if let Some(seconds) = raw.epoch_seconds(zone) {
                         prop_assert!(seconds.is_finite() && seconds > 0.0, "{raw:?}: {seconds}");
+                    }
+                    if let Some(seconds) = commit_seconds(&raw) {
+                        prop_assert!(seconds.is_finite() && seconds >= 946_684_800.0, "{raw:?}: {seconds}");
                     }
                 }
             }

@@ -19,6 +19,24 @@ fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::
     })
 }
 
+/// An id field sent as a string or as a JSON integer (`codehub_id`): a number becomes its
+/// digits, never `2111677704.0`; anything else is `None`.
+fn lenient_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::String(s) => Some(s),
+        Value::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
+            (Some(u), _, _) => Some(u.to_string()),
+            (None, Some(i), _) => Some(i.to_string()),
+            // An integral float within the exactly representable range.
+            (None, None, Some(f)) if f.fract() == 0.0 && f.abs() < 9.0e15 => {
+                Some(format!("{f:.0}"))
+            }
+            _ => None,
+        },
+        _ => None,
+    })
+}
+
 /// A non-negative integer field that also accepts digit strings.
 fn lenient_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     Ok(match Value::deserialize(d)? {
@@ -135,12 +153,18 @@ pub(crate) struct V3Stage {
     pub result: Option<String>,
 }
 
-/// Build parameters of a v5 run.
+/// Build parameters of a v5 run (reference 5.1, 5.3; `sources[].params.build_params` in 5.2).
 #[derive(Debug, Clone, Default, Deserialize)]
 pub(crate) struct BuildParams {
     /// Branch the run built.
     #[serde(default, deserialize_with = "lenient_string")]
     pub target_branch: Option<String>,
+    /// SHA of the commit the run built.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub commit_id: Option<String>,
+    /// CodeArts Repo repository id: a number sent as a string, or as a number (5.7).
+    #[serde(default, deserialize_with = "lenient_id")]
+    pub codehub_id: Option<String>,
 }
 
 /// A v5 run as in the batch latest status (3.2) and the run list (3.4).
@@ -322,9 +346,23 @@ pub(crate) struct DetailSource {
 /// `sources[].params` of the run detail.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub(crate) struct SourceParams {
+    /// The source's CodeArts Repo repository id (also in `build_params`).
+    #[serde(default, deserialize_with = "lenient_id")]
+    pub codehub_id: Option<String>,
     /// What this run built.
     #[serde(default)]
     pub build_params: Option<Lenient<BuildParams>>,
+}
+
+/// A commit of CodeArts Repo (`ShowCommit`, reference 5.7).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(crate) struct RepoCommit {
+    /// The commit's SHA.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub id: Option<String>,
+    /// When it was committed: ISO 8601 with an offset, by GitLab's convention (undocumented).
+    #[serde(default, deserialize_with = "lenient_time")]
+    pub committed_date: Option<RawTime>,
 }
 
 /// A stage of the run detail.

@@ -30,6 +30,9 @@ pub struct CodeArtsConfig {
     /// Override of the IAM endpoint.
     #[serde(default)]
     pub iam_endpoint: Option<String>,
+    /// Override of the CodeArts Repo endpoint (commit times, for lead time).
+    #[serde(default)]
+    pub repo_endpoint: Option<String>,
     /// Per-request time-out.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
@@ -65,6 +68,7 @@ impl Default for CodeArtsConfig {
             region: default_region(),
             endpoint: None,
             iam_endpoint: None,
+            repo_endpoint: None,
             timeout: default_timeout(),
             connect_timeout: default_connect_timeout(),
             time_zone: default_time_zone(),
@@ -182,6 +186,25 @@ impl CodeArtsConfig {
         format!("https://{host}")
     }
 
+    /// The CodeArts Repo base URL: the override, or the region's host as the vendor SDK knows
+    /// it (reference 5.7); a region it does not know gets the form of most regions.
+    pub fn repo_endpoint(&self) -> String {
+        if let Some(endpoint) = &self.repo_endpoint {
+            return endpoint.trim_end_matches('/').to_string();
+        }
+        let region = self.region.as_str();
+        let host = match region {
+            "tr-west-1" | "la-south-2" | "eu-west-101" => {
+                format!("codeartsrepo-ext.{region}.myhuaweicloud.com")
+            }
+            "af-north-1" | "af-south-1" | "me-east-1" => {
+                format!("repo.{region}.myhuaweicloud.com")
+            }
+            _ => format!("codehub-ext.{region}.myhuaweicloud.com"),
+        };
+        format!("https://{host}")
+    }
+
     /// The configured zone of zone-less times, parsed (validated at load).
     pub fn fixed_offset(&self) -> chrono::FixedOffset {
         parse_offset(&self.time_zone)
@@ -217,6 +240,7 @@ impl CodeArtsConfig {
         for (key, value) in [
             ("codearts.endpoint", &self.endpoint),
             ("codearts.iam_endpoint", &self.iam_endpoint),
+            ("codearts.repo_endpoint", &self.repo_endpoint),
         ] {
             if let Some(url) = value {
                 check_url(key, url)?;
@@ -355,6 +379,68 @@ mod tests {
             overridden.iam_endpoint(),
             "https://iam.example.internal:8443"
         );
+    }
+
+    #[test]
+    fn the_repo_endpoint_follows_the_sdk_region_table() {
+        let repo_of = |region: &str| {
+            CodeArtsConfig {
+                region: region.into(),
+                ..CodeArtsConfig::default()
+            }
+            .repo_endpoint()
+        };
+        // One region of each host family (reference 5.7).
+        assert_eq!(
+            repo_of("cn-north-4"),
+            "https://codehub-ext.cn-north-4.myhuaweicloud.com"
+        );
+        assert_eq!(
+            repo_of("ap-southeast-3"),
+            "https://codehub-ext.ap-southeast-3.myhuaweicloud.com"
+        );
+        assert_eq!(
+            repo_of("tr-west-1"),
+            "https://codeartsrepo-ext.tr-west-1.myhuaweicloud.com"
+        );
+        assert_eq!(
+            repo_of("eu-west-101"),
+            "https://codeartsrepo-ext.eu-west-101.myhuaweicloud.com"
+        );
+        assert_eq!(
+            repo_of("af-north-1"),
+            "https://repo.af-north-1.myhuaweicloud.com"
+        );
+        assert_eq!(
+            repo_of("me-east-1"),
+            "https://repo.me-east-1.myhuaweicloud.com"
+        );
+        // A region the SDK does not know: the form of most regions.
+        assert_eq!(
+            repo_of("xx-nowhere-9"),
+            "https://codehub-ext.xx-nowhere-9.myhuaweicloud.com"
+        );
+        // An explicit endpoint wins, for any region; the others are not affected by it.
+        let overridden = CodeArtsConfig {
+            region: "af-north-1".into(),
+            repo_endpoint: Some("http://127.0.0.1:18080/".into()),
+            ..CodeArtsConfig::default()
+        };
+        assert_eq!(overridden.repo_endpoint(), "http://127.0.0.1:18080");
+        assert_eq!(
+            overridden.pipeline_endpoint(),
+            "https://pipeline.af-north-1.myhuaweicloud.com"
+        );
+        // Set in the file, and checked like the other endpoints.
+        let with = |line: &str| format!("[codearts]\n{line}\n{}", minimal("interval = \"30s\""));
+        let config = Config::from_toml(&with("repo_endpoint = \"https://repo.example.internal\""))
+            .expect("valid");
+        assert_eq!(
+            config.codearts.repo_endpoint(),
+            "https://repo.example.internal"
+        );
+        let message = error_of(&with("repo_endpoint = \"repo.example.internal\""));
+        assert!(message.contains("`codearts.repo_endpoint`"), "{message}");
     }
 
     #[test]

@@ -6,13 +6,14 @@
 mod auth;
 mod codearts;
 mod common;
+mod deployments;
 mod metrics;
 mod server;
 mod sharding;
 mod state;
 mod targets;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use figment::Figment;
@@ -23,6 +24,7 @@ pub use auth::{AuthConfig, AuthMethod};
 pub use codearts::CodeArtsConfig;
 use common::invalid;
 pub use common::{ConfigError, ENV_PREFIX, Secret, is_valid_id};
+pub use deployments::{Deployment, DeploymentConfig, Deployments};
 pub use metrics::{MetricsConfig, RunLabel};
 pub use server::{DEFAULT_PORT, ServerConfig};
 pub use sharding::ShardingConfig;
@@ -47,6 +49,9 @@ pub struct Config {
     /// What to poll.
     #[serde(default)]
     pub targets: Vec<TargetConfig>,
+    /// Which pipelines deploy to which environment (delivery metrics); none by default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deployments: Vec<DeploymentConfig>,
     /// Which share of the pipelines this replica polls.
     #[serde(default)]
     pub sharding: ShardingConfig,
@@ -89,7 +94,8 @@ impl Config {
         self.codearts.validate()?;
         self.metrics.validate()?;
         self.state.validate()?;
-        targets::validate_targets(&self.targets, self.codearts.timeout)
+        targets::validate_targets(&self.targets, self.codearts.timeout)?;
+        Deployments::new(&self.deployments).map(drop)
     }
 
     /// The `target` label of the target whose `pipeline_ids` list `pipeline_id` of `project_id`
@@ -135,6 +141,26 @@ impl Config {
                 )
             })
             .collect();
+        // Without discovery, only listed pipelines are polled: a deployment pipeline that no
+        // target lists is never seen.
+        if !self.targets.iter().any(|target| target.discover) {
+            let polled: HashSet<&str> = self
+                .targets
+                .iter()
+                .flat_map(|target| target.pipeline_ids.iter().map(String::as_str))
+                .collect();
+            for (index, deployment) in self.deployments.iter().enumerate() {
+                for (i, id) in deployment.pipeline_ids.iter().enumerate() {
+                    if !polled.contains(id.as_str()) {
+                        warnings.push(format!(
+                            "deployments[{index}].pipeline_ids[{i}]: pipeline {id} is polled by \
+                             no target (none lists it, none discovers), so none of its runs is \
+                             seen"
+                        ));
+                    }
+                }
+            }
+        }
         if !self.metrics.pause_duration_buckets.is_empty() && !self.metrics.jobs {
             warnings.push(
                 "metrics.pause_duration_buckets is set but metrics.jobs is false: time paused \
@@ -198,6 +224,27 @@ mod tests {
         assert_eq!(warnings.len(), 2, "{warnings:?}");
         assert!(warnings[0].starts_with("targets[0].status_api = \"v3\""));
         assert!(warnings[1].starts_with("metrics.pause_duration_buckets"));
+    }
+
+    #[test]
+    fn deployment_pipelines_that_no_target_polls_are_warned_about() {
+        const OTHER: &str = "00112233445566778899aabbccddeeff";
+        let text = format!(
+            "{}[[deployments]]\nenvironment = \"production\"\npipeline_ids = [\"{PIPELINE}\", \"{OTHER}\"]\n",
+            minimal("interval = \"30s\"")
+        );
+        let config = Config::from_toml(&text).expect("valid");
+        assert_eq!(
+            config.warnings(),
+            [format!(
+                "deployments[0].pipeline_ids[1]: pipeline {OTHER} is polled by no target (none \
+                 lists it, none discovers), so none of its runs is seen"
+            )]
+        );
+        // A discovering target may find it.
+        let discovering = text.replace("interval = \"30s\"", "interval = \"30s\"\ndiscover = true");
+        let config = Config::from_toml(&discovering).expect("valid");
+        assert!(config.warnings().is_empty(), "{:?}", config.warnings());
     }
 
     #[test]

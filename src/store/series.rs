@@ -971,6 +971,8 @@ mod tests {
             detail_url: Some("https://console.example/run/7".into()),
             trigger: Some("Push".into()),
             branch: Some("feature/x".into()),
+            commit_id: None,
+            codehub_id: None,
             pause: None,
             stages: vec![
                 stage(
