@@ -9,8 +9,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::config::{
-    AuthConfig, AuthMethod, CodeArtsConfig, Config, ConfigError, MetricsConfig, Secret,
-    ServerConfig, ShardingConfig, StateConfig, StatusApi, TargetConfig,
+    AuthConfig, AuthMethod, CodeArtsConfig, Config, ConfigError, DeploymentConfig, MetricsConfig,
+    Secret, ServerConfig, ShardingConfig, StateConfig, StatusApi, TargetConfig,
 };
 use crate::run::{self, RunError};
 use crate::simulator::{self, SimOptions, Simulator};
@@ -140,7 +140,8 @@ pub fn config(
         },
         codearts: CodeArtsConfig {
             endpoint: Some(endpoint.clone()),
-            iam_endpoint: Some(endpoint),
+            iam_endpoint: Some(endpoint.clone()),
+            repo_endpoint: Some(endpoint),
             timeout: Duration::from_secs(5),
             ..CodeArtsConfig::default()
         },
@@ -166,7 +167,20 @@ pub fn config(
             ..defaults
         },
         targets,
-        deployments: Vec::new(),
+        // The simulator's deployment pipelines, so the Delivery performance dashboard has data.
+        deployments: [
+            ("production", "-deploy-prod$"),
+            ("staging", "-deploy-staging$"),
+        ]
+        .into_iter()
+        .map(|(environment, include)| DeploymentConfig {
+            environment: environment.into(),
+            include: Some(include.into()),
+            pipeline_ids: Vec::new(),
+            tags: Vec::new(),
+            branches: Vec::new(),
+        })
+        .collect(),
         sharding: ShardingConfig::default(),
         // `run` gives the demo a state file of its own.
         state: StateConfig::default(),

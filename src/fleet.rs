@@ -20,7 +20,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::clock::{SystemClock, WallClock};
 use crate::codearts::{self, Client};
-use crate::config::{Config, ConfigError, ShardingConfig, TargetConfig};
+use crate::config::{Config, ConfigError, Deployments, ShardingConfig, TargetConfig};
 use crate::metrics::Metrics;
 use crate::poller::{Settings, TargetPoller};
 use crate::reload::ReloadTrigger;
@@ -78,6 +78,7 @@ impl Fleet {
         };
         let clock: Arc<dyn WallClock> = Arc::new(SystemClock);
         store.set_listed(listed(&config));
+        store.set_deployments(deployments(&config));
         let pollers: Vec<Arc<TargetPoller>> = config
             .targets
             .iter()
@@ -177,6 +178,7 @@ impl Fleet {
         let labels: Vec<&str> = config.targets.iter().map(TargetConfig::label).collect();
         self.store.retire_others(&labels);
         self.store.set_listed(listed(&config));
+        self.store.set_deployments(deployments(&config));
         let known: HashSet<String> = self
             .current()
             .iter()
@@ -337,6 +339,14 @@ fn listed(config: &Config) -> HashMap<(String, String), String> {
         .collect()
 }
 
+/// The `[[deployments]]` entries of `config` (checked when it was loaded).
+fn deployments(config: &Config) -> Deployments {
+    Deployments::new(&config.deployments).unwrap_or_else(|err| {
+        tracing::error!(error = %err, "[[deployments]] ignored");
+        Deployments::default()
+    })
+}
+
 /// The deadline of each poll of `target`.
 fn poll_timeout(target: &TargetConfig, config: &Config, clock: &dyn WallClock) -> Duration {
     target.poll_deadline(clock.now(), config.codearts.timeout)
@@ -346,6 +356,8 @@ fn poll_timeout(target: &TargetConfig, config: &Config, clock: &dyn WallClock) -
 /// recovers. `/healthz` asks the fleet directly.
 async fn watch_schedules(fleet: Weak<Fleet>) {
     let mut stalled: HashSet<String> = HashSet::new();
+    // Deployment entries that select nothing are worth a word once every target has polled.
+    let mut deployments_checked = false;
     let mut ticks = tokio::time::interval(WATCHDOG_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -353,6 +365,10 @@ async fn watch_schedules(fleet: Weak<Fleet>) {
         let Some(fleet) = fleet.upgrade() else {
             return;
         };
+        if !deployments_checked && fleet.current().iter().all(|poller| poller.is_ready()) {
+            fleet.store.warn_about_unused_deployments();
+            deployments_checked = true;
+        }
         for poller in fleet.current() {
             let label = poller.label();
             match poller.check_stalled() {

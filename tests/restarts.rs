@@ -660,6 +660,8 @@ fn counted_by_result(samples: &[Sample], pipeline: &str) -> BTreeMap<String, f64
         &[("pipeline_id", pipeline)],
     )
     .iter()
+    // Results with no run yet show 0 (the series exist before their first run).
+    .filter(|s| s.value > 0.0)
     .map(|s| (s.labels["result"].clone(), s.value))
     .collect()
 }

@@ -15,6 +15,7 @@
 //! run after one round of status calls.
 
 mod backfill;
+mod lead_time;
 #[cfg(all(test, feature = "simulator"))]
 mod step_tests;
 mod steps;

@@ -11,12 +11,12 @@ use futures_util::stream;
 use super::{TargetPoller, log_api_error};
 use crate::codearts::model::{PipelineInfo, Run};
 use crate::codearts::{Client, Error};
-use crate::config::{ShardingConfig, StatusApi, TargetConfig};
+use crate::config::{Deployment, ShardingConfig, StatusApi, TargetConfig};
 use crate::recording::{FromStatus, HISTORY_PAGE, HistoryRead, MAX_HISTORY_PAGES, RunKey, Step};
 use crate::store::{PipelineState, TargetState};
 
 /// Detail and history reads in flight at once within one poll of one target.
-const CONCURRENCY: usize = 8;
+pub(super) const CONCURRENCY: usize = 8;
 /// Up to this many unknown pipeline names are read by run detail; more, by the pipeline list.
 const NAMES_BY_DETAIL: usize = 4;
 /// History reads per group: only one group of histories is held at once.
@@ -81,9 +81,23 @@ impl TargetPoller {
         for group in reads.chunks(SCAN_GROUP) {
             ok &= self.scan_group(state, group).await;
         }
-        // What the status settled; and what an earlier commit failed to write.
+        self.resolve_lead_times(state).await;
+        // What the status settled and the lead times found; and what an earlier commit failed
+        // to write.
         self.store.commit(self.label(), state).await;
         ok
+    }
+
+    /// The `[[deployments]]` entry pipeline `pipeline_id` deploys with, by its name and its
+    /// tags (as discovery read them), once it has series.
+    fn deployment(&self, state: &TargetState, pipeline_id: &str) -> Option<Deployment> {
+        let series = state.pipelines.get(pipeline_id)?.series.as_ref()?;
+        let tags = state
+            .discovered_tags
+            .get(pipeline_id)
+            .map_or(&[][..], Vec::as_slice);
+        self.store
+            .deployment_of(pipeline_id, series.pipeline_name(), tags)
     }
 
     /// Drops from `tracked` the pipelines another target records or lists (one ledger per
@@ -414,6 +428,15 @@ impl TargetPoller {
         latest: &[Run],
         shown: &HashMap<String, FromStatus>,
     ) {
+        let deployments: HashMap<&str, Deployment> = latest
+            .iter()
+            .filter_map(|run| {
+                Some((
+                    run.pipeline_id.as_str(),
+                    self.deployment(state, &run.pipeline_id)?,
+                ))
+            })
+            .collect();
         for run in latest {
             let Some(pipeline) = state.pipelines.get_mut(&run.pipeline_id) else {
                 continue;
@@ -424,6 +447,9 @@ impl TargetPoller {
             series.set_state(run.state);
             if !run.stages.is_empty() {
                 series.set_stage_states(run);
+            }
+            if let Some(deployment) = deployments.get(run.pipeline_id.as_str()) {
+                series.declare_environment(deployment.environment());
             }
             if let Some(&from) = shown.get(&run.pipeline_id) {
                 series.set_last_completed(run);
@@ -507,7 +533,9 @@ impl TargetPoller {
         histories: Vec<History>,
         mut details: HashMap<String, Option<Details>>,
     ) {
+        let now = self.now();
         for (pipeline_id, read, mut runs) in histories {
+            let deployment = self.deployment(state, &pipeline_id);
             let Some(pipeline) = state.pipelines.get_mut(&pipeline_id) else {
                 continue;
             };
@@ -516,7 +544,13 @@ impl TargetPoller {
                 Some(None) => continue,
                 None => Details::new(),
             };
-            if !record(pipeline, &mut runs, read.cutoff, &pipeline_details) {
+            let recorded = Recording {
+                cutoff: read.cutoff,
+                details: &pipeline_details,
+                deployment: deployment.as_ref(),
+                now,
+            };
+            if !record(pipeline, &mut runs, recorded) {
                 tracing::warn!(target_name = self.label(), %pipeline_id, "run history lacks the latest run; reading it again next poll");
             }
         }
@@ -606,14 +640,27 @@ pub(super) fn details_wanted(state: &TargetState, histories: &[History]) -> Vec<
     wanted
 }
 
+/// How one pipeline's history read is recorded.
+struct Recording<'a> {
+    /// Runs that ended before this are not recorded.
+    cutoff: f64,
+    /// The run details of the runs about to be recorded (for their jobs).
+    details: &'a Details,
+    /// The environment it deploys to, if any.
+    deployment: Option<&'a Deployment>,
+    /// The time of the recording, Unix seconds.
+    now: f64,
+}
+
 /// Records the completed runs of a history read once each, oldest first, with their jobs when
 /// `details` has them. False when the read lacked the latest run (it is read again next poll).
-fn record(
-    pipeline: &mut PipelineState,
-    runs: &mut Vec<Run>,
-    cutoff: f64,
-    details: &Details,
-) -> bool {
+fn record(pipeline: &mut PipelineState, runs: &mut Vec<Run>, recording: Recording<'_>) -> bool {
+    let Recording {
+        cutoff,
+        details,
+        deployment,
+        now,
+    } = recording;
     let Some(series) = pipeline.series.as_mut() else {
         return true;
     };
@@ -629,6 +676,17 @@ fn record(
         match step {
             Step::Observe(run) => {
                 series.observe_completed(run);
+                if let Some(deployment) =
+                    deployment.filter(|d| d.counts_branch(run.branch.as_deref()))
+                {
+                    series.observe_deployment(
+                        run,
+                        deployment.environment(),
+                        run.commit_id.as_deref(),
+                        run.codehub_id.as_deref(),
+                        now,
+                    );
+                }
                 if let Some(detail) = run.run_number.and_then(|n| details.get(&n)) {
                     series.observe_jobs(detail);
                     series.observe_pause(detail);

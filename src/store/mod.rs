@@ -10,6 +10,7 @@
 //! twice and no histogram restarts.
 
 mod commit_times;
+mod deployments;
 pub mod durable;
 mod gc;
 mod persist;
@@ -186,6 +187,8 @@ pub struct Store {
     listed: Mutex<HashMap<(String, String), String>>,
     /// Commit times from CodeArts Repo, for deployments' lead time.
     commit_times: Mutex<commit_times::CommitTimes>,
+    /// Which pipelines deploy to which environment (`[[deployments]]`).
+    deployments: Mutex<deployments::Environments>,
 }
 
 impl Store {
@@ -202,6 +205,7 @@ impl Store {
             owners: Arc::new(Mutex::new(HashMap::new())),
             listed: Mutex::new(HashMap::new()),
             commit_times: Mutex::new(commit_times::CommitTimes::default()),
+            deployments: Mutex::new(deployments::Environments::default()),
         })
     }
 

@@ -343,6 +343,23 @@ struct PipelineData {
     pending: Option<Box<Counted>>,
 }
 
+impl Counted {
+    /// Every deployment series of `environment`, at 0 where not there yet.
+    fn declare_environment(&mut self, environment: &str) {
+        let env = environment.to_string();
+        for result in RunResult::ALL {
+            self.deployments.entry((env.clone(), result)).or_insert(0);
+        }
+        for reason in LeadTimeUnknown::ALL {
+            self.lead_time_unknown
+                .entry((env.clone(), reason))
+                .or_insert(0);
+        }
+        self.lead_time.entry(env.clone()).or_default();
+        self.restore.entry(env).or_default();
+    }
+}
+
 impl PipelineData {
     /// The counted values to record into: the pending ones, begun from those shown.
     fn recording(&mut self) -> &mut Counted {
@@ -709,19 +726,7 @@ impl Series {
             let counted = data.recording();
             let env = environment.to_string();
             // Every label set exists from the first deployment on (0 until it happens).
-            for candidate in RunResult::ALL {
-                counted
-                    .deployments
-                    .entry((env.clone(), candidate))
-                    .or_insert(0);
-            }
-            for reason in LeadTimeUnknown::ALL {
-                counted
-                    .lead_time_unknown
-                    .entry((env.clone(), reason))
-                    .or_insert(0);
-            }
-            counted.lead_time.entry(env.clone()).or_default();
+            counted.declare_environment(environment);
             let restore = counted.restore.entry(env.clone()).or_default();
             *counted
                 .deployments
@@ -757,6 +762,19 @@ impl Series {
                         *counted.lead_time_unknown.entry((env, reason)).or_insert(0) += 1;
                     }
                 }
+            }
+        });
+    }
+
+    /// Declares the pipeline a deployment pipeline of `environment` before its first
+    /// deployment: its deployment series exist at 0, so that Prometheus counts the first one.
+    pub fn declare_environment(&mut self, environment: &str) {
+        self.update(|data| {
+            let PipelineData {
+                counted, pending, ..
+            } = data;
+            for counted in std::iter::once(counted).chain(pending.as_deref_mut()) {
+                counted.declare_environment(environment);
             }
         });
     }
