@@ -356,6 +356,9 @@ mod simulated {
         /// `X-Project-Id` header.
         #[arg(long)]
         require_project_id: bool,
+        /// Deployment pipelines (`…-deploy-prod`, `…-deploy-staging`) added to the others.
+        #[arg(long, default_value_t = 0)]
+        deploy_pipelines: usize,
     }
 
     /// Runs the simulator and the exporter against it until `shutdown` resolves; a
@@ -406,6 +409,7 @@ mod simulated {
             stages: args.stages.and_then(|n| usize::try_from(n).ok()),
             running_share: args.running_share,
             require_project_id: args.require_project_id,
+            deploy_pipelines: args.deploy_pipelines,
             ..SimOptions::default()
         };
         let announce = |addr, token: &str| {
