@@ -494,7 +494,6 @@ impl SeriesTable {
                 Entry {
                     data: Arc::new(Mutex::new(PipelineData {
                         labels: prefix,
-                        counted: self.counted_at_zero(),
                         ..PipelineData::default()
                     })),
                     handles: 0,
@@ -502,25 +501,6 @@ impl SeriesTable {
             });
         entry.handles += 1;
         entry.data.clone()
-    }
-
-    /// The counted values of a pipeline before its first run: the run counters exist at 0, so
-    /// that Prometheus counts the first run (a series that first appears at 1 hides it). With
-    /// run labels their values are not known before the runs, so those appear with them.
-    fn counted_at_zero(&self) -> Counted {
-        let runs = if self.run_labels.names.is_empty() {
-            RunResult::ALL
-                .iter()
-                .map(|result| (vec![result.as_str().to_string()], Hist::default()))
-                .collect()
-        } else {
-            BTreeMap::new()
-        };
-        Counted {
-            runs,
-            missed: Some(0),
-            ..Counted::default()
-        }
     }
 
     /// Drops one handle; the pipeline's series go with the last.
@@ -1840,10 +1820,8 @@ mod tests {
             all.matches("# TYPE codearts_pipeline_status gauge").count(),
             1
         );
-        // Families without a series are not written at all; the run counters exist at 0
-        // before the first run, so that Prometheus counts it.
-        assert!(!all.contains("codearts_pipeline_stage_duration_seconds"));
-        assert!(all.contains("codearts_pipeline_runs_total{project_id=\"proj\",pipeline_id=\"q\",pipeline_name=\"two\",result=\"error\"} 0"));
+        // Families without a series are not written at all.
+        assert!(!all.contains("codearts_pipeline_run_duration_seconds"));
         let names: Vec<String> = parse_metrics(&all)
             .into_iter()
             .filter(|s| s.name == "codearts_pipeline_status")
