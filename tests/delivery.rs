@@ -413,7 +413,10 @@ async fn repo_requests(sim: &Sim) -> BTreeMap<u64, usize> {
 /// asked once per commit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deployments_lead_times_and_recoveries_match_the_truth() {
-    let sim = start_world(7).await;
+    // A world whose deployments include, by the time every streak has recovered, a live
+    // redeploy of a commit deployed seconds before (a later poll: only the cache spares its
+    // call) and successful deployments whose run names no commit.
+    let sim = start_world(979).await;
     let truth = get_json(&format!("{}/_sim/truth", sim.url)).await;
     let deploys = deploy_pipelines(&truth);
     assert_eq!(deploys.len(), 6);
@@ -517,6 +520,12 @@ async fn deployments_lead_times_and_recoveries_match_the_truth() {
         distinct.len()
     );
     assert_eq!(requests.get(&404), Some(&1), "the unknown commit: {requests:?}");
+    assert!(commits.len() > distinct.len(), "a redeploy to check the cache with");
+    let no_commit: u64 = expected
+        .iter()
+        .filter_map(|e| e.unknown.get("no_commit_id"))
+        .sum();
+    assert!(no_commit > 0, "a deployment without a commit id to check");
     eprintln!(
         "compared {} deployments, {} lead times, {} redeployed commits",
         expected
@@ -535,7 +544,7 @@ async fn deployments_lead_times_and_recoveries_match_the_truth() {
 /// again every lead time appears, exactly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repo_outage_loses_no_lead_time() {
-    let sim = start_world(11).await;
+    let sim = start_world(1449).await;
     let outage = json!({"faults": [{"api": "repo_commit", "kind": "error", "status": 503}]});
     let (status, body) = request("POST", &format!("{}/_sim/faults", sim.url), Some(&outage)).await;
     assert_eq!(status, 200, "{body}");
