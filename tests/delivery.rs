@@ -331,7 +331,10 @@ fn compare_deployments(
         let pipeline = truth_pipeline(truth, &d.id);
         let want = expected(pipeline, last_number(samples, &d.id));
         let labels = [("pipeline_id", d.id.as_str())];
-        let env = [("pipeline_id", d.id.as_str()), ("environment", d.environment)];
+        let env = [
+            ("pipeline_id", d.id.as_str()),
+            ("environment", d.environment),
+        ];
         let what = format!("{} ({})", d.name, d.environment);
 
         // 1. Every deployment counted once, by result, under its environment only.
@@ -364,7 +367,11 @@ fn compare_deployments(
             let mut labels = env.to_vec();
             labels.push(("reason", reason));
             assert_eq!(
-                value(samples, "codearts_deployment_lead_time_unknown_total", &labels),
+                value(
+                    samples,
+                    "codearts_deployment_lead_time_unknown_total",
+                    &labels
+                ),
                 Some(want.unknown.get(reason).copied().unwrap_or(0) as f64),
                 "{what}: lead_time_unknown_total{{reason=\"{reason}\"}}; expected {:?}",
                 want.unknown
@@ -432,9 +439,8 @@ async fn deployments_lead_times_and_recoveries_match_the_truth() {
         let before = settled(&exporter, &deploys, |d| d.live_number + 2.0, deadline).await;
         let requests = repo_requests(&sim).await;
         let after = settled(&exporter, &deploys, |d| d.live_number + 2.0, deadline).await;
-        let numbers = |s: &[Sample]| -> Vec<f64> {
-            deploys.iter().map(|d| last_number(s, &d.id)).collect()
-        };
+        let numbers =
+            |s: &[Sample]| -> Vec<f64> { deploys.iter().map(|d| last_number(s, &d.id)).collect() };
         if numbers(&before) == numbers(&after) || Instant::now() > deadline {
             break (after, requests);
         }
@@ -453,7 +459,10 @@ async fn deployments_lead_times_and_recoveries_match_the_truth() {
                 n >= d.live_number && n <= d.live_number + 2.0
             })
             .collect();
-        let results: Vec<&str> = streak.iter().map(|r| r["result"].as_str().unwrap()).collect();
+        let results: Vec<&str> = streak
+            .iter()
+            .map(|r| r["result"].as_str().unwrap())
+            .collect();
         assert_eq!(results, ["error", "error", "success"], "{}", d.name);
         let length = (f64_of(streak[2], "end_ms") - f64_of(streak[0], "end_ms")) / 1000.0;
         assert!(
@@ -498,11 +507,18 @@ async fn deployments_lead_times_and_recoveries_match_the_truth() {
         .iter()
         .filter(|d| truth_pipeline(&truth, &d.id)["codehub_id"].is_null())
         .collect();
-    assert_eq!(outside.len(), 1, "one pipeline builds outside CodeArts Repo");
+    assert_eq!(
+        outside.len(),
+        1,
+        "one pipeline builds outside CodeArts Repo"
+    );
     let no_repository = value(
         &samples,
         "codearts_deployment_lead_time_unknown_total",
-        &[("pipeline_id", &outside[0].id), ("reason", "no_repository_id")],
+        &[
+            ("pipeline_id", &outside[0].id),
+            ("reason", "no_repository_id"),
+        ],
     );
     assert!(
         no_repository.is_some_and(|n| n >= 1.0),
@@ -521,8 +537,15 @@ async fn deployments_lead_times_and_recoveries_match_the_truth() {
         commits.len(),
         distinct.len()
     );
-    assert_eq!(requests.get(&404), Some(&1), "the unknown commit: {requests:?}");
-    assert!(commits.len() > distinct.len(), "a redeploy to check the cache with");
+    assert_eq!(
+        requests.get(&404),
+        Some(&1),
+        "the unknown commit: {requests:?}"
+    );
+    assert!(
+        commits.len() > distinct.len(),
+        "a redeploy to check the cache with"
+    );
     let no_commit: u64 = expected
         .iter()
         .filter_map(|e| e.unknown.get("no_commit_id"))
