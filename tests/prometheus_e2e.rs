@@ -498,21 +498,7 @@ async fn rule_checks(client: &reqwest::Client, base: &str) -> Vec<Check> {
         .count();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let body: Value = client
-            .get(format!("{base}/api/v1/rules"))
-            .send()
-            .await
-            .expect("GET /api/v1/rules")
-            .json()
-            .await
-            .expect("rules json");
-        let rules: Vec<Value> = body["data"]["groups"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|group| group["rules"].as_array().cloned().unwrap_or_default())
-            .filter(|rule| rule["type"] == "alerting")
-            .collect();
+        let (body, rules) = loaded_rules(client, base, "alerting").await;
         let evaluated = rules.iter().all(|rule| rule["health"] != "unknown");
         if rules.len() == expected && evaluated {
             let mut checks = Vec::new();
@@ -541,14 +527,8 @@ async fn rule_checks(client: &reqwest::Client, base: &str) -> Vec<Check> {
     }
 }
 
-/// Asserts that Prometheus loaded every recording rule of alerts.yml and that none fails to
-/// evaluate. The 30-day group runs every 5 minutes and may not have run yet ("unknown").
-async fn check_recording_rules(client: &reqwest::Client, base: &str) {
-    let expected = fs::read_to_string(repo("config/prometheus/alerts.yml"))
-        .expect("alerts.yml")
-        .lines()
-        .filter(|line| line.trim_start().starts_with("- record:"))
-        .count();
+/// The rules of `kind` ("alerting" or "recording") Prometheus has loaded, with its whole answer.
+async fn loaded_rules(client: &reqwest::Client, base: &str, kind: &str) -> (Value, Vec<Value>) {
     let body: Value = client
         .get(format!("{base}/api/v1/rules"))
         .send()
@@ -557,13 +537,25 @@ async fn check_recording_rules(client: &reqwest::Client, base: &str) {
         .json()
         .await
         .expect("rules json");
-    let rules: Vec<Value> = body["data"]["groups"]
+    let rules = body["data"]["groups"]
         .as_array()
         .into_iter()
         .flatten()
         .flat_map(|group| group["rules"].as_array().cloned().unwrap_or_default())
-        .filter(|rule| rule["type"] == "recording")
+        .filter(|rule| rule["type"] == kind)
         .collect();
+    (body, rules)
+}
+
+/// Asserts that Prometheus loaded every recording rule of alerts.yml and that none fails to
+/// evaluate. The 30-day group runs every 5 minutes and may not have run yet ("unknown").
+async fn check_recording_rules(client: &reqwest::Client, base: &str) {
+    let expected = fs::read_to_string(repo("config/prometheus/alerts.yml"))
+        .expect("alerts.yml")
+        .lines()
+        .filter(|line| line.trim_start().starts_with("- record:"))
+        .count();
+    let (_, rules) = loaded_rules(client, base, "recording").await;
     assert_eq!(
         rules.len(),
         expected,
