@@ -580,6 +580,16 @@ mod tests {
         std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("{path}: {err}"))
     }
 
+    /// The runs of the v5 batch status fixture.
+    fn v5_status_fixture() -> Vec<Run> {
+        let entries: Vec<V5RunStatus> =
+            serde_json::from_str(&fixture("v5-batch-status.json")).expect("parses");
+        entries
+            .iter()
+            .filter_map(|e| Run::from_v5(e, utc8()))
+            .collect()
+    }
+
     #[test]
     fn seed_v3_batch_status_example_parses() {
         let entries: Vec<V3PipelineStatus> =
@@ -639,12 +649,7 @@ mod tests {
         assert_eq!(run.codehub_id.as_deref(), Some(REPO));
         // Batch status (5.1): build_params, the repository id as a JSON number; an entry
         // without build parameters names neither.
-        let entries: Vec<V5RunStatus> =
-            serde_json::from_str(&fixture("v5-batch-status.json")).expect("parses");
-        let runs: Vec<Run> = entries
-            .iter()
-            .filter_map(|e| Run::from_v5(e, utc8()))
-            .collect();
+        let runs = v5_status_fixture();
         let named: Vec<(Option<&str>, Option<&str>)> = runs
             .iter()
             .map(|r| (r.commit_id.as_deref(), r.codehub_id.as_deref()))
@@ -740,12 +745,7 @@ mod tests {
 
     #[test]
     fn v5_batch_status_example_parses() {
-        let entries: Vec<V5RunStatus> =
-            serde_json::from_str(&fixture("v5-batch-status.json")).expect("parses");
-        let runs: Vec<Run> = entries
-            .iter()
-            .filter_map(|e| Run::from_v5(e, utc8()))
-            .collect();
+        let runs = v5_status_fixture();
         assert_eq!(runs.len(), 2);
         assert_eq!(runs[0].state, RunState::Completed);
         assert_eq!(runs[0].result, Some(RunResult::Error));

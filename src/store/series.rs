@@ -1602,24 +1602,18 @@ mod tests {
             sample(&m, "codearts_pipeline_recovery_seconds_count", &[]),
             Some(0.0)
         );
-        deploy(
-            &mut series,
-            &ended(2, 2_000.0, RunResult::Error),
-            Some("c2"),
-            Some("r"),
-        );
-        deploy(
-            &mut series,
-            &ended(3, 2_500.0, RunResult::Aborted),
-            Some("c2"),
-            Some("r"),
-        );
-        deploy(
-            &mut series,
-            &ended(4, 3_000.0, RunResult::Error),
-            Some("c2"),
-            Some("r"),
-        );
+        for (number, end, result) in [
+            (2, 2_000.0, RunResult::Error),
+            (3, 2_500.0, RunResult::Aborted),
+            (4, 3_000.0, RunResult::Error),
+        ] {
+            deploy(
+                &mut series,
+                &ended(number, end, result),
+                Some("c2"),
+                Some("r"),
+            );
+        }
         assert_eq!(
             sample(&m, "codearts_pipeline_failing_since_timestamp_seconds", &[]),
             Some(2_000.0),
