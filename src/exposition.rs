@@ -21,7 +21,7 @@ use crate::metrics::Metrics;
 const MAX_AGE: Duration = Duration::from_secs(5);
 
 /// Size of the pieces the text is inflated in.
-const PIECE: usize = 256 * 1024;
+const PIECE: usize = 64 * 1024;
 
 /// One rendering of every metric family.
 pub struct Rendered {
@@ -50,31 +50,52 @@ impl Rendered {
         self.gzip.clone()
     }
 
-    /// Inflates the text in pieces of at most [`PIECE`] bytes, handing each to `send` until it
-    /// returns false (the scraper went away). Blocking: call it off the async runtime.
-    pub fn inflate_into(&self, mut send: impl FnMut(Bytes) -> bool) -> io::Result<()> {
-        let mut decoder = GzDecoder::new(&self.gzip[..]);
-        loop {
-            let mut piece = vec![0; PIECE];
-            let mut filled = 0;
-            while filled < PIECE {
-                match decoder.read(&mut piece[filled..])? {
-                    0 => break,
-                    n => filled += n,
-                }
-            }
-            if filled == 0 {
-                return Ok(());
-            }
-            piece.truncate(filled);
-            if !send(Bytes::from(piece)) {
-                return Ok(());
-            }
+    /// The text in pieces of at most [`PIECE`] bytes, each inflated as it is asked for: a
+    /// scraper that reads slowly or goes away costs no more than the piece it is sent.
+    pub fn pieces(&self) -> Pieces {
+        Pieces {
+            decoder: Some(GzDecoder::new(io::Cursor::new(self.gzip.clone()))),
         }
     }
 
     fn is_fresh(&self, version: u64) -> bool {
         self.version == version && self.at.elapsed() < MAX_AGE
+    }
+}
+
+/// The text of a rendering, inflated a piece at a time (see [`Rendered::pieces`]). Each piece
+/// takes well under a millisecond to inflate, so it is made on the runtime's workers as the
+/// scraper reads: no thread of its own, whose memory would stay with it.
+pub struct Pieces {
+    /// `None` once the text is over (or broken).
+    decoder: Option<GzDecoder<io::Cursor<Bytes>>>,
+}
+
+impl Iterator for Pieces {
+    type Item = io::Result<Bytes>;
+
+    fn next(&mut self) -> Option<io::Result<Bytes>> {
+        let decoder = self.decoder.as_mut()?;
+        let mut piece = vec![0; PIECE];
+        let mut filled = 0;
+        while filled < PIECE {
+            match decoder.read(&mut piece[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(err) => {
+                    self.decoder = None;
+                    return Some(Err(err));
+                }
+            }
+        }
+        if filled < PIECE {
+            self.decoder = None;
+        }
+        if filled == 0 {
+            return None;
+        }
+        piece.truncate(filled);
+        Some(Ok(Bytes::from(piece)))
     }
 }
 
@@ -186,7 +207,7 @@ mod tests {
     use crate::config::MetricsConfig;
     use crate::store::Store;
 
-    /// The whole text of `rendered`, read at once (independently of `inflate_into`).
+    /// The whole text of `rendered`, read at once (independently of `pieces`).
     fn inflate(rendered: &Rendered) -> Vec<u8> {
         let mut text = Vec::new();
         GzDecoder::new(&rendered.gzip()[..])
@@ -251,24 +272,17 @@ mod tests {
         let rendered = Exposition::new(metrics.clone()).current();
         let whole = inflate(&rendered);
         assert!(whole.len() > 2 * PIECE, "{} bytes", whole.len());
-        let mut pieces = Vec::new();
-        rendered
-            .inflate_into(|piece| {
-                pieces.push(piece);
-                true
-            })
+        let pieces: Vec<Bytes> = rendered
+            .pieces()
+            .collect::<io::Result<_>>()
             .expect("inflate");
         assert!(pieces.len() > 2 && pieces.iter().all(|p| p.len() <= PIECE));
         assert_eq!(pieces.concat(), whole);
-        // A scraper gone after the first piece stops the inflating.
-        let mut sent = 0;
-        rendered
-            .inflate_into(|_| {
-                sent += 1;
-                false
-            })
-            .expect("inflate");
-        assert_eq!(sent, 1);
+        // Broken gzip ends the pieces with its error.
+        let broken = Rendered::new(0, rendered.gzip().slice(..rendered.gzip().len() / 2));
+        let mut pieces = broken.pieces();
+        assert!(pieces.by_ref().any(|piece| piece.is_err()));
+        assert!(pieces.next().is_none());
         // Rendered with gzip or without, the same families.
         let plain = String::from_utf8(metrics.render()).expect("utf-8");
         let text = String::from_utf8(whole).expect("utf-8");

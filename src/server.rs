@@ -233,23 +233,17 @@ pub fn metrics_answer(req: &Request<Incoming>, rendered: Arc<Rendered>) -> Respo
     whole(response)
 }
 
-/// The text of `rendered`, inflated on a blocking thread a piece at a time as the scraper reads
-/// it: a few pieces in memory per scraper, never the whole text.
+/// The text of `rendered`, inflated a piece at a time as the scraper reads it: a piece in
+/// memory per scraper, never the whole text.
 fn inflated(rendered: Arc<Rendered>) -> Response<ExporterBody> {
-    let (pieces, receiver) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(2);
-    tokio::task::spawn_blocking(move || {
-        let sent = rendered.inflate_into(|piece| pieces.blocking_send(Ok(piece)).is_ok());
-        if let Err(err) = sent {
+    let pieces = rendered.pieces().map(|piece| {
+        piece.map(Frame::data).inspect_err(|err| {
             // Only a bug could make our own gzip unreadable; the scraper sees a broken body.
             tracing::error!(error = %err, "cannot inflate /metrics");
-            let _ = pieces.blocking_send(Err(err));
-        }
+        })
     });
-    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
-        let piece = receiver.recv().await?;
-        Some((piece.map(Frame::data), receiver))
-    });
-    let mut response = Response::new(StreamBody::new(stream).boxed_unsync());
+    let mut response =
+        Response::new(StreamBody::new(futures_util::stream::iter(pieces)).boxed_unsync());
     response.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static(TEXT_FORMAT),
