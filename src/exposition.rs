@@ -178,12 +178,15 @@ impl Exposition {
         let metrics = &self.metrics;
         // Read before rendering: a change during the rendering makes the next scrape render.
         let version = metrics.version();
-        if let Some(rendered) = lock(&self.cache).as_ref()
+        let previous = lock(&self.cache).clone();
+        if let Some(rendered) = &previous
             && rendered.is_fresh(version)
         {
             return rendered.clone();
         }
-        let rendered = Arc::new(Rendered::new(version, Bytes::from(metrics.render_gzip())));
+        let expected = previous.map_or(0, |rendered| rendered.gzip.len());
+        let gzip = metrics.render_gzip(expected);
+        let rendered = Arc::new(Rendered::new(version, Bytes::from(gzip)));
         *lock(&self.cache) = Some(rendered.clone());
         rendered
     }

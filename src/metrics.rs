@@ -226,10 +226,14 @@ impl Metrics {
 
     /// The text exposition of every family, gzip-compressed as it is written: the text itself
     /// is never held whole (at ten thousand pipelines it is hundreds of megabytes, the gzip a
-    /// few).
-    pub fn render_gzip(&self) -> Vec<u8> {
+    /// few). `expected` is the size the gzip will likely have (the previous rendering's): it
+    /// is made in one allocation of about that size, not grown by doubling, and holds no more
+    /// than it needs once done.
+    pub fn render_gzip(&self, expected: usize) -> Vec<u8> {
         let started = Instant::now();
-        let encoder = GzEncoder::new(Vec::with_capacity(256 * 1024), Compression::fast());
+        // A little over the previous size: the metrics change little between two renderings.
+        let capacity = (expected + expected / 16).max(256 * 1024);
+        let encoder = GzEncoder::new(Vec::with_capacity(capacity), Compression::fast());
         // Small writes go to the buffer, not to the compressor one by one.
         let mut out = io::BufWriter::with_capacity(256 * 1024, encoder);
         let written = self.write_to(&mut out).and_then(|()| {
@@ -239,7 +243,14 @@ impl Metrics {
         });
         self.render_seconds.inc_by(started.elapsed().as_secs_f64());
         match written {
-            Ok(compressed) => compressed,
+            Ok(mut compressed) => {
+                // Several renderings live at once (the cached one, those still being sent), so
+                // slack would count several times.
+                if compressed.capacity() - compressed.len() > compressed.len() / 16 {
+                    compressed.shrink_to_fit();
+                }
+                compressed
+            }
             Err(err) => {
                 // Writing to memory cannot fail; if it ever did, serve an empty exposition.
                 tracing::error!(error = %err, "cannot encode metrics");
@@ -340,6 +351,31 @@ mod tests {
             "codearts_exporter_polls_skipped_total{target=\"t\"} 1",
         ] {
             assert!(all.contains(needle), "missing {needle}");
+        }
+    }
+
+    #[test]
+    fn a_gzip_rendering_holds_little_more_memory_than_its_size() {
+        let store = Store::new(&MetricsConfig::default()).expect("store");
+        let m = Metrics::new(&store).expect("metrics");
+        let slots: Vec<_> = (0..2000)
+            .map(|i| store.target(&format!("target-{i}"), Duration::from_secs(60)))
+            .collect();
+        for slot in &slots {
+            slot.series(|series| series.poll_finished(Duration::from_millis(5), true, 1.0));
+        }
+        // Without a hint (the first rendering), with the previous size, and with one far
+        // too small: whatever the guess, the slack is trimmed.
+        let first = m.render_gzip(0);
+        for expected in [0, first.len(), first.len() / 10] {
+            let gzip = m.render_gzip(expected);
+            assert!(gzip.len() > 64 * 1024, "{} bytes", gzip.len());
+            assert!(
+                gzip.capacity() - gzip.len() <= gzip.len() / 16,
+                "expected {expected}: {} of {} bytes used",
+                gzip.len(),
+                gzip.capacity()
+            );
         }
     }
 }
