@@ -81,9 +81,10 @@ pub struct SimOptions {
     /// always sends it).
     pub require_project_id: bool,
     /// Deployment pipelines added after the `pipelines` others (named
-    /// `{service}-deploy-prod` and `-deploy-staging` in turn): their history succeeds, the run
-    /// under way at the start and the next fail and the third recovers (the first pipeline's
-    /// recovery deploys the one commit CodeArts Repo does not know), later ones fail a fifth of
+    /// `{service}-deploy-prod` and `-deploy-staging` in turn): their history succeeds. For
+    /// the six named services, the run under way at the start and the next fail and the third
+    /// recovers (the first pipeline's recovery deploys the one commit CodeArts Repo does not
+    /// know); their later runs, and every run of the pipelines beyond them, fail a fifth of
     /// the time. Default 0, so every other world stays as it was.
     pub deploy_pipelines: usize,
 }
