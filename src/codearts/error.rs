@@ -106,10 +106,12 @@ impl Error {
 
     /// Whether the service answered 404: what was asked for does not exist (a deleted
     /// repository, an unknown commit), which asking again will not change. Transient failures
-    /// (429, 5xx, time-outs, connections) are never this. A gateway 404 (`APIGW.0101`, no such
-    /// route: a wrong endpoint) is a 404 too; `code` of [`Error::Http`] tells them apart.
+    /// (429, 5xx, time-outs, connections) are never this, and neither is the gateway's 404 for
+    /// a route it does not have (`APIGW.0101`, `APIG.0101` on a tenant gateway): that says the
+    /// endpoint is wrong, not that the thing asked for is missing.
     pub fn is_not_found(&self) -> bool {
-        matches!(self, Error::Http { status: 404, .. })
+        matches!(self, Error::Http { status: 404, code, .. }
+            if !matches!(code.as_str(), "APIGW.0101" | "APIG.0101"))
     }
 }
 
@@ -345,6 +347,12 @@ mod tests {
             )
         };
         assert!(answered(404).is_not_found());
+        // The gateway has no such route: a wrong endpoint, not a missing commit.
+        for code in ["APIGW.0101", "APIG.0101"] {
+            let body = format!(r#"{{"error_code":"{code}","error_msg":"The API does not exist"}}"#);
+            let err = http_error(Api::RepoCommit, StatusCode::NOT_FOUND, body.as_bytes(), "");
+            assert!(!err.is_not_found(), "{err}");
+        }
         for status in [400, 401, 403, 410, 429, 500, 502, 503, 504] {
             assert!(!answered(status).is_not_found(), "{status}");
         }

@@ -4,7 +4,8 @@
 //! A transient Repo failure leaves the deployments waiting for the next poll, for a day at
 //! most (then their lead time is unknown, `repo_error`); it does not fail the poll, whose
 //! pipelines were read all the same, and it is counted in the API's error metrics. A commit
-//! Repo does not know (404) or a time that does not read is unknown at once.
+//! Repo does not know (404, but not the gateway's "no such route") or a time that does not read
+//! is unknown at once.
 
 use std::collections::{BTreeSet, HashMap};
 
