@@ -132,16 +132,14 @@ fn canonical_uri(path: &str) -> String {
     uri
 }
 
-/// Pairs encoded, sorted by key then value, joined with `&`.
+/// Pairs sorted by key then value as they are (decoded: encoding would move `é` before `z`),
+/// then encoded and joined with `&`.
 fn canonical_query(query: &[(String, String)]) -> String {
-    let mut pairs: Vec<(String, String)> = query
-        .iter()
-        .map(|(key, value)| (encode(key), encode(value)))
-        .collect();
+    let mut pairs: Vec<&(String, String)> = query.iter().collect();
     pairs.sort();
     pairs
         .iter()
-        .map(|(key, value)| format!("{key}={value}"))
+        .map(|(key, value)| format!("{}={}", encode(key), encode(value)))
         .collect::<Vec<_>>()
         .join("&")
 }
@@ -247,5 +245,14 @@ mod tests {
             ("a".to_string(), "1".to_string()),
         ];
         assert_eq!(canonical_query(&query), "a=1&a=x%2Cy&b=2");
+        // Sorted as decoded (reference §3.4, step 7): `étape` after `z` and `a:` after `a0`,
+        // though encoded they sort the other way (`%C3…` before `z`, `a%3A` before `a0`).
+        let query = [
+            ("étape".to_string(), "1".to_string()),
+            ("z".to_string(), "2".to_string()),
+            ("a:".to_string(), "4".to_string()),
+            ("a0".to_string(), "3".to_string()),
+        ];
+        assert_eq!(canonical_query(&query), "a0=3&a%3A=4&z=2&%C3%A9tape=1");
     }
 }
