@@ -51,7 +51,7 @@ impl Rendered {
     }
 
     /// The text in pieces of at most [`PIECE`] bytes, each inflated as it is asked for: a
-    /// scraper that reads slowly or goes away costs no more than the piece it is sent.
+    /// scraper that reads slowly or goes away costs no more than the pieces on their way.
     pub fn pieces(&self) -> Pieces {
         Pieces {
             decoder: Some(GzDecoder::new(io::Cursor::new(self.gzip.clone()))),

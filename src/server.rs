@@ -233,8 +233,8 @@ pub fn metrics_answer(req: &Request<Incoming>, rendered: Arc<Rendered>) -> Respo
     whole(response)
 }
 
-/// The text of `rendered`, inflated a piece at a time as the scraper reads it: a piece in
-/// memory per scraper, never the whole text.
+/// The text of `rendered`, inflated a piece at a time as the scraper reads it: the few pieces
+/// on their way in memory per scraper, never the whole text.
 fn inflated(rendered: Arc<Rendered>) -> Response<ExporterBody> {
     let pieces = rendered.pieces().map(|piece| {
         piece.map(Frame::data).inspect_err(|err| {
