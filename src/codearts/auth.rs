@@ -601,13 +601,7 @@ mod tests {
     /// them).
     #[test]
     fn requests_are_signed_as_the_vendor_sdk_signs_them() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../shared/fixtures/sigv-public.json"
-        );
-        let text = std::fs::read_to_string(path).unwrap_or_else(|err| panic!("{path}: {err}"));
-        let file: Value = serde_json::from_str(&text).expect("json");
-        let vectors = file["vectors"].as_array().expect("vectors");
+        let vectors = crate::codearts::testing::sigv_vectors();
         assert!(
             vectors
                 .iter()
@@ -615,7 +609,7 @@ mod tests {
             "a vector with X-Project-Id"
         );
         let mut checked = std::collections::BTreeSet::new();
-        for vector in vectors {
+        for vector in &vectors {
             let name = vector["name"].as_str().expect("name");
             let method: reqwest::Method = vector["method"]
                 .as_str()

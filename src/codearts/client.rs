@@ -941,16 +941,8 @@ mod tests {
     /// request exactly, to the Repo host the region gives.
     #[tokio::test]
     async fn the_repo_request_is_signed_as_the_vendor_sdk_signs_it() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../shared/fixtures/sigv-public.json"
-        );
-        let text = std::fs::read_to_string(path).unwrap_or_else(|err| panic!("{path}: {err}"));
-        let file: Value = serde_json::from_str(&text).expect("json");
-        let vector = file["vectors"]
-            .as_array()
-            .expect("vectors")
-            .iter()
+        let vector = crate::codearts::testing::sigv_vectors()
+            .into_iter()
             .find(|v| {
                 v["name"]
                     .as_str()

@@ -13,6 +13,8 @@ mod error;
 pub mod model;
 mod requests;
 pub mod sign;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod time;
 mod wire;
 

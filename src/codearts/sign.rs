@@ -149,16 +149,6 @@ mod tests {
     use super::*;
     use serde_json::Value;
 
-    fn vectors() -> Vec<Value> {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../shared/fixtures/aksk-signing-vectors.json"
-        );
-        let text = std::fs::read_to_string(path).unwrap_or_else(|err| panic!("{path}: {err}"));
-        let file: Value = serde_json::from_str(&text).expect("json");
-        file["vectors"].as_array().expect("vectors").clone()
-    }
-
     fn text<'a>(value: &'a Value, key: &str) -> &'a str {
         value[key]
             .as_str()
@@ -167,7 +157,7 @@ mod tests {
 
     #[test]
     fn every_vendor_vector_is_reproduced_exactly() {
-        let vectors = vectors();
+        let vectors = crate::codearts::testing::signing_vectors();
         assert!(vectors.len() >= 5);
         for vector in &vectors {
             let name = text(vector, "name");
