@@ -1,10 +1,9 @@
 //! The APIs the exporter calls, and the observer the client reports each exchange to (the
 //! exporter's own metrics implement it, so this module does not depend on them), with the label
-//! values it reports.
+//! values it reports: why a request is retried, and what kind of failure a call had (which
+//! error is of which kind is `error`'s to say).
 
 use std::time::Duration;
-
-use super::error::ErrorKind;
 
 /// The APIs the exporter calls, as named in the `api` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -103,6 +102,50 @@ impl RetryReason {
 }
 
 impl std::fmt::Display for RetryReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What kind of failure a call had: the `kind` label of `codearts_exporter_api_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// An error status other than 401.
+    Http,
+    /// Credentials rejected (401), or no IAM token to send (IAM failing, or backing off).
+    Auth,
+    /// No answer in time, no connection, or a client that could not be built.
+    Transport,
+    /// An answer, or an entry of a list, that cannot be read (or a field of one that a call
+    /// could not be made with).
+    Decode,
+    /// An answer over `codearts.max_response_bytes`, abandoned.
+    TooLarge,
+}
+
+impl ErrorKind {
+    /// Every kind, for label sets created up front.
+    pub const ALL: [ErrorKind; 5] = [
+        ErrorKind::Http,
+        ErrorKind::Auth,
+        ErrorKind::Transport,
+        ErrorKind::Decode,
+        ErrorKind::TooLarge,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Http => "http",
+            ErrorKind::Auth => "auth",
+            ErrorKind::Transport => "transport",
+            ErrorKind::Decode => "decode",
+            ErrorKind::TooLarge => "too_large",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }

@@ -9,9 +9,9 @@ use reqwest::{RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::api::{Api, RequestObserver};
+use super::api::{Api, ErrorKind, RequestObserver};
 use super::auth::Authenticator;
-use super::error::{Error, ErrorKind};
+use super::error::Error;
 use super::error::{decode, decode_array, decode_error, json_kind};
 use super::model::{CommitTime, PipelineInfo, Run, is_repository_id};
 use super::requests::{Call, Priority, Requests, Retry};

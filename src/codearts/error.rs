@@ -5,7 +5,7 @@ use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::api::{Api, RetryReason};
+use super::api::{Api, ErrorKind, RetryReason};
 use super::wire::ApiErrorBody;
 
 /// How much of an unreadable body goes into an error message.
@@ -115,32 +115,8 @@ impl Error {
     }
 }
 
-/// What kind of failure a call had: the `kind` label of `codearts_exporter_api_errors_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ErrorKind {
-    /// An error status other than 401.
-    Http,
-    /// Credentials rejected (401), or no IAM token to send (IAM failing, or backing off).
-    Auth,
-    /// No answer in time, no connection, or a client that could not be built.
-    Transport,
-    /// An answer, or an entry of a list, that cannot be read (or a field of one that a call
-    /// could not be made with).
-    Decode,
-    /// An answer over `codearts.max_response_bytes`, abandoned.
-    TooLarge,
-}
-
+// The kinds are label values (`api`); which error is of which kind is said here, with the errors.
 impl ErrorKind {
-    /// Every kind, for label sets created up front.
-    pub const ALL: [ErrorKind; 5] = [
-        ErrorKind::Http,
-        ErrorKind::Auth,
-        ErrorKind::Transport,
-        ErrorKind::Decode,
-        ErrorKind::TooLarge,
-    ];
-
     /// The kind of `error`.
     pub fn of(error: &Error) -> ErrorKind {
         match error {
@@ -153,23 +129,6 @@ impl ErrorKind {
             Error::Decode { .. } | Error::InvalidArgument { .. } => ErrorKind::Decode,
             Error::TooLarge { .. } => ErrorKind::TooLarge,
         }
-    }
-
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::Http => "http",
-            ErrorKind::Auth => "auth",
-            ErrorKind::Transport => "transport",
-            ErrorKind::Decode => "decode",
-            ErrorKind::TooLarge => "too_large",
-        }
-    }
-}
-
-impl std::fmt::Display for ErrorKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

@@ -3,7 +3,8 @@
 //! The files depend on each other one way: `client` uses `auth`; both use `requests` (the one
 //! request path: rate limit, retries, accounting); all three use `body` (capped reads), `error`
 //! (error shaping) and `api` (the APIs' names, the observer every exchange is reported to, and
-//! its label values), which use none of them.
+//! its label values), which use none of those three; `error` uses `api` (and `wire`), and `api`
+//! uses nothing.
 
 mod api;
 mod auth;
@@ -18,7 +19,7 @@ pub(crate) mod testing;
 pub mod time;
 mod wire;
 
-pub use api::{Api, RequestObserver, RetryReason};
+pub use api::{Api, ErrorKind, RequestObserver, RetryReason};
 pub use client::{Client, RunSelector};
-pub use error::{Error, ErrorKind};
+pub use error::Error;
 pub use requests::Priority;

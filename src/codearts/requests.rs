@@ -14,9 +14,9 @@ use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
 use reqwest::{RequestBuilder, StatusCode};
 use tokio::sync::{Semaphore, watch};
 
-use super::api::{Api, RequestObserver, RetryReason};
+use super::api::{Api, ErrorKind, RequestObserver, RetryReason};
 use super::body::{BodyError, read_body};
-use super::error::{Error, ErrorKind, http_error, transport_error};
+use super::error::{Error, http_error, transport_error};
 use crate::config::CodeArtsConfig;
 
 /// Who waits for the shared rate limit: a poll's requests go first; the backfill (the first

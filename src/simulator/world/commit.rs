@@ -1,13 +1,15 @@
-//! The code each run deploys: a commit made minutes to days before the run started, the
-//! previous run's commit now and then (a redeploy), or none at all for a few runs.
+//! What each run builds: its trigger and branches, and the code it deploys: a commit made
+//! minutes to days before the run started, the previous run's commit now and then (a redeploy),
+//! or none at all for a few runs.
 //!
-//! Everything is drawn from an RNG seeded from the run's own seed, so adding commits changed no
+//! The commit is dated from an RNG seeded from the run's own seed, so adding commits changed no
 //! run's timing or outcome.
 
 use fastrand::Rng;
 
-use super::plan::{RunPlan, real_ms};
-use super::random::{hex_digits, mix};
+use super::names::{BRANCHES, COMMIT_MESSAGES, SOURCE_BRANCHES};
+use super::random::{hex_digits, mix, pick};
+use super::speed::real_ms;
 
 /// Salt of the commit RNG of each run.
 const COMMIT_SALT: u64 = 0x636f_6d6d_6974;
@@ -15,6 +17,68 @@ const COMMIT_SALT: u64 = 0x636f_6d6d_6974;
 const MISSING_SHARE: f64 = 0.02;
 /// Share of runs that deploy the previous run's commit again.
 const REDEPLOY_SHARE: f64 = 0.06;
+
+/// Source of a run: what triggered it and which code it built.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct BuildInfo {
+    pub trigger: &'static str,
+    pub build_type: &'static str,
+    pub target_branch: &'static str,
+    pub source_branch: Option<&'static str>,
+    pub tag: Option<String>,
+    pub merge_id: Option<u32>,
+    /// The code deployed; `None` for the few runs without a commit id.
+    pub commit: Option<Commit>,
+}
+
+impl BuildInfo {
+    /// Draws what triggered a run and the commit it builds (dated by [`Self::settle_commit`]).
+    pub(super) fn generate(rng: &mut Rng) -> BuildInfo {
+        let roll = rng.f64();
+        let trigger = if roll < 0.3 {
+            "Manual"
+        } else if roll < 0.6 {
+            "Push"
+        } else if roll < 0.75 {
+            "Scheduler"
+        } else if roll < 0.9 {
+            "MR"
+        } else {
+            "CreateTag"
+        };
+        let mut info = BuildInfo {
+            trigger,
+            build_type: "branch",
+            target_branch: pick(rng, &BRANCHES),
+            source_branch: None,
+            tag: None,
+            merge_id: None,
+            // The id first, then the message: the order of the draws keeps every world as it was.
+            commit: Some(Commit::drawn(
+                hex_digits(rng, 40),
+                pick(rng, &COMMIT_MESSAGES),
+            )),
+        };
+        match trigger {
+            "MR" => {
+                info.target_branch = pick(rng, &BRANCHES[..3]);
+                info.source_branch = Some(pick(rng, &SOURCE_BRANCHES));
+                info.merge_id = Some(rng.u32(1..500));
+            }
+            "CreateTag" => {
+                info.build_type = "tag";
+                info.tag = Some(format!(
+                    "v{}.{}.{}",
+                    rng.u32(1..4),
+                    rng.u32(0..10),
+                    rng.u32(0..20)
+                ));
+            }
+            _ => {}
+        }
+        info
+    }
+}
 
 /// A commit, as CodeArts Repo knows it.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,8 +100,8 @@ pub(crate) struct Commit {
 }
 
 impl Commit {
-    /// A commit drawn with the run (id and message); [`RunPlan::settle_commit`] dates it.
-    pub(super) fn drawn(id: String, message: &'static str) -> Commit {
+    /// A commit drawn with the run (id and message); [`BuildInfo::settle_commit`] dates it.
+    fn drawn(id: String, message: &'static str) -> Commit {
         Commit {
             id,
             message,
@@ -55,22 +119,24 @@ fn whole_second(ms: i64) -> i64 {
     ms.div_euclid(1000) * 1000
 }
 
-impl RunPlan {
-    /// Decides the commit of a run whose start is set: none (a few runs), the `previous` run's
-    /// again (a redeploy), or the drawn one, dated minutes, hours or days (nominal) before the
-    /// start. `unknown` makes it the world's commit the Repo API does not know: always a new
-    /// commit, never redeployed.
+impl BuildInfo {
+    /// Decides the commit of the run of `seed` starting at `start_ms`: none (a few runs), the
+    /// `previous` run's again (a redeploy), or the drawn one, dated minutes, hours or days
+    /// (nominal) before the start. `unknown` makes it the world's commit the Repo API does not
+    /// know: always a new commit, never redeployed.
     pub(super) fn settle_commit(
         &mut self,
+        seed: u64,
+        start_ms: i64,
         previous: Option<&Commit>,
         unknown: bool,
         speed: f64,
         executors: usize,
     ) {
-        let mut rng = Rng::with_seed(mix(self.seed, COMMIT_SALT));
+        let mut rng = Rng::with_seed(mix(seed, COMMIT_SALT));
         let missing = rng.f64() < MISSING_SHARE;
         let redeploy = rng.f64() < REDEPLOY_SHARE;
-        let Some(mut commit) = self.build.commit.take() else {
+        let Some(mut commit) = self.commit.take() else {
             return;
         };
         if !unknown {
@@ -78,7 +144,7 @@ impl RunPlan {
                 return;
             }
             if let Some(previous) = previous.filter(|p| redeploy && p.in_repo) {
-                self.build.commit = Some(previous.clone());
+                self.commit = Some(previous.clone());
                 return;
             }
         }
@@ -90,13 +156,13 @@ impl RunPlan {
         } else {
             86_400.0 * (1.0 + 6.0 * rng.f64())
         };
-        commit.committed_ms = whole_second(self.start_ms - real_ms(nominal_age_s, speed));
+        commit.committed_ms = whole_second(start_ms - real_ms(nominal_age_s, speed));
         commit.authored_ms = whole_second(commit.committed_ms - real_ms(7200.0 * rng.f64(), speed));
-        let parents = if self.build.merge_id.is_some() { 2 } else { 1 };
+        let parents = if self.merge_id.is_some() { 2 } else { 1 };
         commit.parent_ids = (0..parents).map(|_| hex_digits(&mut rng, 40)).collect();
         commit.author = rng.usize(..executors.max(1));
         commit.in_repo = !unknown;
-        self.build.commit = Some(commit);
+        self.commit = Some(commit);
     }
 }
 
@@ -169,7 +235,7 @@ mod tests {
                 .into_iter()
                 .find(|r| r.number == number)
                 .expect("run");
-            assert_eq!(run.outcome, super::super::plan::Outcome::Success);
+            assert_eq!(run.outcome, super::super::pipeline::Outcome::Success);
             assert!(run.end_ms() > START, "not history");
             let without: Vec<usize> = (0..w.pipelines.len())
                 .filter(|&i| w.pipelines[i].codehub_id.is_none())

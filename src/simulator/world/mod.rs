@@ -5,9 +5,11 @@
 //! created (relative times of every stage, job and step); its state at time `t` is then a pure
 //! function of the plan and `t`.
 //!
-//! `pipeline` generates the pipelines and `plan` their runs, `commit` the code each run deploys;
-//! `run_log` adds runs as time passes and `view` gives the state of a run at a given time.
-//! `names` and `random` hold what they draw from.
+//! `pipeline` generates the pipelines (and says how runs end) and `plan` their runs, `commit`
+//! what each run builds and the code it deploys; `run_log` adds runs as time passes and `view`
+//! gives the state of a run at a given time. `names` and `random` hold what they draw from, and
+//! `speed` turns nominal durations into real ones. `plan` uses `pipeline` and `commit`, which
+//! use neither each other nor it.
 
 mod commit;
 mod names;
@@ -15,6 +17,7 @@ mod pipeline;
 mod plan;
 mod random;
 mod run_log;
+mod speed;
 mod view;
 
 use std::collections::HashMap;

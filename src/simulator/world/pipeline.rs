@@ -1,4 +1,5 @@
-//! The generated pipelines: their stages, jobs and steps, drawn once from the pipeline's own RNG.
+//! The generated pipelines: their stages, jobs and steps, drawn once from the pipeline's own RNG,
+//! and how runs end (a deployment pipeline's runs end as it says).
 
 use fastrand::Rng;
 
@@ -7,9 +8,8 @@ use super::names::{
     PIPELINE_KINDS, PIPELINE_SUBJECTS, REVIEW_STAGES, SEPARATORS, TAG_SALT, TAGS, WORK_STAGES,
     job_names, main_step,
 };
-use super::plan::Outcome;
 use super::random::{hex_id, identifier, mix, pick};
-use super::{HOUR_MS, Shape};
+use super::{CANCELED, COMPLETED, FAILED, HOUR_MS, Shape};
 
 /// Salt of the outcome draws of deployment pipelines.
 const DEPLOY_SALT: u64 = 0x6465_706c_6f79;
@@ -60,6 +60,25 @@ impl StageDef {
     /// Manual-review stages pause the run before their jobs.
     pub fn is_review(&self) -> bool {
         self.dsl == "review"
+    }
+}
+
+/// How a run ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Success,
+    Failed,
+    Canceled,
+}
+
+impl Outcome {
+    /// Final v5 status.
+    pub fn status(self) -> &'static str {
+        match self {
+            Outcome::Success => COMPLETED,
+            Outcome::Failed => FAILED,
+            Outcome::Canceled => CANCELED,
+        }
     }
 }
 

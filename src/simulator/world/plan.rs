@@ -3,96 +3,12 @@
 
 use fastrand::Rng;
 
-use super::commit::Commit;
-use super::names::{BRANCHES, CANCEL_MESSAGE, COMMIT_MESSAGES, FAILURE_MESSAGES, SOURCE_BRANCHES};
-use super::pipeline::{JobDef, PipelineDef, StageDef};
-use super::random::{hex_digits, hex_id, pick};
+use super::commit::{BuildInfo, Commit};
+use super::names::{CANCEL_MESSAGE, FAILURE_MESSAGES};
+use super::pipeline::{JobDef, Outcome, PipelineDef, StageDef};
+use super::random::{hex_id, pick};
+use super::speed::real_ms;
 use super::{CANCELED, COMPLETED, FAILED, INIT, PAUSED, RUNNING, UNSELECTED};
-
-/// Nominal seconds to real milliseconds at `speed`; at least 1 ms so phases stay ordered.
-pub(super) fn real_ms(nominal_seconds: f64, speed: f64) -> i64 {
-    ((nominal_seconds * 1000.0 / speed).round() as i64).max(1)
-}
-
-/// Source of a run: what triggered it and which code it built.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct BuildInfo {
-    pub trigger: &'static str,
-    pub build_type: &'static str,
-    pub target_branch: &'static str,
-    pub source_branch: Option<&'static str>,
-    pub tag: Option<String>,
-    pub merge_id: Option<u32>,
-    /// The code deployed; `None` for the few runs without a commit id.
-    pub commit: Option<Commit>,
-}
-
-impl BuildInfo {
-    fn generate(rng: &mut Rng) -> BuildInfo {
-        let roll = rng.f64();
-        let trigger = if roll < 0.3 {
-            "Manual"
-        } else if roll < 0.6 {
-            "Push"
-        } else if roll < 0.75 {
-            "Scheduler"
-        } else if roll < 0.9 {
-            "MR"
-        } else {
-            "CreateTag"
-        };
-        let mut info = BuildInfo {
-            trigger,
-            build_type: "branch",
-            target_branch: pick(rng, &BRANCHES),
-            source_branch: None,
-            tag: None,
-            merge_id: None,
-            // The id first, then the message: the order of the draws keeps every world as it was.
-            commit: Some(Commit::drawn(
-                hex_digits(rng, 40),
-                pick(rng, &COMMIT_MESSAGES),
-            )),
-        };
-        match trigger {
-            "MR" => {
-                info.target_branch = pick(rng, &BRANCHES[..3]);
-                info.source_branch = Some(pick(rng, &SOURCE_BRANCHES));
-                info.merge_id = Some(rng.u32(1..500));
-            }
-            "CreateTag" => {
-                info.build_type = "tag";
-                info.tag = Some(format!(
-                    "v{}.{}.{}",
-                    rng.u32(1..4),
-                    rng.u32(0..10),
-                    rng.u32(0..20)
-                ));
-            }
-            _ => {}
-        }
-        info
-    }
-}
-
-/// How a run ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    Success,
-    Failed,
-    Canceled,
-}
-
-impl Outcome {
-    /// Final v5 status.
-    pub fn status(self) -> &'static str {
-        match self {
-            Outcome::Success => COMPLETED,
-            Outcome::Failed => FAILED,
-            Outcome::Canceled => CANCELED,
-        }
-    }
-}
 
 /// Start and end relative to the run start, in ms; `None` for what never happens.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -242,6 +158,19 @@ fn split(rng: &mut Rng, total: i64, parts: usize) -> Vec<i64> {
 }
 
 impl RunPlan {
+    /// Decides the run's commit once its start is set (see [`BuildInfo::settle_commit`]).
+    pub(super) fn settle_commit(
+        &mut self,
+        previous: Option<&Commit>,
+        unknown: bool,
+        speed: f64,
+        executors: usize,
+    ) {
+        let (seed, start_ms) = (self.seed, self.start_ms);
+        self.build
+            .settle_commit(seed, start_ms, previous, unknown, speed, executors);
+    }
+
     /// Plans a run of `def` ending in `forced` if set (start time, number and commit are set by
     /// the caller).
     pub(super) fn generate(

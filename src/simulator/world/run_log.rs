@@ -5,8 +5,9 @@ use std::collections::VecDeque;
 
 use fastrand::Rng;
 
-use super::pipeline::PipelineDef;
-use super::plan::{Outcome, RunPlan, real_ms};
+use super::pipeline::{Outcome, PipelineDef};
+use super::plan::RunPlan;
+use super::speed::real_ms;
 use super::{HOUR_MS, MAX_RUNS, Shape};
 
 /// The runs of one pipeline, generated as time passes.
