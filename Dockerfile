@@ -17,9 +17,14 @@
 #     run --config /etc/codearts-exporter/config.toml \
 #     --web.config.file /etc/codearts-exporter-web/web-config.yml
 
+# The base images are arguments, so the image builds where these registries cannot be reached
+# (scripts/image-test builds it from local stand-ins made of Debian packages).
+ARG RUST_IMAGE=rust:1-bookworm
+ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
+
 # ---- build: the official Rust toolchain image, the same build command as CI ----
 # Default features: the image keeps the `demo` subcommand (see the docker run line above).
-FROM rust:1-bookworm AS build
+FROM ${RUST_IMAGE} AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
@@ -32,7 +37,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     && install -d -m 0700 /out/state/codearts-exporter
 
 # ---- run: glibc + libgcc, no shell, uid 65532 ----
-FROM gcr.io/distroless/cc-debian12:nonroot
+FROM ${RUNTIME_IMAGE}
 LABEL org.opencontainers.image.title="codearts-exporter" \
       org.opencontainers.image.description="Prometheus exporter for Huawei Cloud CodeArts Pipeline"
 COPY --from=build /out/codearts-exporter /usr/local/bin/codearts-exporter

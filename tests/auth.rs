@@ -1,5 +1,8 @@
 //! The three authentication methods against the simulator, which checks them for real.
 
+// Runs the simulator: built with the `simulator` feature only.
+#![cfg(feature = "simulator")]
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -3,6 +3,9 @@
 //! not retried; the peak RSS stays within 20 MiB of the steady one, and every pipeline keeps its
 //! values. `cargo test --test bounded_answers -- --nocapture` prints the memory figures.
 
+// Runs the simulator: built with the `simulator` feature only.
+#![cfg(feature = "simulator")]
+
 mod common;
 
 use std::time::{Duration, Instant};

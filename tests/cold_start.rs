@@ -2,6 +2,9 @@
 //! after one round of status calls, the exporter is ready then, and the backfill of the runs
 //! within `backfill_window` comes behind, recording each run once.
 
+// Runs the simulator: built with the `simulator` feature only.
+#![cfg(feature = "simulator")]
+
 mod common;
 
 use std::time::Duration;

@@ -1,6 +1,9 @@
 //! Coverage against the simulator over HTTP: discovery and the end of pipelines, restarts,
 //! jobs, queue time, run labels, and what a poll costs in API requests.
 
+// Runs the simulator: built with the `simulator` feature only.
+#![cfg(feature = "simulator")]
+
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -4,6 +4,9 @@
 //! the time to restore after a red streak, one Repo call per commit, and a Repo outage that
 //! loses no lead time once it ends.
 
+// Runs the simulator: built with the `simulator` feature only.
+#![cfg(feature = "simulator")]
+
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};

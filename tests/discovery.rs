@@ -1,6 +1,9 @@
 //! Discovery against the simulator over HTTP, at the edges of the real service: old-version and
 //! disabled pipelines, a pipeline list that comes back empty, and tags in either form.
 
+// Runs the simulator: built with the `simulator` feature only.
+#![cfg(feature = "simulator")]
+
 mod common;
 
 use std::collections::BTreeSet;

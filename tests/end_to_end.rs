@@ -1,6 +1,9 @@
 //! The exporter against the simulator, over HTTP, compared with the simulator's truth: both in
 //! the test's runtime, and once the binary as a process.
 
+// Runs the simulator: built with the `simulator` feature only.
+#![cfg(feature = "simulator")]
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -5,6 +5,9 @@
 //! cap stays within 20 MiB of memory. `cargo test --test page_sizes -- --nocapture` prints the
 //! figures.
 
+// Runs the simulator: built with the `simulator` feature only.
+#![cfg(feature = "simulator")]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -28,6 +28,9 @@
 //!    failures, stage errors, …); the test then fails listing every query still empty or invalid.
 //! 4. `promtool check metrics` finds no problem in the exporter's `/metrics`.
 
+// Runs the simulator: built with the `simulator` feature only.
+#![cfg(feature = "simulator")]
+
 mod common;
 
 use std::fs;

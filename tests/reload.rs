@@ -1,6 +1,9 @@
 //! Configuration reloads on a running exporter: a valid file takes effect without a restart and
 //! without recounting runs; an invalid one is rejected and the running configuration stays.
 
+// Runs the simulator: built with the `simulator` feature only.
+#![cfg(feature = "simulator")]
+
 mod common;
 
 use std::time::Duration;

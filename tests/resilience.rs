@@ -3,6 +3,9 @@
 //! what happened, `Retry-After` is honoured, and once the faults stop every completed run is
 //! counted exactly once (compared with the simulator's truth).
 
+// Runs the simulator: built with the `simulator` feature only.
+#![cfg(feature = "simulator")]
+
 mod common;
 
 use std::time::{Duration, Instant};

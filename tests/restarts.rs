@@ -17,6 +17,9 @@
 //!
 //! Needs `prometheus` and `promtool` on PATH (`scripts/install-prometheus`).
 
+// Runs the simulator: built with the `simulator` feature only.
+#![cfg(feature = "simulator")]
+
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};

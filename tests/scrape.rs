@@ -1,5 +1,8 @@
 //! Scrapes of /metrics against a running exporter: one rendering shared between polls, gzip.
 
+// Runs the simulator: built with the `simulator` feature only.
+#![cfg(feature = "simulator")]
+
 mod common;
 
 use std::io::Read;

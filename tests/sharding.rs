@@ -1,6 +1,9 @@
 //! Replicas that split the pipelines between them (`--shard N/M` or `[sharding]`) export,
 //! together, exactly what one exporter of every pipeline exports.
 
+// Runs the simulator: built with the `simulator` feature only.
+#![cfg(feature = "simulator")]
+
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};

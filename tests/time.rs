@@ -2,6 +2,9 @@
 //! an API that hangs. Polling must resume at once after a pause, a hung poll must be cut at its
 //! deadline and take the target down, and no run may be lost or counted twice on the way.
 
+// Runs the simulator: built with the `simulator` feature only.
+#![cfg(feature = "simulator")]
+
 mod common;
 
 use std::process::Command;

@@ -4,6 +4,9 @@
 //! changed file reloaded without a signal, and a malformed file refused with exit code 2 naming
 //! the key.
 
+// Runs the simulator: built with the `simulator` feature only.
+#![cfg(feature = "simulator")]
+
 mod common;
 
 use std::io::{Read, Write};
