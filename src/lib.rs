@@ -28,6 +28,7 @@ pub mod server;
 #[cfg(feature = "simulator")]
 pub mod simulator;
 pub mod store;
+pub mod traces;
 pub mod web_config;
 
 pub use run::{ConfigFile, RunError, run};

@@ -1,0 +1,3 @@
+//! Traces of completed runs, over OTLP/HTTP, and the ids that link exemplars to them.
+
+pub mod ids;
