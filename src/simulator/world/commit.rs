@@ -78,48 +78,7 @@ impl BuildInfo {
         }
         info
     }
-}
 
-/// A commit, as CodeArts Repo knows it.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Commit {
-    /// 40 hex digits.
-    pub id: String,
-    /// The commit message, also the run's `build_params.message`.
-    pub message: &'static str,
-    /// When it was committed, epoch ms (whole seconds, as Git keeps them).
-    pub committed_ms: i64,
-    /// When it was authored, epoch ms (whole seconds), at or before `committed_ms`.
-    pub authored_ms: i64,
-    /// One parent, two for a merge.
-    pub parent_ids: Vec<String>,
-    /// Index of the executor who wrote it.
-    pub author: usize,
-    /// False for the one commit of the world the Repo API does not know (it answers 404).
-    pub in_repo: bool,
-}
-
-impl Commit {
-    /// A commit drawn with the run (id and message); [`BuildInfo::settle_commit`] dates it.
-    fn drawn(id: String, message: &'static str) -> Commit {
-        Commit {
-            id,
-            message,
-            committed_ms: 0,
-            authored_ms: 0,
-            parent_ids: Vec::new(),
-            author: 0,
-            in_repo: true,
-        }
-    }
-}
-
-/// `ms` rounded down to the whole second.
-fn whole_second(ms: i64) -> i64 {
-    ms.div_euclid(1000) * 1000
-}
-
-impl BuildInfo {
     /// Decides the commit of the run of `seed` starting at `start_ms`: none (a few runs), the
     /// `previous` run's again (a redeploy), or the drawn one, dated minutes, hours or days
     /// (nominal) before the start. `unknown` makes it the world's commit the Repo API does not
@@ -164,6 +123,45 @@ impl BuildInfo {
         commit.in_repo = !unknown;
         self.commit = Some(commit);
     }
+}
+
+/// A commit, as CodeArts Repo knows it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Commit {
+    /// 40 hex digits.
+    pub id: String,
+    /// The commit message, also the run's `build_params.message`.
+    pub message: &'static str,
+    /// When it was committed, epoch ms (whole seconds, as Git keeps them).
+    pub committed_ms: i64,
+    /// When it was authored, epoch ms (whole seconds), at or before `committed_ms`.
+    pub authored_ms: i64,
+    /// One parent, two for a merge.
+    pub parent_ids: Vec<String>,
+    /// Index of the executor who wrote it.
+    pub author: usize,
+    /// False for the one commit of the world the Repo API does not know (it answers 404).
+    pub in_repo: bool,
+}
+
+impl Commit {
+    /// A commit drawn with the run (id and message); [`BuildInfo::settle_commit`] dates it.
+    fn drawn(id: String, message: &'static str) -> Commit {
+        Commit {
+            id,
+            message,
+            committed_ms: 0,
+            authored_ms: 0,
+            parent_ids: Vec::new(),
+            author: 0,
+            in_repo: true,
+        }
+    }
+}
+
+/// `ms` rounded down to the whole second.
+fn whole_second(ms: i64) -> i64 {
+    ms.div_euclid(1000) * 1000
 }
 
 #[cfg(test)]
