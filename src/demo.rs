@@ -184,6 +184,8 @@ pub fn config(
         sharding: ShardingConfig::default(),
         // `run` gives the demo a state file of its own.
         state: StateConfig::default(),
+        // The demo sends no traces.
+        traces: None,
     };
     config.validate()?;
     Ok(config)

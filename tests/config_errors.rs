@@ -310,3 +310,51 @@ fn a_missing_file_exits_2() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/codearts.toml"));
 }
+
+#[test]
+fn traces_come_from_the_file_or_the_environment_and_their_headers_stay_secret() {
+    let with_traces = format!(
+        "{}[traces]\nendpoint = \"http://otel-collector:4318\"\n\
+         headers = {{ \"Authorization\" = \"Bearer header-secret-in-file\" }}\n",
+        valid()
+    );
+    let (code, stdout, stderr) = run_with_config("check-config", &with_traces, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("endpoint = \"http://otel-collector:4318\""),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Authorization = \"***\""), "{stdout}");
+    assert!(!stdout.contains("header-secret-in-file") && !stderr.contains("header-secret-in-file"));
+
+    let envs = [
+        (
+            "CODEARTS_EXPORTER_TRACES__ENDPOINT",
+            "https://traces.example:4318",
+        ),
+        ("CODEARTS_EXPORTER_TRACES__TIMEOUT", "3s"),
+        ("CODEARTS_EXPORTER_TRACES__MAX_PENDING_RUNS", "5"),
+        (
+            "CODEARTS_EXPORTER_TRACES__HEADERS__X_SCOPE_ORGID",
+            "header-secret-from-env",
+        ),
+    ];
+    let (code, stdout, stderr) = run_with_config("check-config", &valid(), &envs);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("endpoint = \"https://traces.example:4318\""),
+        "{stdout}"
+    );
+    assert!(stdout.contains("timeout = \"3s\""), "{stdout}");
+    assert!(stdout.contains("max_pending_runs = 5"), "{stdout}");
+    assert!(stdout.contains("x_scope_orgid = \"***\""), "{stdout}");
+    assert!(
+        !stdout.contains("header-secret-from-env") && !stderr.contains("header-secret-from-env")
+    );
+
+    // A bad endpoint from the environment names the key.
+    let envs = [("CODEARTS_EXPORTER_TRACES__ENDPOINT", "otel-collector:4318")];
+    let (code, _, stderr) = run_with_config("check-config", &valid(), &envs);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("`traces.endpoint`"), "{stderr}");
+}

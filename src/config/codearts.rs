@@ -308,7 +308,7 @@ impl CodeArtsConfig {
     }
 }
 
-fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
+pub(super) fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
     match reqwest::Url::parse(url) {
         Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.has_host() => Ok(()),
         Ok(_) => Err(invalid(

@@ -12,6 +12,7 @@ mod server;
 mod sharding;
 mod state;
 mod targets;
+mod traces;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -30,6 +31,7 @@ pub use server::{DEFAULT_PORT, ServerConfig};
 pub use sharding::ShardingConfig;
 pub use state::StateConfig;
 pub use targets::{Pattern, StatusApi, TargetConfig};
+pub use traces::{TRACES_PATH, TracesConfig};
 
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -58,6 +60,9 @@ pub struct Config {
     /// Where the state that survives a restart is kept.
     #[serde(default, skip_serializing_if = "StateConfig::is_unset")]
     pub state: StateConfig,
+    /// Where the trace of each completed run is sent; none: no traces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traces: Option<TracesConfig>,
 }
 
 impl Config {
@@ -81,6 +86,9 @@ impl Config {
         let figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
         let mut config: Config = figment.extract().map_err(describe_figment_error)?;
         config.auth.resolve_secret_files()?;
+        if let Some(traces) = &mut config.traces {
+            traces.resolve_secret_files()?;
+        }
         config.validate()?;
         Ok(config)
     }
@@ -95,6 +103,9 @@ impl Config {
         self.metrics.validate()?;
         self.state.validate()?;
         targets::validate_targets(&self.targets, self.codearts.timeout)?;
+        if let Some(traces) = &self.traces {
+            traces.validate()?;
+        }
         Deployments::new(&self.deployments).map(drop)
     }
 
@@ -167,6 +178,9 @@ impl Config {
                  comes from run details, which only metrics.jobs reads"
                     .to_string(),
             );
+        }
+        if let Some(traces) = &self.traces {
+            warnings.extend(traces.warnings());
         }
         warnings
     }

@@ -1,3 +1,4 @@
 //! Traces of completed runs, over OTLP/HTTP, and the ids that link exemplars to them.
 
 pub mod ids;
+pub mod otlp;
