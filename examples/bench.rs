@@ -22,7 +22,7 @@ use codearts_exporter::codearts::model::{Run, RunResult, RunState, StageRun};
 use codearts_exporter::config::MetricsConfig;
 use codearts_exporter::exposition::{Exposition, Rendered};
 use codearts_exporter::http;
-use codearts_exporter::metrics::Metrics;
+use codearts_exporter::metrics::{Format, Metrics};
 use codearts_exporter::server;
 use codearts_exporter::store::Store;
 
@@ -454,7 +454,7 @@ fn render(pipelines: usize, stages: usize, rounds: usize) -> anyhow::Result<()> 
     for _ in 0..rounds {
         store.series().changed();
         let started = Instant::now();
-        let rendered = exposition.current();
+        let rendered = exposition.current(Format::Text);
         render_seconds.push(started.elapsed().as_secs_f64());
         last = Some(rendered);
     }

@@ -3,6 +3,10 @@
 //! thousand pipelines the text is hundreds of megabytes, its gzip a few); a scraper that does
 //! not accept gzip gets the text inflated piece by piece as it is sent, so the whole text is
 //! never held in memory.
+//!
+//! Each format ([`Format`]: the text format, OpenMetrics) has its own cached rendering, made
+//! only when a scrape asks for that format: a Prometheus that negotiates OpenMetrics costs no
+//! text rendering, and scrapers of the text format pay nothing for OpenMetrics.
 
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,7 +18,7 @@ use flate2::Compression;
 use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
 
-use crate::metrics::Metrics;
+use crate::metrics::{Format, Metrics};
 
 /// A rendering older than this is redone even without a change, so the `process_*` metrics
 /// (CPU, memory) stay fresh while no poll ends. Meanwhile scrapes are served the older one.
@@ -28,21 +32,28 @@ pub struct Rendered {
     version: u64,
     at: Instant,
     gzip: Bytes,
+    format: Format,
 }
 
 impl Rendered {
-    fn new(version: u64, gzip: Bytes) -> Rendered {
+    fn new(version: u64, gzip: Bytes, format: Format) -> Rendered {
         Rendered {
             version,
             at: Instant::now(),
             gzip,
+            format,
         }
     }
 
     /// A rendering of a given text. Public for `examples/bench.rs serve` only (a saved
     /// /metrics served with no rendering: the benchmark's lower bound).
     pub fn of_text(text: &[u8]) -> Rendered {
-        Rendered::new(0, compress(text))
+        Rendered::new(0, compress(text), Format::Text)
+    }
+
+    /// The format it is in.
+    pub fn format(&self) -> Format {
+        self.format
     }
 
     /// The text exposition gzip-compressed.
@@ -123,15 +134,22 @@ pub enum Lookup {
     Render,
 }
 
-/// Caches the rendering of [`Metrics`].
-pub struct Exposition {
-    metrics: Arc<Metrics>,
+/// The cached rendering of one format.
+#[derive(Default)]
+struct Slot {
     /// The latest rendering; locked only to read or replace it.
     cache: Mutex<Option<Arc<Rendered>>>,
     /// Held while rendering, so that a change is rendered once however many scrape.
     rendering: Mutex<()>,
     /// A background refresh is on its way.
     refreshing: AtomicBool,
+}
+
+/// Caches the rendering of [`Metrics`], per format.
+pub struct Exposition {
+    metrics: Arc<Metrics>,
+    text: Slot,
+    openmetrics: Slot,
 }
 
 /// Locks `mutex`; a panic while it was held leaves nothing half-written worth refusing.
@@ -144,18 +162,25 @@ impl Exposition {
     pub fn new(metrics: Arc<Metrics>) -> Self {
         Exposition {
             metrics,
-            cache: Mutex::new(None),
-            rendering: Mutex::new(()),
-            refreshing: AtomicBool::new(false),
+            text: Slot::default(),
+            openmetrics: Slot::default(),
         }
     }
 
-    /// What a scrape should serve, without waiting: the cached rendering while it is current;
-    /// also when it is only older than [`MAX_AGE`], or while another scrape renders a change
-    /// (the previous poll's view, whole, rather than a wait); a new rendering when the metrics
-    /// changed since and nobody renders them yet.
-    pub fn lookup(&self) -> Lookup {
-        let Some(rendered) = lock(&self.cache).clone() else {
+    fn slot(&self, format: Format) -> &Slot {
+        match format {
+            Format::Text => &self.text,
+            Format::OpenMetrics => &self.openmetrics,
+        }
+    }
+
+    /// What a scrape should serve in `format`, without waiting: the cached rendering while it
+    /// is current; also when it is only older than [`MAX_AGE`], or while another scrape renders
+    /// a change (the previous poll's view, whole, rather than a wait); a new rendering when the
+    /// metrics changed since and nobody renders them yet.
+    pub fn lookup(&self, format: Format) -> Lookup {
+        let slot = self.slot(format);
+        let Some(rendered) = lock(&slot.cache).clone() else {
             return Lookup::Render;
         };
         let version = self.metrics.version();
@@ -163,44 +188,45 @@ impl Exposition {
             Lookup::Serve(rendered)
         } else if rendered.version == version {
             Lookup::ServeAndRefresh(rendered)
-        } else if self.rendering.try_lock().is_err() {
+        } else if slot.rendering.try_lock().is_err() {
             Lookup::Serve(rendered)
         } else {
             Lookup::Render
         }
     }
 
-    /// The current rendering: the cached one unless the metrics changed since, or it is older
-    /// than [`MAX_AGE`]. Concurrent callers wait for one rendering rather than each doing it.
-    /// Blocks while rendering: call it off the async runtime.
-    pub fn current(&self) -> Arc<Rendered> {
-        let _rendering = lock(&self.rendering);
+    /// The current rendering in `format`: the cached one unless the metrics changed since, or
+    /// it is older than [`MAX_AGE`]. Concurrent callers wait for one rendering rather than each
+    /// doing it. Blocks while rendering: call it off the async runtime.
+    pub fn current(&self, format: Format) -> Arc<Rendered> {
+        let slot = self.slot(format);
+        let _rendering = lock(&slot.rendering);
         let metrics = &self.metrics;
         // Read before rendering: a change during the rendering makes the next scrape render.
         let version = metrics.version();
-        let previous = lock(&self.cache).clone();
+        let previous = lock(&slot.cache).clone();
         if let Some(rendered) = &previous
             && rendered.is_fresh(version)
         {
             return rendered.clone();
         }
         let expected = previous.map_or(0, |rendered| rendered.gzip.len());
-        let gzip = metrics.render_gzip(expected);
-        let rendered = Arc::new(Rendered::new(version, Bytes::from(gzip)));
-        *lock(&self.cache) = Some(rendered.clone());
+        let gzip = metrics.render_gzip_as(format, expected);
+        let rendered = Arc::new(Rendered::new(version, Bytes::from(gzip), format));
+        *lock(&slot.cache) = Some(rendered.clone());
         rendered
     }
 
-    /// True for the one caller that should run [`Exposition::refresh`]; false while one is on
-    /// its way.
-    pub fn claim_refresh(&self) -> bool {
-        !self.refreshing.swap(true, Ordering::AcqRel)
+    /// True for the one caller that should run [`Exposition::refresh`] of `format`; false
+    /// while one is on its way.
+    pub fn claim_refresh(&self, format: Format) -> bool {
+        !self.slot(format).refreshing.swap(true, Ordering::AcqRel)
     }
 
-    /// Renders again after [`Exposition::claim_refresh`]. Blocking, like `current`.
-    pub fn refresh(&self) {
-        self.current();
-        self.refreshing.store(false, Ordering::Release);
+    /// Renders `format` again after [`Exposition::claim_refresh`]. Blocking, like `current`.
+    pub fn refresh(&self, format: Format) {
+        self.current(format);
+        self.slot(format).refreshing.store(false, Ordering::Release);
     }
 }
 
@@ -246,14 +272,14 @@ mod tests {
     fn scrapes_share_a_rendering_until_the_metrics_change() {
         let (store, metrics) = store_and_metrics();
         let exposition = Exposition::new(metrics.clone());
-        let first = exposition.current();
-        let second = exposition.current();
+        let first = exposition.current(Format::Text);
+        let second = exposition.current(Format::Text);
         assert!(Arc::ptr_eq(&first, &second));
         assert_eq!(renders(&first), "codearts_exporter_metrics_renders_total 1");
 
         let slot = store.target("t", Duration::from_secs(60));
         slot.series(|series| series.poll_finished(Duration::from_millis(5), true, 10.0));
-        let third = exposition.current();
+        let third = exposition.current(Format::Text);
         assert!(!Arc::ptr_eq(&second, &third));
         assert_eq!(renders(&third), "codearts_exporter_metrics_renders_total 2");
         let text = inflate(&third);
@@ -272,7 +298,7 @@ mod tests {
         for slot in &slots {
             slot.series(|series| series.poll_finished(Duration::from_millis(5), true, 1.0));
         }
-        let rendered = Exposition::new(metrics.clone()).current();
+        let rendered = Exposition::new(metrics.clone()).current(Format::Text);
         let whole = inflate(&rendered);
         assert!(whole.len() > 2 * PIECE, "{} bytes", whole.len());
         let pieces: Vec<Bytes> = rendered
@@ -282,7 +308,11 @@ mod tests {
         assert!(pieces.len() > 2 && pieces.iter().all(|p| p.len() <= PIECE));
         assert_eq!(pieces.concat(), whole);
         // Broken gzip ends the pieces with its error.
-        let broken = Rendered::new(0, rendered.gzip().slice(..rendered.gzip().len() / 2));
+        let broken = Rendered::new(
+            0,
+            rendered.gzip().slice(..rendered.gzip().len() / 2),
+            Format::Text,
+        );
         let mut pieces = broken.pieces();
         assert!(pieces.by_ref().any(|piece| piece.is_err()));
         assert!(pieces.next().is_none());
@@ -303,29 +333,29 @@ mod tests {
         let (_store, metrics) = store_and_metrics();
         let exposition = Exposition::new(metrics.clone());
         assert!(
-            matches!(exposition.lookup(), Lookup::Render),
+            matches!(exposition.lookup(Format::Text), Lookup::Render),
             "nothing rendered yet"
         );
-        let first = exposition.current();
-        let cached = served(exposition.lookup()).expect("cached");
+        let first = exposition.current(Format::Text);
+        let cached = served(exposition.lookup(Format::Text)).expect("cached");
         assert!(Arc::ptr_eq(&first, &cached));
 
         metrics.config_reloaded(true);
         assert!(
-            matches!(exposition.lookup(), Lookup::Render),
+            matches!(exposition.lookup(Format::Text), Lookup::Render),
             "a change is rendered"
         );
         {
             // While a scrape renders, the others are served the previous rendering at once.
-            let _rendering = lock(&exposition.rendering);
-            let previous = served(exposition.lookup()).expect("previous rendering");
+            let _rendering = lock(&exposition.text.rendering);
+            let previous = served(exposition.lookup(Format::Text)).expect("previous rendering");
             assert!(Arc::ptr_eq(&first, &previous));
         }
-        let second = exposition.current();
+        let second = exposition.current(Format::Text);
         assert!(!Arc::ptr_eq(&first, &second));
         assert!(Arc::ptr_eq(
             &second,
-            &served(exposition.lookup()).expect("cached")
+            &served(exposition.lookup(Format::Text)).expect("cached")
         ));
     }
 
@@ -335,24 +365,54 @@ mod tests {
         let exposition = Exposition::new(metrics.clone());
         let old = Arc::new(Rendered {
             at: Instant::now() - MAX_AGE,
-            ..Rendered::new(metrics.version(), Bytes::new())
+            ..Rendered::new(metrics.version(), Bytes::new(), Format::Text)
         });
-        *lock(&exposition.cache) = Some(old.clone());
-        match exposition.lookup() {
+        *lock(&exposition.text.cache) = Some(old.clone());
+        match exposition.lookup(Format::Text) {
             Lookup::ServeAndRefresh(rendered) => assert!(Arc::ptr_eq(&rendered, &old)),
             _ => panic!("an old rendering is served and refreshed"),
         }
-        assert!(exposition.claim_refresh());
-        assert!(!exposition.claim_refresh(), "one refresh at a time");
-        exposition.refresh();
-        let fresh = served(exposition.lookup()).expect("refreshed");
+        assert!(exposition.claim_refresh(Format::Text));
+        assert!(
+            !exposition.claim_refresh(Format::Text),
+            "one refresh at a time"
+        );
+        exposition.refresh(Format::Text);
+        let fresh = served(exposition.lookup(Format::Text)).expect("refreshed");
         assert!(!Arc::ptr_eq(&fresh, &old));
-        assert!(exposition.claim_refresh(), "the refresh is over");
+        assert!(
+            exposition.claim_refresh(Format::Text),
+            "the refresh is over"
+        );
     }
 
     #[test]
     fn a_given_text_is_served_as_its_gzip() {
         let rendered = Rendered::of_text(b"x 1\n");
         assert_eq!(inflate(&rendered), b"x 1\n");
+    }
+
+    #[test]
+    fn each_format_has_its_own_rendering_made_only_when_asked_for() {
+        let (_store, metrics) = store_and_metrics();
+        let exposition = Exposition::new(metrics.clone());
+        let text = exposition.current(Format::Text);
+        assert!(matches!(
+            exposition.lookup(Format::OpenMetrics),
+            Lookup::Render
+        ));
+        let om = exposition.current(Format::OpenMetrics);
+        assert_eq!(om.format(), Format::OpenMetrics);
+        assert!(inflate(&om).ends_with(b"# EOF\n"));
+        assert!(!inflate(&text).ends_with(b"# EOF\n"));
+        // Both cached: scrapes of either share their rendering.
+        assert!(Arc::ptr_eq(
+            &om,
+            &served(exposition.lookup(Format::OpenMetrics)).expect("cached")
+        ));
+        assert!(Arc::ptr_eq(
+            &text,
+            &served(exposition.lookup(Format::Text)).expect("cached")
+        ));
     }
 }

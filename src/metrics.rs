@@ -4,7 +4,13 @@
 //! registry, together with the per-target families that the store's target slots own
 //! ([`crate::store::target`]); the pipeline families, which grow with the number of pipelines,
 //! in the store's compact series table ([`crate::store::series`]), which writes their text.
-//! A rendering writes both.
+//! A rendering writes both, in the Prometheus text format or in OpenMetrics ([`Format`]).
+//!
+//! OpenMetrics from the `prometheus` crate's families is written here (the crate has no such
+//! encoder): a counter family is named without the `_total` its samples keep; a counter whose
+//! name lacks `_total` (none today, a test sees to it) would be declared `unknown`, so its
+//! samples keep the name the text format gives them rather than gaining a suffix that no
+//! query or alert knows.
 
 use std::io::{self, Write};
 use std::sync::Arc;
@@ -13,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
+use prometheus::proto::{Metric, MetricFamily, MetricType};
 use prometheus::{
     Counter, Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
     Opts, Registry, TextEncoder,
@@ -21,7 +28,26 @@ use prometheus::{
 use crate::codearts::{Api, ErrorKind, RequestObserver, RetryReason};
 
 use crate::store::Store;
-use crate::store::series::SeriesTable;
+use crate::store::series::{SeriesTable, push_escaped};
+
+/// The exposition formats of `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// The Prometheus text format (0.0.4): what every scraper reads.
+    Text,
+    /// OpenMetrics 1.0.0, with exemplars on the run histograms' buckets.
+    OpenMetrics,
+}
+
+impl Format {
+    /// The `Content-Type` of a body in this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Text => "text/plain; version=0.0.4; charset=utf-8",
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+}
 
 /// Buckets of the API request latency histogram (seconds).
 const API_BUCKETS: [f64; 10] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -201,23 +227,40 @@ impl Metrics {
         })
     }
 
-    /// Writes the text exposition of every family to `out`.
-    fn write_to(&self, out: &mut dyn Write) -> io::Result<()> {
+    /// Writes the exposition of every family to `out` in `format`.
+    fn write_to(&self, format: Format, out: &mut dyn Write) -> io::Result<()> {
         self.renders.inc();
         let mut exporter = Vec::with_capacity(64 * 1024);
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut exporter)
-            .map_err(io::Error::other)?;
-        out.write_all(&exporter)?;
-        self.series.write_text(out)
+        let families = self.registry.gather();
+        match format {
+            Format::Text => {
+                TextEncoder::new()
+                    .encode(&families, &mut exporter)
+                    .map_err(io::Error::other)?;
+                out.write_all(&exporter)?;
+                self.series.write_text(out)
+            }
+            Format::OpenMetrics => {
+                write_openmetrics(&families, &mut exporter)?;
+                out.write_all(&exporter)?;
+                self.series.write_openmetrics(out)?;
+                out.write_all(b"# EOF\n")
+            }
+        }
     }
 
     /// The text exposition of every family, for tests: `/metrics` serves [`Self::render_gzip`].
     #[cfg(test)]
     pub(crate) fn render(&self) -> Vec<u8> {
+        self.render_as(Format::Text)
+    }
+
+    /// The exposition of every family in `format`, for tests.
+    #[cfg(test)]
+    pub(crate) fn render_as(&self, format: Format) -> Vec<u8> {
         let started = Instant::now();
         let mut text = Vec::with_capacity(64 * 1024);
-        if let Err(err) = self.write_to(&mut text) {
+        if let Err(err) = self.write_to(format, &mut text) {
             tracing::error!(error = %err, "cannot encode metrics");
         }
         self.render_seconds.inc_by(started.elapsed().as_secs_f64());
@@ -230,13 +273,18 @@ impl Metrics {
     /// is made in one allocation of about that size, not grown by doubling, and holds no more
     /// than it needs once done.
     pub fn render_gzip(&self, expected: usize) -> Vec<u8> {
+        self.render_gzip_as(Format::Text, expected)
+    }
+
+    /// [`Self::render_gzip`] in `format`.
+    pub fn render_gzip_as(&self, format: Format, expected: usize) -> Vec<u8> {
         let started = Instant::now();
         // A little over the previous size: the metrics change little between two renderings.
         let capacity = (expected + expected / 16).max(256 * 1024);
         let encoder = GzEncoder::new(Vec::with_capacity(capacity), Compression::fast());
         // Small writes go to the buffer, not to the compressor one by one.
         let mut out = io::BufWriter::with_capacity(256 * 1024, encoder);
-        let written = self.write_to(&mut out).and_then(|()| {
+        let written = self.write_to(format, &mut out).and_then(|()| {
             out.into_inner()
                 .map_err(io::IntoInnerError::into_error)?
                 .finish()
@@ -283,6 +331,118 @@ impl Metrics {
         self.web_config_reloads.record(ok);
         self.changed();
     }
+}
+
+/// A number as OpenMetrics writes it (`+Inf`, `-Inf`, `NaN` included).
+fn openmetrics_number(value: f64) -> String {
+    if value.is_nan() {
+        "NaN".to_string()
+    } else if value.is_infinite() {
+        if value > 0.0 { "+Inf" } else { "-Inf" }.to_string()
+    } else {
+        value.to_string()
+    }
+}
+
+/// One OpenMetrics sample of `metric`: `name{labels[,extra]} value`.
+fn openmetrics_sample(
+    out: &mut Vec<u8>,
+    name: &str,
+    metric: &Metric,
+    extra: Option<(&str, &str)>,
+    value: f64,
+) {
+    let mut line = String::with_capacity(128);
+    line.push_str(name);
+    let labels = metric
+        .get_label()
+        .iter()
+        .map(|pair| (pair.name(), pair.value()))
+        .chain(extra);
+    for (index, (label, value)) in labels.enumerate() {
+        line.push(if index == 0 { '{' } else { ',' });
+        line.push_str(label);
+        line.push_str("=\"");
+        push_escaped(&mut line, value);
+        line.push('"');
+    }
+    if !metric.get_label().is_empty() || extra.is_some() {
+        line.push('}');
+    }
+    line.push(' ');
+    line.push_str(&openmetrics_number(value));
+    line.push('\n');
+    out.extend_from_slice(line.as_bytes());
+}
+
+/// The OpenMetrics exposition of the `prometheus` crate's `families` (see the module doc for
+/// counters).
+fn write_openmetrics(families: &[MetricFamily], out: &mut Vec<u8>) -> io::Result<()> {
+    for family in families {
+        let name = family.name();
+        let kind = family.get_field_type();
+        let (declared, type_name) = match kind {
+            MetricType::COUNTER => match name.strip_suffix("_total") {
+                Some(base) => (base, "counter"),
+                None => (name, "unknown"),
+            },
+            MetricType::GAUGE => (name, "gauge"),
+            MetricType::HISTOGRAM => (name, "histogram"),
+            MetricType::SUMMARY => (name, "summary"),
+            MetricType::UNTYPED => (name, "unknown"),
+        };
+        if !family.help().is_empty() {
+            let mut help = String::with_capacity(family.help().len());
+            push_escaped(&mut help, family.help());
+            writeln!(out, "# HELP {declared} {help}")?;
+        }
+        writeln!(out, "# TYPE {declared} {type_name}")?;
+        for metric in family.get_metric() {
+            match kind {
+                MetricType::COUNTER => {
+                    openmetrics_sample(out, name, metric, None, metric.get_counter().get_value());
+                }
+                MetricType::GAUGE => {
+                    openmetrics_sample(out, name, metric, None, metric.get_gauge().get_value());
+                }
+                // Nothing registers untyped metrics (the crate's own text encoder cannot
+                // write them either): the family is declared, without samples.
+                MetricType::UNTYPED => {}
+                MetricType::HISTOGRAM => {
+                    let histogram = metric.get_histogram();
+                    let bucket = format!("{name}_bucket");
+                    let mut infinite = false;
+                    for b in histogram.get_bucket() {
+                        let bound = b.upper_bound();
+                        infinite |= bound == f64::INFINITY;
+                        let le = openmetrics_number(bound);
+                        let count = b.cumulative_count() as f64;
+                        openmetrics_sample(out, &bucket, metric, Some(("le", &le)), count);
+                    }
+                    let count = histogram.get_sample_count() as f64;
+                    if !infinite {
+                        openmetrics_sample(out, &bucket, metric, Some(("le", "+Inf")), count);
+                    }
+                    let sum = histogram.get_sample_sum();
+                    openmetrics_sample(out, &format!("{name}_sum"), metric, None, sum);
+                    openmetrics_sample(out, &format!("{name}_count"), metric, None, count);
+                }
+                MetricType::SUMMARY => {
+                    let summary = metric.get_summary();
+                    for q in summary.get_quantile() {
+                        let quantile = openmetrics_number(q.quantile());
+                        let label = Some(("quantile", quantile.as_str()));
+                        openmetrics_sample(out, name, metric, label, q.value());
+                    }
+                    let sum = summary.sample_sum();
+                    openmetrics_sample(out, &format!("{name}_sum"), metric, None, sum);
+                    let count = summary.sample_count() as f64;
+                    openmetrics_sample(out, &format!("{name}_count"), metric, None, count);
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 impl RequestObserver for Metrics {
@@ -377,5 +537,58 @@ mod tests {
                 gzip.capacity()
             );
         }
+    }
+
+    #[test]
+    fn the_whole_openmetrics_exposition_is_valid_and_ends_with_eof() {
+        let store = Store::new(&MetricsConfig::default()).expect("store");
+        let m = Metrics::new(&store).expect("metrics");
+        let slot = store.target("t", Duration::from_secs(60));
+        m.request_done(Api::V5Status, "200", Duration::from_millis(20));
+        slot.series(|series| series.poll_finished(Duration::from_millis(30), true, 1234.0));
+        let mut series = store.new_series("p", "id", "name");
+        let run = crate::codearts::model::Run::example("id", "run-1".into(), 1, 100.0, Some(160.0));
+        series.set_last_completed(&run);
+        series.observe_completed(&run);
+        series.publish();
+        let om = String::from_utf8(m.render_as(Format::OpenMetrics)).expect("utf-8");
+        let samples = crate::store::series::exposition::parse_openmetrics(&om);
+        // Every counter of the exporter ends with `_total`: none is declared `unknown`.
+        assert!(!om.contains(" unknown\n"), "{om}");
+        for family in [
+            "codearts_exporter_api_requests",
+            "codearts_exporter_metrics_renders",
+            "codearts_exporter_config_reload",
+            "codearts_exporter_polls_skipped",
+            "codearts_pipeline_runs",
+        ] {
+            assert!(
+                om.contains(&format!("# TYPE {family} counter\n")),
+                "{family}"
+            );
+        }
+        assert!(om.contains("# TYPE codearts_exporter_build_info gauge\n"));
+        assert!(om.contains("codearts_exporter_api_request_duration_seconds_bucket{api=\"v5_status\",le=\"+Inf\"} 1\n"));
+        let exemplar = samples
+            .iter()
+            .find_map(|s| s.exemplar.as_ref())
+            .expect("the run's bucket has an exemplar");
+        assert_eq!(exemplar.labels["run_id"], "run-1");
+        assert_eq!(exemplar.timestamp, Some(160.0));
+        // The text format has the same samples, without exemplars or EOF.
+        let text = text(&m);
+        assert!(!text.contains("# EOF") && !text.contains(" # {"));
+        let names = |samples: Vec<String>| -> std::collections::BTreeSet<String> {
+            samples.into_iter().collect()
+        };
+        assert_eq!(
+            names(samples.iter().map(|s| s.sample.name.clone()).collect()),
+            names(
+                crate::store::series::exposition::parse_metrics(&text)
+                    .into_iter()
+                    .map(|s| s.name)
+                    .collect()
+            )
+        );
     }
 }

@@ -15,11 +15,8 @@ use tokio::sync::watch;
 use crate::exposition::{Exposition, Lookup, Rendered};
 use crate::fleet::Fleet;
 use crate::http::{self, Accepted, Body, Connection};
-use crate::metrics::Metrics;
+use crate::metrics::{Format, Metrics};
 use crate::web_config::{Verdict, WebConfig};
-
-/// Content type of the Prometheus text exposition format.
-const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// What the endpoints read.
 pub struct Endpoints {
@@ -187,17 +184,18 @@ fn whole(response: Response<Body>) -> Response<ExporterBody> {
 /// `/metrics`: the cached rendering, or a new one made on a blocking thread, so that rendering
 /// a large exposition never holds up the runtime's workers (pollers, other scrapes).
 async fn metrics(endpoints: Arc<Endpoints>, req: &Request<Incoming>) -> Response<ExporterBody> {
-    let rendered = match endpoints.exposition.lookup() {
+    let format = format_of(req);
+    let rendered = match endpoints.exposition.lookup(format) {
         Lookup::Serve(rendered) => rendered,
         Lookup::ServeAndRefresh(rendered) => {
-            if endpoints.exposition.claim_refresh() {
+            if endpoints.exposition.claim_refresh(format) {
                 let endpoints = endpoints.clone();
-                tokio::task::spawn_blocking(move || endpoints.exposition.refresh());
+                tokio::task::spawn_blocking(move || endpoints.exposition.refresh(format));
             }
             rendered
         }
         Lookup::Render => {
-            match tokio::task::spawn_blocking(move || endpoints.exposition.current()).await {
+            match tokio::task::spawn_blocking(move || endpoints.exposition.current(format)).await {
                 Ok(rendered) => rendered,
                 Err(err) => {
                     tracing::error!(error = %err, "rendering /metrics failed");
@@ -220,15 +218,17 @@ pub fn metrics_answer(req: &Request<Incoming>, rendered: Arc<Rendered>) -> Respo
     if !accepts_gzip(req) {
         return inflated(rendered);
     }
-    let mut response = http::response(StatusCode::OK, TEXT_FORMAT, rendered.gzip());
+    let content_type = rendered.format().content_type();
+    let mut response = http::response(StatusCode::OK, content_type, rendered.gzip());
     let headers = response.headers_mut();
     headers.insert(
         hyper::header::CONTENT_ENCODING,
         hyper::header::HeaderValue::from_static("gzip"),
     );
+    // The body depends on both: its format (`Accept`) and its encoding.
     headers.insert(
         hyper::header::VARY,
-        hyper::header::HeaderValue::from_static("Accept-Encoding"),
+        hyper::header::HeaderValue::from_static("Accept, Accept-Encoding"),
     );
     whole(response)
 }
@@ -236,6 +236,7 @@ pub fn metrics_answer(req: &Request<Incoming>, rendered: Arc<Rendered>) -> Respo
 /// The text of `rendered`, inflated a piece at a time as the scraper reads it: the few pieces
 /// on their way in memory per scraper, never the whole text.
 fn inflated(rendered: Arc<Rendered>) -> Response<ExporterBody> {
+    let content_type = rendered.format().content_type();
     let pieces = rendered.pieces().map(|piece| {
         piece.map(Frame::data).inspect_err(|err| {
             // Only a bug could make our own gzip unreadable; the scraper sees a broken body.
@@ -244,9 +245,14 @@ fn inflated(rendered: Arc<Rendered>) -> Response<ExporterBody> {
     });
     let mut response =
         Response::new(StreamBody::new(futures_util::stream::iter(pieces)).boxed_unsync());
-    response.headers_mut().insert(
+    let headers = response.headers_mut();
+    headers.insert(
         hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static(TEXT_FORMAT),
+        hyper::header::HeaderValue::from_static(content_type),
+    );
+    headers.insert(
+        hyper::header::VARY,
+        hyper::header::HeaderValue::from_static("Accept, Accept-Encoding"),
     );
     response
 }
@@ -303,6 +309,72 @@ fn route(endpoints: &Endpoints, req: &Request<Incoming>) -> Response<Body> {
     }
 }
 
+/// The format a scrape asks for by its `Accept` headers.
+fn format_of(req: &Request<Incoming>) -> Format {
+    let values: Vec<&str> = req
+        .headers()
+        .get_all(hyper::header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .collect();
+    negotiate(&values.join(","))
+}
+
+/// The format an `Accept` header prefers: OpenMetrics only when it weighs more than the text
+/// format (a tie, no header, or nothing acceptable is the text format, as before OpenMetrics).
+fn negotiate(accept: &str) -> Format {
+    let openmetrics = quality(accept, "application", "openmetrics-text", "1.0.0");
+    let text = quality(accept, "text", "plain", "0.0.4");
+    if openmetrics > text {
+        Format::OpenMetrics
+    } else {
+        Format::Text
+    }
+}
+
+/// The quality `accept` gives `kind/subtype` at `version`, from its most specific media range
+/// that matches (RFC 9110 12.5.1): the type with that version, the type without a version,
+/// `kind/*`, then `*/*`; 0 when none does. A range naming another version does not match.
+fn quality(accept: &str, kind: &str, subtype: &str, version: &str) -> f64 {
+    let mut best: Option<(u8, f64)> = None;
+    for range in accept.split(',') {
+        let mut parts = range.split(';').map(str::trim);
+        let Some((range_kind, range_subtype)) = parts.next().and_then(|m| m.split_once('/')) else {
+            continue;
+        };
+        let mut q = 1.0;
+        let mut range_version = None;
+        for param in parts {
+            let Some((key, value)) = param.split_once('=') else {
+                continue;
+            };
+            let value = value.trim().trim_matches('"');
+            match key.trim().to_ascii_lowercase().as_str() {
+                "q" => q = value.parse::<f64>().unwrap_or(0.0).clamp(0.0, 1.0),
+                "version" => range_version = Some(value),
+                _ => {}
+            }
+        }
+        let specificity = match (range_kind.trim(), range_subtype.trim()) {
+            ("*", "*") => 1,
+            (k, "*") if k.eq_ignore_ascii_case(kind) => 2,
+            (k, s) if k.eq_ignore_ascii_case(kind) && s.eq_ignore_ascii_case(subtype) => {
+                match range_version {
+                    None => 3,
+                    Some(v) if v == version => 4,
+                    Some(_) => continue,
+                }
+            }
+            _ => continue,
+        };
+        match best {
+            Some((seen, seen_q)) if seen > specificity || (seen == specificity && seen_q >= q) => {}
+            _ => best = Some((specificity, q)),
+        }
+    }
+    best.map_or(0.0, |(_, q)| q)
+}
+
 /// True when the request's `Accept-Encoding` lists gzip with a non-zero quality.
 fn accepts_gzip(req: &Request<Incoming>) -> bool {
     req.headers()
@@ -330,7 +402,7 @@ fn accepts_gzip_value(value: &str) -> bool {
 mod tests {
     use std::time::Duration;
 
-    use super::{StatusCode, accepts_gzip_value, healthz};
+    use super::{Format, StatusCode, accepts_gzip_value, healthz, negotiate, quality};
 
     #[test]
     fn healthz_fails_naming_each_stalled_target() {
@@ -358,5 +430,54 @@ mod tests {
         assert!(!accepts_gzip_value("identity"));
         assert!(!accepts_gzip_value("gzip;q=0"));
         assert!(!accepts_gzip_value("br, deflate"));
+    }
+
+    /// What Prometheus 2.42 sends on every scrape.
+    const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,\
+        application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
+    #[test]
+    fn openmetrics_is_served_only_to_scrapers_that_prefer_it() {
+        assert_eq!(negotiate(PROMETHEUS_ACCEPT), Format::OpenMetrics);
+        assert_eq!(
+            negotiate("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+            Format::OpenMetrics
+        );
+        assert_eq!(
+            negotiate("text/plain;q=0.2, Application/OpenMetrics-Text;q=0.9"),
+            Format::OpenMetrics
+        );
+        // No header, anything, a tie, or the text format first: the text format.
+        for accept in [
+            "",
+            "*/*",
+            "text/plain",
+            "text/plain;version=0.0.4;q=0.5,application/openmetrics-text;q=0.5",
+            "text/plain,application/openmetrics-text;q=0.9",
+            "application/openmetrics-text;q=0",
+            // A version we do not write does not count.
+            "application/openmetrics-text;version=2.0.0,text/plain;q=0.1",
+            "application/json",
+            "garbage;;,",
+        ] {
+            assert_eq!(negotiate(accept), Format::Text, "{accept:?}");
+        }
+    }
+
+    #[test]
+    fn the_most_specific_media_range_gives_the_quality() {
+        let q = |accept| quality(accept, "text", "plain", "0.0.4");
+        assert_eq!(q(PROMETHEUS_ACCEPT), 0.5);
+        assert_eq!(q("*/*;q=0.1"), 0.1);
+        assert_eq!(q("text/*;q=0.3,*/*;q=0.9"), 0.3);
+        assert_eq!(q("text/plain;q=0,text/*"), 0.0);
+        assert_eq!(q("text/plain;version=0.0.4;q=0.7,text/plain;q=0.2"), 0.7);
+        assert_eq!(q("text/plain;version=0.0.3,*/*;q=0.4"), 0.4);
+        assert_eq!(q("text/plain;q=2"), 1.0);
+        assert_eq!(q("text/plain;q=x"), 0.0);
+        assert_eq!(q("application/json"), 0.0);
+        let om = |accept| quality(accept, "application", "openmetrics-text", "1.0.0");
+        assert_eq!(om(PROMETHEUS_ACCEPT), 1.0);
+        assert_eq!(om("application/openmetrics-text;version=0.0.1;q=0.75"), 0.0);
     }
 }

@@ -195,7 +195,8 @@ impl Store {
     /// An empty store whose series are laid out by `[metrics]`, without a state file.
     pub fn new(config: &MetricsConfig) -> Result<Store, StoreError> {
         Ok(Store {
-            series: Arc::new(SeriesTable::new(config)),
+            // [traces] on: Config.traces.is_some()
+            series: Arc::new(SeriesTable::new(config, false)),
             target_families: Arc::new(TargetFamilies::new()?),
             targets: Mutex::new(BTreeMap::new()),
             file: None,

@@ -105,6 +105,9 @@ pub struct AwaitingCommit {
     pub deployed_at: f64,
     /// When it was recorded, Unix seconds: a Repo that fails for a day makes it unknown.
     pub since: f64,
+    /// The deployment run (id, or number as text): its lead time's exemplar.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
 }
 
 /// The `trigger_type` label of a run's trigger: a known value, or `other`.
@@ -202,6 +205,8 @@ struct Layout {
     stage_status: bool,
     /// Names of the labels of run series after the pipeline labels: run labels, then `result`.
     run_label_names: Vec<&'static str>,
+    /// Exemplars name their run's trace (`trace_id`) besides its id: traces are exported.
+    exemplar_trace_ids: bool,
 }
 
 /// A histogram's counts per bucket (not cumulative), sum and count.
@@ -210,19 +215,97 @@ struct Hist {
     counts: Vec<u64>,
     sum: f64,
     count: u64,
+    /// The latest run observed in each bucket that has one, by bucket: shown by the
+    /// OpenMetrics exposition only. Kept with the counts (state files from before have none),
+    /// and only for filled buckets, so a histogram without exemplars costs an empty `Vec`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    exemplars: Vec<Exemplar>,
+}
+
+/// The run behind a bucket's exemplar; its trace id is derived from it when rendered, not kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Exemplar {
+    /// The bucket: an index into the bounds, or their number for `+Inf`.
+    bucket: u32,
+    /// The run id, or the run number as text where the API gives no id.
+    run: Box<str>,
+    /// The value observed.
+    value: f64,
+    /// When the run ended, Unix seconds: the exemplar's timestamp.
+    end: f64,
+}
+
+/// The run an observation comes from, for its bucket's exemplar.
+#[derive(Debug, Clone, Copy)]
+struct RunRef<'a> {
+    /// The run id, or the run number as text.
+    run: &'a str,
+    /// When the run ended, Unix seconds.
+    end: f64,
+}
+
+impl<'a> RunRef<'a> {
+    /// The run and its end, when the run has both an id (or number) and an end.
+    fn of(run: &'a str, end: Option<f64>) -> Option<RunRef<'a>> {
+        end.map(|end| RunRef { run, end })
+    }
+}
+
+/// What names a run in exemplars and traces: its run id, else its run number as text.
+fn run_name(run: &Run) -> Option<String> {
+    run.run_id
+        .clone()
+        .or_else(|| run.run_number.map(|number| number.to_string()))
 }
 
 impl Hist {
     fn observe(&mut self, buckets: &Buckets, value: f64) {
+        self.observe_run(buckets, value, None);
+    }
+
+    /// Observes `value`; when it comes from a run, that run becomes its bucket's exemplar
+    /// unless the bucket's holds a run that ended later (Prometheus keeps only exemplars newer
+    /// than the last it stored, so an older one would be dropped anyway).
+    fn observe_run(&mut self, buckets: &Buckets, value: f64, run: Option<RunRef<'_>>) {
         if self.counts.len() != buckets.bounds.len() {
             self.counts = vec![0; buckets.bounds.len()];
+            // Exemplars of other bounds name buckets that no longer exist.
+            self.exemplars.clear();
         }
         // A value equal to a bound belongs to that bucket (`le`).
-        if let Some(index) = buckets.bounds.iter().position(|bound| value <= *bound) {
+        let index = buckets.bounds.iter().position(|bound| value <= *bound);
+        if let Some(index) = index {
             self.counts[index] += 1;
         }
         self.sum += value;
         self.count += 1;
+        let (Some(run), false) = (run, value.is_nan()) else {
+            return;
+        };
+        let bucket = u32::try_from(index.unwrap_or(buckets.bounds.len())).unwrap_or(u32::MAX);
+        let exemplar = Exemplar {
+            bucket,
+            run: run.run.into(),
+            value,
+            end: run.end,
+        };
+        match self.exemplars.binary_search_by_key(&bucket, |e| e.bucket) {
+            Ok(at) => {
+                if self.exemplars[at].end <= run.end {
+                    self.exemplars[at] = exemplar;
+                }
+            }
+            Err(at) => self.exemplars.insert(at, exemplar),
+        }
+    }
+
+    /// The exemplar of bucket `index` (the number of bounds for `+Inf`), if any.
+    fn exemplar(&self, index: usize) -> Option<&Exemplar> {
+        let index = u32::try_from(index).ok()?;
+        self.exemplars
+            .binary_search_by_key(&index, |e| e.bucket)
+            .ok()
+            .map(|at| &self.exemplars[at])
     }
 }
 
@@ -368,6 +451,9 @@ impl PipelineData {
     }
 }
 
+/// A pipeline's project and pipeline ids.
+type PipelineIds = (String, String);
+
 /// A registered pipeline and how many handles share it.
 struct Entry {
     data: Arc<Mutex<PipelineData>>,
@@ -389,8 +475,9 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl SeriesTable {
-    /// An empty table laid out by `[metrics]`.
-    pub fn new(config: &MetricsConfig) -> SeriesTable {
+    /// An empty table laid out by `[metrics]`; exemplars carry trace ids when
+    /// `exemplar_trace_ids` (traces are exported).
+    pub fn new(config: &MetricsConfig, exemplar_trace_ids: bool) -> SeriesTable {
         SeriesTable {
             layout: Layout {
                 run: Buckets::new(&config.run_duration_buckets),
@@ -407,6 +494,7 @@ impl SeriesTable {
                     .into_iter()
                     .chain(["result"])
                     .collect(),
+                exemplar_trace_ids,
             },
             run_labels: RunLabels::new(config),
             entries: Mutex::new(BTreeMap::new()),
@@ -424,6 +512,15 @@ impl SeriesTable {
         lock(&self.entries)
             .values()
             .map(|entry| entry.data.clone())
+            .collect()
+    }
+
+    /// Every pipeline's data with its project and pipeline ids (which name the traces of
+    /// exemplars), for an OpenMetrics rendering.
+    fn pipelines_with_ids(&self) -> Vec<(PipelineIds, Arc<Mutex<PipelineData>>)> {
+        lock(&self.entries)
+            .iter()
+            .map(|(ids, entry)| (ids.clone(), entry.data.clone()))
             .collect()
     }
 
@@ -641,13 +738,15 @@ impl Series {
         key.push(result.as_str().to_string());
         let table = self.table.clone();
         let layout = &table.layout;
+        let name = run_name(run);
+        let exemplar = name.as_deref().and_then(|name| RunRef::of(name, run.end));
         self.update(|data| {
             let counted = data.recording();
             counted
                 .runs
                 .entry(key)
                 .or_default()
-                .observe(&layout.run, duration);
+                .observe_run(&layout.run, duration, exemplar);
             // The missed counter appears with the first run, so it reads 0 rather than absent.
             counted.missed.get_or_insert(0);
             if let Some(queue) = run.queue() {
@@ -659,7 +758,9 @@ impl Series {
             for stage in &run.stages {
                 if let (Some(stage_result), Some(duration)) = (stage.result, stage.duration()) {
                     let stats = counted.stages.entry(stage.name.clone()).or_default();
-                    stats.duration.observe(&layout.stage, duration);
+                    stats
+                        .duration
+                        .observe_run(&layout.stage, duration, exemplar);
                     if stage_result == RunResult::Error {
                         stats.failures += 1;
                     }
@@ -734,6 +835,7 @@ impl Series {
                                 commit_id: commit_id.to_string(),
                                 deployed_at: end,
                                 since: now,
+                                run: run_name(run),
                             });
                             None
                         }
@@ -790,11 +892,22 @@ impl Series {
             counted.awaiting_commit = waiting;
             for deployment in resolved {
                 match committed {
-                    Ok(at) => counted
-                        .lead_time
-                        .entry(deployment.environment)
-                        .or_default()
-                        .observe(&layout.lead_time, (deployment.deployed_at - at).max(0.0)),
+                    Ok(at) => {
+                        // The deployment run, which ended when it deployed, is the exemplar.
+                        let exemplar = deployment
+                            .run
+                            .as_deref()
+                            .and_then(|run| RunRef::of(run, Some(deployment.deployed_at)));
+                        counted
+                            .lead_time
+                            .entry(deployment.environment)
+                            .or_default()
+                            .observe_run(
+                                &layout.lead_time,
+                                (deployment.deployed_at - at).max(0.0),
+                                exemplar,
+                            )
+                    }
                     Err(reason) => {
                         *counted
                             .lead_time_unknown
@@ -810,6 +923,10 @@ impl Series {
     pub fn observe_jobs(&mut self, detail: &Run) {
         let table = self.table.clone();
         let layout = &table.layout;
+        let name = run_name(detail);
+        let exemplar = name
+            .as_deref()
+            .and_then(|name| RunRef::of(name, detail.end));
         self.update(|data| {
             let counted = data.recording();
             for stage in &detail.stages {
@@ -819,7 +936,7 @@ impl Series {
                             .jobs
                             .entry((stage.name.clone(), job.name.clone(), result))
                             .or_default()
-                            .observe(&layout.job, duration);
+                            .observe_run(&layout.job, duration, exemplar);
                     }
                 }
             }

@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-mod exposition;
+pub mod exposition;
 pub mod pki;
 pub mod prometheus;
 // The harness serves the simulator, which only the `simulator` feature builds.

@@ -1,19 +1,52 @@
-//! The pipeline families in the Prometheus text format, written straight from the store's
-//! compact series (see [`super`] for why they bypass the `prometheus` crate). Beside the data on
-//! purpose: a new field of [`PipelineData`] does not compile until it is written here.
+//! The pipeline families in the Prometheus text format, or in OpenMetrics with exemplars,
+//! written straight from the store's compact series (see [`super`] for why they bypass the
+//! `prometheus` crate). Beside the data on purpose: a new field of [`PipelineData`] does not
+//! compile until it is written here.
 
 use std::fmt::Display;
 use std::io::{self, Write};
 
 use super::{
-    Buckets, Counted, Hist, LastRun, Layout, PipelineData, SeriesTable, lock, push_escaped,
+    Buckets, Counted, Exemplar, Hist, LastRun, Layout, PipelineData, SeriesTable, lock,
+    push_escaped,
 };
 use crate::codearts::model::{RunResult, RunState};
+use crate::traces::ids::RunKey;
+
+/// OpenMetrics' bound on an exemplar's label names and values together, in characters.
+const EXEMPLAR_LABEL_CHARS: usize = 128;
 
 impl SeriesTable {
     /// Writes every pipeline family in the text format.
     pub fn write_text(&self, out: &mut dyn Write) -> io::Result<()> {
         write(self, out)
+    }
+
+    /// Writes every pipeline family in OpenMetrics, buckets with their exemplars; the caller
+    /// ends the exposition (`# EOF`) after its own families.
+    pub fn write_openmetrics(&self, out: &mut dyn Write) -> io::Result<()> {
+        let all = self.pipelines_with_ids();
+        let layout = self.layout();
+        for family in Family::ALL {
+            if family == Family::StageStatus && !layout.stage_status {
+                continue;
+            }
+            let mut writer = FamilyWriter {
+                out: &mut *out,
+                family,
+                started: false,
+                openmetrics: true,
+            };
+            for ((project_id, pipeline_id), data) in &all {
+                let pipeline = Exemplars {
+                    project_id,
+                    pipeline_id,
+                    trace_ids: layout.exemplar_trace_ids,
+                };
+                writer.pipeline(&lock(data), layout, Some(&pipeline))?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -30,12 +63,63 @@ fn write(table: &SeriesTable, out: &mut dyn Write) -> io::Result<()> {
             out: &mut *out,
             family,
             started: false,
+            openmetrics: false,
         };
         for data in &all {
-            writer.pipeline(&lock(data), layout)?;
+            writer.pipeline(&lock(data), layout, None)?;
         }
     }
     Ok(())
+}
+
+/// How one pipeline's exemplars name their runs (OpenMetrics only).
+struct Exemplars<'a> {
+    project_id: &'a str,
+    pipeline_id: &'a str,
+    /// Whether exemplars carry `trace_id` (traces are exported).
+    trace_ids: bool,
+}
+
+impl Exemplars<'_> {
+    /// ` # {trace_id="…",run_id="…"} value timestamp`, within OpenMetrics' 128 characters of
+    /// label names and values. A run id too long for them is left out (the trace id alone
+    /// still leads to the run); without trace ids, such a run has no exemplar.
+    fn write(&self, out: &mut dyn Write, exemplar: &Exemplar) -> io::Result<()> {
+        let run = &*exemplar.run;
+        let trace = self.trace_ids.then(|| {
+            RunKey {
+                project_id: self.project_id,
+                pipeline_id: self.pipeline_id,
+                run,
+            }
+            .trace_id_hex()
+        });
+        let trace_chars = trace.as_ref().map_or(0, |id| "trace_id".len() + id.len());
+        let with_run = trace_chars + "run_id".len() + run.chars().count() <= EXEMPLAR_LABEL_CHARS;
+        if trace.is_none() && !with_run {
+            return Ok(());
+        }
+        out.write_all(b" # {")?;
+        if let Some(trace) = &trace {
+            write!(out, "trace_id=\"{trace}\"")?;
+        }
+        if with_run {
+            if trace.is_some() {
+                out.write_all(b",")?;
+            }
+            out.write_all(b"run_id=\"")?;
+            write_escaped(out, run)?;
+            out.write_all(b"\"")?;
+        }
+        write!(out, "}} {} {}", Num(exemplar.value), Num(exemplar.end))
+    }
+}
+
+/// `help` escaped for OpenMetrics, which escapes `"` in HELP too (the text format does not).
+fn openmetrics_help(help: &str) -> String {
+    let mut escaped = String::with_capacity(help.len());
+    push_escaped(&mut escaped, help);
+    escaped
 }
 
 /// A number as the text format writes it (`+Inf`, `-Inf`, `NaN` included).
@@ -245,6 +329,8 @@ struct FamilyWriter<'a> {
     out: &'a mut dyn Write,
     family: Family,
     started: bool,
+    /// OpenMetrics rather than the text format.
+    openmetrics: bool,
 }
 
 impl FamilyWriter<'_> {
@@ -256,11 +342,38 @@ impl FamilyWriter<'_> {
         extra: &[(&str, &str)],
         value: impl Display,
     ) -> io::Result<()> {
+        self.sample_with(suffix, labels, extra, value, None)
+    }
+
+    /// The `# HELP` and `# TYPE` lines. OpenMetrics names a counter family without the
+    /// `_total` its samples end with, and escapes `"` in HELP.
+    fn header(&mut self) -> io::Result<()> {
         let (name, kind, help) = self.family.describe();
+        if !self.openmetrics {
+            return writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        }
+        let family = match kind {
+            "counter" => name.strip_suffix("_total").unwrap_or(name),
+            _ => name,
+        };
+        let help = openmetrics_help(help);
+        writeln!(self.out, "# HELP {family} {help}\n# TYPE {family} {kind}")
+    }
+
+    /// A sample, followed in OpenMetrics by its exemplar when it has one.
+    fn sample_with(
+        &mut self,
+        suffix: &str,
+        labels: &str,
+        extra: &[(&str, &str)],
+        value: impl Display,
+        exemplar: Option<(&Exemplars<'_>, &Exemplar)>,
+    ) -> io::Result<()> {
         if !self.started {
-            writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}")?;
+            self.header()?;
             self.started = true;
         }
+        let (name, _, _) = self.family.describe();
         self.out.write_all(name.as_bytes())?;
         self.out.write_all(suffix.as_bytes())?;
         self.out.write_all(b"{")?;
@@ -272,35 +385,50 @@ impl FamilyWriter<'_> {
             write_escaped(self.out, value)?;
             self.out.write_all(b"\"")?;
         }
-        writeln!(self.out, "}} {value}")
+        let Some((pipeline, exemplar)) = exemplar else {
+            return writeln!(self.out, "}} {value}");
+        };
+        write!(self.out, "}} {value}")?;
+        pipeline.write(self.out, exemplar)?;
+        self.out.write_all(b"\n")
     }
 
-    /// The `_bucket`, `_sum` and `_count` series of a histogram.
+    /// The `_bucket`, `_sum` and `_count` series of a histogram; in OpenMetrics (`pipeline`
+    /// given) each bucket with its exemplar.
     fn histogram(
         &mut self,
         labels: &str,
         extra: &[(&str, &str)],
         buckets: &Buckets,
         hist: &Hist,
+        pipeline: Option<&Exemplars<'_>>,
     ) -> io::Result<()> {
         let mut with_le: Vec<(&str, &str)> = Vec::with_capacity(extra.len() + 1);
         with_le.extend_from_slice(extra);
         with_le.push(("le", ""));
         let last = with_le.len() - 1;
         let mut cumulative = 0;
+        let exemplar = |index: usize| pipeline.and_then(|p| hist.exemplar(index).map(|e| (p, e)));
         for (index, le) in buckets.le.iter().enumerate() {
             cumulative += hist.counts.get(index).copied().unwrap_or(0);
             with_le[last].1 = le;
-            self.sample("_bucket", labels, &with_le, cumulative)?;
+            self.sample_with("_bucket", labels, &with_le, cumulative, exemplar(index))?;
         }
         with_le[last].1 = "+Inf";
-        self.sample("_bucket", labels, &with_le, hist.count)?;
+        let inf = exemplar(buckets.le.len());
+        self.sample_with("_bucket", labels, &with_le, hist.count, inf)?;
         self.sample("_sum", labels, extra, Num(hist.sum))?;
         self.sample("_count", labels, extra, hist.count)
     }
 
-    /// Every series of this family for one pipeline.
-    fn pipeline(&mut self, data: &PipelineData, layout: &Layout) -> io::Result<()> {
+    /// Every series of this family for one pipeline; `pipeline` names its exemplars' runs in
+    /// OpenMetrics.
+    fn pipeline(
+        &mut self,
+        data: &PipelineData,
+        layout: &Layout,
+        pipeline: Option<&Exemplars<'_>>,
+    ) -> io::Result<()> {
         // Every field named, none left out with `..`: a field added to the data does not
         // compile until it is written (or said to be written elsewhere).
         let PipelineData {
@@ -383,7 +511,7 @@ impl FamilyWriter<'_> {
                     if self.family == Family::Runs {
                         self.sample("", labels, &extra, hist.count)?;
                     } else {
-                        self.histogram(labels, &extra, &layout.run, hist)?;
+                        self.histogram(labels, &extra, &layout.run, hist, pipeline)?;
                     }
                 }
             }
@@ -394,12 +522,12 @@ impl FamilyWriter<'_> {
             }
             Family::RunQueue => {
                 if let Some(hist) = queue {
-                    self.histogram(labels, &[], &layout.queue, hist)?;
+                    self.histogram(labels, &[], &layout.queue, hist, pipeline)?;
                 }
             }
             Family::RunPause => {
                 if let Some(hist) = pause {
-                    self.histogram(labels, &[], &layout.pause, hist)?;
+                    self.histogram(labels, &[], &layout.pause, hist, pipeline)?;
                 }
             }
             Family::StageStatus => {
@@ -418,7 +546,14 @@ impl FamilyWriter<'_> {
             }
             Family::StageDuration => {
                 for (stage, stats) in stages {
-                    self.histogram(labels, &[("stage", stage)], &layout.stage, &stats.duration)?;
+                    let duration = &stats.duration;
+                    self.histogram(
+                        labels,
+                        &[("stage", stage)],
+                        &layout.stage,
+                        duration,
+                        pipeline,
+                    )?;
                 }
             }
             Family::StageFailures => {
@@ -433,7 +568,7 @@ impl FamilyWriter<'_> {
                         ("job", job.as_str()),
                         ("result", result.as_str()),
                     ];
-                    self.histogram(labels, &extra, &layout.job, hist)?;
+                    self.histogram(labels, &extra, &layout.job, hist, pipeline)?;
                 }
             }
             Family::FailingSince => {
@@ -444,7 +579,7 @@ impl FamilyWriter<'_> {
             }
             Family::Recovery => {
                 if let Some(hist) = recovery {
-                    self.histogram(labels, &[], &layout.recovery, hist)?;
+                    self.histogram(labels, &[], &layout.recovery, hist, pipeline)?;
                 }
             }
             Family::Deployments => {
@@ -463,7 +598,8 @@ impl FamilyWriter<'_> {
                     (restore, &layout.restore)
                 };
                 for (environment, hist) in hists {
-                    self.histogram(labels, &[("environment", environment)], buckets, hist)?;
+                    let extra = [("environment", environment.as_str())];
+                    self.histogram(labels, &extra, buckets, hist, pipeline)?;
                 }
             }
             Family::LeadTimeUnknown => {
@@ -562,5 +698,257 @@ mod tests {
                 "no sample of {name}"
             );
         }
+    }
+
+    use std::sync::Arc;
+
+    use super::super::exposition::{OmSample, parse_openmetrics};
+    use super::super::{Series, Stored};
+
+    /// Runs as (run id, duration, end), observed in this order: r2 ends after r1 in the same
+    /// run bucket (le=60), r0 lands there last but ended first, r3 is past every bound.
+    const RUNS: [(&str, f64, f64); 4] = [
+        ("r1", 30.0, 1030.0),
+        ("r2", 45.0, 2045.0),
+        ("r3", 10_000.0, 13_000.0),
+        ("r0", 50.0, 550.0),
+    ];
+
+    /// A table (exemplars with trace ids when `trace_ids`) and the handle that keeps its one
+    /// pipeline, with [`RUNS`] recorded: runs, their stage and job, and their deployments'
+    /// lead time (the commit was made at 500).
+    fn recorded(trace_ids: bool) -> (Arc<SeriesTable>, Series) {
+        let table = Arc::new(SeriesTable::new(&MetricsConfig::default(), trace_ids));
+        let mut series = Series::new(&table, "proj", "pipe", "Pipe");
+        for (number, (id, duration, end)) in RUNS.into_iter().enumerate() {
+            let mut run = Run::example(
+                "pipe",
+                id.into(),
+                number as u64 + 1,
+                end - duration,
+                Some(end),
+            );
+            run.stages[0].jobs = vec![JobRun {
+                name: "compile".into(),
+                state: RunState::Completed,
+                result: Some(RunResult::Success),
+                start: Some(1.0),
+                end: Some(11.0),
+            }];
+            run.detail_url = Some(format!("https://console.example/{id}"));
+            series.set_last_completed(&run);
+            series.observe_completed(&run);
+            series.observe_jobs(&run);
+            series.observe_deployment(&run, "production", Some("c"), Some("repo"), 0.0);
+        }
+        series.resolve_commit("repo", "c", Ok(500.0));
+        series.publish();
+        (table, series)
+    }
+
+    fn openmetrics(table: &SeriesTable) -> String {
+        let mut out = Vec::new();
+        table.write_openmetrics(&mut out).expect("write");
+        out.extend_from_slice(b"# EOF\n");
+        String::from_utf8(out).expect("utf-8")
+    }
+
+    fn text(table: &SeriesTable) -> String {
+        let mut out = Vec::new();
+        table.write_text(&mut out).expect("write");
+        String::from_utf8(out).expect("utf-8")
+    }
+
+    /// The exemplar of the bucket `le` of the family `name`, as (run id, value, timestamp).
+    fn exemplar_of(samples: &[OmSample], name: &str, le: &str) -> Option<(String, f64, f64)> {
+        let bucket = format!("{name}_bucket");
+        let sample = samples
+            .iter()
+            .find(|s| {
+                s.sample.name == bucket && s.sample.labels.get("le").map(String::as_str) == Some(le)
+            })
+            .unwrap_or_else(|| panic!("no bucket {le} of {name}"));
+        let exemplar = sample.exemplar.as_ref()?;
+        let run = exemplar.labels.get("run_id").cloned().unwrap_or_default();
+        Some((
+            run,
+            exemplar.value,
+            exemplar.timestamp.expect("a timestamp"),
+        ))
+    }
+
+    #[test]
+    fn openmetrics_buckets_carry_their_latest_run_with_its_trace() {
+        let (table, _series) = recorded(true);
+        let om = openmetrics(&table);
+        // Strictly valid: the parser checks names, types, suffixes, +Inf, exemplar syntax,
+        // the 128 characters and that each exemplar lies inside its bucket.
+        let samples = parse_openmetrics(&om);
+        assert!(
+            om.contains("# TYPE codearts_pipeline_runs counter\n"),
+            "{om}"
+        );
+        assert!(om.contains("\ncodearts_pipeline_runs_total{"), "{om}");
+        assert!(om.contains("# TYPE codearts_pipeline_last_run_info gauge\n"));
+        let run = "codearts_pipeline_run_duration_seconds";
+        // The later of two runs in a bucket, not the last observed.
+        assert_eq!(
+            exemplar_of(&samples, run, "60"),
+            Some(("r2".into(), 45.0, 2045.0))
+        );
+        assert_eq!(exemplar_of(&samples, run, "120"), None);
+        assert_eq!(
+            exemplar_of(&samples, run, "+Inf"),
+            Some(("r3".into(), 10_000.0, 13_000.0))
+        );
+        // Stages and jobs: the run's end is the timestamp.
+        let stage = "codearts_pipeline_stage_duration_seconds";
+        assert_eq!(
+            exemplar_of(&samples, stage, "30"),
+            Some(("r3".into(), 1.0, 13_000.0))
+        );
+        let job = "codearts_pipeline_job_duration_seconds";
+        assert_eq!(
+            exemplar_of(&samples, job, "10"),
+            Some(("r3".into(), 10.0, 13_000.0))
+        );
+        // Lead time: the deployment run, at its end.
+        let lead = "codearts_deployment_lead_time_seconds";
+        assert_eq!(
+            exemplar_of(&samples, lead, "3600"),
+            Some(("r2".into(), 1545.0, 2045.0))
+        );
+        assert_eq!(
+            exemplar_of(&samples, lead, "300"),
+            Some(("r0".into(), 50.0, 550.0))
+        );
+        // The trace of the run, as the traces name it.
+        for sample in &samples {
+            if let Some(exemplar) = &sample.exemplar {
+                let run = &exemplar.labels["run_id"];
+                let key = RunKey {
+                    project_id: "proj",
+                    pipeline_id: "pipe",
+                    run,
+                };
+                assert_eq!(exemplar.labels["trace_id"], key.trace_id_hex());
+                assert_eq!(exemplar.labels.len(), 2);
+            }
+        }
+        // Only the run, stage, job and lead time histograms have exemplars.
+        let with: std::collections::BTreeSet<&str> = samples
+            .iter()
+            .filter(|s| s.exemplar.is_some())
+            .map(|s| s.family.0.as_str())
+            .collect();
+        assert_eq!(with, [lead, job, run, stage].into_iter().collect());
+
+        // Without traces: run_id alone.
+        let (plain, _series) = recorded(false);
+        let samples = parse_openmetrics(&openmetrics(&plain));
+        let exemplars: Vec<_> = samples.iter().filter_map(|s| s.exemplar.as_ref()).collect();
+        assert!(!exemplars.is_empty());
+        assert!(exemplars.iter().all(|e| e.labels.keys().eq(["run_id"])));
+    }
+
+    /// `stored` without any exemplar: what a state file from before them holds.
+    fn without_exemplars(stored: &Stored) -> Stored {
+        fn strip(value: &mut serde_json::Value) {
+            match value {
+                serde_json::Value::Object(map) => {
+                    map.remove("exemplars");
+                    map.values_mut().for_each(strip);
+                }
+                serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
+                _ => {}
+            }
+        }
+        let mut value = serde_json::to_value(stored).expect("json");
+        strip(&mut value);
+        serde_json::from_value(value).expect("a state without exemplars still loads")
+    }
+
+    #[test]
+    fn the_text_format_is_the_same_with_exemplars_or_without() {
+        let (table, series) = recorded(true);
+        let with = text(&table);
+        assert!(!with.contains(" # "), "{with}");
+        let stored = series.stored();
+        let json = serde_json::to_string(&stored).expect("json");
+        assert!(json.contains("\"exemplars\""), "exemplars are kept: {json}");
+        let bare = Arc::new(SeriesTable::new(&MetricsConfig::default(), true));
+        let mut restored = Series::new(&bare, "proj", "pipe", "Pipe");
+        restored.restore(without_exemplars(&stored));
+        assert_eq!(text(&bare), with);
+        // Without them, OpenMetrics shows none (and stays valid).
+        let om = openmetrics(&bare);
+        assert!(parse_openmetrics(&om).iter().all(|s| s.exemplar.is_none()));
+    }
+
+    #[test]
+    fn exemplars_survive_the_state_store_encoding() {
+        let (table, series) = recorded(true);
+        // What the state store writes and reads back (serde_json, see `durable`).
+        let json = serde_json::to_string(&series.stored()).expect("json");
+        let stored: Stored = serde_json::from_str(&json).expect("decode");
+        let other = Arc::new(SeriesTable::new(&MetricsConfig::default(), true));
+        let mut restored = Series::new(&other, "proj", "pipe", "Pipe");
+        restored.restore(stored);
+        assert_eq!(openmetrics(&other), openmetrics(&table));
+        assert_eq!(text(&other), text(&table));
+    }
+
+    #[test]
+    fn exemplar_labels_stay_within_128_characters() {
+        let write = |trace_ids: bool, run: String| {
+            let pipeline = Exemplars {
+                project_id: "proj",
+                pipeline_id: "pipe",
+                trace_ids,
+            };
+            let exemplar = Exemplar {
+                bucket: 0,
+                run: run.into(),
+                value: 1.5,
+                end: 2.25,
+            };
+            let mut out = Vec::new();
+            pipeline.write(&mut out, &exemplar).expect("write");
+            String::from_utf8(out).expect("utf-8")
+        };
+        // trace_id and its 32 digits are 40 characters, run_id 6: 82 are left for the run.
+        let at_limit = "流".repeat(82);
+        let trace = |run: &str| {
+            RunKey {
+                project_id: "proj",
+                pipeline_id: "pipe",
+                run,
+            }
+            .trace_id_hex()
+        };
+        assert_eq!(
+            write(true, at_limit.clone()),
+            format!(
+                " # {{trace_id=\"{}\",run_id=\"{at_limit}\"}} 1.5 2.25",
+                trace(&at_limit)
+            )
+        );
+        let over = "x".repeat(83);
+        assert_eq!(
+            write(true, over.clone()),
+            format!(" # {{trace_id=\"{}\"}} 1.5 2.25", trace(&over))
+        );
+        // Without traces, run_id alone: 122 characters fit, more make no exemplar.
+        let fits = "y".repeat(122);
+        assert_eq!(
+            write(false, fits.clone()),
+            format!(" # {{run_id=\"{fits}\"}} 1.5 2.25")
+        );
+        assert_eq!(write(false, "y".repeat(123)), "");
+        // Escaped as a label value.
+        assert_eq!(
+            write(false, "a\"b".into()),
+            " # {run_id=\"a\\\"b\"} 1.5 2.25"
+        );
     }
 }
