@@ -10,6 +10,7 @@
 // Input from the network, files and users must never panic the exporter; tests may unwrap.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod backoff;
 pub mod clock;
 pub mod codearts;
 pub mod config;

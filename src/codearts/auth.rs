@@ -9,7 +9,8 @@ use tokio::sync::Mutex;
 
 use super::api::Api;
 use super::error::{Error, decode, decode_error};
-use super::requests::{Call, Credentials, Requests, backoff};
+use super::requests::{Call, Credentials, Requests};
+use crate::backoff::backoff;
 use super::sign::{self, RequestParts};
 use crate::config::{AuthConfig, AuthMethod, Secret};
 
