@@ -62,5 +62,4 @@ mod tests {
         assert!(wait > Duration::from_secs(100) && wait <= Duration::from_secs(120));
         assert_eq!(retry_after(&HeaderValue::from_static("soon")), None);
     }
-
 }

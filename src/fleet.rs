@@ -216,6 +216,7 @@ impl Fleet {
         config.server = running.config.server.clone();
         config.metrics = running.config.metrics.clone();
         config.sharding = running.config.sharding;
+        config.traces = running.config.traces.clone();
         running.config = config;
         Ok(())
     }
@@ -418,6 +419,10 @@ fn warn_about_restart_only_changes(running: &Config, new: &Config) {
     if running.sharding != new.sharding {
         tracing::warn!("[sharding] changed: takes effect after a restart");
     }
+    // The trace exporter starts once, with the store whose outbox it delivers.
+    if !same_traces(running.traces.as_ref(), new.traces.as_ref()) {
+        tracing::warn!("[traces] changed: takes effect after a restart");
+    }
     // The store is opened once, at start-up: it holds the running state.
     if running.state != new.state {
         let shown = |state: &crate::config::StateConfig| match &state.path {
@@ -429,6 +434,30 @@ fn warn_about_restart_only_changes(running: &Config, new: &Config) {
             new = %shown(&new.state),
             "state.path changed: takes effect after a restart"
         );
+    }
+}
+
+/// Whether two `[traces]` sections are the same, header values included (compared, never
+/// shown).
+fn same_traces(
+    running: Option<&crate::config::TracesConfig>,
+    new: Option<&crate::config::TracesConfig>,
+) -> bool {
+    match (running, new) {
+        (None, None) => true,
+        (Some(a), Some(b)) => {
+            let values = |c: &crate::config::TracesConfig| {
+                c.headers
+                    .iter()
+                    .map(|(name, value)| (name.clone(), value.expose().to_string()))
+                    .collect::<Vec<_>>()
+            };
+            a.endpoint == b.endpoint
+                && a.timeout == b.timeout
+                && a.max_pending_runs == b.max_pending_runs
+                && values(a) == values(b)
+        }
+        _ => false,
     }
 }
 

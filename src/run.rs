@@ -14,7 +14,11 @@ use crate::fleet::{Fleet, FleetError};
 use crate::metrics::{Metrics, MetricsError};
 use crate::server::{self, Endpoints};
 use crate::store::{Store, StoreError};
+use crate::traces::export::{ExportError, Exporter};
 use crate::web_config::{self, WebConfig, WebConfigError};
+
+/// How long an orderly stop tries to deliver the pending traces.
+const FLUSH_AT_STOP: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// The file the configuration came from: it is reloaded on SIGHUP and when it changes.
 #[derive(Debug, Clone)]
@@ -43,6 +47,9 @@ pub enum RunError {
     /// The web configuration (TLS, basic auth) is invalid.
     #[error("{0}")]
     WebConfig(#[from] WebConfigError),
+    /// The trace exporter could not be set up.
+    #[error("{0}")]
+    Traces(#[from] ExportError),
     /// The pollers could not start.
     #[error("{0}")]
     Fleet(#[from] FleetError),
@@ -89,8 +96,19 @@ pub async fn run(
         &config.metrics,
         config.state.path.as_deref(),
         &projects,
+        config.traces.as_ref(),
     )?);
     let metrics = Arc::new(Metrics::new(&store)?);
+    // Traces go out on their own task: polling never waits for the collector.
+    let exporter = match &config.traces {
+        Some(traces) => Exporter::new(traces, store.clone())?.map(Arc::new),
+        None => None,
+    };
+    let stop_delivery = tokio_util::sync::CancellationToken::new();
+    let delivery = exporter.clone().map(|exporter| {
+        let stop = stop_delivery.clone();
+        tokio::spawn(async move { exporter.run(stop).await })
+    });
     let client = Client::new(&config.codearts, &config.auth, metrics.clone())?;
     let addr = listener.local_addr().map_err(|source| RunError::Io {
         what: "cannot read the listening address".into(),
@@ -127,8 +145,22 @@ pub async fn run(
         let _ = watcher.await;
     }
     fleet.shutdown().await;
-    // Whatever a cut poll recorded and did not commit; nothing is written after this.
+    // Whatever a cut poll recorded and did not commit.
     store.commit_all().await;
+    if let (Some(delivery), Some(exporter)) = (delivery, exporter) {
+        // The request in flight ends within its time-out, and is settled.
+        stop_delivery.cancel();
+        let _ = delivery.await;
+        // One last try, briefly: what is left stays in the state file for the next start.
+        let left = exporter.flush(FLUSH_AT_STOP).await;
+        if left > 0 {
+            tracing::warn!(
+                traces_pending = left,
+                kept = store.has_state_file(),
+                "trace export: traces still pending at stop (kept in the state file when there is one)"
+            );
+        }
+    }
     Ok(())
 }
 

@@ -10,8 +10,8 @@ use tokio::sync::Mutex;
 use super::api::Api;
 use super::error::{Error, decode, decode_error};
 use super::requests::{Call, Credentials, Requests};
-use crate::backoff::backoff;
 use super::sign::{self, RequestParts};
+use crate::backoff::backoff;
 use crate::config::{AuthConfig, AuthMethod, Secret};
 
 /// Refresh a password token when this share of its lifetime is left.

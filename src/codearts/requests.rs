@@ -15,9 +15,9 @@ use reqwest::{RequestBuilder, StatusCode};
 use tokio::sync::{Semaphore, watch};
 
 use super::api::{Api, ErrorKind, RequestObserver, RetryReason};
-use crate::backoff::{backoff, retry_after};
 use super::body::{BodyError, read_body};
 use super::error::{Error, http_error, transport_error};
+use crate::backoff::{backoff, retry_after};
 use crate::config::CodeArtsConfig;
 
 /// Who waits for the shared rate limit: a poll's requests go first; the backfill (the first

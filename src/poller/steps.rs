@@ -549,6 +549,7 @@ impl TargetPoller {
                 details: &pipeline_details,
                 deployment: deployment.as_ref(),
                 now,
+                traces: self.store.outbox().is_some(),
             };
             if !record(pipeline, &mut runs, recorded) {
                 tracing::warn!(target_name = self.label(), %pipeline_id, "run history lacks the latest run; reading it again next poll");
@@ -650,6 +651,8 @@ struct Recording<'a> {
     deployment: Option<&'a Deployment>,
     /// The time of the recording, Unix seconds.
     now: f64,
+    /// Whether each recorded run's trace is built (`[traces]`).
+    traces: bool,
 }
 
 /// Records the completed runs of a history read once each, oldest first, with their jobs when
@@ -660,6 +663,7 @@ fn record(pipeline: &mut PipelineState, runs: &mut Vec<Run>, recording: Recordin
         details,
         deployment,
         now,
+        traces,
     } = recording;
     let Some(series) = pipeline.series.as_mut() else {
         return true;
@@ -687,9 +691,20 @@ fn record(pipeline: &mut PipelineState, runs: &mut Vec<Run>, recording: Recordin
                         now,
                     );
                 }
-                if let Some(detail) = run.run_number.and_then(|n| details.get(&n)) {
+                let detail = run.run_number.and_then(|n| details.get(&n));
+                if let Some(detail) = detail {
                     series.observe_jobs(detail);
                     series.observe_pause(detail);
+                }
+                if traces
+                    && let Some(trace) = crate::traces::otlp::run_trace(
+                        series.project_id(),
+                        series.pipeline_name(),
+                        run,
+                        detail,
+                    )
+                {
+                    pipeline.traces.push(trace);
                 }
                 tracing::debug!(pipeline_id = %run.pipeline_id, run_number = ?run.run_number, result = ?run.result, "run recorded");
             }

@@ -189,6 +189,26 @@ impl StateFamilies {
     }
 }
 
+/// A recorded run's trace awaiting delivery, as the state file keeps it: its place in the
+/// outbox (oldest first) and its encoded OTLP request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredTrace {
+    /// Its place in the outbox; increasing.
+    pub seq: i64,
+    /// The protobuf `ExportTraceServiceRequest` of the run.
+    pub body: bytes::Bytes,
+}
+
+/// What a commit changes in the trace outbox, with the rows: traces of runs just recorded, and
+/// traces settled (delivered or dropped) since the last commit.
+#[derive(Debug, Default)]
+pub struct TraceChanges {
+    /// Added, with the runs whose counts the commit writes.
+    pub added: Vec<StoredTrace>,
+    /// Removed: delivered, or dropped.
+    pub settled: Vec<i64>,
+}
+
 /// One pipeline as the state file keeps it.
 #[derive(Debug, Clone)]
 pub struct StoredPipeline {
@@ -255,6 +275,8 @@ pub struct Opened {
     pub file: Option<StateFile>,
     /// Every pipeline it kept.
     pub pipelines: Vec<StoredPipeline>,
+    /// Every trace still awaiting delivery, oldest first.
+    pub traces: Vec<StoredTrace>,
     /// What went wrong (the file kept aside, or none opened).
     pub errors: Vec<StateError>,
 }
@@ -287,10 +309,11 @@ impl StateFile {
     pub fn open(path: &Path, projects: &BTreeSet<String>, layout: &str) -> Opened {
         let mut errors = Vec::new();
         match Self::read(path, projects, layout) {
-            Ok((file, pipelines)) => {
+            Ok((file, pipelines, traces)) => {
                 return Opened {
                     file: Some(file),
                     pipelines,
+                    traces,
                     errors,
                 };
             }
@@ -320,6 +343,7 @@ impl StateFile {
                     return Opened {
                         file: None,
                         pipelines: Vec::new(),
+                        traces: Vec::new(),
                         errors,
                     };
                 }
@@ -332,15 +356,17 @@ impl StateFile {
                 return Opened {
                     file: None,
                     pipelines: Vec::new(),
+                    traces: Vec::new(),
                     errors,
                 };
             }
         }
         // A new file where the untrusted one was.
         match Self::read(path, projects, layout) {
-            Ok((file, pipelines)) => Opened {
+            Ok((file, pipelines, traces)) => Opened {
                 file: Some(file),
                 pipelines,
+                traces,
                 errors,
             },
             Err(Ok(_)) | Err(Err(_)) => {
@@ -351,20 +377,21 @@ impl StateFile {
                 Opened {
                     file: None,
                     pipelines: Vec::new(),
+                    traces: Vec::new(),
                     errors,
                 }
             }
         }
     }
 
-    /// Opens `path` and reads every pipeline: `Err(Ok(_))` for a file not to be trusted,
-    /// `Err(Err(_))` for one that cannot be opened.
+    /// Opens `path` and reads every pipeline and pending trace: `Err(Ok(_))` for a file not to
+    /// be trusted, `Err(Err(_))` for one that cannot be opened.
     #[allow(clippy::type_complexity)]
     fn read(
         path: &Path,
         projects: &BTreeSet<String>,
         layout: &str,
-    ) -> Result<(StateFile, Vec<StoredPipeline>), Result<Distrust, String>> {
+    ) -> Result<(StateFile, Vec<StoredPipeline>, Vec<StoredTrace>), Result<Distrust, String>> {
         let connection = Connection::open(path).map_err(|e| Err(e.to_string()))?;
         // Any failure from here on reads a file that is not a sound database of ours.
         let corrupt = |e: rusqlite::Error| Ok(Distrust::Corrupt(e.to_string()));
@@ -406,6 +433,7 @@ impl StateFile {
                      series TEXT NOT NULL,
                      PRIMARY KEY (project_id, pipeline_id)
                  ) WITHOUT ROWID;
+                 CREATE TABLE IF NOT EXISTS traces (seq INTEGER PRIMARY KEY, body BLOB NOT NULL);
                  INSERT OR IGNORE INTO meta VALUES ('format', '{FORMAT}');
                  PRAGMA user_version = {SCHEMA_VERSION};
                  COMMIT;"
@@ -423,6 +451,7 @@ impl StateFile {
             ))));
         }
         let pipelines = read_pipelines(&connection).map_err(Ok)?;
+        let traces = read_traces(&connection).map_err(Ok)?;
         let mut foreign: BTreeSet<&str> = BTreeSet::new();
         if !pipelines.is_empty() {
             let known = pipelines
@@ -472,16 +501,18 @@ impl StateFile {
                 connection: std::sync::Mutex::new(connection),
             },
             pipelines,
+            traces,
         ))
     }
 
-    /// Writes `rows` and deletes the pipelines `gone` (target, project, pipeline: a row another
-    /// target has taken over stays), in one transaction; returns how long it took. Blocking:
-    /// call it off the async threads.
+    /// Writes `rows`, deletes the pipelines `gone` (target, project, pipeline: a row another
+    /// target has taken over stays) and applies `traces`, in one transaction; returns how long
+    /// it took. Blocking: call it off the async threads.
     pub fn write(
         &self,
         rows: &[Row],
         gone: &[(String, String, String)],
+        traces: &TraceChanges,
     ) -> Result<f64, StateError> {
         let started = Instant::now();
         let failed = |e: rusqlite::Error| StateError::Write {
@@ -517,6 +548,19 @@ impl StateFile {
                 delete
                     .execute(params![target, project_id, pipeline_id])
                     .map_err(failed)?;
+            }
+            let mut add = transaction
+                .prepare_cached("INSERT OR REPLACE INTO traces (seq, body) VALUES (?1, ?2)")
+                .map_err(failed)?;
+            for trace in &traces.added {
+                add.execute(params![trace.seq, trace.body.as_ref()])
+                    .map_err(failed)?;
+            }
+            let mut settle = transaction
+                .prepare_cached("DELETE FROM traces WHERE seq = ?1")
+                .map_err(failed)?;
+            for seq in &traces.settled {
+                settle.execute(params![seq]).map_err(failed)?;
             }
         }
         transaction.commit().map_err(failed)?;
@@ -581,6 +625,23 @@ fn read_pipelines(connection: &Connection) -> Result<Vec<StoredPipeline>, Distru
     Ok(pipelines)
 }
 
+/// Every trace awaiting delivery, oldest first.
+fn read_traces(connection: &Connection) -> Result<Vec<StoredTrace>, Distrust> {
+    let corrupt = |e: rusqlite::Error| Distrust::Corrupt(e.to_string());
+    let mut statement = connection
+        .prepare("SELECT seq, body FROM traces ORDER BY seq")
+        .map_err(corrupt)?;
+    let rows = statement
+        .query_map([], |row| {
+            Ok(StoredTrace {
+                seq: row.get(0)?,
+                body: bytes::Bytes::from(row.get::<_, Vec<u8>>(1)?),
+            })
+        })
+        .map_err(corrupt)?;
+    rows.collect::<Result<_, _>>().map_err(corrupt)
+}
+
 /// Renames the file (and its write-ahead log and shared memory) aside; returns the new name.
 fn set_aside(path: &Path) -> Result<String, String> {
     let stamp = crate::clock::unix_now() as u64;
@@ -637,7 +698,8 @@ mod tests {
     fn file_with_a_row(dir: &Path) -> (PathBuf, StateFile) {
         let path = dir.join("state.db");
         let file = open(&path, &["p"]).file.expect("opened");
-        file.write(&[row("p", "a")], &[]).expect("written");
+        file.write(&[row("p", "a")], &[], &TraceChanges::default())
+            .expect("written");
         (path, file)
     }
 
@@ -658,19 +720,71 @@ mod tests {
     }
 
     #[test]
+    fn pending_traces_are_kept_with_the_rows_until_settled() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("state.db");
+        let file = open(&path, &["p"]).file.expect("opened");
+        let trace = |seq: i64, body: &'static [u8]| StoredTrace {
+            seq,
+            body: bytes::Bytes::from_static(body),
+        };
+        let added = vec![trace(3, b"three"), trace(1, b"one"), trace(2, b"\0two")];
+        file.write(
+            &[row("p", "a")],
+            &[],
+            &TraceChanges {
+                added,
+                settled: Vec::new(),
+            },
+        )
+        .expect("written");
+        drop(file);
+        let reopened = open(&path, &["p"]);
+        assert_eq!(
+            reopened.traces,
+            [trace(1, b"one"), trace(2, b"\0two"), trace(3, b"three")],
+            "oldest first, bytes intact"
+        );
+        let file = reopened.file.expect("opened");
+        file.write(
+            &[],
+            &[],
+            &TraceChanges {
+                added: Vec::new(),
+                settled: vec![1, 3],
+            },
+        )
+        .expect("settled");
+        drop(file);
+        assert_eq!(open(&path, &["p"]).traces, [trace(2, b"\0two")]);
+    }
+
+    #[test]
     fn what_is_written_is_read_back() {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let path = dir.path().join("state.db");
         let first = open(&path, &["p"]);
         assert!(first.errors.is_empty() && first.pipelines.is_empty());
         let file = first.file.expect("opened");
-        file.write(&[row("p", "a"), row("p", "b")], &[])
-            .expect("written");
-        file.write(&[], &[("t".into(), "p".into(), "b".into())])
-            .expect("deleted");
+        file.write(
+            &[row("p", "a"), row("p", "b")],
+            &[],
+            &TraceChanges::default(),
+        )
+        .expect("written");
+        file.write(
+            &[],
+            &[("t".into(), "p".into(), "b".into())],
+            &TraceChanges::default(),
+        )
+        .expect("deleted");
         // Another target's row of a pipeline is not deleted in its name.
-        file.write(&[], &[("other".into(), "p".into(), "a".into())])
-            .expect("nothing deleted");
+        file.write(
+            &[],
+            &[("other".into(), "p".into(), "a".into())],
+            &TraceChanges::default(),
+        )
+        .expect("nothing deleted");
         drop(file);
         let again = open(&path, &["p"]);
         assert!(again.errors.is_empty(), "{:?}", again.errors);
@@ -803,7 +917,9 @@ mod tests {
         let path = dir.path().join("state.db");
         let file = open(&path, &["p"]).file.expect("opened");
         file.refuse_writes(true);
-        let err = file.write(&[row("p", "a")], &[]).expect_err("refused");
+        let err = file
+            .write(&[row("p", "a")], &[], &TraceChanges::default())
+            .expect_err("refused");
         assert_eq!(err.kind(), StateErrorKind::Write);
         file.refuse_writes(false);
         drop(file);

@@ -13,6 +13,7 @@ mod commit_times;
 mod deployments;
 pub mod durable;
 mod gc;
+pub mod outbox;
 mod persist;
 pub mod series;
 pub mod target;
@@ -24,10 +25,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::config::MetricsConfig;
+use crate::config::{MetricsConfig, TracesConfig};
 use crate::recording::RunLedger;
 use crate::schedule::Heartbeat;
 use durable::{StateFamilies, StateFile, StoredPipeline};
+use outbox::Outbox;
 pub use persist::Claim;
 use series::{Series, SeriesTable, lock};
 use target::{TargetFamilies, TargetSeries};
@@ -57,6 +59,9 @@ pub struct PipelineState {
     pub dirty: bool,
     /// This target's claim on the pipeline: no other target records it while held.
     pub claim: Option<Claim>,
+    /// The encoded traces of runs recorded since the last commit (with `[traces]`); they enter
+    /// the outbox with the commit.
+    pub traces: Vec<bytes::Bytes>,
 }
 
 impl PipelineState {
@@ -68,6 +73,7 @@ impl PipelineState {
             absent_since: None,
             dirty: false,
             claim: None,
+            traces: Vec::new(),
         }
     }
 }
@@ -180,11 +186,16 @@ pub struct Store {
     restored: Mutex<HashMap<String, Vec<StoredPipeline>>>,
     /// Pipelines removed since the last commit: (target, project, pipeline).
     removed: Mutex<Vec<(String, String, String)>>,
+    /// Traces the state file kept that no outbox takes (`[traces]` is gone): removed at the next
+    /// commit.
+    dropped_traces: Mutex<Vec<i64>>,
     /// The target that records each pipeline (project, pipeline).
     owners: Owners,
     /// The target that lists each pipeline in its `pipeline_ids`: it records it, whatever
     /// another target discovers.
     listed: Mutex<HashMap<(String, String), String>>,
+    /// The traces awaiting delivery; none without `[traces]`.
+    outbox: Option<Arc<Outbox>>,
     /// Commit times from CodeArts Repo, for deployments' lead time.
     commit_times: Mutex<commit_times::CommitTimes>,
     /// Which pipelines deploy to which environment (`[[deployments]]`).
@@ -192,17 +203,32 @@ pub struct Store {
 }
 
 impl Store {
-    /// An empty store whose series are laid out by `[metrics]`, without a state file.
+    /// An empty store whose series are laid out by `[metrics]`, without a state file or traces.
     pub fn new(config: &MetricsConfig) -> Result<Store, StoreError> {
+        Store::with_traces(config, None)
+    }
+
+    /// An empty store whose series are laid out by `[metrics]`, that keeps the traces of the
+    /// runs it records for delivery with `traces`, without a state file.
+    pub fn with_traces(
+        config: &MetricsConfig,
+        traces: Option<&TracesConfig>,
+    ) -> Result<Store, StoreError> {
+        let outbox = match traces {
+            Some(traces) => Some(Arc::new(Outbox::new(traces.max_pending_runs)?)),
+            None => None,
+        };
         Ok(Store {
-            // [traces] on: Config.traces.is_some()
-            series: Arc::new(SeriesTable::new(config, false)),
+            // Exemplars name the trace of their run when there are traces to find.
+            series: Arc::new(SeriesTable::new(config, traces.is_some())),
+            outbox,
             target_families: Arc::new(TargetFamilies::new()?),
             targets: Mutex::new(BTreeMap::new()),
             file: None,
             state_families: StateFamilies::new()?,
             restored: Mutex::new(HashMap::new()),
             removed: Mutex::new(Vec::new()),
+            dropped_traces: Mutex::new(Vec::new()),
             owners: Arc::new(Mutex::new(HashMap::new())),
             listed: Mutex::new(HashMap::new()),
             commit_times: Mutex::new(commit_times::CommitTimes::default()),
@@ -220,7 +246,20 @@ impl Store {
     pub fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
         let mut all = self.target_families.collectors();
         all.extend(self.state_families.collectors());
+        if let Some(outbox) = &self.outbox {
+            all.extend(outbox.collectors());
+        }
         all
+    }
+
+    /// Whether the store keeps its state in a file.
+    pub fn has_state_file(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// The traces awaiting delivery; `None` without `[traces]`.
+    pub fn outbox(&self) -> Option<&Arc<Outbox>> {
+        self.outbox.as_ref()
     }
 
     /// A handle on the series of one pipeline.

@@ -9,10 +9,10 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
-use super::durable::{Row, StateFile};
+use super::durable::{Row, StateFile, TraceChanges};
 use super::series::lock;
 use super::{Owners, PipelineState, Store, StoreError, TargetState};
-use crate::config::MetricsConfig;
+use crate::config::{MetricsConfig, TracesConfig};
 
 /// A target's claim on a pipeline, released when dropped (with the pipeline's state).
 #[derive(Debug)]
@@ -34,15 +34,17 @@ impl Drop for Claim {
 
 impl Store {
     /// A store laid out by `[metrics]` that keeps its state in the file at `path` (when given)
-    /// for a configuration of `projects`: what the file kept is restored as each target takes
-    /// its slot. A file that cannot be trusted or opened is logged and counted, and the store
-    /// starts without it.
+    /// for a configuration of `projects`, and the traces of the runs it records with `traces`:
+    /// what the file kept is restored as each target takes its slot, and its pending traces
+    /// await delivery again. A file that cannot be trusted or opened is logged and counted, and
+    /// the store starts without it.
     pub fn open(
         config: &MetricsConfig,
         path: Option<&Path>,
         projects: &BTreeSet<String>,
+        traces: Option<&TracesConfig>,
     ) -> Result<Store, StoreError> {
-        let mut store = Store::new(config)?;
+        let mut store = Store::with_traces(config, traces)?;
         let Some(path) = path else {
             tracing::warn!(
                 "no state file (state.path): a restart may record the runs of the last \
@@ -59,9 +61,16 @@ impl Store {
             tracing::info!(
                 path = %path.display(),
                 pipelines = opened.pipelines.len(),
+                traces_pending = opened.traces.len(),
                 "state file opened; counts go on from it"
             );
             store.file = Some(Arc::new(file));
+        }
+        match &store.outbox {
+            Some(outbox) => outbox.admit(opened.traces),
+            // Traces kept by a run with [traces] and none wanted now: forgotten at the next
+            // commit.
+            None => lock(&store.dropped_traces).extend(opened.traces.iter().map(|t| t.seq)),
         }
         let mut restored: HashMap<String, Vec<_>> = HashMap::new();
         for pipeline in opened.pipelines {
@@ -96,6 +105,7 @@ impl Store {
                     absent_since: None,
                     dirty: false,
                     claim: Some(claim),
+                    traces: Vec::new(),
                 },
             );
         }
@@ -179,9 +189,20 @@ impl Store {
             .filter(|(_, pipeline)| pipeline.dirty)
             .map(|(id, _)| id)
             .collect();
+        // The traces of the runs recorded, in the order recorded; cheap clones of their bodies.
+        let bodies: Vec<bytes::Bytes> = dirty
+            .iter()
+            .filter_map(|id| state.pipelines.get(*id))
+            .flat_map(|pipeline| pipeline.traces.iter().cloned())
+            .collect();
+        let added = match &self.outbox {
+            Some(outbox) => outbox.stamp(bodies),
+            None => Vec::new(),
+        };
         if let Some(file) = &self.file {
             let removed = std::mem::take(&mut *lock(&self.removed));
-            if dirty.is_empty() && removed.is_empty() {
+            let settled = self.take_settled();
+            if dirty.is_empty() && removed.is_empty() && settled.is_empty() {
                 return;
             }
             let rows: Vec<Row> = dirty
@@ -200,10 +221,13 @@ impl Store {
                 .collect();
             let file = file.clone();
             let (count, bytes) = (rows.len(), rows.iter().map(Row::bytes).sum::<usize>());
-            let written =
-                tokio::task::spawn_blocking(move || (file.write(&rows, &removed), removed)).await;
+            let traces = TraceChanges { added, settled };
+            let written = tokio::task::spawn_blocking(move || {
+                (file.write(&rows, &removed, &traces), removed, traces)
+            })
+            .await;
             match written {
-                Ok((Ok(seconds), removed)) => {
+                Ok((Ok(seconds), removed, traces)) => {
                     self.state_families
                         .committed(seconds, crate::clock::unix_now());
                     // The benchmark reads these.
@@ -212,13 +236,18 @@ impl Store {
                         rows = count,
                         bytes,
                         removed = removed.len(),
+                        traces = traces.added.len(),
                         seconds,
                         "state committed"
                     );
+                    if let Some(outbox) = &self.outbox {
+                        outbox.admit(traces.added);
+                    }
                 }
-                Ok((Err(err), removed)) => {
+                Ok((Err(err), removed, traces)) => {
                     self.state_families.failed(&err);
                     lock(&self.removed).extend(removed);
+                    self.untake_settled(traces.settled);
                     return;
                 }
                 Err(err) => {
@@ -226,12 +255,63 @@ impl Store {
                     return;
                 }
             }
+        } else if let Some(outbox) = &self.outbox {
+            outbox.admit(added);
         }
         for pipeline in state.pipelines.values_mut().filter(|p| p.dirty) {
             if let Some(series) = pipeline.series.as_mut() {
                 series.publish();
             }
+            pipeline.traces.clear();
             pipeline.dirty = false;
+        }
+    }
+
+    /// Removes the traces settled (delivered or dropped) since the last commit from the state
+    /// file now, so a restart does not send a delivered trace again. A failed write is counted,
+    /// and made again by the next commit.
+    pub async fn commit_settled_traces(&self) {
+        let Some(file) = &self.file else {
+            self.take_settled();
+            return;
+        };
+        let settled = self.take_settled();
+        if settled.is_empty() {
+            return;
+        }
+        let file = file.clone();
+        let traces = TraceChanges {
+            added: Vec::new(),
+            settled,
+        };
+        let written =
+            tokio::task::spawn_blocking(move || (file.write(&[], &[], &traces), traces)).await;
+        match written {
+            Ok((Ok(seconds), _)) => self
+                .state_families
+                .committed(seconds, crate::clock::unix_now()),
+            Ok((Err(err), traces)) => {
+                self.state_families.failed(&err);
+                self.untake_settled(traces.settled);
+            }
+            Err(err) => tracing::error!(error = %err, "state file commit did not finish"),
+        }
+    }
+
+    /// The traces settled since the last commit, and those the state file kept for nobody.
+    fn take_settled(&self) -> Vec<i64> {
+        let mut settled = std::mem::take(&mut *lock(&self.dropped_traces));
+        if let Some(outbox) = &self.outbox {
+            settled.extend(outbox.take_settled());
+        }
+        settled
+    }
+
+    /// Gives back what [`Store::take_settled`] took, after a failed commit.
+    fn untake_settled(&self, settled: Vec<i64>) {
+        match &self.outbox {
+            Some(outbox) => outbox.untake_settled(settled),
+            None => lock(&self.dropped_traces).extend(settled),
         }
     }
 
@@ -267,8 +347,9 @@ mod tests {
 
     fn open(path: &Path) -> (Arc<Store>, Metrics) {
         let projects = [PROJECT.to_string()].into_iter().collect();
-        let store =
-            Arc::new(Store::open(&MetricsConfig::default(), Some(path), &projects).expect("store"));
+        let store = Arc::new(
+            Store::open(&MetricsConfig::default(), Some(path), &projects, None).expect("store"),
+        );
         let metrics = Metrics::new(&store).expect("metrics");
         (store, metrics)
     }
@@ -279,6 +360,58 @@ mod tests {
             .expect("utf-8")
             .lines()
             .find_map(|line| line.strip_prefix(prefix)?.trim().parse().ok())
+    }
+
+    #[tokio::test]
+    async fn a_runs_trace_enters_the_outbox_with_its_commit_and_stays_until_settled() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("state.db");
+        let projects: BTreeSet<String> = [PROJECT.to_string()].into_iter().collect();
+        let traces = TracesConfig::new("http://127.0.0.1:4318");
+        let open_with_traces = || {
+            Store::open(
+                &MetricsConfig::default(),
+                Some(&path),
+                &projects,
+                Some(&traces),
+            )
+            .expect("store")
+        };
+        let store = open_with_traces();
+        let outbox = store.outbox().expect("an outbox").clone();
+        let slot = store.target("t", Duration::from_secs(60));
+        let mut state = store.write(&slot).await;
+        let mut pipeline = PipelineState::new(0.0);
+        pipeline.series = Some(store.new_series(PROJECT, "a", "A"));
+        pipeline
+            .traces
+            .push(bytes::Bytes::from_static(b"trace of run 1"));
+        pipeline.dirty = true;
+        state.pipelines.insert("a".into(), pipeline);
+
+        // Not committed: not pending, and kept with the pipeline for the next commit.
+        store.file.as_ref().expect("a file").refuse_writes(true);
+        store.commit("t", &mut state).await;
+        assert!(outbox.is_empty());
+        assert_eq!(state.pipelines["a"].traces.len(), 1);
+        store.file.as_ref().expect("a file").refuse_writes(false);
+        store.commit("t", &mut state).await;
+        assert_eq!(outbox.len(), 1);
+        assert!(state.pipelines["a"].traces.is_empty());
+        drop(state);
+        drop(slot);
+        drop(store);
+
+        // Kept across a restart; once settled, gone for the next one.
+        let store = open_with_traces();
+        let outbox = store.outbox().expect("an outbox").clone();
+        let pending = outbox.oldest(10, 1 << 20);
+        assert_eq!(pending.len(), 1);
+        assert_eq!(&pending[0].body[..], b"trace of run 1");
+        outbox.settle(&pending, None);
+        store.commit_settled_traces().await;
+        drop(store);
+        assert!(open_with_traces().outbox().expect("an outbox").is_empty());
     }
 
     const RUNS: &str = "codearts_pipeline_runs_total{project_id=\"proj\",pipeline_id=\"a\",pipeline_name=\"A\",result=\"success\"}";

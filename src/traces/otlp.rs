@@ -300,6 +300,29 @@ pub fn run_request(project_id: &str, run: &Run) -> Option<ExportTraceServiceRequ
     })
 }
 
+/// The encoded trace of a completed run of pipeline `pipeline_name` of `project_id`, as the run
+/// history gives it (`run`, which names no pipeline) with the stages, jobs and pauses of its
+/// run detail when it was read; `None` as for [`run_resource_spans`].
+pub fn run_trace(
+    project_id: &str,
+    pipeline_name: &str,
+    run: &Run,
+    detail: Option<&Run>,
+) -> Option<bytes::Bytes> {
+    let mut whole = Run {
+        pipeline_name: run
+            .pipeline_name
+            .clone()
+            .or_else(|| Some(pipeline_name.to_string())),
+        ..run.clone()
+    };
+    if let Some(detail) = detail {
+        whole.stages = detail.stages.clone();
+        whole.pause = detail.pause.or(run.pause);
+    }
+    run_request(project_id, &whole).map(|request| encode(&request).into())
+}
+
 /// Several runs' requests as one: their `ResourceSpans` one after the other, in order.
 pub fn batch(
     requests: impl IntoIterator<Item = ExportTraceServiceRequest>,

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod exposition;
+pub mod otlp;
 pub mod pki;
 pub mod prometheus;
 // The harness serves the simulator, which only the `simulator` feature builds.
