@@ -451,3 +451,115 @@ async fn pending_traces_survive_a_kill_and_delivered_ones_are_not_sent_again() {
     );
     drop(third);
 }
+
+/// A real Prometheus storing exemplars: each run duration bucket's exemplar names the trace the
+/// collector received for that run, with the run's duration and end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_leads_from_a_bucket_to_the_trace_of_its_run() {
+    use common::prometheus::{Prometheus, promtool, require_tool};
+    require_tool("prometheus");
+    require_tool("promtool");
+    let sim = common::harness::start_simulator(6, 2, 25, 400.0).await;
+    let truth = get_json(&format!("{}/_sim/truth", sim.url)).await;
+    let receiver = Receiver::start().await;
+    let text = traces_config(&sim.url, &truth, &receiver.endpoint(), "");
+    let exporter = common::harness::start_exporter(&text).await;
+    let target = exporter.url.trim_start_matches("http://").to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: codearts\n    static_configs:\n      - targets: [\"{target}\"]\n"
+    );
+    let mut prometheus =
+        Prometheus::start_with(dir.path(), &config, &["--enable-feature=exemplar-storage"]);
+    prometheus.wait_ready().await;
+
+    let client = reqwest::Client::new();
+    let exemplars_of = |family: &'static str| {
+        let client = client.clone();
+        let url = format!(
+            "{}/api/v1/query_exemplars?query={family}_bucket&start={}&end={}",
+            prometheus.url,
+            common::harness::now_ms() / 1000.0 - 600.0,
+            common::harness::now_ms() / 1000.0 + 600.0
+        );
+        async move {
+            let body: Value = client
+                .get(&url)
+                .send()
+                .await
+                .expect("query_exemplars")
+                .json()
+                .await
+                .expect("JSON");
+            assert_eq!(body["status"], "success", "{body}");
+            body["data"]
+                .as_array()
+                .expect("series")
+                .iter()
+                .flat_map(|series| series["exemplars"].as_array().cloned().unwrap_or_default())
+                .collect::<Vec<Value>>()
+        }
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let (runs, stages) = loop {
+        let runs = exemplars_of("codearts_pipeline_run_duration_seconds").await;
+        let stages = exemplars_of("codearts_pipeline_stage_duration_seconds").await;
+        if runs.len() >= 5 && !stages.is_empty() {
+            break (runs, stages);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no exemplars stored; prometheus log:\n{}",
+            prometheus.log()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    // Delivery runs beside the scrapes: wait until the collector has every trace scraped.
+    exporter
+        .scrape_until(Duration::from_secs(60), "traces delivered", all_delivered)
+        .await;
+    let taken: HashMap<String, ResourceSpans> = receiver
+        .taken_runs()
+        .into_iter()
+        .map(|run| (otlp::trace_id(&run), run))
+        .collect();
+    for exemplar in runs.iter().chain(&stages) {
+        let labels = &exemplar["labels"];
+        let trace_id = labels["trace_id"].as_str().expect("a trace_id label");
+        assert_eq!(trace_id.len(), 32);
+        let run = taken
+            .get(trace_id)
+            .unwrap_or_else(|| panic!("exemplar {exemplar} names no trace the collector got"));
+        assert_eq!(
+            labels["run_id"].as_str(),
+            otlp::resource_attribute(run, "cicd.pipeline.run.id")
+        );
+    }
+    for exemplar in &runs {
+        let run = &taken[exemplar["labels"]["trace_id"].as_str().expect("id")];
+        let root = otlp::spans(run)
+            .into_iter()
+            .find(|s| s.parent_span_id.is_empty())
+            .expect("a root span");
+        let duration = (root.end_time_unix_nano - root.start_time_unix_nano) as f64 / 1e9;
+        let value: f64 = exemplar["value"]
+            .as_str()
+            .expect("value")
+            .parse()
+            .expect("a number");
+        assert!((value - duration).abs() < 1e-6, "{exemplar}: {duration}");
+        let at = exemplar["timestamp"].as_f64().expect("timestamp");
+        assert!(
+            (at - root.end_time_unix_nano as f64 / 1e9).abs() < 1e-3,
+            "{exemplar}"
+        );
+    }
+    // The text format, without exemplars, stays clean for promtool.
+    let (_, body) = common::get(&format!("{}/metrics", exporter.url)).await;
+    assert!(!body.contains("trace_id"));
+    let lint = promtool(&["check", "metrics"], Some(&body));
+    assert!(lint.trim().is_empty(), "promtool check metrics:\n{lint}");
+    drop(prometheus);
+    exporter.stop().await;
+    sim.stop().await;
+}

@@ -78,6 +78,11 @@ impl Prometheus {
     /// Writes `config` to `dir/prometheus.yml`, checks it with promtool and starts Prometheus
     /// on a free port, with its storage in `dir/data` and its log in `dir/prometheus.log`.
     pub fn start(dir: &Path, config: &str) -> Prometheus {
+        Prometheus::start_with(dir, config, &[])
+    }
+
+    /// Like [`Prometheus::start`], with extra command-line arguments (feature flags, say).
+    pub fn start_with(dir: &Path, config: &str, extra: &[&str]) -> Prometheus {
         let config_path = dir.join("prometheus.yml");
         fs::write(&config_path, config).expect("write prometheus.yml");
         promtool(
@@ -95,6 +100,7 @@ impl Prometheus {
                 dir.join("data").display()
             ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("log file"))
             .stderr(log_file)
