@@ -42,10 +42,10 @@ fn default_timeout() -> Duration {
     Duration::from_secs(10)
 }
 
-/// Runs of a day of 10,000 pipelines that run about ten times each: an outage of a day of the
-/// collector loses nothing, and pending runs stay a few tens of MB at most.
+/// A run of each of 10,000 pipelines: an outage of the collector of an hour or more loses
+/// nothing, and the pending traces (a few KB each, held in memory) stay tens of MB at most.
 fn default_max_pending_runs() -> usize {
-    100_000
+    10_000
 }
 
 impl TracesConfig {
@@ -191,7 +191,7 @@ mod tests {
         let traces = config.traces.as_ref().expect("traces on");
         assert_eq!(traces.endpoint, "http://otel-collector:4318");
         assert_eq!(traces.timeout, Duration::from_secs(10));
-        assert_eq!(traces.max_pending_runs, 100_000);
+        assert_eq!(traces.max_pending_runs, 10_000);
         assert!(traces.headers.is_empty() && traces.headers_file.is_empty());
         assert_eq!(traces.traces_url(), "http://otel-collector:4318/v1/traces");
         let defaults = TracesConfig::new("http://otel-collector:4318");
