@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 
 use crate::config::{
     AuthConfig, AuthMethod, CodeArtsConfig, Config, ConfigError, DeploymentConfig, MetricsConfig,
-    Secret, ServerConfig, ShardingConfig, StateConfig, StatusApi, TargetConfig,
+    Secret, ServerConfig, ShardingConfig, StateConfig, StatusApi, TargetConfig, TracesConfig,
 };
 use crate::run::{self, RunError};
 use crate::simulator::{self, SimOptions, Simulator};
@@ -141,7 +141,7 @@ pub fn config(
         codearts: CodeArtsConfig {
             endpoint: Some(endpoint.clone()),
             iam_endpoint: Some(endpoint.clone()),
-            repo_endpoint: Some(endpoint),
+            repo_endpoint: Some(endpoint.clone()),
             timeout: Duration::from_secs(5),
             ..CodeArtsConfig::default()
         },
@@ -184,8 +184,9 @@ pub fn config(
         sharding: ShardingConfig::default(),
         // `run` gives the demo a state file of its own.
         state: StateConfig::default(),
-        // The demo sends no traces.
-        traces: None,
+        // Traces go to the simulator's stand-in collector, so the trace delivery panels and
+        // alerts have data, and exemplars name traces.
+        traces: Some(TracesConfig::new(endpoint)),
     };
     config.validate()?;
     Ok(config)

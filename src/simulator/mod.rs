@@ -48,6 +48,9 @@ use world::{Shape, World};
 
 /// Request bodies larger than this are refused.
 const MAX_BODY_BYTES: usize = 1 << 20;
+/// Largest trace export the demo's collector takes (the exporter sends about 1 MiB at most,
+/// before gzip).
+const MAX_TRACE_BODY_BYTES: usize = 8 << 20;
 /// Nominal durations are divided by the speed; outside these bounds times degenerate.
 const SPEED_RANGE: (f64, f64) = (1e-3, 1e6);
 
@@ -285,6 +288,9 @@ pub async fn serve(listener: TcpListener, sim: Arc<Simulator>, shutdown: impl Fu
 }
 
 async fn respond(sim: &Simulator, request: Request<Incoming>) -> Response<Body> {
+    if request.method() == hyper::Method::POST && request.uri().path() == "/v1/traces" {
+        return take_traces(request).await;
+    }
     let (parts, body) = request.into_parts();
     let arrived_ms = sim.now_ms();
     let api = faults::api_of(parts.method.as_str(), parts.uri.path());
@@ -328,6 +334,20 @@ async fn respond(sim: &Simulator, request: Request<Incoming>) -> Response<Body> 
             .map(str::to_string),
     });
     response
+}
+
+/// The demo's trace collector, no part of CodeArts: an OTLP/HTTP receiver that takes every
+/// export and keeps nothing, so the demo's traces have somewhere to go. The answer is an empty
+/// `ExportTraceServiceResponse` (a protobuf message with no field set is no bytes).
+async fn take_traces(request: Request<Incoming>) -> Response<Body> {
+    let taken = Limited::new(request.into_body(), MAX_TRACE_BODY_BYTES)
+        .collect()
+        .await;
+    let status = match taken {
+        Ok(_) => StatusCode::OK,
+        Err(_) => StatusCode::PAYLOAD_TOO_LARGE,
+    };
+    whole(http::response(status, "application/x-protobuf", Vec::new()))
 }
 
 fn reply_to_response(reply: routes::Reply) -> Response<Body> {
