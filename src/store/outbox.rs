@@ -119,7 +119,7 @@ impl TraceFamilies {
 /// What the outbox holds, under one lock.
 #[derive(Default)]
 struct Queue {
-    /// Committed traces awaiting delivery, oldest first (increasing `seq`).
+    /// Committed traces awaiting delivery, in the order their commits were written.
     pending: VecDeque<StoredTrace>,
     /// The next trace's place.
     next_seq: i64,
@@ -237,13 +237,16 @@ impl Outbox {
     /// Settles `batch` (taken from [`Outbox::oldest`]): delivered when `dropped` is `None`.
     /// Traces of it that the bound dropped meanwhile are not counted twice.
     pub fn settle(&self, batch: &[StoredTrace], dropped: Option<DropReason>) {
-        let Some(last) = batch.last().map(|trace| trace.seq) else {
-            return;
-        };
+        let in_batch: std::collections::HashSet<i64> = batch.iter().map(|t| t.seq).collect();
         let mut queue = lock(&self.queue);
-        // The batch was the front, and only the front is ever removed meanwhile.
+        // The batch was the front, and only the front is ever removed meanwhile. (Places need
+        // not increase along the queue: two targets' commits may admit in either order.)
         let mut settled = 0u64;
-        while queue.pending.front().is_some_and(|trace| trace.seq <= last) {
+        while queue
+            .pending
+            .front()
+            .is_some_and(|trace| in_batch.contains(&trace.seq))
+        {
             if let Some(trace) = queue.pending.pop_front() {
                 queue.settled.push(trace.seq);
                 settled += 1;
@@ -339,6 +342,23 @@ mod tests {
             1
         );
         assert_eq!(outbox.take_settled(), [0, 1, 2]);
+    }
+
+    #[test]
+    fn commits_admitted_out_of_order_settle_all_the_same() {
+        let outbox = Outbox::new(10).expect("outbox");
+        let first = outbox.stamp(bodies(&["a", "b"]));
+        let second = outbox.stamp(bodies(&["c", "d"]));
+        // The second commit's write ended first.
+        outbox.admit(second);
+        outbox.admit(first);
+        let batch = outbox.oldest(10, 1000);
+        assert_eq!(seqs(&batch), [2, 3, 0, 1]);
+        outbox.settle(&batch, None);
+        assert!(outbox.is_empty());
+        assert_eq!(outbox.families.exported.get(), 4);
+        // The next place is after every place given, whatever the order of admission.
+        assert_eq!(seqs(&outbox.stamp(bodies(&["e"]))), [4]);
     }
 
     #[test]
