@@ -6,7 +6,12 @@
 //!   /metrics answer (gzip, or the text inflated as it is sent), with no rendering at all: the
 //!   lower bound of what a scrape can cost;
 //! - `render`: fills the metrics of N pipelines to their full series budget and times the
-//!   rendering and its gzip compression, as one JSON line;
+//!   rendering and its gzip compression, as one JSON line: the text format (its figures at the
+//!   top level, as before OpenMetrics), then each format cold (the first rendering after a
+//!   change) and cached (a scrape that finds the rendering current), with body sizes;
+//! - `otlp-sink`: a minimal OTLP/HTTP trace receiver (200 to `POST /v1/traces`) that counts
+//!   requests, bytes on the wire, bytes after gunzip, runs (resource spans) and spans, served
+//!   as JSON on `GET /stats`;
 //! - `tls-files`: writes a CA, a server certificate and a web configuration with TLS and basic
 //!   auth, for the TLS figures (`load --ca-file --user --password`, and `--flood-per-second`
 //!   for wrong passwords sent while scraping).
@@ -19,8 +24,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use codearts_exporter::codearts::model::{Run, RunResult, RunState, StageRun};
-use codearts_exporter::config::MetricsConfig;
-use codearts_exporter::exposition::{Exposition, Rendered};
+use codearts_exporter::config::{MetricsConfig, TracesConfig};
+use codearts_exporter::exposition::{Exposition, Lookup, Rendered};
 use codearts_exporter::http;
 use codearts_exporter::metrics::{Format, Metrics};
 use codearts_exporter::server;
@@ -62,6 +67,9 @@ enum Command {
         /// connection, and count their answers.
         #[arg(long, default_value_t = 0.0)]
         flood_per_second: f64,
+        /// `Accept` header to send (e.g. `application/openmetrics-text; version=1.0.0`).
+        #[arg(long)]
+        accept: Option<String>,
     },
     /// Write ca.pem, server.pem, server-key.pem and web.yml (TLS, basic auth of USER with
     /// PASSWORD hashed at COST) into DIR.
@@ -99,6 +107,15 @@ enum Command {
         /// Renderings timed (the median is printed).
         #[arg(long, default_value_t = 5)]
         rounds: usize,
+        /// Exemplars name their run's trace, as with `[traces]`.
+        #[arg(long)]
+        trace_ids: bool,
+    },
+    /// Receive OTLP/HTTP trace exports on LISTEN and count them (`GET /stats`).
+    OtlpSink {
+        /// Where to listen; port 0 picks one (printed on stdout).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
     },
 }
 
@@ -114,6 +131,7 @@ fn main() -> anyhow::Result<()> {
             user,
             password,
             flood_per_second,
+            accept,
         } => {
             let access = Access {
                 ca: match ca_file {
@@ -124,6 +142,7 @@ fn main() -> anyhow::Result<()> {
                 },
                 user,
                 password,
+                accept,
             };
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(load(
@@ -168,7 +187,12 @@ fn main() -> anyhow::Result<()> {
             pipelines,
             stages,
             rounds,
-        } => render(pipelines, stages, rounds.max(1)),
+            trace_ids,
+        } => render(pipelines, stages, rounds.max(1), trace_ids),
+        Command::OtlpSink { listen } => {
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(otlp_sink(listen))
+        }
     }
 }
 
@@ -181,11 +205,12 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-/// How `load` reaches the URL: a CA to trust, basic auth credentials.
+/// How `load` reaches the URL: a CA to trust, basic auth credentials, the format asked for.
 struct Access {
     ca: Option<Vec<u8>>,
     user: Option<String>,
     password: Option<String>,
+    accept: Option<String>,
 }
 
 impl Access {
@@ -222,6 +247,7 @@ async fn load(
             .user
             .clone()
             .map(|user| (user, access.password.clone()));
+        let accept = access.accept.clone();
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut bytes = 0usize;
@@ -231,6 +257,9 @@ async fn load(
                 let mut request = client.get(&url);
                 if gzip {
                     request = request.header("Accept-Encoding", "gzip");
+                }
+                if let Some(accept) = &accept {
+                    request = request.header("Accept", accept);
                 }
                 if let Some((user, password)) = &credentials {
                     request = request.basic_auth(user, password.as_deref());
@@ -277,6 +306,7 @@ async fn load(
             "gzip": gzip,
             "tls": url.starts_with("https://"),
             "basic_auth": access.user.is_some(),
+            "accept": access.accept,
             "seconds": seconds,
             "requests": latencies.len(),
             "errors": errors,
@@ -413,8 +443,10 @@ fn run(pipeline: usize, number: u64, stages: usize, result: RunResult, end: f64)
     }
 }
 
-fn render(pipelines: usize, stages: usize, rounds: usize) -> anyhow::Result<()> {
-    let store = Store::new(&MetricsConfig::default())?;
+fn render(pipelines: usize, stages: usize, rounds: usize, trace_ids: bool) -> anyhow::Result<()> {
+    // With trace ids, the store keeps an outbox as with `[traces]` (nothing is sent).
+    let traces = trace_ids.then(|| TracesConfig::new("http://127.0.0.1:9"));
+    let store = Store::with_traces(&MetricsConfig::default(), traces.as_ref())?;
     let metrics = Arc::new(Metrics::new(&store)?);
     let mut all = Vec::with_capacity(pipelines);
     for pipeline in 0..pipelines {
@@ -449,20 +481,78 @@ fn render(pipelines: usize, stages: usize, rounds: usize) -> anyhow::Result<()> 
     }
     let built_rss = rss_kib("VmRSS:");
     let exposition = Exposition::new(metrics.clone());
-    let mut render_seconds = Vec::new();
+    // The text format first, alone, as before OpenMetrics existed: its figures (the top-level
+    // keys) compare with earlier runs, its peak RSS included.
+    let text = time_format(&exposition, &store, Format::Text, rounds)?;
+    let peak_rss = rss_kib("VmHWM:");
+    let openmetrics = time_format(&exposition, &store, Format::OpenMetrics, rounds)?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "pipelines": pipelines,
+            "stages": stages,
+            "trace_ids": trace_ids,
+            "series": text["series"],
+            "pipeline_series": text["pipeline_series"],
+            "series_per_pipeline": text["pipeline_series"].as_f64().unwrap_or(0.0) / pipelines.max(1) as f64,
+            "text_bytes": text["text_bytes"],
+            "gzip_bytes": text["gzip_bytes"],
+            "render_gzip_s_median": text["cold_s_median"],
+            "render_gzip_s_max": text["cold_s_max"],
+            "rss_kib_before_rendering": built_rss,
+            "peak_rss_kib": peak_rss,
+            "peak_rss_kib_after_openmetrics": rss_kib("VmHWM:"),
+            "formats": {"text": text, "openmetrics": openmetrics},
+        })
+    );
+    drop(all);
+    Ok(())
+}
+
+/// Times `rounds` renderings of `format`, each the first after a change (cold), then `rounds`
+/// scrapes that find the rendering current (cached): the lookup alone, as a gzip scrape gets
+/// it, and the lookup with the inflating of every piece, as a plain scrape gets it. Counts
+/// what the body holds.
+fn time_format(
+    exposition: &Exposition,
+    store: &Store,
+    format: Format,
+    rounds: usize,
+) -> anyhow::Result<serde_json::Value> {
+    let mut cold = Vec::new();
     let mut last = None;
     for _ in 0..rounds {
         store.series().changed();
         let started = Instant::now();
-        let rendered = exposition.current(Format::Text);
-        render_seconds.push(started.elapsed().as_secs_f64());
+        let rendered = exposition.current(format);
+        cold.push(started.elapsed().as_secs_f64());
         last = Some(rendered);
     }
-    render_seconds.sort_by(f64::total_cmp);
-    let peak_rss = rss_kib("VmHWM:");
+    drop(last);
+    let (mut cached_gzip, mut cached_plain) = (Vec::new(), Vec::new());
+    let mut rendered = None;
+    for _ in 0..rounds {
+        let started = Instant::now();
+        let found = match exposition.lookup(format) {
+            Lookup::Serve(found) | Lookup::ServeAndRefresh(found) => found,
+            Lookup::Render => anyhow::bail!("{format:?}: a rendering was expected in the cache"),
+        };
+        cached_gzip.push(started.elapsed().as_secs_f64());
+        let started = Instant::now();
+        let mut inflated = 0usize;
+        for piece in found.pieces() {
+            inflated += piece?.len();
+        }
+        cached_plain.push(started.elapsed().as_secs_f64());
+        std::hint::black_box(inflated);
+        rendered = Some(found);
+    }
+    for values in [&mut cold, &mut cached_gzip, &mut cached_plain] {
+        values.sort_by(f64::total_cmp);
+    }
     // Counted while inflating in pieces, so that counting holds no text.
-    let gzip = last.map(|rendered| rendered.gzip()).unwrap_or_default();
-    let (mut series, mut pipeline_series, mut text_bytes) = (0usize, 0usize, 0usize);
+    let gzip = rendered.map(|rendered| rendered.gzip()).unwrap_or_default();
+    let (mut series, mut pipeline_series, mut text_bytes, mut exemplars) = (0, 0, 0, 0);
     let mut reader = std::io::BufReader::new(flate2::read::GzDecoder::new(&gzip[..]));
     let mut line = Vec::new();
     while std::io::BufRead::read_until(&mut reader, b'\n', &mut line)? > 0 {
@@ -470,26 +560,116 @@ fn render(pipelines: usize, stages: usize, rounds: usize) -> anyhow::Result<()> 
         if !line.starts_with(b"#") {
             series += 1;
             pipeline_series += usize::from(line.starts_with(b"codearts_pipeline_"));
+            exemplars += usize::from(line.windows(3).any(|w| w == b" # "));
         }
         line.clear();
     }
-    println!(
-        "{}",
-        serde_json::json!({
-            "pipelines": pipelines,
-            "stages": stages,
-            "series": series,
-            "pipeline_series": pipeline_series,
-            "series_per_pipeline": pipeline_series as f64 / pipelines.max(1) as f64,
-            "text_bytes": text_bytes,
-            "gzip_bytes": gzip.len(),
-            "render_gzip_s_median": percentile(&render_seconds, 50.0),
-            "render_gzip_s_max": percentile(&render_seconds, 100.0),
-            "rss_kib_before_rendering": built_rss,
-            "peak_rss_kib": peak_rss,
-        })
-    );
-    drop(all);
+    Ok(serde_json::json!({
+        "series": series,
+        "pipeline_series": pipeline_series,
+        "exemplars": exemplars,
+        "text_bytes": text_bytes,
+        "gzip_bytes": gzip.len(),
+        "cold_s_median": percentile(&cold, 50.0),
+        "cold_s_max": percentile(&cold, 100.0),
+        "cached_gzip_s_median": percentile(&cached_gzip, 50.0),
+        "cached_plain_s_median": percentile(&cached_plain, 50.0),
+    }))
+}
+
+/// What the sink has received.
+#[derive(Default, serde::Serialize)]
+struct SinkStats {
+    /// Export requests answered 200.
+    requests: u64,
+    /// Their bodies as sent (gzip).
+    wire_bytes: u64,
+    /// Their bodies after gunzip (the protobuf).
+    decoded_bytes: u64,
+    /// Runs: one resource per run.
+    runs: u64,
+    /// Spans of those runs.
+    spans: u64,
+    /// Requests that were not an export, or not one that decodes.
+    refused: u64,
+}
+
+/// A minimal OTLP/HTTP receiver: answers 200 (an empty `ExportTraceServiceResponse`) to every
+/// `POST /v1/traces` that decodes, counting it; `GET /stats` shows the counts as JSON.
+async fn otlp_sink(listen: SocketAddr) -> anyhow::Result<()> {
+    use http_body_util::BodyExt;
+    use hyper::StatusCode;
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+    };
+    use prost::Message;
+
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    println!("otlp sink listening on http://{}", listener.local_addr()?);
+    let stats = Arc::new(std::sync::Mutex::new(SinkStats::default()));
+    let answer = move |request: hyper::Request<hyper::body::Incoming>| {
+        let stats = stats.clone();
+        async move {
+            let lock = || stats.lock().unwrap_or_else(|e| e.into_inner());
+            if request.method() == hyper::Method::GET && request.uri().path() == "/stats" {
+                let value = serde_json::to_value(&*lock()).unwrap_or_default();
+                return http::json(StatusCode::OK, &value);
+            }
+            if request.method() != hyper::Method::POST || request.uri().path() != "/v1/traces" {
+                lock().refused += 1;
+                return http::response(StatusCode::NOT_FOUND, "text/plain", "not found");
+            }
+            let gzipped = request
+                .headers()
+                .get(hyper::header::CONTENT_ENCODING)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+            let Ok(body) = request.into_body().collect().await.map(|b| b.to_bytes()) else {
+                lock().refused += 1;
+                return http::response(StatusCode::BAD_REQUEST, "text/plain", "body");
+            };
+            let mut decoded = Vec::new();
+            let read = if gzipped {
+                std::io::Read::read_to_end(
+                    &mut flate2::read::GzDecoder::new(&body[..]),
+                    &mut decoded,
+                )
+                .map(drop)
+            } else {
+                decoded.extend_from_slice(&body);
+                Ok(())
+            };
+            let Some(export) = read
+                .ok()
+                .and_then(|()| ExportTraceServiceRequest::decode(&decoded[..]).ok())
+            else {
+                lock().refused += 1;
+                return http::response(StatusCode::BAD_REQUEST, "text/plain", "not OTLP");
+            };
+            let spans: usize = export
+                .resource_spans
+                .iter()
+                .flat_map(|resource| &resource.scope_spans)
+                .map(|scope| scope.spans.len())
+                .sum();
+            {
+                let mut stats = lock();
+                stats.requests += 1;
+                stats.wire_bytes += body.len() as u64;
+                stats.decoded_bytes += decoded.len() as u64;
+                stats.runs += export.resource_spans.len() as u64;
+                stats.spans += spans as u64;
+            }
+            http::response(
+                StatusCode::OK,
+                "application/x-protobuf",
+                ExportTraceServiceResponse::default().encode_to_vec(),
+            )
+        }
+    };
+    http::serve(listener, answer, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await;
     Ok(())
 }
 
