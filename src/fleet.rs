@@ -420,7 +420,7 @@ fn warn_about_restart_only_changes(running: &Config, new: &Config) {
         tracing::warn!("[sharding] changed: takes effect after a restart");
     }
     // The trace exporter starts once, with the store whose outbox it delivers.
-    if !same_traces(running.traces.as_ref(), new.traces.as_ref()) {
+    if running.traces != new.traces {
         tracing::warn!("[traces] changed: takes effect after a restart");
     }
     // The store is opened once, at start-up: it holds the running state.
@@ -434,30 +434,6 @@ fn warn_about_restart_only_changes(running: &Config, new: &Config) {
             new = %shown(&new.state),
             "state.path changed: takes effect after a restart"
         );
-    }
-}
-
-/// Whether two `[traces]` sections are the same, header values included (compared, never
-/// shown).
-fn same_traces(
-    running: Option<&crate::config::TracesConfig>,
-    new: Option<&crate::config::TracesConfig>,
-) -> bool {
-    match (running, new) {
-        (None, None) => true,
-        (Some(a), Some(b)) => {
-            let values = |c: &crate::config::TracesConfig| {
-                c.headers
-                    .iter()
-                    .map(|(name, value)| (name.clone(), value.expose().to_string()))
-                    .collect::<Vec<_>>()
-            };
-            a.endpoint == b.endpoint
-                && a.timeout == b.timeout
-                && a.max_pending_runs == b.max_pending_runs
-                && values(a) == values(b)
-        }
-        _ => false,
     }
 }
 

@@ -19,7 +19,7 @@ pub const TRACES_PATH: &str = "/v1/traces";
 const RESERVED_HEADERS: [&str; 4] = ["content-type", "content-length", "content-encoding", "host"];
 
 /// `[traces]`
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TracesConfig {
     /// Base URL of the OTLP/HTTP receiver (e.g. `http://otel-collector:4318`).
