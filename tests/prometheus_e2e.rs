@@ -3,10 +3,16 @@
 //!
 //! Needs `prometheus` and `promtool` on PATH (`scripts/install-prometheus` installs them).
 //!
+//! Twice: with a Prometheus that stores classic histograms and loads `alerts.yml`, and with one
+//! run with `--enable-feature=native-histograms`, which scrapes the protobuf format, stores the
+//! pipeline and deployment histograms as native histograms only (no `_bucket`, `_sum`, `_count`
+//! series) and loads `alerts-native.yml`. The dashboards are the same for both: their
+//! `(native) or (classic)` queries must be non-empty on each.
+//!
 //! 1. `promtool check rules` and `promtool check config` pass on the shipped files.
 //! 2. The demo (simulator + exporter) starts on loopback; a Prometheus made from
 //!    `config/prometheus/prometheus.yml` (scrape and evaluation every second, the demo's address)
-//!    scrapes it and loads `alerts.yml`.
+//!    scrapes it and loads the rule file.
 //! 3. Every PromQL expression of the dashboards (panel targets and template variable queries) and
 //!    of the alerting rules is evaluated through Prometheus' HTTP API (instant queries at "now"):
 //!    - Grafana variables are substituted: `$__rate_interval` → 30s, `$__interval` → 15s,
@@ -56,9 +62,9 @@ fn repo(path: &str) -> PathBuf {
 }
 
 /// Writes the Prometheus configuration made from config/prometheus/prometheus.yml (scrape and
-/// evaluation every second, the exporter at `exporter_addr`) and starts Prometheus on a free
-/// port.
-fn start_prometheus(dir: &Path, exporter_addr: &str) -> Prometheus {
+/// evaluation every second, the exporter at `exporter_addr`, the rule file `rules` of
+/// config/prometheus in place of alerts.yml) and starts Prometheus on a free port with `args`.
+fn start_prometheus(dir: &Path, exporter_addr: &str, rules: &str, args: &[&str]) -> Prometheus {
     let mut config =
         fs::read_to_string(repo("config/prometheus/prometheus.yml")).expect("read prometheus.yml");
     for (from, to) in [
@@ -66,6 +72,10 @@ fn start_prometheus(dir: &Path, exporter_addr: &str) -> Prometheus {
         ("evaluation_interval: 30s", "evaluation_interval: 1s"),
         ("scrape_timeout: 10s", "scrape_timeout: 1s"),
         ("\"localhost:9732\"", &format!("\"{exporter_addr}\"")),
+        (
+            "rule_files:\n  - alerts.yml\n",
+            &format!("rule_files:\n  - {rules}\n"),
+        ),
     ] {
         assert!(
             config.contains(from),
@@ -73,9 +83,23 @@ fn start_prometheus(dir: &Path, exporter_addr: &str) -> Prometheus {
         );
         config = config.replace(from, to);
     }
-    fs::copy(repo("config/prometheus/alerts.yml"), dir.join("alerts.yml"))
-        .expect("copy alerts.yml");
-    Prometheus::start(dir, &config)
+    fs::copy(repo(&rules_path(rules)), dir.join(rules))
+        .unwrap_or_else(|err| panic!("copy {rules}: {err}"));
+    Prometheus::start_with(dir, &config, args)
+}
+
+/// The path of the rule file `rules` in the repository.
+fn rules_path(rules: &str) -> String {
+    format!("config/prometheus/{rules}")
+}
+
+/// How many lines of the rule file `rules` start with `prefix` (`- alert:`, `- record:`).
+fn rules_count(rules: &str, prefix: &str) -> usize {
+    fs::read_to_string(repo(&rules_path(rules)))
+        .unwrap_or_else(|err| panic!("read {rules}: {err}"))
+        .lines()
+        .filter(|line| line.trim_start().starts_with(prefix))
+        .count()
 }
 
 /// The answer to an instant query.
@@ -491,21 +515,17 @@ fn must_be_non_empty(expr: &str) -> Vec<String> {
         .collect()
 }
 
-/// Every alerting rule Prometheus loaded; asserts it loaded all of alerts.yml and evaluates
-/// them without error.
-async fn rule_checks(client: &reqwest::Client, base: &str) -> Vec<Check> {
-    let expected = fs::read_to_string(repo("config/prometheus/alerts.yml"))
-        .expect("alerts.yml")
-        .lines()
-        .filter(|line| line.trim_start().starts_with("- alert:"))
-        .count();
+/// Every alerting rule Prometheus loaded; asserts it loaded all of the rule file `rules` and
+/// evaluates them without error.
+async fn rule_checks(client: &reqwest::Client, base: &str, rules: &str) -> Vec<Check> {
+    let expected = rules_count(rules, "- alert:");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let (body, rules) = loaded_rules(client, base, "alerting").await;
-        let evaluated = rules.iter().all(|rule| rule["health"] != "unknown");
-        if rules.len() == expected && evaluated {
+        let (body, loaded) = loaded_rules(client, base, "alerting").await;
+        let evaluated = loaded.iter().all(|rule| rule["health"] != "unknown");
+        if loaded.len() == expected && evaluated {
             let mut checks = Vec::new();
-            for rule in rules {
+            for rule in loaded {
                 let name = rule["name"].as_str().unwrap_or("?");
                 assert_eq!(
                     rule["health"], "ok",
@@ -514,7 +534,7 @@ async fn rule_checks(client: &reqwest::Client, base: &str) -> Vec<Check> {
                 );
                 let promql = rule["query"].as_str().expect("query").to_string();
                 checks.push(Check {
-                    source: format!("alerts.yml: {name}"),
+                    source: format!("{rules}: {name}"),
                     non_empty: must_be_non_empty(&promql),
                     promql,
                 });
@@ -523,8 +543,8 @@ async fn rule_checks(client: &reqwest::Client, base: &str) -> Vec<Check> {
         }
         assert!(
             Instant::now() < deadline,
-            "Prometheus loaded {} alerting rules (expected {expected}) or has not evaluated them: {body}",
-            rules.len()
+            "Prometheus loaded {} alerting rules of {rules} (expected {expected}) or has not evaluated them: {body}",
+            loaded.len()
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -550,22 +570,18 @@ async fn loaded_rules(client: &reqwest::Client, base: &str, kind: &str) -> (Valu
     (body, rules)
 }
 
-/// Asserts that Prometheus loaded every recording rule of alerts.yml and that none fails to
-/// evaluate. The 30-day group runs every 5 minutes and may not have run yet ("unknown").
-async fn check_recording_rules(client: &reqwest::Client, base: &str) {
-    let expected = fs::read_to_string(repo("config/prometheus/alerts.yml"))
-        .expect("alerts.yml")
-        .lines()
-        .filter(|line| line.trim_start().starts_with("- record:"))
-        .count();
-    let (_, rules) = loaded_rules(client, base, "recording").await;
+/// Asserts that Prometheus loaded every recording rule of the rule file `rules` and that none
+/// fails to evaluate. The 30-day group runs every 5 minutes and may not have run yet ("unknown").
+async fn check_recording_rules(client: &reqwest::Client, base: &str, rules: &str) {
+    let expected = rules_count(rules, "- record:");
+    let (_, loaded) = loaded_rules(client, base, "recording").await;
     assert_eq!(
-        rules.len(),
+        loaded.len(),
         expected,
-        "Prometheus loaded {} recording rules, alerts.yml has {expected}",
-        rules.len()
+        "Prometheus loaded {} recording rules, {rules} has {expected}",
+        loaded.len()
     );
-    for rule in &rules {
+    for rule in &loaded {
         assert_ne!(
             rule["health"], "err",
             "recording rule {} fails to evaluate: {}",
@@ -659,17 +675,90 @@ fn grafana_variable_queries_become_promql() {
     assert!(substitute("$y", &value_of).is_err());
 }
 
+/// The histograms the exporter sends with native buckets, which a native-histogram Prometheus
+/// stores as native histograms only.
+const NATIVE_FAMILIES: [&str; 8] = [
+    "codearts_pipeline_run_duration_seconds",
+    "codearts_pipeline_stage_duration_seconds",
+    "codearts_pipeline_job_duration_seconds",
+    "codearts_pipeline_run_queue_seconds",
+    "codearts_pipeline_run_pause_seconds",
+    "codearts_pipeline_recovery_seconds",
+    "codearts_deployment_lead_time_seconds",
+    "codearts_deployment_recovery_seconds",
+];
+
+/// What differs between the classic and the native run.
+struct Variant {
+    /// The rule file of config/prometheus that Prometheus loads.
+    rules: &'static str,
+    /// More Prometheus arguments.
+    args: &'static [&'static str],
+    /// More expressions that must become non-empty, with the dashboards' and the rules'.
+    checks: Vec<Check>,
+    /// Expressions that must be empty once every check passes.
+    empty: Vec<String>,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboards_and_alerts_work_against_a_real_prometheus() {
+    dashboards_and_alerts_work(Variant {
+        rules: "alerts.yml",
+        args: &[],
+        checks: Vec::new(),
+        empty: Vec::new(),
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboards_and_native_rules_work_against_a_prometheus_storing_native_histograms() {
+    let native = |source: &str, promql: &str| Check {
+        source: source.to_string(),
+        promql: promql.to_string(),
+        non_empty: vec![promql.to_string()],
+    };
+    let classic_series = format!(
+        "{{__name__=~\"({})_(bucket|sum|count)\"}}",
+        NATIVE_FAMILIES.join("|")
+    );
+    dashboards_and_alerts_work(Variant {
+        rules: "alerts-native.yml",
+        args: &["--enable-feature=native-histograms"],
+        checks: vec![
+            native(
+                "the run duration is a native histogram",
+                "histogram_count(codearts_pipeline_run_duration_seconds)",
+            ),
+            native(
+                "the stage duration is a native histogram",
+                "histogram_count(codearts_pipeline_stage_duration_seconds)",
+            ),
+            native(
+                "the exporter's own histograms stay classic",
+                "codearts_exporter_poll_duration_seconds_bucket",
+            ),
+        ],
+        empty: vec![
+            "codearts_pipeline_run_duration_seconds_bucket".to_string(),
+            classic_series,
+        ],
+    })
+    .await;
+}
+
+/// The module's checks against a Prometheus set up as `variant` says.
+async fn dashboards_and_alerts_work(variant: Variant) {
     require_tool("promtool");
     require_tool("prometheus");
     let started = Instant::now();
+    let rules = variant.rules;
 
     promtool(
         &[
             "check",
             "rules",
-            repo("config/prometheus/alerts.yml").to_str().expect("path"),
+            repo(&rules_path(rules)).to_str().expect("path"),
         ],
         None,
     );
@@ -696,7 +785,7 @@ async fn dashboards_and_alerts_work_against_a_real_prometheus() {
         .to_string();
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut prometheus = start_prometheus(dir.path(), &exporter_addr);
+    let mut prometheus = start_prometheus(dir.path(), &exporter_addr, rules, variant.args);
     prometheus.wait_ready().await;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -704,10 +793,11 @@ async fn dashboards_and_alerts_work_against_a_real_prometheus() {
         .expect("client");
 
     let mut checks = checks;
-    checks.extend(rule_checks(&client, &prometheus.url).await);
+    checks.extend(rule_checks(&client, &prometheus.url, rules).await);
+    checks.extend(variant.checks);
     let parts: usize = checks.iter().map(|c| c.non_empty.len()).sum();
     eprintln!(
-        "checking {} expressions ({parts} non-empty parts)",
+        "{rules}: checking {} expressions ({parts} non-empty parts)",
         checks.len()
     );
 
@@ -720,7 +810,7 @@ async fn dashboards_and_alerts_work_against_a_real_prometheus() {
         let invalid = problems.iter().any(|p| p.contains(": INVALID "));
         if invalid || Instant::now() >= deadline {
             panic!(
-                "{} of {} expressions fail after {:?}:\n{}\n\nexporter output:\n{}\n\nprometheus log:\n{}",
+                "{rules}: {} of {} expressions fail after {:?}:\n{}\n\nexporter output:\n{}\n\nprometheus log:\n{}",
                 problems.len(),
                 checks.len(),
                 started.elapsed(),
@@ -731,8 +821,18 @@ async fn dashboards_and_alerts_work_against_a_real_prometheus() {
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    eprintln!("all expressions non-empty after {:?}", started.elapsed());
-    check_recording_rules(&client, &prometheus.url).await;
+    eprintln!(
+        "{rules}: all expressions non-empty after {:?}",
+        started.elapsed()
+    );
+    check_recording_rules(&client, &prometheus.url, rules).await;
+    for promql in &variant.empty {
+        match query(&client, &prometheus.url, promql).await {
+            Answer::Rows(0) => {}
+            Answer::Rows(rows) => panic!("{rules}: {promql} has {rows} series, expected none"),
+            Answer::Invalid(error) => panic!("{rules}: {promql}: {error}"),
+        }
+    }
 
     let (status, metrics) = common::get(&format!("http://{exporter_addr}/metrics")).await;
     assert_eq!(status, 200);
