@@ -4,9 +4,10 @@
 //! not accept gzip gets the text inflated piece by piece as it is sent, so the whole text is
 //! never held in memory.
 //!
-//! Each format ([`Format`]: the text format, OpenMetrics) has its own cached rendering, made
-//! only when a scrape asks for that format: a Prometheus that negotiates OpenMetrics costs no
-//! text rendering, and scrapers of the text format pay nothing for OpenMetrics.
+//! Each format ([`Format`]: the text format, OpenMetrics, protobuf) has its own cached
+//! rendering, made only when a scrape asks for that format: a Prometheus that negotiates
+//! OpenMetrics or protobuf costs no text rendering, and scrapers of the text format pay nothing
+//! for the others.
 
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -150,6 +151,7 @@ pub struct Exposition {
     metrics: Arc<Metrics>,
     text: Slot,
     openmetrics: Slot,
+    protobuf: Slot,
 }
 
 /// Locks `mutex`; a panic while it was held leaves nothing half-written worth refusing.
@@ -164,6 +166,7 @@ impl Exposition {
             metrics,
             text: Slot::default(),
             openmetrics: Slot::default(),
+            protobuf: Slot::default(),
         }
     }
 
@@ -171,6 +174,7 @@ impl Exposition {
         match format {
             Format::Text => &self.text,
             Format::OpenMetrics => &self.openmetrics,
+            Format::Protobuf => &self.protobuf,
         }
     }
 

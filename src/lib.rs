@@ -21,6 +21,7 @@ pub mod fleet;
 pub mod http;
 pub mod metrics;
 pub mod poller;
+pub mod proto;
 pub mod recording;
 pub mod reload;
 pub mod run;

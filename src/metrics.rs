@@ -37,6 +37,9 @@ pub enum Format {
     Text,
     /// OpenMetrics 1.0.0, with exemplars on the run histograms' buckets.
     OpenMetrics,
+    /// Prometheus' delimited protobuf exposition: the same families, the pipeline histograms
+    /// with native buckets besides the classic ones (and the buckets' exemplars).
+    Protobuf,
 }
 
 impl Format {
@@ -45,6 +48,7 @@ impl Format {
         match self {
             Format::Text => "text/plain; version=0.0.4; charset=utf-8",
             Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Format::Protobuf => crate::proto::CONTENT_TYPE,
         }
     }
 }
@@ -246,6 +250,11 @@ impl Metrics {
                 self.series.write_openmetrics(out)?;
                 out.write_all(b"# EOF\n")
             }
+            Format::Protobuf => {
+                write_protobuf(&families, &mut exporter)?;
+                out.write_all(&exporter)?;
+                self.series.write_protobuf(out)
+            }
         }
     }
 
@@ -445,6 +454,84 @@ fn write_openmetrics(families: &[MetricFamily], out: &mut Vec<u8>) -> io::Result
     Ok(())
 }
 
+/// The protobuf exposition of the `prometheus` crate's `families`: each as a
+/// `MetricFamily` of ours, with the same name, help, type, labels and values.
+fn write_protobuf(families: &[MetricFamily], out: &mut Vec<u8>) -> io::Result<()> {
+    use crate::proto;
+    for family in families {
+        let kind = match family.get_field_type() {
+            MetricType::COUNTER => proto::MetricType::Counter,
+            MetricType::GAUGE => proto::MetricType::Gauge,
+            MetricType::HISTOGRAM => proto::MetricType::Histogram,
+            MetricType::SUMMARY => proto::MetricType::Summary,
+            // Nothing registers untyped metrics (nor can the text format write them).
+            MetricType::UNTYPED => continue,
+        };
+        let mut metrics = Vec::new();
+        for metric in family.get_metric() {
+            let mut encoded = proto::Metric {
+                label: metric
+                    .get_label()
+                    .iter()
+                    .map(|pair| proto::LabelPair::new(pair.name(), pair.value()))
+                    .collect(),
+                ..proto::Metric::default()
+            };
+            match kind {
+                proto::MetricType::Counter => {
+                    let value = Some(metric.get_counter().get_value());
+                    encoded.counter = Some(proto::Counter { value });
+                }
+                proto::MetricType::Gauge => {
+                    let value = Some(metric.get_gauge().get_value());
+                    encoded.gauge = Some(proto::Gauge { value });
+                }
+                proto::MetricType::Histogram => {
+                    let histogram = metric.get_histogram();
+                    encoded.histogram = Some(proto::Histogram {
+                        sample_count: Some(histogram.get_sample_count()),
+                        sample_sum: Some(histogram.get_sample_sum()),
+                        bucket: histogram
+                            .get_bucket()
+                            .iter()
+                            .map(|b| proto::Bucket {
+                                cumulative_count: Some(b.cumulative_count()),
+                                upper_bound: Some(b.upper_bound()),
+                                exemplar: None,
+                            })
+                            .collect(),
+                        ..proto::Histogram::default()
+                    });
+                }
+                proto::MetricType::Summary | proto::MetricType::Untyped => {
+                    let summary = metric.get_summary();
+                    encoded.summary = Some(proto::Summary {
+                        sample_count: Some(summary.sample_count()),
+                        sample_sum: Some(summary.sample_sum()),
+                        quantile: summary
+                            .get_quantile()
+                            .iter()
+                            .map(|q| proto::Quantile {
+                                quantile: Some(q.quantile()),
+                                value: Some(q.value()),
+                            })
+                            .collect(),
+                    });
+                }
+            }
+            proto::push_metric(&mut metrics, &encoded);
+        }
+        let header = proto::MetricFamily {
+            name: Some(family.name().to_string()),
+            help: Some(family.help().to_string()),
+            r#type: Some(kind as i32),
+            metric: Vec::new(),
+        };
+        proto::write_delimited(out, &header, &metrics)?;
+    }
+    Ok(())
+}
+
 impl RequestObserver for Metrics {
     fn request_done(&self, api: Api, code: &str, elapsed: Duration) {
         self.api_requests
@@ -536,6 +623,66 @@ mod tests {
                 gzip.len(),
                 gzip.capacity()
             );
+        }
+    }
+
+    #[test]
+    fn the_whole_protobuf_exposition_has_every_family_of_the_text_format() {
+        use prost::Message;
+        let store = Store::new(&MetricsConfig::default()).expect("store");
+        let m = Metrics::new(&store).expect("metrics");
+        let slot = store.target("t", Duration::from_secs(60));
+        m.request_done(Api::V5Status, "200", Duration::from_millis(20));
+        slot.series(|series| series.poll_finished(Duration::from_millis(30), true, 1234.0));
+        let mut series = store.new_series("p", "id", "name");
+        let run = crate::codearts::model::Run::example("id", "run-1".into(), 1, 100.0, Some(160.0));
+        series.set_last_completed(&run);
+        series.observe_completed(&run);
+        series.publish();
+        let body = m.render_as(Format::Protobuf);
+        let mut rest = body.as_slice();
+        let mut families = Vec::new();
+        while !rest.is_empty() {
+            let family = crate::proto::MetricFamily::decode_length_delimited(&mut rest)
+                .expect("a delimited family");
+            families.push((
+                family.name.clone().unwrap_or_default(),
+                family.r#type.unwrap_or(-1),
+                family.metric.len(),
+            ));
+        }
+        let text = text(&m);
+        let declared: Vec<(String, i32)> = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("# TYPE "))
+            .filter_map(|line| line.split_once(' '))
+            .map(|(name, kind)| {
+                let kind = match kind {
+                    "counter" => crate::proto::MetricType::Counter,
+                    "gauge" => crate::proto::MetricType::Gauge,
+                    "histogram" => crate::proto::MetricType::Histogram,
+                    other => panic!("{name}: {other}"),
+                };
+                (name.to_string(), kind as i32)
+            })
+            .collect();
+        let ours: Vec<(String, i32)> = families.iter().map(|(n, k, _)| (n.clone(), *k)).collect();
+        assert_eq!(ours, declared);
+        // Each family has as many metrics as the text has label sets (histograms: `_count`).
+        for (name, kind, metrics) in &families {
+            let series = if *kind == crate::proto::MetricType::Histogram as i32 {
+                format!("{name}_count")
+            } else {
+                name.clone()
+            };
+            let samples = text
+                .lines()
+                .filter(|line| {
+                    line.starts_with(&format!("{series}{{"))
+                        || line.starts_with(&format!("{series} "))
+                })
+                .count();
+            assert_eq!(*metrics, samples, "{name}");
         }
     }
 

@@ -321,15 +321,78 @@ fn format_of(req: &Request<Incoming>) -> Format {
 }
 
 /// The format an `Accept` header prefers: OpenMetrics only when it weighs more than the text
-/// format (a tie, no header, or nothing acceptable is the text format, as before OpenMetrics).
+/// format, protobuf only when it weighs more than both (a tie, no header, or nothing acceptable
+/// is the text format, as before the others).
 fn negotiate(accept: &str) -> Format {
+    let protobuf = protobuf_quality(accept);
     let openmetrics = quality(accept, "application", "openmetrics-text", "1.0.0");
     let text = quality(accept, "text", "plain", "0.0.4");
-    if openmetrics > text {
+    if protobuf > openmetrics.max(text) {
+        Format::Protobuf
+    } else if openmetrics > text {
         Format::OpenMetrics
     } else {
         Format::Text
     }
+}
+
+/// One media range of an `Accept` header: its type, quality and other parameters.
+struct MediaRange<'a> {
+    kind: &'a str,
+    subtype: &'a str,
+    q: f64,
+    /// Parameters other than `q`, names in lower case.
+    params: Vec<(String, &'a str)>,
+}
+
+impl MediaRange<'_> {
+    fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| *value)
+    }
+}
+
+/// The media ranges of `accept`; malformed ones are skipped.
+fn media_ranges(accept: &str) -> impl Iterator<Item = MediaRange<'_>> {
+    accept.split(',').filter_map(|range| {
+        let mut parts = range.split(';').map(str::trim);
+        let (kind, subtype) = parts.next()?.split_once('/')?;
+        let mut q = 1.0;
+        let mut params = Vec::new();
+        for param in parts {
+            let Some((key, value)) = param.split_once('=') else {
+                continue;
+            };
+            let value = value.trim().trim_matches('"');
+            match key.trim().to_ascii_lowercase() {
+                key if key == "q" => q = value.parse::<f64>().unwrap_or(0.0).clamp(0.0, 1.0),
+                key => params.push((key, value)),
+            }
+        }
+        Some(MediaRange {
+            kind: kind.trim(),
+            subtype: subtype.trim(),
+            q,
+            params,
+        })
+    })
+}
+
+/// The quality `accept` gives the delimited protobuf exposition: only a range that names it
+/// whole (`application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily;
+/// encoding=delimited`) counts, never a wildcard; the highest such range's when several do.
+fn protobuf_quality(accept: &str) -> f64 {
+    media_ranges(accept)
+        .filter(|range| {
+            range.kind.eq_ignore_ascii_case("application")
+                && range.subtype.eq_ignore_ascii_case("vnd.google.protobuf")
+                && range.param("proto") == Some("io.prometheus.client.MetricFamily")
+                && range.param("encoding") == Some("delimited")
+        })
+        .map(|range| range.q)
+        .fold(0.0, f64::max)
 }
 
 /// The quality `accept` gives `kind/subtype` at `version`, from its most specific media range
@@ -337,25 +400,9 @@ fn negotiate(accept: &str) -> Format {
 /// `kind/*`, then `*/*`; 0 when none does. A range naming another version does not match.
 fn quality(accept: &str, kind: &str, subtype: &str, version: &str) -> f64 {
     let mut best: Option<(u8, f64)> = None;
-    for range in accept.split(',') {
-        let mut parts = range.split(';').map(str::trim);
-        let Some((range_kind, range_subtype)) = parts.next().and_then(|m| m.split_once('/')) else {
-            continue;
-        };
-        let mut q = 1.0;
-        let mut range_version = None;
-        for param in parts {
-            let Some((key, value)) = param.split_once('=') else {
-                continue;
-            };
-            let value = value.trim().trim_matches('"');
-            match key.trim().to_ascii_lowercase().as_str() {
-                "q" => q = value.parse::<f64>().unwrap_or(0.0).clamp(0.0, 1.0),
-                "version" => range_version = Some(value),
-                _ => {}
-            }
-        }
-        let specificity = match (range_kind.trim(), range_subtype.trim()) {
+    for range in media_ranges(accept) {
+        let (q, range_version) = (range.q, range.param("version"));
+        let specificity = match (range.kind, range.subtype) {
             ("*", "*") => 1,
             (k, "*") if k.eq_ignore_ascii_case(kind) => 2,
             (k, s) if k.eq_ignore_ascii_case(kind) && s.eq_ignore_ascii_case(subtype) => {
@@ -402,7 +449,9 @@ fn accepts_gzip_value(value: &str) -> bool {
 mod tests {
     use std::time::Duration;
 
-    use super::{Format, StatusCode, accepts_gzip_value, healthz, negotiate, quality};
+    use super::{
+        Format, StatusCode, accepts_gzip_value, healthz, negotiate, protobuf_quality, quality,
+    };
 
     #[test]
     fn healthz_fails_naming_each_stalled_target() {
@@ -462,6 +511,48 @@ mod tests {
         ] {
             assert_eq!(negotiate(accept), Format::Text, "{accept:?}");
         }
+    }
+
+    /// What Prometheus 2.42 sends with `--enable-feature=native-histograms`.
+    const NATIVE_ACCEPT: &str = "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;\
+        encoding=delimited,application/openmetrics-text;version=1.0.0;q=0.8,\
+        application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
+    #[test]
+    fn protobuf_is_served_only_to_scrapers_that_name_it_and_prefer_it() {
+        assert_eq!(negotiate(NATIVE_ACCEPT), Format::Protobuf);
+        assert_eq!(
+            negotiate(
+                "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; \
+                 encoding=delimited; q=0.9, text/plain; q=0.5"
+            ),
+            Format::Protobuf
+        );
+        for (accept, format) in [
+            // Another message, another encoding, or none named: not ours.
+            (
+                "application/vnd.google.protobuf;proto=io.prometheus.client.Other;encoding=delimited,text/plain;q=0.1",
+                Format::Text,
+            ),
+            (
+                "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=text,text/plain;q=0.1",
+                Format::Text,
+            ),
+            ("application/vnd.google.protobuf", Format::Text),
+            // Weighed less than OpenMetrics, or tied with the text format.
+            (
+                "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.5,application/openmetrics-text;version=1.0.0",
+                Format::OpenMetrics,
+            ),
+            (
+                "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.5,text/plain;q=0.5",
+                Format::Text,
+            ),
+            ("*/*", Format::Text),
+        ] {
+            assert_eq!(negotiate(accept), format, "{accept:?}");
+        }
+        assert_eq!(protobuf_quality(PROMETHEUS_ACCEPT), 0.0);
     }
 
     #[test]

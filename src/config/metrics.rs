@@ -44,6 +44,14 @@ pub struct MetricsConfig {
     /// Branches kept as `branch` label values; every other branch is `other`.
     #[serde(default = "default_branches")]
     pub branches: Vec<String>,
+    /// Give the pipeline histograms native buckets in the protobuf exposition (only a scraper
+    /// that asks for protobuf gets them).
+    #[serde(default = "native_histograms_on")]
+    pub native_histograms: bool,
+}
+
+fn native_histograms_on() -> bool {
+    true
 }
 
 impl Default for MetricsConfig {
@@ -59,6 +67,7 @@ impl Default for MetricsConfig {
             job_duration_buckets: default_job_buckets(),
             run_labels: Vec::new(),
             branches: default_branches(),
+            native_histograms: true,
         }
     }
 }

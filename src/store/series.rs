@@ -15,7 +15,11 @@ use serde::{Deserialize, Serialize};
 use crate::codearts::model::{Run, RunResult, RunState};
 use crate::config::{MetricsConfig, RunLabel};
 
+mod native;
+mod protobuf;
 mod text;
+
+use native::Native;
 
 /// `trigger_type` label values: the reference's vocabulary (6.4), list filters' values
 /// included, in snake case; anything else is `other`. Keys are the vendor's values lower-cased
@@ -173,18 +177,21 @@ impl RunLabels {
     }
 }
 
-/// Bucket bounds of one histogram family, with their `le` values formatted once.
+/// Bucket bounds of one histogram family, with their `le` values formatted once, and whether
+/// it has native buckets too.
 #[derive(Debug, Clone)]
 struct Buckets {
     bounds: Vec<f64>,
     le: Vec<String>,
+    native: bool,
 }
 
 impl Buckets {
-    fn new(bounds: &[f64]) -> Buckets {
+    fn new(bounds: &[f64], native: bool) -> Buckets {
         Buckets {
             bounds: bounds.to_vec(),
             le: bounds.iter().map(|b| format!("{b}")).collect(),
+            native,
         }
     }
 }
@@ -220,6 +227,11 @@ struct Hist {
     /// and only for filled buckets, so a histogram without exemplars costs an empty `Vec`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     exemplars: Vec<Exemplar>,
+    /// Native buckets (protobuf exposition only), from the first observation on while
+    /// `metrics.native_histograms` is on; kept with the counts. Boxed: most histograms of a
+    /// pipeline that has not run yet have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    native: Option<Box<Native>>,
 }
 
 /// The run behind a bucket's exemplar; its trace id is derived from it when rendered, not kept.
@@ -279,6 +291,11 @@ impl Hist {
         }
         self.sum += value;
         self.count += 1;
+        if buckets.native {
+            self.native
+                .get_or_insert_with(Box::default)
+                .observe(value, native::MAX_BUCKETS);
+        }
         let (Some(run), false) = (run, value.is_nan()) else {
             return;
         };
@@ -296,6 +313,20 @@ impl Hist {
                 }
             }
             Err(at) => self.exemplars.insert(at, exemplar),
+        }
+    }
+
+    /// Makes the native buckets agree with the classic ones after a restore: dropped when
+    /// native histograms are off; rebuilt from the classic buckets when they do not hold every
+    /// observation (a state file from before native histograms, or from while they were off).
+    fn reconcile_native(&mut self, buckets: &Buckets) {
+        if !buckets.native {
+            self.native = None;
+        } else if self.native.as_ref().map_or(0, |native| native.total()) != self.count
+            && !self.sum.is_nan()
+        {
+            let native = Native::from_classic(&buckets.bounds, &self.counts, self.count, self.sum);
+            self.native = (self.count > 0).then(|| Box::new(native));
         }
     }
 
@@ -417,6 +448,8 @@ impl Stored {
 struct PipelineData {
     /// `project_id="…",pipeline_id="…",pipeline_name="…"`, escaped.
     labels: String,
+    /// The `pipeline_name` label, as it is (the protobuf exposition's labels are not escaped).
+    name: Box<str>,
     state: Option<RunState>,
     stage_states: BTreeMap<String, RunState>,
     last: LastRun,
@@ -427,6 +460,39 @@ struct PipelineData {
 }
 
 impl Counted {
+    /// Calls `visit` with every histogram and the buckets it is kept in.
+    fn for_each_hist(&mut self, layout: &Layout, mut visit: impl FnMut(&mut Hist, &Buckets)) {
+        // Every field named: a histogram added to the counts is visited or said not to be.
+        let Counted {
+            runs,
+            missed: _,
+            queue,
+            pause,
+            stages,
+            jobs,
+            failing_since: _,
+            recovery,
+            deployments: _,
+            deploy_failing_since: _,
+            restore,
+            lead_time,
+            lead_time_unknown: _,
+            awaiting_commit: _,
+        } = self;
+        runs.values_mut().for_each(|h| visit(h, &layout.run));
+        queue.iter_mut().for_each(|h| visit(h, &layout.queue));
+        pause.iter_mut().for_each(|h| visit(h, &layout.pause));
+        for stats in stages.values_mut() {
+            visit(&mut stats.duration, &layout.stage);
+        }
+        jobs.values_mut().for_each(|h| visit(h, &layout.job));
+        recovery.iter_mut().for_each(|h| visit(h, &layout.recovery));
+        restore.values_mut().for_each(|h| visit(h, &layout.restore));
+        lead_time
+            .values_mut()
+            .for_each(|h| visit(h, &layout.lead_time));
+    }
+
     /// Every deployment series of `environment`, at 0 where not there yet.
     fn declare_environment(&mut self, environment: &str) {
         let env = environment.to_string();
@@ -478,16 +544,17 @@ impl SeriesTable {
     /// An empty table laid out by `[metrics]`; exemplars carry trace ids when
     /// `exemplar_trace_ids` (traces are exported).
     pub fn new(config: &MetricsConfig, exemplar_trace_ids: bool) -> SeriesTable {
+        let native = config.native_histograms;
         SeriesTable {
             layout: Layout {
-                run: Buckets::new(&config.run_duration_buckets),
-                stage: Buckets::new(&config.stage_duration_buckets),
-                queue: Buckets::new(&config.queue_duration_buckets),
-                pause: Buckets::new(&config.pause_duration_buckets),
-                job: Buckets::new(&config.job_duration_buckets),
-                recovery: Buckets::new(&config.recovery_duration_buckets),
-                lead_time: Buckets::new(&LEAD_TIME_BUCKETS),
-                restore: Buckets::new(&RESTORE_BUCKETS),
+                run: Buckets::new(&config.run_duration_buckets, native),
+                stage: Buckets::new(&config.stage_duration_buckets, native),
+                queue: Buckets::new(&config.queue_duration_buckets, native),
+                pause: Buckets::new(&config.pause_duration_buckets, native),
+                job: Buckets::new(&config.job_duration_buckets, native),
+                recovery: Buckets::new(&config.recovery_duration_buckets, native),
+                lead_time: Buckets::new(&LEAD_TIME_BUCKETS, native),
+                restore: Buckets::new(&RESTORE_BUCKETS, native),
                 stage_status: config.stage_status,
                 run_label_names: RunLabels::new(config)
                     .names
@@ -591,6 +658,7 @@ impl SeriesTable {
                 Entry {
                     data: Arc::new(Mutex::new(PipelineData {
                         labels: prefix,
+                        name: labels[2].as_str().into(),
                         ..PipelineData::default()
                     })),
                     handles: 0,
@@ -1003,8 +1071,11 @@ impl Series {
 
     /// Shows what the state store kept (at start, before any scrape).
     pub fn restore(&mut self, stored: Stored) {
+        let table = self.table.clone();
         self.update(|data| {
             data.counted = stored.counted;
+            data.counted
+                .for_each_hist(&table.layout, Hist::reconcile_native);
             data.last = stored.last;
         });
     }

@@ -36,14 +36,15 @@ impl SeriesTable {
                 family,
                 started: false,
                 openmetrics: true,
+                exemplars: None,
             };
             for ((project_id, pipeline_id), data) in &all {
-                let pipeline = Exemplars {
+                writer.exemplars = Some(Exemplars {
                     project_id,
                     pipeline_id,
                     trace_ids: layout.exemplar_trace_ids,
-                };
-                writer.pipeline(&lock(data), layout, Some(&pipeline))?;
+                });
+                write_pipeline(&mut writer, family, &lock(data), layout)?;
             }
         }
         Ok(())
@@ -64,20 +65,23 @@ fn write(table: &SeriesTable, out: &mut dyn Write) -> io::Result<()> {
             family,
             started: false,
             openmetrics: false,
+            exemplars: None,
         };
         for data in &all {
-            writer.pipeline(&lock(data), layout, None)?;
+            write_pipeline(&mut writer, family, &lock(data), layout)?;
         }
     }
     Ok(())
 }
 
-/// How one pipeline's exemplars name their runs (OpenMetrics only).
-struct Exemplars<'a> {
-    project_id: &'a str,
-    pipeline_id: &'a str,
+/// How one pipeline's exemplars name their runs (OpenMetrics and protobuf).
+pub(super) struct Exemplars<'a> {
+    /// The pipeline's project.
+    pub(super) project_id: &'a str,
+    /// The pipeline.
+    pub(super) pipeline_id: &'a str,
     /// Whether exemplars carry `trace_id` (traces are exported).
-    trace_ids: bool,
+    pub(super) trace_ids: bool,
 }
 
 impl Exemplars<'_> {
@@ -85,17 +89,7 @@ impl Exemplars<'_> {
     /// label names and values. A run id too long for them is left out (the trace id alone
     /// still leads to the run); without trace ids, such a run has no exemplar.
     fn write(&self, out: &mut dyn Write, exemplar: &Exemplar) -> io::Result<()> {
-        let run = &*exemplar.run;
-        let trace = self.trace_ids.then(|| {
-            RunKey {
-                project_id: self.project_id,
-                pipeline_id: self.pipeline_id,
-                run,
-            }
-            .trace_id_hex()
-        });
-        let trace_chars = trace.as_ref().map_or(0, |id| "trace_id".len() + id.len());
-        let with_run = trace_chars + "run_id".len() + run.chars().count() <= EXEMPLAR_LABEL_CHARS;
+        let (trace, with_run) = self.labels(exemplar);
         if trace.is_none() && !with_run {
             return Ok(());
         }
@@ -108,10 +102,27 @@ impl Exemplars<'_> {
                 out.write_all(b",")?;
             }
             out.write_all(b"run_id=\"")?;
-            write_escaped(out, run)?;
+            write_escaped(out, &exemplar.run)?;
             out.write_all(b"\"")?;
         }
         write!(out, "}} {} {}", Num(exemplar.value), Num(exemplar.end))
+    }
+
+    /// The exemplar's labels: its trace id (when traces are exported), and whether its run id
+    /// fits beside it; neither means no exemplar.
+    pub(super) fn labels(&self, exemplar: &Exemplar) -> (Option<String>, bool) {
+        let run = &*exemplar.run;
+        let trace = self.trace_ids.then(|| {
+            RunKey {
+                project_id: self.project_id,
+                pipeline_id: self.pipeline_id,
+                run,
+            }
+            .trace_id_hex()
+        });
+        let trace_chars = trace.as_ref().map_or(0, |id| "trace_id".len() + id.len());
+        let with_run = trace_chars + "run_id".len() + run.chars().count() <= EXEMPLAR_LABEL_CHARS;
+        (trace, with_run)
     }
 }
 
@@ -123,7 +134,60 @@ fn openmetrics_help(help: &str) -> String {
 }
 
 /// A number as the text format writes it (`+Inf`, `-Inf`, `NaN` included).
-struct Num(f64);
+#[derive(Clone, Copy)]
+pub(super) struct Num(pub(super) f64);
+
+/// A sample's value: written as the text formats write it, sent as a number in protobuf.
+pub(super) trait SampleValue: Display + Copy {
+    /// The value as a number.
+    fn number(self) -> f64;
+}
+
+impl SampleValue for u64 {
+    fn number(self) -> f64 {
+        self as f64
+    }
+}
+
+impl SampleValue for u8 {
+    fn number(self) -> f64 {
+        f64::from(self)
+    }
+}
+
+impl SampleValue for Num {
+    fn number(self) -> f64 {
+        self.0
+    }
+}
+
+impl SampleValue for &u64 {
+    fn number(self) -> f64 {
+        *self as f64
+    }
+}
+
+/// Where [`write_pipeline`] puts a pipeline's samples of one family: a text format, or the
+/// protobuf exposition.
+pub(super) trait Sink {
+    /// One sample: the pipeline's labels (`labels`, as the text formats write them), then
+    /// `extra`.
+    fn sample(
+        &mut self,
+        labels: &str,
+        extra: &[(&str, &str)],
+        value: impl SampleValue,
+    ) -> io::Result<()>;
+
+    /// One histogram of `buckets`.
+    fn histogram(
+        &mut self,
+        labels: &str,
+        extra: &[(&str, &str)],
+        buckets: &Buckets,
+        hist: &Hist,
+    ) -> io::Result<()>;
+}
 
 impl Display for Num {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -149,7 +213,7 @@ fn write_escaped(out: &mut dyn Write, value: &str) -> io::Result<()> {
 
 /// The pipeline families, in exposition order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Family {
+pub(super) enum Family {
     Status,
     LastResult,
     LastDuration,
@@ -176,7 +240,7 @@ enum Family {
 }
 
 impl Family {
-    const ALL: [Family; 23] = [
+    pub(super) const ALL: [Family; 23] = [
         Family::Status,
         Family::LastResult,
         Family::LastDuration,
@@ -203,7 +267,7 @@ impl Family {
     ];
 
     /// Name, type and help.
-    fn describe(self) -> (&'static str, &'static str, &'static str) {
+    pub(super) fn describe(self) -> (&'static str, &'static str, &'static str) {
         match self {
             Family::Status => (
                 "codearts_pipeline_status",
@@ -325,26 +389,38 @@ impl Family {
 }
 
 /// Writes the series of one family, its `# HELP` and `# TYPE` before the first.
-struct FamilyWriter<'a> {
+struct FamilyWriter<'a, 'b> {
     out: &'a mut dyn Write,
     family: Family,
     started: bool,
     /// OpenMetrics rather than the text format.
     openmetrics: bool,
+    /// How the current pipeline's exemplars name their runs (OpenMetrics only).
+    exemplars: Option<Exemplars<'b>>,
 }
 
-impl FamilyWriter<'_> {
-    /// One sample: `name{pipeline labels,extra labels} value`. Extra label values are escaped.
+impl Sink for FamilyWriter<'_, '_> {
     fn sample(
         &mut self,
-        suffix: &str,
         labels: &str,
         extra: &[(&str, &str)],
-        value: impl Display,
+        value: impl SampleValue,
     ) -> io::Result<()> {
-        self.sample_with(suffix, labels, extra, value, None)
+        self.sample_with("", labels, extra, value, None)
     }
 
+    fn histogram(
+        &mut self,
+        labels: &str,
+        extra: &[(&str, &str)],
+        buckets: &Buckets,
+        hist: &Hist,
+    ) -> io::Result<()> {
+        self.write_histogram(labels, extra, buckets, hist)
+    }
+}
+
+impl FamilyWriter<'_, '_> {
     /// The `# HELP` and `# TYPE` lines. OpenMetrics names a counter family without the
     /// `_total` its samples end with, and escapes `"` in HELP.
     fn header(&mut self) -> io::Result<()> {
@@ -367,7 +443,7 @@ impl FamilyWriter<'_> {
         labels: &str,
         extra: &[(&str, &str)],
         value: impl Display,
-        exemplar: Option<(&Exemplars<'_>, &Exemplar)>,
+        exemplar: Option<&Exemplar>,
     ) -> io::Result<()> {
         if !self.started {
             self.header()?;
@@ -385,7 +461,7 @@ impl FamilyWriter<'_> {
             write_escaped(self.out, value)?;
             self.out.write_all(b"\"")?;
         }
-        let Some((pipeline, exemplar)) = exemplar else {
+        let (Some(pipeline), Some(exemplar)) = (&self.exemplars, exemplar) else {
             return writeln!(self.out, "}} {value}");
         };
         write!(self.out, "}} {value}")?;
@@ -393,22 +469,22 @@ impl FamilyWriter<'_> {
         self.out.write_all(b"\n")
     }
 
-    /// The `_bucket`, `_sum` and `_count` series of a histogram; in OpenMetrics (`pipeline`
-    /// given) each bucket with its exemplar.
-    fn histogram(
+    /// The `_bucket`, `_sum` and `_count` series of a histogram; in OpenMetrics each bucket
+    /// with its exemplar.
+    fn write_histogram(
         &mut self,
         labels: &str,
         extra: &[(&str, &str)],
         buckets: &Buckets,
         hist: &Hist,
-        pipeline: Option<&Exemplars<'_>>,
     ) -> io::Result<()> {
         let mut with_le: Vec<(&str, &str)> = Vec::with_capacity(extra.len() + 1);
         with_le.extend_from_slice(extra);
         with_le.push(("le", ""));
         let last = with_le.len() - 1;
         let mut cumulative = 0;
-        let exemplar = |index: usize| pipeline.and_then(|p| hist.exemplar(index).map(|e| (p, e)));
+        let openmetrics = self.exemplars.is_some();
+        let exemplar = |index: usize| hist.exemplar(index).filter(|_| openmetrics);
         for (index, le) in buckets.le.iter().enumerate() {
             cumulative += hist.counts.get(index).copied().unwrap_or(0);
             with_le[last].1 = le;
@@ -417,203 +493,198 @@ impl FamilyWriter<'_> {
         with_le[last].1 = "+Inf";
         let inf = exemplar(buckets.le.len());
         self.sample_with("_bucket", labels, &with_le, hist.count, inf)?;
-        self.sample("_sum", labels, extra, Num(hist.sum))?;
-        self.sample("_count", labels, extra, hist.count)
+        self.sample_with("_sum", labels, extra, Num(hist.sum), None)?;
+        self.sample_with("_count", labels, extra, hist.count, None)
     }
+}
 
-    /// Every series of this family for one pipeline; `pipeline` names its exemplars' runs in
-    /// OpenMetrics.
-    fn pipeline(
-        &mut self,
-        data: &PipelineData,
-        layout: &Layout,
-        pipeline: Option<&Exemplars<'_>>,
-    ) -> io::Result<()> {
-        // Every field named, none left out with `..`: a field added to the data does not
-        // compile until it is written (or said to be written elsewhere).
-        let PipelineData {
-            labels,
-            state,
-            stage_states,
-            last,
-            counted,
-            // Not shown until committed and published.
-            pending: _,
-        } = data;
-        let LastRun {
-            result: last_result,
-            duration: last_duration,
-            start: last_start,
-            end: last_end,
-            number: last_number,
-            url: last_url,
-            stages: stage_last,
-        } = last;
-        let Counted {
-            runs,
-            missed,
-            queue,
-            pause,
-            stages,
-            jobs,
-            failing_since,
-            recovery,
-            deployments,
-            deploy_failing_since: _,
-            restore,
-            lead_time,
-            lead_time_unknown,
-            // Not shown: they wait for their commit's time.
-            awaiting_commit: _,
-        } = counted;
-        let labels = labels.as_str();
-        match self.family {
-            Family::Status => {
-                if let Some(state) = *state {
-                    for candidate in RunState::ALL {
-                        let hot = u8::from(candidate == state);
-                        self.sample("", labels, &[("status", candidate.as_str())], hot)?;
-                    }
-                }
-            }
-            Family::LastResult => {
-                if let Some(result) = *last_result {
-                    for candidate in RunResult::ALL {
-                        let hot = u8::from(candidate == result);
-                        self.sample("", labels, &[("result", candidate.as_str())], hot)?;
-                    }
-                }
-            }
-            Family::LastDuration | Family::LastStart | Family::LastEnd | Family::LastNumber => {
-                let value = match self.family {
-                    Family::LastDuration => last_duration,
-                    Family::LastStart => last_start,
-                    Family::LastEnd => last_end,
-                    _ => last_number,
-                };
-                if let Some(value) = *value {
-                    self.sample("", labels, &[], Num(value))?;
-                }
-            }
-            Family::LastInfo => {
-                if let Some(url) = last_url {
-                    self.sample("", labels, &[("detail_url", url)], 1)?;
-                }
-            }
-            Family::RunDuration | Family::Runs => {
-                for (values, hist) in runs {
-                    let extra: Vec<(&str, &str)> = layout
-                        .run_label_names
-                        .iter()
-                        .copied()
-                        .zip(values.iter().map(String::as_str))
-                        .collect();
-                    if self.family == Family::Runs {
-                        self.sample("", labels, &extra, hist.count)?;
-                    } else {
-                        self.histogram(labels, &extra, &layout.run, hist, pipeline)?;
-                    }
-                }
-            }
-            Family::RunsMissed => {
-                if let Some(missed) = *missed {
-                    self.sample("", labels, &[], missed)?;
-                }
-            }
-            Family::RunQueue => {
-                if let Some(hist) = queue {
-                    self.histogram(labels, &[], &layout.queue, hist, pipeline)?;
-                }
-            }
-            Family::RunPause => {
-                if let Some(hist) = pause {
-                    self.histogram(labels, &[], &layout.pause, hist, pipeline)?;
-                }
-            }
-            Family::StageStatus => {
-                for (stage, state) in stage_states {
-                    for candidate in RunState::ALL {
-                        let hot = u8::from(candidate == *state);
-                        let extra = [("stage", stage.as_str()), ("status", candidate.as_str())];
-                        self.sample("", labels, &extra, hot)?;
-                    }
-                }
-            }
-            Family::StageLastDuration => {
-                for (stage, duration) in stage_last {
-                    self.sample("", labels, &[("stage", stage)], Num(*duration))?;
-                }
-            }
-            Family::StageDuration => {
-                for (stage, stats) in stages {
-                    let duration = &stats.duration;
-                    self.histogram(
-                        labels,
-                        &[("stage", stage)],
-                        &layout.stage,
-                        duration,
-                        pipeline,
-                    )?;
-                }
-            }
-            Family::StageFailures => {
-                for (stage, stats) in stages {
-                    self.sample("", labels, &[("stage", stage)], stats.failures)?;
-                }
-            }
-            Family::JobDuration => {
-                for ((stage, job, result), hist) in jobs {
-                    let extra = [
-                        ("stage", stage.as_str()),
-                        ("job", job.as_str()),
-                        ("result", result.as_str()),
-                    ];
-                    self.histogram(labels, &extra, &layout.job, hist, pipeline)?;
-                }
-            }
-            Family::FailingSince => {
-                // With the recovery histogram: once a run is recorded.
-                if recovery.is_some() {
-                    self.sample("", labels, &[], Num(failing_since.unwrap_or(0.0)))?;
-                }
-            }
-            Family::Recovery => {
-                if let Some(hist) = recovery {
-                    self.histogram(labels, &[], &layout.recovery, hist, pipeline)?;
-                }
-            }
-            Family::Deployments => {
-                for ((environment, result), count) in deployments {
-                    let extra = [
-                        ("environment", environment.as_str()),
-                        ("result", result.as_str()),
-                    ];
-                    self.sample("", labels, &extra, count)?;
-                }
-            }
-            Family::LeadTime | Family::Restore => {
-                let (hists, buckets) = if self.family == Family::LeadTime {
-                    (lead_time, &layout.lead_time)
-                } else {
-                    (restore, &layout.restore)
-                };
-                for (environment, hist) in hists {
-                    let extra = [("environment", environment.as_str())];
-                    self.histogram(labels, &extra, buckets, hist, pipeline)?;
-                }
-            }
-            Family::LeadTimeUnknown => {
-                for ((environment, reason), count) in lead_time_unknown {
-                    let extra = [
-                        ("environment", environment.as_str()),
-                        ("reason", reason.as_str()),
-                    ];
-                    self.sample("", labels, &extra, count)?;
+/// Puts every series of `family` for one pipeline into `sink`.
+pub(super) fn write_pipeline(
+    sink: &mut impl Sink,
+    family: Family,
+    data: &PipelineData,
+    layout: &Layout,
+) -> io::Result<()> {
+    // Every field named, none left out with `..`: a field added to the data does not
+    // compile until it is written (or said to be written elsewhere).
+    let PipelineData {
+        labels,
+        // The protobuf exposition's (`labels` has it escaped).
+        name: _,
+        state,
+        stage_states,
+        last,
+        counted,
+        // Not shown until committed and published.
+        pending: _,
+    } = data;
+    let LastRun {
+        result: last_result,
+        duration: last_duration,
+        start: last_start,
+        end: last_end,
+        number: last_number,
+        url: last_url,
+        stages: stage_last,
+    } = last;
+    let Counted {
+        runs,
+        missed,
+        queue,
+        pause,
+        stages,
+        jobs,
+        failing_since,
+        recovery,
+        deployments,
+        deploy_failing_since: _,
+        restore,
+        lead_time,
+        lead_time_unknown,
+        // Not shown: they wait for their commit's time.
+        awaiting_commit: _,
+    } = counted;
+    let labels = labels.as_str();
+    match family {
+        Family::Status => {
+            if let Some(state) = *state {
+                for candidate in RunState::ALL {
+                    let hot = u8::from(candidate == state);
+                    sink.sample(labels, &[("status", candidate.as_str())], hot)?;
                 }
             }
         }
-        Ok(())
+        Family::LastResult => {
+            if let Some(result) = *last_result {
+                for candidate in RunResult::ALL {
+                    let hot = u8::from(candidate == result);
+                    sink.sample(labels, &[("result", candidate.as_str())], hot)?;
+                }
+            }
+        }
+        Family::LastDuration | Family::LastStart | Family::LastEnd | Family::LastNumber => {
+            let value = match family {
+                Family::LastDuration => last_duration,
+                Family::LastStart => last_start,
+                Family::LastEnd => last_end,
+                _ => last_number,
+            };
+            if let Some(value) = *value {
+                sink.sample(labels, &[], Num(value))?;
+            }
+        }
+        Family::LastInfo => {
+            if let Some(url) = last_url {
+                sink.sample(labels, &[("detail_url", url)], 1u8)?;
+            }
+        }
+        Family::RunDuration | Family::Runs => {
+            for (values, hist) in runs {
+                let extra: Vec<(&str, &str)> = layout
+                    .run_label_names
+                    .iter()
+                    .copied()
+                    .zip(values.iter().map(String::as_str))
+                    .collect();
+                if family == Family::Runs {
+                    sink.sample(labels, &extra, hist.count)?;
+                } else {
+                    sink.histogram(labels, &extra, &layout.run, hist)?;
+                }
+            }
+        }
+        Family::RunsMissed => {
+            if let Some(missed) = *missed {
+                sink.sample(labels, &[], missed)?;
+            }
+        }
+        Family::RunQueue => {
+            if let Some(hist) = queue {
+                sink.histogram(labels, &[], &layout.queue, hist)?;
+            }
+        }
+        Family::RunPause => {
+            if let Some(hist) = pause {
+                sink.histogram(labels, &[], &layout.pause, hist)?;
+            }
+        }
+        Family::StageStatus => {
+            for (stage, state) in stage_states {
+                for candidate in RunState::ALL {
+                    let hot = u8::from(candidate == *state);
+                    let extra = [("stage", stage.as_str()), ("status", candidate.as_str())];
+                    sink.sample(labels, &extra, hot)?;
+                }
+            }
+        }
+        Family::StageLastDuration => {
+            for (stage, duration) in stage_last {
+                sink.sample(labels, &[("stage", stage)], Num(*duration))?;
+            }
+        }
+        Family::StageDuration => {
+            for (stage, stats) in stages {
+                let duration = &stats.duration;
+                sink.histogram(labels, &[("stage", stage)], &layout.stage, duration)?;
+            }
+        }
+        Family::StageFailures => {
+            for (stage, stats) in stages {
+                sink.sample(labels, &[("stage", stage)], stats.failures)?;
+            }
+        }
+        Family::JobDuration => {
+            for ((stage, job, result), hist) in jobs {
+                let extra = [
+                    ("stage", stage.as_str()),
+                    ("job", job.as_str()),
+                    ("result", result.as_str()),
+                ];
+                sink.histogram(labels, &extra, &layout.job, hist)?;
+            }
+        }
+        Family::FailingSince => {
+            // With the recovery histogram: once a run is recorded.
+            if recovery.is_some() {
+                sink.sample(labels, &[], Num(failing_since.unwrap_or(0.0)))?;
+            }
+        }
+        Family::Recovery => {
+            if let Some(hist) = recovery {
+                sink.histogram(labels, &[], &layout.recovery, hist)?;
+            }
+        }
+        Family::Deployments => {
+            for ((environment, result), count) in deployments {
+                let extra = [
+                    ("environment", environment.as_str()),
+                    ("result", result.as_str()),
+                ];
+                sink.sample(labels, &extra, count)?;
+            }
+        }
+        Family::LeadTime | Family::Restore => {
+            let (hists, buckets) = if family == Family::LeadTime {
+                (lead_time, &layout.lead_time)
+            } else {
+                (restore, &layout.restore)
+            };
+            for (environment, hist) in hists {
+                let extra = [("environment", environment.as_str())];
+                sink.histogram(labels, &extra, buckets, hist)?;
+            }
+        }
+        Family::LeadTimeUnknown => {
+            for ((environment, reason), count) in lead_time_unknown {
+                let extra = [
+                    ("environment", environment.as_str()),
+                    ("reason", reason.as_str()),
+                ];
+                sink.sample(labels, &extra, count)?;
+            }
+        }
     }
+    Ok(())
 }
 
 #[cfg(test)]
