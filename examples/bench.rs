@@ -8,7 +8,9 @@
 //! - `render`: fills the metrics of N pipelines to their full series budget and times the
 //!   rendering and its gzip compression, as one JSON line: the text format (its figures at the
 //!   top level, as before OpenMetrics), then each format cold (the first rendering after a
-//!   change) and cached (a scrape that finds the rendering current), with body sizes;
+//!   change) and cached (a scrape that finds the rendering current), with body sizes; the
+//!   protobuf body's series as a Prometheus that reads native histograms stores them, and as
+//!   one that reads the classic buckets;
 //! - `otlp-sink`: a minimal OTLP/HTTP trace receiver (200 to `POST /v1/traces`) that counts
 //!   requests, bytes on the wire, bytes after gunzip, runs (resource spans) and spans, served
 //!   as JSON on `GET /stats`;
@@ -483,9 +485,17 @@ fn render(pipelines: usize, stages: usize, rounds: usize, trace_ids: bool) -> an
     let exposition = Exposition::new(metrics.clone());
     // The text format first, alone, as before OpenMetrics existed: its figures (the top-level
     // keys) compare with earlier runs, its peak RSS included.
-    let text = time_format(&exposition, &store, Format::Text, rounds)?;
+    let (text, gzip) = time_format(&exposition, &store, Format::Text, rounds)?;
     let peak_rss = rss_kib("VmHWM:");
-    let openmetrics = time_format(&exposition, &store, Format::OpenMetrics, rounds)?;
+    let text = with_counts(text, count_text(&gzip)?);
+    let (openmetrics, gzip) = time_format(&exposition, &store, Format::OpenMetrics, rounds)?;
+    let peak_rss_openmetrics = rss_kib("VmHWM:");
+    let openmetrics = with_counts(openmetrics, count_text(&gzip)?);
+    let (protobuf, gzip) = time_format(&exposition, &store, Format::Protobuf, rounds)?;
+    // Before counting: decoding a family of the body for the count takes memory of its own.
+    let peak_rss_protobuf = rss_kib("VmHWM:");
+    let protobuf = with_counts(protobuf, count_protobuf(&gzip)?);
+    drop(gzip);
     println!(
         "{}",
         serde_json::json!({
@@ -501,24 +511,33 @@ fn render(pipelines: usize, stages: usize, rounds: usize, trace_ids: bool) -> an
             "render_gzip_s_max": text["cold_s_max"],
             "rss_kib_before_rendering": built_rss,
             "peak_rss_kib": peak_rss,
-            "peak_rss_kib_after_openmetrics": rss_kib("VmHWM:"),
-            "formats": {"text": text, "openmetrics": openmetrics},
+            "peak_rss_kib_after_openmetrics": peak_rss_openmetrics,
+            "peak_rss_kib_after_protobuf": peak_rss_protobuf,
+            "formats": {"text": text, "openmetrics": openmetrics, "protobuf": protobuf},
         })
     );
     drop(all);
     Ok(())
 }
 
+/// `figures` with `counts` added.
+fn with_counts(mut figures: serde_json::Value, counts: serde_json::Value) -> serde_json::Value {
+    if let (Some(figures), serde_json::Value::Object(counts)) = (figures.as_object_mut(), counts) {
+        figures.extend(counts);
+    }
+    figures
+}
+
 /// Times `rounds` renderings of `format`, each the first after a change (cold), then `rounds`
 /// scrapes that find the rendering current (cached): the lookup alone, as a gzip scrape gets
-/// it, and the lookup with the inflating of every piece, as a plain scrape gets it. Counts
-/// what the body holds.
+/// it, and the lookup with the inflating of every piece, as a plain scrape gets it. Returns the
+/// figures and the rendering's gzip, to count what the body holds.
 fn time_format(
     exposition: &Exposition,
     store: &Store,
     format: Format,
     rounds: usize,
-) -> anyhow::Result<serde_json::Value> {
+) -> anyhow::Result<(serde_json::Value, bytes::Bytes)> {
     let mut cold = Vec::new();
     let mut last = None;
     for _ in 0..rounds {
@@ -550,8 +569,20 @@ fn time_format(
     for values in [&mut cold, &mut cached_gzip, &mut cached_plain] {
         values.sort_by(f64::total_cmp);
     }
-    // Counted while inflating in pieces, so that counting holds no text.
     let gzip = rendered.map(|rendered| rendered.gzip()).unwrap_or_default();
+    let figures = serde_json::json!({
+        "gzip_bytes": gzip.len(),
+        "cold_s_median": percentile(&cold, 50.0),
+        "cold_s_max": percentile(&cold, 100.0),
+        "cached_gzip_s_median": percentile(&cached_gzip, 50.0),
+        "cached_plain_s_median": percentile(&cached_plain, 50.0),
+    });
+    Ok((figures, gzip))
+}
+
+/// The series, pipeline series, exemplars and bytes of a text body (gzip), counted while
+/// inflating so that counting holds no text.
+fn count_text(gzip: &[u8]) -> anyhow::Result<serde_json::Value> {
     let (mut series, mut pipeline_series, mut text_bytes, mut exemplars) = (0, 0, 0, 0);
     let mut reader = std::io::BufReader::new(flate2::read::GzDecoder::new(&gzip[..]));
     let mut line = Vec::new();
@@ -569,12 +600,81 @@ fn time_format(
         "pipeline_series": pipeline_series,
         "exemplars": exemplars,
         "text_bytes": text_bytes,
-        "gzip_bytes": gzip.len(),
-        "cold_s_median": percentile(&cold, 50.0),
-        "cold_s_max": percentile(&cold, 100.0),
-        "cached_gzip_s_median": percentile(&cached_gzip, 50.0),
-        "cached_plain_s_median": percentile(&cached_plain, 50.0),
     }))
+}
+
+/// What a protobuf body (gzip) holds, a family at a time: the series a Prometheus that reads
+/// native histograms stores (one per native histogram) against those it stores from the
+/// classic buckets (`_bucket` per bound and `+Inf`, `_sum`, `_count`), exemplars, native
+/// buckets, and bytes.
+fn count_protobuf(gzip: &[u8]) -> anyhow::Result<serde_json::Value> {
+    use codearts_exporter::proto::MetricFamily;
+    use prost::Message;
+    use std::io::Read;
+    let mut reader = std::io::BufReader::new(flate2::read::GzDecoder::new(gzip));
+    let (mut native, mut classic, mut pipeline_native, mut pipeline_classic) = (0, 0, 0, 0);
+    let (mut bytes, mut exemplars, mut native_buckets, mut histograms) = (0usize, 0, 0, 0);
+    loop {
+        // The length, a varint, then the family.
+        let mut length = 0u64;
+        let mut shift = 0;
+        let mut byte = [0u8];
+        loop {
+            if reader.read(&mut byte)? == 0 {
+                anyhow::ensure!(shift == 0, "a body cut inside a length");
+                return Ok(serde_json::json!({
+                    "series": native,
+                    "series_classic": classic,
+                    "pipeline_series": pipeline_native,
+                    "pipeline_series_classic": pipeline_classic,
+                    "native_histograms": histograms,
+                    "native_buckets": native_buckets,
+                    "exemplars": exemplars,
+                    "body_bytes": bytes,
+                }));
+            }
+            bytes += 1;
+            length |= u64::from(byte[0] & 0x7f) << shift;
+            shift += 7;
+            if byte[0] & 0x80 == 0 {
+                break;
+            }
+        }
+        let mut message = vec![0; usize::try_from(length)?];
+        reader.read_exact(&mut message)?;
+        bytes += message.len();
+        let family = MetricFamily::decode(message.as_slice())?;
+        let pipeline = family
+            .name
+            .as_deref()
+            .is_some_and(|n| n.starts_with("codearts_pipeline_"));
+        for metric in &family.metric {
+            let (as_native, as_classic) = match &metric.histogram {
+                Some(h) => {
+                    exemplars += h.bucket.iter().filter(|b| b.exemplar.is_some()).count();
+                    let has_inf = h
+                        .bucket
+                        .last()
+                        .is_some_and(|b| b.upper_bound == Some(f64::INFINITY));
+                    let classic = h.bucket.len() + usize::from(!has_inf) + 2;
+                    if h.schema.is_some() {
+                        histograms += 1;
+                        native_buckets += h.positive_delta.len() + h.negative_delta.len();
+                        (1, classic)
+                    } else {
+                        (classic, classic)
+                    }
+                }
+                None => (1, 1),
+            };
+            native += as_native;
+            classic += as_classic;
+            if pipeline {
+                pipeline_native += as_native;
+                pipeline_classic += as_classic;
+            }
+        }
+    }
 }
 
 /// What the sink has received.
