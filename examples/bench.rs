@@ -584,7 +584,7 @@ fn time_format(
 /// inflating so that counting holds no text.
 fn count_text(gzip: &[u8]) -> anyhow::Result<serde_json::Value> {
     let (mut series, mut pipeline_series, mut text_bytes, mut exemplars) = (0, 0, 0, 0);
-    let mut reader = std::io::BufReader::new(flate2::read::GzDecoder::new(&gzip[..]));
+    let mut reader = std::io::BufReader::new(flate2::read::GzDecoder::new(gzip));
     let mut line = Vec::new();
     while std::io::BufRead::read_until(&mut reader, b'\n', &mut line)? > 0 {
         text_bytes += line.len();

@@ -10,6 +10,7 @@
 //!   own histograms stay classic.
 //! - Both Prometheus instances hold the same series of every other family: the protobuf
 //!   exposition has the text format's names and labels.
+//! - With exemplar storage on, the native histograms keep the runs of their buckets' exemplars.
 
 // Runs the simulator: built with the `simulator` feature only.
 #![cfg(feature = "simulator")]
@@ -154,7 +155,7 @@ async fn prometheus_stores_native_histograms_that_match_the_truth() {
     let mut native = prometheus(
         native_dir.path(),
         &target,
-        &["--enable-feature=native-histograms"],
+        &["--enable-feature=native-histograms,exemplar-storage"],
     );
     let mut classic = prometheus(classic_dir.path(), &target, &[]);
     native.wait_ready().await;
@@ -360,5 +361,32 @@ async fn prometheus_stores_native_histograms_that_match_the_truth() {
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+    // Exemplars come along: Prometheus takes a native histogram's from its classic buckets.
+    let body: Value = reqwest::Client::new()
+        .get(format!("{}/api/v1/query_exemplars", native.url))
+        .query(&[
+            (
+                "query",
+                "codearts_pipeline_run_duration_seconds".to_string(),
+            ),
+            ("start", format!("{:.3}", at - 3600.0)),
+            ("end", format!("{:.3}", at + 60.0)),
+        ])
+        .send()
+        .await
+        .expect("query_exemplars")
+        .json()
+        .await
+        .expect("JSON");
+    let exemplars: Vec<&Value> = body["data"]
+        .as_array()
+        .expect("series")
+        .iter()
+        .flat_map(|series| series["exemplars"].as_array().into_iter().flatten())
+        .collect();
+    assert!(
+        !exemplars.is_empty() && exemplars.iter().all(|e| e["labels"]["run_id"].is_string()),
+        "{body}"
+    );
     assert!(!native.log().contains("level=error"), "{}", native.log());
 }
