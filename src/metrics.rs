@@ -467,7 +467,7 @@ fn write_protobuf(families: &[MetricFamily], out: &mut Vec<u8>) -> io::Result<()
             // Nothing registers untyped metrics (nor can the text format write them).
             MetricType::UNTYPED => continue,
         };
-        let mut metrics = Vec::new();
+        let mut metrics = proto::EncodedMetrics::default();
         for metric in family.get_metric() {
             let mut encoded = proto::Metric {
                 label: metric
@@ -519,7 +519,7 @@ fn write_protobuf(families: &[MetricFamily], out: &mut Vec<u8>) -> io::Result<()
                     });
                 }
             }
-            proto::push_metric(&mut metrics, &encoded);
+            metrics.push(&encoded);
         }
         let header = proto::MetricFamily {
             name: Some(family.name().to_string()),
@@ -527,7 +527,7 @@ fn write_protobuf(families: &[MetricFamily], out: &mut Vec<u8>) -> io::Result<()
             r#type: Some(kind as i32),
             metric: Vec::new(),
         };
-        proto::write_delimited(out, &header, &metrics)?;
+        metrics.write(out, &header)?;
     }
     Ok(())
 }

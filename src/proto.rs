@@ -199,7 +199,7 @@ pub struct Metric {
     pub histogram: Option<Histogram>,
 }
 
-/// A family's name, help and type; its metrics follow as field 4 ([`METRIC_TAG`]).
+/// A family's name, help and type; its metrics follow as field 4 ([`EncodedMetrics`]).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct MetricFamily {
     /// The family name (a counter's ends with `_total`).
@@ -218,31 +218,70 @@ pub struct MetricFamily {
 
 /// The field number of [`MetricFamily::metric`]: the pipeline families' metrics are encoded
 /// one at a time after the family's header, not gathered into one message first.
-pub const METRIC_TAG: u32 = 4;
+const METRIC_TAG: u32 = 4;
 
 /// The `Content-Type` of the delimited protobuf exposition.
 pub const CONTENT_TYPE: &str =
     "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited";
 
-/// Writes a family to `out` as the exposition delimits it: its length, then the header of
-/// `family` followed by `metrics`, each already encoded as field [`METRIC_TAG`].
-pub fn write_delimited(
-    out: &mut dyn std::io::Write,
-    family: &MetricFamily,
-    metrics: &[u8],
-) -> std::io::Result<()> {
-    use prost::Message;
-    let header = family.encode_to_vec();
-    let mut length = Vec::with_capacity(10);
-    prost::encoding::encode_varint((header.len() + metrics.len()) as u64, &mut length);
-    out.write_all(&length)?;
-    out.write_all(&header)?;
-    out.write_all(metrics)
+/// Size of the pieces a family's encoded metrics are kept in.
+const CHUNK: usize = 256 * 1024;
+
+/// The metrics of one family, encoded one by one as field [`METRIC_TAG`] of the family: the
+/// exposition delimits a family by its length, so its metrics are held until it is written.
+/// Held in pieces of [`CHUNK`] bytes, not one growing buffer, whose copies when it grows would
+/// double the memory at the largest family (tens of megabytes at ten thousand pipelines).
+#[derive(Default)]
+pub struct EncodedMetrics {
+    chunks: Vec<Vec<u8>>,
+    len: usize,
+    /// One metric's encoding, reused.
+    scratch: Vec<u8>,
 }
 
-/// Appends `metric` to `metrics` as field [`METRIC_TAG`] of a family.
-pub fn push_metric(metrics: &mut Vec<u8>, metric: &Metric) {
-    prost::encoding::message::encode(METRIC_TAG, metric, metrics);
+impl EncodedMetrics {
+    /// Appends `metric`.
+    pub fn push(&mut self, metric: &Metric) {
+        self.scratch.clear();
+        prost::encoding::message::encode(METRIC_TAG, metric, &mut self.scratch);
+        let fits = self
+            .chunks
+            .last()
+            .is_some_and(|chunk| chunk.len() + self.scratch.len() <= CHUNK);
+        if !fits {
+            self.chunks
+                .push(Vec::with_capacity(CHUNK.max(self.scratch.len())));
+        }
+        if let Some(chunk) = self.chunks.last_mut() {
+            chunk.extend_from_slice(&self.scratch);
+        }
+        self.len += self.scratch.len();
+    }
+
+    /// Whether no metric was pushed since the last [`EncodedMetrics::write`].
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Writes the family to `out` as the exposition delimits it: its length, then `header`
+    /// (name, help, type) and the metrics; then forgets the metrics.
+    pub fn write(
+        &mut self,
+        out: &mut dyn std::io::Write,
+        header: &MetricFamily,
+    ) -> std::io::Result<()> {
+        use prost::Message;
+        let header = header.encode_to_vec();
+        let mut length = Vec::with_capacity(10);
+        prost::encoding::encode_varint((header.len() + self.len) as u64, &mut length);
+        out.write_all(&length)?;
+        out.write_all(&header)?;
+        for chunk in self.chunks.drain(..) {
+            out.write_all(&chunk)?;
+        }
+        self.len = 0;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -259,7 +298,8 @@ mod tests {
             r#type: Some(MetricType::Counter as i32),
             metric: Vec::new(),
         };
-        let metrics: Vec<Metric> = (0..3)
+        // Enough metrics for several chunks.
+        let metrics: Vec<Metric> = (0..20_000)
             .map(|i| Metric {
                 label: vec![LabelPair::new("n", &i.to_string())],
                 counter: Some(Counter {
@@ -268,13 +308,15 @@ mod tests {
                 ..Metric::default()
             })
             .collect();
-        let mut encoded = Vec::new();
+        let mut encoded = EncodedMetrics::default();
         for metric in &metrics {
-            push_metric(&mut encoded, metric);
+            encoded.push(metric);
         }
+        assert!(encoded.chunks.len() > 1);
         let mut body = Vec::new();
-        write_delimited(&mut body, &family, &encoded).expect("write");
-        write_delimited(&mut body, &family, &[]).expect("write");
+        encoded.write(&mut body, &family).expect("write");
+        assert!(encoded.is_empty());
+        encoded.write(&mut body, &family).expect("write");
         let mut rest = body.as_slice();
         let first = MetricFamily::decode_length_delimited(&mut rest).expect("first");
         assert_eq!(first.metric, metrics);

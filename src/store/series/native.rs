@@ -118,12 +118,16 @@ impl Native {
     }
 }
 
-/// The buckets' spans and count deltas as the format has them: a span goes on over gaps of up
-/// to two empty buckets (cheaper than a new span), and each count is the difference from the
-/// previous bucket's.
-pub fn spans_and_deltas(buckets: &[(i32, u64)]) -> (Vec<BucketSpan>, Vec<i64>) {
-    let mut spans: Vec<BucketSpan> = Vec::new();
-    let mut deltas = Vec::with_capacity(buckets.len());
+/// The buckets' spans and count deltas as the format has them, into `spans` and `deltas`
+/// (emptied first): a span goes on over gaps of up to two empty buckets (cheaper than a new
+/// span), and each count is the difference from the previous bucket's.
+pub fn spans_and_deltas(
+    buckets: &[(i32, u64)],
+    spans: &mut Vec<BucketSpan>,
+    deltas: &mut Vec<i64>,
+) {
+    spans.clear();
+    deltas.clear();
     let mut previous_count = 0i64;
     let mut previous_index: Option<i32> = None;
     let mut push = |deltas: &mut Vec<i64>, count: i64| {
@@ -135,7 +139,7 @@ pub fn spans_and_deltas(buckets: &[(i32, u64)]) -> (Vec<BucketSpan>, Vec<i64>) {
         match (previous_index, spans.last_mut()) {
             (Some(previous), Some(span)) if index - previous <= 3 => {
                 for _ in previous + 1..index {
-                    push(&mut deltas, 0);
+                    push(deltas, 0);
                 }
                 let length = span.length.unwrap_or(0);
                 span.length = Some(length + u32::try_from(index - previous).unwrap_or(0));
@@ -145,10 +149,9 @@ pub fn spans_and_deltas(buckets: &[(i32, u64)]) -> (Vec<BucketSpan>, Vec<i64>) {
                 length: Some(1),
             }),
         }
-        push(&mut deltas, count);
+        push(deltas, count);
         previous_index = Some(index);
     }
-    (spans, deltas)
 }
 
 /// Merges each pair of buckets into one of half the resolution: bucket `i` at schema `s` lies
@@ -320,7 +323,12 @@ mod tests {
 
     #[test]
     fn spans_cover_gaps_of_two_and_split_at_longer_ones() {
-        let (spans, deltas) = spans_and_deltas(&[(-2, 3), (-1, 5), (2, 1), (6, 4)]);
+        let spans_of = |buckets: &[(i32, u64)]| {
+            let (mut spans, mut deltas) = (vec![BucketSpan::default()], vec![7]);
+            spans_and_deltas(buckets, &mut spans, &mut deltas);
+            (spans, deltas)
+        };
+        let (spans, deltas) = spans_of(&[(-2, 3), (-1, 5), (2, 1), (6, 4)]);
         let pairs: Vec<(i32, u32)> = spans
             .iter()
             .map(|s| (s.offset.unwrap_or(0), s.length.unwrap_or(0)))
@@ -328,7 +336,7 @@ mod tests {
         // -2..=2 is one span (two empty buckets between), 6 a second after a gap of three.
         assert_eq!(pairs, [(-2, 5), (3, 1)]);
         assert_eq!(deltas, [3, 2, -5, 0, 1, 3]);
-        assert_eq!(spans_and_deltas(&[]), (vec![], vec![]));
+        assert_eq!(spans_of(&[]), (vec![], vec![]));
     }
 
     #[test]

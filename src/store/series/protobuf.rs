@@ -4,15 +4,19 @@
 //! `metrics.native_histograms`, their native buckets in the same message: a Prometheus that
 //! reads native histograms takes those, one that keeps classic ones (or both) the buckets.
 //!
-//! A family's metrics are encoded one by one into a buffer reused from family to family, so
-//! a rendering holds one encoded family at a time, never the messages of all of them.
+//! A family's metrics are encoded one by one ([`EncodedMetrics`]), each from one `Metric`
+//! reused from the last, whose strings and lists keep their allocations: a rendering of a
+//! million series allocates little beyond the encoded family it holds.
 
 use std::io::{self, Write};
 
 use super::native::{self, Native, ZERO_THRESHOLD};
 use super::text::{Exemplars, Family, SampleValue, Sink, write_pipeline};
 use super::{Buckets, Hist, SeriesTable, lock};
-use crate::proto::{self, LabelPair, Metric, MetricFamily, MetricType};
+use crate::proto::{self, EncodedMetrics, LabelPair, Metric, MetricFamily, MetricType};
+
+/// The labels every metric of a pipeline begins with.
+const PIPELINE_LABELS: usize = 3;
 
 impl SeriesTable {
     /// Writes every pipeline family in the delimited protobuf exposition.
@@ -20,9 +24,9 @@ impl SeriesTable {
         let all = self.pipelines_with_ids();
         let layout = self.layout();
         let mut writer = ProtoWriter {
-            metrics: Vec::new(),
+            metrics: EncodedMetrics::default(),
             kind: MetricType::Gauge,
-            labels: Vec::new(),
+            metric: Metric::default(),
             exemplars: None,
         };
         for family in Family::ALL {
@@ -35,14 +39,13 @@ impl SeriesTable {
                 "histogram" => MetricType::Histogram,
                 _ => MetricType::Gauge,
             };
-            writer.metrics.clear();
+            writer.metric = Metric::default();
             for ((project_id, pipeline_id), data) in &all {
                 let data = lock(data);
-                writer.labels = vec![
-                    LabelPair::new("project_id", project_id),
-                    LabelPair::new("pipeline_id", pipeline_id),
-                    LabelPair::new("pipeline_name", &data.name),
-                ];
+                let labels = &mut writer.metric.label;
+                set_label(labels, 0, "project_id", project_id);
+                set_label(labels, 1, "pipeline_id", pipeline_id);
+                set_label(labels, 2, "pipeline_name", &data.name);
                 writer.exemplars = Some(Exemplars {
                     project_id,
                     pipeline_id,
@@ -60,53 +63,70 @@ impl SeriesTable {
                 r#type: Some(writer.kind as i32),
                 metric: Vec::new(),
             };
-            proto::write_delimited(out, &header, &writer.metrics)?;
+            writer.metrics.write(out, &header)?;
         }
         Ok(())
     }
 }
 
+/// Sets label `index` of `labels` to `name="value"`, reusing the strings already there.
+fn set_label(labels: &mut Vec<LabelPair>, index: usize, name: &str, value: &str) {
+    fn reuse(field: &mut Option<String>, text: &str) {
+        let field = field.get_or_insert_with(String::new);
+        field.clear();
+        field.push_str(text);
+    }
+    match labels.get_mut(index) {
+        Some(pair) => {
+            reuse(&mut pair.name, name);
+            reuse(&mut pair.value, value);
+        }
+        None => labels.push(LabelPair::new(name, value)),
+    }
+}
+
 /// Encodes the metrics of one family, a pipeline at a time.
 struct ProtoWriter<'a> {
-    /// The family's metrics so far, encoded.
-    metrics: Vec<u8>,
+    /// The family's metrics so far.
+    metrics: EncodedMetrics,
     kind: MetricType,
-    /// The current pipeline's labels.
-    labels: Vec<LabelPair>,
-    /// How its exemplars name their runs.
+    /// The metric being encoded: the current pipeline's labels first, then the sample's.
+    metric: Metric,
+    /// How the current pipeline's exemplars name their runs.
     exemplars: Option<Exemplars<'a>>,
 }
 
 impl ProtoWriter<'_> {
-    /// The pipeline's labels, then `extra`.
-    fn label_pairs(&self, extra: &[(&str, &str)]) -> Vec<LabelPair> {
-        let mut pairs = Vec::with_capacity(self.labels.len() + extra.len());
-        pairs.extend_from_slice(&self.labels);
-        pairs.extend(
-            extra
-                .iter()
-                .map(|(name, value)| LabelPair::new(name, value)),
-        );
-        pairs
+    /// Sets the labels after the pipeline's to `extra`.
+    fn extra_labels(&mut self, extra: &[(&str, &str)]) {
+        let labels = &mut self.metric.label;
+        for (offset, (name, value)) in extra.iter().enumerate() {
+            set_label(labels, PIPELINE_LABELS + offset, name, value);
+        }
+        labels.truncate(PIPELINE_LABELS + extra.len());
     }
+}
 
-    /// The exemplar of bucket `index` of `hist`, if it has one.
-    fn exemplar(&self, hist: &Hist, index: usize) -> Option<proto::Exemplar> {
-        let exemplar = hist.exemplar(index)?;
-        let (trace, with_run) = self.exemplars.as_ref()?.labels(exemplar);
-        let mut label = Vec::with_capacity(2);
-        if let Some(trace) = trace {
-            label.push(LabelPair::new("trace_id", &trace));
-        }
-        if with_run {
-            label.push(LabelPair::new("run_id", &exemplar.run));
-        }
-        (!label.is_empty()).then(|| proto::Exemplar {
-            label,
-            value: Some(exemplar.value),
-            timestamp: Some(proto::Timestamp::from_unix_seconds(exemplar.end)),
-        })
+/// The exemplar of bucket `index` of `hist`, named as `exemplars` names runs, if it has one.
+fn exemplar(
+    exemplars: Option<&Exemplars<'_>>,
+    hist: &Hist,
+    index: usize,
+) -> Option<proto::Exemplar> {
+    let exemplar = hist.exemplar(index)?;
+    let (trace, with_run) = exemplars?.labels(exemplar);
+    let mut label = Vec::with_capacity(2);
+    if let Some(trace) = trace {
+        label.push(LabelPair::new("trace_id", &trace));
     }
+    if with_run {
+        label.push(LabelPair::new("run_id", &exemplar.run));
+    }
+    (!label.is_empty()).then(|| proto::Exemplar {
+        label,
+        value: Some(exemplar.value),
+        timestamp: Some(proto::Timestamp::from_unix_seconds(exemplar.end)),
+    })
 }
 
 impl Sink for ProtoWriter<'_> {
@@ -116,17 +136,14 @@ impl Sink for ProtoWriter<'_> {
         extra: &[(&str, &str)],
         value: impl SampleValue,
     ) -> io::Result<()> {
+        self.extra_labels(extra);
         let value = Some(value.number());
-        let mut metric = Metric {
-            label: self.label_pairs(extra),
-            ..Metric::default()
-        };
         if self.kind == MetricType::Counter {
-            metric.counter = Some(proto::Counter { value });
+            self.metric.counter = Some(proto::Counter { value });
         } else {
-            metric.gauge = Some(proto::Gauge { value });
+            self.metric.gauge = Some(proto::Gauge { value });
         }
-        proto::push_metric(&mut self.metrics, &metric);
+        self.metrics.push(&self.metric);
         Ok(())
     }
 
@@ -137,51 +154,47 @@ impl Sink for ProtoWriter<'_> {
         buckets: &Buckets,
         hist: &Hist,
     ) -> io::Result<()> {
+        self.extra_labels(extra);
+        let exemplars = self.exemplars.as_ref();
+        let histogram = self.metric.histogram.get_or_insert_with(Default::default);
+        histogram.sample_count = Some(hist.count);
+        histogram.sample_sum = Some(hist.sum);
+        // The classic buckets, then `+Inf` as the text format has it; each with its exemplar.
+        histogram
+            .bucket
+            .resize_with(buckets.bounds.len() + 1, Default::default);
         let mut cumulative = 0;
-        let mut bucket: Vec<proto::Bucket> = buckets
-            .bounds
-            .iter()
-            .enumerate()
-            .map(|(index, bound)| {
-                cumulative += hist.counts.get(index).copied().unwrap_or(0);
-                proto::Bucket {
-                    cumulative_count: Some(cumulative),
-                    upper_bound: Some(*bound),
-                    exemplar: self.exemplar(hist, index),
-                }
-            })
-            .collect();
-        // `+Inf` as the text format has it, with its exemplar.
-        bucket.push(proto::Bucket {
-            cumulative_count: Some(hist.count),
-            upper_bound: Some(f64::INFINITY),
-            exemplar: self.exemplar(hist, buckets.bounds.len()),
-        });
-        let mut histogram = proto::Histogram {
-            sample_count: Some(hist.count),
-            sample_sum: Some(hist.sum),
-            bucket,
-            ..proto::Histogram::default()
-        };
+        for (index, bucket) in histogram.bucket.iter_mut().enumerate() {
+            cumulative += hist.counts.get(index).copied().unwrap_or(0);
+            let bound = buckets.bounds.get(index).copied();
+            *bucket = proto::Bucket {
+                cumulative_count: Some(if bound.is_some() {
+                    cumulative
+                } else {
+                    hist.count
+                }),
+                upper_bound: Some(bound.unwrap_or(f64::INFINITY)),
+                exemplar: exemplar(exemplars, hist, index),
+            };
+        }
         if buckets.native {
             let empty = Native::default();
             let native = hist.native.as_deref().unwrap_or(&empty);
-            let (positive_span, positive_delta) = native::spans_and_deltas(&native.positive);
-            let (negative_span, negative_delta) = native::spans_and_deltas(&native.negative);
+            native::spans_and_deltas(
+                &native.positive,
+                &mut histogram.positive_span,
+                &mut histogram.positive_delta,
+            );
+            native::spans_and_deltas(
+                &native.negative,
+                &mut histogram.negative_span,
+                &mut histogram.negative_delta,
+            );
             histogram.schema = Some(i32::from(native.schema));
             histogram.zero_threshold = Some(ZERO_THRESHOLD);
             histogram.zero_count = Some(native.zero);
-            histogram.positive_span = positive_span;
-            histogram.positive_delta = positive_delta;
-            histogram.negative_span = negative_span;
-            histogram.negative_delta = negative_delta;
         }
-        let metric = Metric {
-            label: self.label_pairs(extra),
-            histogram: Some(histogram),
-            ..Metric::default()
-        };
-        proto::push_metric(&mut self.metrics, &metric);
+        self.metrics.push(&self.metric);
         Ok(())
     }
 }
