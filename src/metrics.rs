@@ -626,9 +626,16 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_whole_protobuf_exposition_has_every_family_of_the_text_format() {
-        use prost::Message;
+    /// Metrics with an API request, a poll of target `t` and one completed run recorded;
+    /// the store and the handles that keep their series come along.
+    struct Recorded {
+        m: Metrics,
+        _slot: Arc<crate::store::TargetSlot>,
+        _series: crate::store::series::Series,
+        _store: Store,
+    }
+
+    fn recorded() -> Recorded {
         let store = Store::new(&MetricsConfig::default()).expect("store");
         let m = Metrics::new(&store).expect("metrics");
         let slot = store.target("t", Duration::from_secs(60));
@@ -639,6 +646,18 @@ mod tests {
         series.set_last_completed(&run);
         series.observe_completed(&run);
         series.publish();
+        Recorded {
+            m,
+            _slot: slot,
+            _series: series,
+            _store: store,
+        }
+    }
+
+    #[test]
+    fn the_whole_protobuf_exposition_has_every_family_of_the_text_format() {
+        use prost::Message;
+        let Recorded { m, .. } = &recorded();
         let body = m.render_as(Format::Protobuf);
         let mut rest = body.as_slice();
         let mut families = Vec::new();
@@ -651,7 +670,7 @@ mod tests {
                 family.metric.len(),
             ));
         }
-        let text = text(&m);
+        let text = text(m);
         let declared: Vec<(String, i32)> = text
             .lines()
             .filter_map(|line| line.strip_prefix("# TYPE "))
@@ -688,16 +707,7 @@ mod tests {
 
     #[test]
     fn the_whole_openmetrics_exposition_is_valid_and_ends_with_eof() {
-        let store = Store::new(&MetricsConfig::default()).expect("store");
-        let m = Metrics::new(&store).expect("metrics");
-        let slot = store.target("t", Duration::from_secs(60));
-        m.request_done(Api::V5Status, "200", Duration::from_millis(20));
-        slot.series(|series| series.poll_finished(Duration::from_millis(30), true, 1234.0));
-        let mut series = store.new_series("p", "id", "name");
-        let run = crate::codearts::model::Run::example("id", "run-1".into(), 1, 100.0, Some(160.0));
-        series.set_last_completed(&run);
-        series.observe_completed(&run);
-        series.publish();
+        let Recorded { m, .. } = &recorded();
         let om = String::from_utf8(m.render_as(Format::OpenMetrics)).expect("utf-8");
         let samples = crate::store::series::exposition::parse_openmetrics(&om);
         // Every counter of the exporter ends with `_total`: none is declared `unknown`.
@@ -723,7 +733,7 @@ mod tests {
         assert_eq!(exemplar.labels["run_id"], "run-1");
         assert_eq!(exemplar.timestamp, Some(160.0));
         // The text format has the same samples, without exemplars or EOF.
-        let text = text(&m);
+        let text = text(m);
         assert!(!text.contains("# EOF") && !text.contains(" # {"));
         let names = |samples: Vec<String>| -> std::collections::BTreeSet<String> {
             samples.into_iter().collect()

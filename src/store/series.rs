@@ -1088,6 +1088,25 @@ impl Series {
 #[path = "../../tests/common/exposition.rs"]
 pub(crate) mod exposition;
 
+/// `stored` as a state file without `field` anywhere in it has it (one written before the
+/// field existed), read back.
+#[cfg(test)]
+fn without_field(stored: &Stored, field: &str) -> Stored {
+    fn strip(value: &mut serde_json::Value, field: &str) {
+        match value {
+            serde_json::Value::Object(map) => {
+                map.remove(field);
+                map.values_mut().for_each(|v| strip(v, field));
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(|v| strip(v, field)),
+            _ => {}
+        }
+    }
+    let mut value = serde_json::to_value(stored).expect("json");
+    strip(&mut value, field);
+    serde_json::from_value(value).expect("a state without the field still loads")
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;

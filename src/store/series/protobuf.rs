@@ -495,19 +495,7 @@ mod tests {
 
     /// `stored` as a state file from before native histograms has it.
     fn without_native(stored: &Stored) -> Stored {
-        fn strip(value: &mut serde_json::Value) {
-            match value {
-                serde_json::Value::Object(map) => {
-                    map.remove("native");
-                    map.values_mut().for_each(strip);
-                }
-                serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
-                _ => {}
-            }
-        }
-        let mut value = serde_json::to_value(stored).expect("json");
-        strip(&mut value);
-        serde_json::from_value(value).expect("a state without native buckets loads")
+        super::super::without_field(stored, "native")
     }
 
     #[test]

@@ -161,12 +161,6 @@ impl SampleValue for Num {
     }
 }
 
-impl SampleValue for &u64 {
-    fn number(self) -> f64 {
-        *self as f64
-    }
-}
-
 /// Where [`write_pipeline`] puts a pipeline's samples of one family: a text format, or the
 /// protobuf exposition.
 pub(super) trait Sink {
@@ -660,7 +654,7 @@ pub(super) fn write_pipeline(
                     ("environment", environment.as_str()),
                     ("result", result.as_str()),
                 ];
-                sink.sample(labels, &extra, count)?;
+                sink.sample(labels, &extra, *count)?;
             }
         }
         Family::LeadTime | Family::Restore => {
@@ -680,7 +674,7 @@ pub(super) fn write_pipeline(
                     ("environment", environment.as_str()),
                     ("reason", reason.as_str()),
                 ];
-                sink.sample(labels, &extra, count)?;
+                sink.sample(labels, &extra, *count)?;
             }
         }
     }
@@ -924,19 +918,7 @@ mod tests {
 
     /// `stored` without any exemplar: what a state file from before them holds.
     fn without_exemplars(stored: &Stored) -> Stored {
-        fn strip(value: &mut serde_json::Value) {
-            match value {
-                serde_json::Value::Object(map) => {
-                    map.remove("exemplars");
-                    map.values_mut().for_each(strip);
-                }
-                serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
-                _ => {}
-            }
-        }
-        let mut value = serde_json::to_value(stored).expect("json");
-        strip(&mut value);
-        serde_json::from_value(value).expect("a state without exemplars still loads")
+        super::super::without_field(stored, "exemplars")
     }
 
     #[test]
