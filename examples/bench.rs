@@ -414,6 +414,7 @@ fn run(pipeline: usize, number: u64, stages: usize, result: RunResult, end: f64)
                 RunResult::Success
             };
             StageRun {
+                id: None,
                 name: format!("阶段 {index} stage"),
                 state: RunState::Completed,
                 result: Some(outcome),

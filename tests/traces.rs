@@ -170,14 +170,26 @@ fn check_run(received: &ResourceSpans, pipeline: &Value, run: &Value) {
         }
         _ => assert!(queue.is_empty(), "{name}: no wait, no queue span"),
     }
+    let key = RunKey {
+        project_id: pipeline["project_id"].as_str().expect("project"),
+        pipeline_id: pipeline["pipeline_id"].as_str().expect("pipeline"),
+        run: run["run_id"].as_str().expect("run id"),
+    };
     let mut jobs = 0;
     for stage in stages {
         let stage_name = stage["name"].as_str().expect("stage name");
+        let stage_id = stage["id"].as_str().expect("stage id");
         let found: Vec<_> = under_root.iter().filter(|s| s.name == stage_name).collect();
         assert_eq!(found.len(), 1, "{name}: one span for stage {stage_name}");
         let span = found[0];
         assert_eq!(span.start_time_unix_nano, nanos(&stage["start_ms"]));
         assert_eq!(span.end_time_unix_nano, nanos(&stage["end_ms"]));
+        // Named by the stage's CodeArts id, in its span id and its task run id.
+        assert_eq!(span.span_id, key.span_id("stage", &[stage_id]).to_vec());
+        assert_eq!(
+            otlp::attribute(&span.attributes, "cicd.pipeline.task.run.id"),
+            Some(stage_id)
+        );
         if !stage["result"].is_null() {
             assert_eq!(
                 otlp::attribute(&span.attributes, "cicd.pipeline.task.run.result"),
@@ -203,6 +215,15 @@ fn check_run(received: &ResourceSpans, pipeline: &Value, run: &Value) {
             assert_eq!(
                 otlp::attribute(&span.attributes, "cicd.pipeline.task.name"),
                 Some(job_name)
+            );
+            let job_id = job["id"].as_str().expect("job id");
+            assert_eq!(
+                span.span_id,
+                key.span_id("job", &[stage_id, job_id]).to_vec()
+            );
+            assert_eq!(
+                otlp::attribute(&span.attributes, "cicd.pipeline.task.run.id"),
+                Some(job_id)
             );
             jobs += 1;
         }

@@ -205,6 +205,8 @@ pub enum CommitTime {
 /// A stage of a run, normalised.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StageRun {
+    /// The stage's id in this run (v5 only; the run list and the run detail give it).
+    pub id: Option<String>,
     /// The name people see.
     pub name: String,
     /// Normalised state.
@@ -224,6 +226,8 @@ pub struct StageRun {
 /// A job of a stage, normalised (run detail only).
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobRun {
+    /// The job's id in this run (run detail only).
+    pub id: Option<String>,
     /// Job name.
     pub name: String,
     /// Normalised state.
@@ -296,6 +300,7 @@ impl Run {
                     .unwrap_or_else(|| format!("stage_{}", i + 1));
                 let order = stage.order.unwrap_or(i as i64);
                 let run = StageRun {
+                    id: None,
                     name,
                     state,
                     result,
@@ -340,6 +345,7 @@ impl Run {
             .map(|(i, stage)| {
                 let (state, result) = normalize_v5(stage.status.as_deref());
                 let run = StageRun {
+                    id: non_empty(&stage.id),
                     name: non_empty(&stage.name).unwrap_or_else(|| format!("stage_{}", i + 1)),
                     state,
                     result,
@@ -399,6 +405,7 @@ impl Run {
                             normalize_v5(job.status.as_deref())
                         };
                         JobRun {
+                            id: non_empty(&job.id),
                             name: non_empty(&job.name).unwrap_or_else(|| format!("job_{}", j + 1)),
                             state,
                             result,
@@ -409,6 +416,7 @@ impl Run {
                     .collect();
                 let (start, end) = (epoch(&stage.start_time, zone), epoch(&stage.end_time, zone));
                 let run = StageRun {
+                    id: non_empty(&stage.id),
                     name: non_empty(&stage.name).unwrap_or_else(|| format!("stage_{}", i + 1)),
                     state,
                     result,
@@ -552,6 +560,7 @@ impl Run {
             codehub_id: None,
             pause: None,
             stages: vec![StageRun {
+                id: None,
                 name: "build".into(),
                 state: RunState::Completed,
                 result: Some(RunResult::Success),
@@ -765,7 +774,13 @@ mod tests {
         assert_eq!(run.trigger.as_deref(), Some("Manual"));
         // sources[].params.build_params.target_branch, not the repository's default_branch.
         assert_eq!(run.branch.as_deref(), Some("master"));
+        // The ids of this run's stage and job records, not of the stage's gates (`pre`).
+        assert_eq!(
+            run.stages[0].id.as_deref(),
+            Some("aac8063fbf084eec9722c77ece6dd283")
+        );
         let job = &run.stages[0].jobs[0];
+        assert_eq!(job.id.as_deref(), Some("1cde6a3815164cd18d0fa4038f876e46"));
         assert_eq!(job.name, "新建任务");
         assert_eq!(job.result, Some(RunResult::Success));
         assert_eq!(job.duration(), Some(0.0));
@@ -826,6 +841,21 @@ mod tests {
                 .expect("parses");
         let run = Run::from_v5(&none[0], utc8()).expect("has an id");
         assert_eq!((run.queue(), run.trigger, run.branch), (None, None, None));
+    }
+
+    #[test]
+    fn run_list_stages_keep_their_ids_and_batch_status_stages_have_none() {
+        // The run list's stages carry an id (reference 3.4), the batch status' do not (3.2).
+        let entries: Vec<V5RunStatus> = serde_json::from_str(
+            r#"[{"pipeline_id": "p", "stage_status_list": [
+                {"id": "aac8063fbf084eec9722c77ece6dd283", "name": "Build", "sequence": 0},
+                {"id": "", "name": "Test", "sequence": 1},
+                {"name": "Deploy", "sequence": 2}]}]"#,
+        )
+        .expect("parses");
+        let run = Run::from_v5(&entries[0], utc8()).expect("has an id");
+        let ids: Vec<Option<&str>> = run.stages.iter().map(|s| s.id.as_deref()).collect();
+        assert_eq!(ids, [Some("aac8063fbf084eec9722c77ece6dd283"), None, None]);
     }
 
     #[test]

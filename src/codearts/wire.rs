@@ -205,6 +205,9 @@ pub(crate) struct V5RunStatus {
 /// A stage in the v5 status and list APIs.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub(crate) struct V5StageStatus {
+    /// Stage id (its record in this run).
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub id: Option<String>,
     /// Stage name.
     #[serde(default, deserialize_with = "lenient_string")]
     pub name: Option<String>,
@@ -368,6 +371,9 @@ pub(crate) struct RepoCommit {
 /// A stage of the run detail.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub(crate) struct DetailStage {
+    /// Stage id (its record in this run).
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub id: Option<String>,
     /// What people see.
     #[serde(default, deserialize_with = "lenient_string")]
     pub name: Option<String>,
@@ -397,6 +403,9 @@ pub(crate) struct DetailStage {
 /// A job of a stage.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub(crate) struct DetailJob {
+    /// Job id (its record in this run).
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub id: Option<String>,
     /// Job name.
     #[serde(default, deserialize_with = "lenient_string")]
     pub name: Option<String>,

@@ -558,15 +558,19 @@ pub(crate) fn truth_run(def: &PipelineDef, run: &RunPlan, view: &RunView) -> Val
         .stages
         .iter()
         .zip(&view.stages)
-        .filter_map(|(stage, state)| {
+        .enumerate()
+        .filter_map(|(si, (stage, state))| {
             let (start, end) = (state.item.start?, state.item.end?);
+            let si = si as u64;
             let jobs: Vec<Value> = stage
                 .jobs
                 .iter()
                 .zip(&state.jobs)
-                .filter_map(|(job, job_state)| {
+                .enumerate()
+                .filter_map(|(ji, (job, job_state))| {
                     let (start, end) = (job_state.item.start?, job_state.item.end?);
                     Some(json!({
+                        "id": derived_id(run.seed, &[JOB_ID, si, ji as u64]),
                         "name": job.name,
                         "status": job_state.item.status,
                         "result": result_of(job_state.item.status),
@@ -577,6 +581,7 @@ pub(crate) fn truth_run(def: &PipelineDef, run: &RunPlan, view: &RunView) -> Val
                 })
                 .collect();
             Some(json!({
+                "id": derived_id(run.seed, &[STAGE_ID, si]),
                 "name": stage.name,
                 "status": state.item.status,
                 "result": result_of(state.item.status),

@@ -1153,6 +1153,7 @@ mod tests {
         times: Option<(f64, f64)>,
     ) -> StageRun {
         StageRun {
+            id: None,
             name: name.into(),
             state,
             result,
@@ -1566,6 +1567,7 @@ mod tests {
             Some(10.0)
         );
         let job = |name: &str, result: Option<RunResult>, times: Option<(f64, f64)>| JobRun {
+            id: None,
             name: name.into(),
             state: RunState::Completed,
             result,

@@ -81,18 +81,22 @@ fn outcome(key: &str, result: Option<RunResult>, attributes: &mut Vec<KeyValue>)
     }
 }
 
-/// Names made unique within their list: a name's second occurrence becomes `name#2`, and so on
-/// (CodeArts does not forbid two stages, or two jobs of a stage, of one name).
-fn unique_names<'a>(names: impl Iterator<Item = &'a str>) -> Vec<String> {
+/// What names each stage (or each job of a stage) within its run, for its span id and its
+/// `cicd.pipeline.task.run.id`: its CodeArts id, or its name where the API gave none (v3, or a
+/// stage of the run list without one). Keys are made unique within their list, a key's second
+/// occurrence becoming `key#2` and so on: CodeArts does not forbid two stages, or two jobs of a
+/// stage, of one name.
+fn task_keys<'a>(tasks: impl Iterator<Item = (&'a Option<String>, &'a str)>) -> Vec<String> {
     let mut seen: Vec<&str> = Vec::new();
-    names
-        .map(|name| {
-            let before = seen.iter().filter(|other| **other == name).count();
-            seen.push(name);
+    tasks
+        .map(|(id, name)| {
+            let key = given(id).unwrap_or(name);
+            let before = seen.iter().filter(|other| **other == key).count();
+            seen.push(key);
             if before == 0 {
-                name.to_string()
+                key.to_string()
             } else {
-                format!("{name}#{}", before + 1)
+                format!("{key}#{}", before + 1)
             }
         })
         .collect()
@@ -222,15 +226,19 @@ pub fn run_resource_spans(project_id: &str, run: &Run) -> Option<ResourceSpans> 
         );
     }
 
-    let stage_names = unique_names(run.stages.iter().map(|stage| stage.name.as_str()));
-    for (stage, stage_name) in run.stages.iter().zip(&stage_names) {
+    let stage_keys = task_keys(
+        run.stages
+            .iter()
+            .map(|stage| (&stage.id, stage.name.as_str())),
+    );
+    for (stage, stage_key) in run.stages.iter().zip(&stage_keys) {
         let (Some(stage_start), Some(stage_end)) = (stage.start, stage.end) else {
             continue; // Skipped or unselected: it never ran.
         };
-        let stage_id = spans.key.span_id("stage", &[stage_name]);
+        let stage_id = spans.key.span_id("stage", &[stage_key]);
         let mut attributes = vec![
             string("cicd.pipeline.task.name", stage.name.as_str()),
-            string("cicd.pipeline.task.run.id", stage_name.as_str()),
+            string("cicd.pipeline.task.run.id", stage_key.as_str()),
         ];
         let status = outcome(
             "cicd.pipeline.task.run.result",
@@ -249,18 +257,20 @@ pub fn run_resource_spans(project_id: &str, run: &Run) -> Option<ResourceSpans> 
             attributes,
             status,
         );
-        let job_names = unique_names(stage.jobs.iter().map(|job| job.name.as_str()));
-        for (job, job_name) in stage.jobs.iter().zip(&job_names) {
+        let job_keys = task_keys(stage.jobs.iter().map(|job| (&job.id, job.name.as_str())));
+        for (job, job_key) in stage.jobs.iter().zip(&job_keys) {
             let (Some(job_start), Some(job_end)) = (job.start, job.end) else {
                 continue;
             };
-            let job_id = spans.key.span_id("job", &[stage_name, job_name]);
+            let job_id = spans.key.span_id("job", &[stage_key, job_key]);
+            // A job's id names it within the run; its name only within its stage.
+            let task_run_id = match given(&job.id) {
+                Some(_) => job_key.clone(),
+                None => format!("{stage_key}/{job_key}"),
+            };
             let mut attributes = vec![
                 string("cicd.pipeline.task.name", job.name.as_str()),
-                string(
-                    "cicd.pipeline.task.run.id",
-                    format!("{stage_name}/{job_name}"),
-                ),
+                string("cicd.pipeline.task.run.id", task_run_id),
             ];
             let status = outcome("cicd.pipeline.task.run.result", job.result, &mut attributes);
             spans.push(
@@ -352,6 +362,7 @@ mod tests {
 
     fn job(name: &str, result: Option<RunResult>, times: Option<(f64, f64)>) -> JobRun {
         JobRun {
+            id: None,
             name: name.into(),
             state: RunState::Completed,
             result,
@@ -362,6 +373,7 @@ mod tests {
 
     fn stage(name: &str, result: Option<RunResult>, times: Option<(f64, f64)>) -> StageRun {
         StageRun {
+            id: None,
             name: name.into(),
             state: RunState::Completed,
             result,
@@ -744,6 +756,42 @@ mod tests {
         );
         assert_ne!(spans[2].span_id, spans[4].span_id);
         assert_ne!(spans[3].span_id, spans[5].span_id);
+    }
+
+    #[test]
+    fn stages_and_jobs_with_codearts_ids_are_named_by_them() {
+        let mut run = failed_run();
+        run.stages[0].id = Some("aac8063fbf084eec9722c77ece6dd283".into());
+        run.stages[0].jobs[0].id = Some("1cde6a3815164cd18d0fa4038f876e46".into());
+        // A second stage of the same id (never seen, but not forbidden) still gets its own span.
+        run.stages[1].id = run.stages[0].id.clone();
+        let request = run_request(PROJECT, &run).expect("a completed run");
+        let spans = spans_of(&request);
+        let key = RunKey {
+            project_id: PROJECT,
+            pipeline_id: PIPELINE,
+            run: "run-id-7",
+        };
+        let stage = "aac8063fbf084eec9722c77ece6dd283";
+        assert_eq!(spans[2].span_id, key.span_id("stage", &[stage]).to_vec());
+        assert_eq!(
+            text(&spans[2].attributes, "cicd.pipeline.task.run.id"),
+            Some(stage)
+        );
+        let job = "1cde6a3815164cd18d0fa4038f876e46";
+        assert_eq!(spans[3].span_id, key.span_id("job", &[stage, job]).to_vec());
+        assert_eq!(spans[3].parent_span_id, spans[2].span_id);
+        assert_eq!(
+            text(&spans[3].attributes, "cicd.pipeline.task.run.id"),
+            Some(job)
+        );
+        let second = format!("{stage}#2");
+        assert_eq!(spans[4].span_id, key.span_id("stage", &[&second]).to_vec());
+        // The second stage's job has no id: its name within the stage names it.
+        assert_eq!(
+            text(&spans[5].attributes, "cicd.pipeline.task.run.id"),
+            Some(format!("{second}/unit").as_str())
+        );
     }
 
     #[test]

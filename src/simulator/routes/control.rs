@@ -425,9 +425,12 @@ mod tests {
                     .iter()
                     .filter(|j| j["end_time"].as_i64().unwrap_or(0) > 0)
                     .collect();
+                assert_eq!(stage["id"], truth_stage["id"]);
                 let truth_jobs = truth_stage["jobs"].as_array().expect("jobs");
                 assert_eq!(ran_jobs.len(), truth_jobs.len());
                 for (job, truth_job) in ran_jobs.iter().zip(truth_jobs) {
+                    assert_eq!(job["id"], truth_job["id"]);
+                    assert!(job["id"].is_string());
                     assert_eq!(job["name"], truth_job["name"]);
                     assert_eq!(job["status"], truth_job["status"]);
                     assert_eq!(job["end_time"], truth_job["end_ms"]);

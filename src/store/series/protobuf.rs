@@ -244,6 +244,7 @@ mod tests {
             }
             run.pause = Some(3.0);
             run.stages[0].jobs = vec![JobRun {
+                id: None,
                 name: "compile".into(),
                 state: RunState::Completed,
                 result: Some(RunResult::Success),

@@ -737,6 +737,7 @@ mod tests {
         run.pause = Some(5.0);
         run.stages[0].result = Some(RunResult::Error);
         run.stages[0].jobs = vec![JobRun {
+            id: None,
             name: "compile".into(),
             state: RunState::Completed,
             result: Some(RunResult::Success),
@@ -794,6 +795,7 @@ mod tests {
                 Some(end),
             );
             run.stages[0].jobs = vec![JobRun {
+                id: None,
                 name: "compile".into(),
                 state: RunState::Completed,
                 result: Some(RunResult::Success),
