@@ -24,10 +24,12 @@ const DEMO_DEPLOY_PIPELINES: usize = 4;
 /// Runs a simulator of `options` (with at least `DEMO_DEPLOY_PIPELINES` deployment pipelines)
 /// on a free loopback port and the exporter on `listen` against it, until `shutdown` resolves;
 /// `on_ready` learns both addresses (exporter, simulator) once they listen. A `web_config_file`
-/// secures the exporter's endpoints (TLS, basic auth).
+/// secures the exporter's endpoints (TLS, basic auth); a `traces_endpoint` receives the traces
+/// (else the simulator's stand-in collector takes them).
 pub async fn run(
     listen: SocketAddr,
     web_config_file: Option<PathBuf>,
+    traces_endpoint: Option<String>,
     options: SimOptions,
     on_ready: impl FnOnce(SocketAddr, SocketAddr),
     shutdown: impl Future<Output = ()>,
@@ -54,6 +56,11 @@ pub async fn run(
     }));
     let mut config = config(&simulator, sim_addr, listen, speed)?;
     config.server.web_config_file = web_config_file;
+    if let Some(endpoint) = traces_endpoint {
+        let traces = TracesConfig::new(endpoint);
+        traces.validate()?;
+        config.traces = Some(traces);
+    }
     // Each demo simulates a new world: its state lives as long as it runs, in a directory of
     // its own (private to the user, removed when `state_dir` drops, even on an error).
     let state_dir = state_dir().map_err(io("cannot create the demo's state directory"))?;

@@ -289,7 +289,7 @@ mod simulated {
     use anyhow::Context;
     use clap::Args;
 
-    use codearts_exporter::config::DEFAULT_PORT;
+    use codearts_exporter::config::{DEFAULT_PORT, TracesConfig};
     use codearts_exporter::demo;
     use codearts_exporter::simulator::faults::FaultSpec;
     use codearts_exporter::simulator::{self, SimOptions};
@@ -313,6 +313,19 @@ mod simulated {
         /// Seed of the simulated world.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// OTLP/HTTP receiver of the demo's traces (they are POSTed to URL/v1/traces), e.g. a
+        /// Jaeger's or a Collector's http://host:4318 (default: a stand-in in the simulator,
+        /// which keeps none).
+        #[arg(long, value_name = "URL", value_parser = parse_traces_endpoint)]
+        traces_endpoint: Option<String>,
+    }
+
+    /// A `--traces-endpoint` as `[traces] endpoint` would take it.
+    fn parse_traces_endpoint(text: &str) -> Result<String, String> {
+        TracesConfig::new(text)
+            .validate()
+            .map(|()| text.to_string())
+            .map_err(|err| err.to_string())
     }
 
     /// Options of `simulate`.
@@ -385,7 +398,15 @@ mod simulated {
             );
             let _ = std::io::stdout().flush();
         };
-        demo::run(args.listen, web_config_file, options, announce, shutdown).await?;
+        demo::run(
+            args.listen,
+            web_config_file,
+            args.traces_endpoint,
+            options,
+            announce,
+            shutdown,
+        )
+        .await?;
         Ok(())
     }
 

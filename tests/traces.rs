@@ -9,6 +9,8 @@
 //! 3. Past `max_pending_runs` the oldest traces are dropped and counted.
 //! 4. Pending traces survive a SIGKILL in the state file and are delivered after the restart,
 //!    with the same ids and content; a delivered trace is not sent again after a restart.
+//! 5. `demo --traces-endpoint` sends the demo's traces to that receiver (as the compose file's
+//!    traces variant does to Jaeger); an endpoint the configuration would refuse is refused.
 
 // Runs the simulator: built with the `simulator` feature only.
 #![cfg(feature = "simulator")]
@@ -583,4 +585,60 @@ async fn prometheus_leads_from_a_bucket_to_the_trace_of_its_run() {
     drop(prometheus);
     exporter.stop().await;
     sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_sends_its_traces_to_the_endpoint_it_is_given() {
+    let receiver = Receiver::start().await;
+    let endpoint = receiver.endpoint();
+    let args = [
+        "demo",
+        "--listen",
+        "127.0.0.1:0",
+        "--traces-endpoint",
+        &endpoint,
+    ];
+    let (exporter, line) =
+        common::Proc::start(&args, &[], |line| line.contains("metrics at http://"));
+    let addr = line
+        .split("metrics at http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .expect("exporter address in the demo's line");
+    let samples = common::scrape_until(
+        &format!("http://{addr}/metrics"),
+        Duration::from_secs(60),
+        "the demo's first delivered traces",
+        |samples| exported(samples) > 0.0,
+    )
+    .await;
+    // Counted once the receiver has answered: every trace counted was taken here, once.
+    let taken = receiver.taken_runs();
+    assert!(
+        taken.len() as f64 >= exported(&samples),
+        "{} taken, {} exported; log:\n{}",
+        taken.len(),
+        exported(&samples),
+        exporter.output()
+    );
+    distinct_traces(&taken);
+    for run in &taken {
+        assert_eq!(
+            otlp::resource_attribute(run, "service.name"),
+            Some("codearts-exporter")
+        );
+        assert!(otlp::resource_attribute(run, "cicd.pipeline.name").is_some());
+    }
+    drop(exporter);
+
+    // An endpoint `[traces] endpoint` would refuse is a usage error naming the flag.
+    let output = std::process::Command::new(common::binary())
+        .args(["demo", "--listen", "127.0.0.1:0", "--traces-endpoint"])
+        .arg("ftp://collector:4318")
+        .output()
+        .expect("run the binary");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--traces-endpoint"), "{stderr}");
+    assert!(stderr.contains("traces.endpoint"), "{stderr}");
 }

@@ -92,7 +92,7 @@ impl TracesConfig {
     }
 
     /// Checks what a parse cannot: the endpoint, the time-out, the bound and every header.
-    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         check_url("traces.endpoint", &self.endpoint)?;
         if let Ok(url) = reqwest::Url::parse(&self.endpoint)
             && (url.query().is_some() || url.fragment().is_some())
