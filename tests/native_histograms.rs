@@ -50,21 +50,8 @@ async fn query_at(
     promql: &str,
     time: f64,
 ) -> Vec<(BTreeMap<String, String>, f64)> {
-    let client = reqwest::Client::new();
-    let body: Value = client
-        .get(format!("{}/api/v1/query", prometheus.url))
-        .query(&[
-            ("query", promql.to_string()),
-            ("time", format!("{time:.3}")),
-        ])
-        .send()
-        .await
-        .expect("query")
-        .json()
-        .await
-        .expect("JSON");
-    assert_eq!(body["status"], "success", "{promql}: {body}");
-    body["data"]["result"]
+    let data = prometheus.query_at(promql, time).await;
+    data["result"]
         .as_array()
         .expect("a vector")
         .iter()
@@ -362,31 +349,16 @@ async fn prometheus_stores_native_histograms_that_match_the_truth() {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     // Exemplars come along: Prometheus takes a native histogram's from its classic buckets.
-    let body: Value = reqwest::Client::new()
-        .get(format!("{}/api/v1/query_exemplars", native.url))
-        .query(&[
-            (
-                "query",
-                "codearts_pipeline_run_duration_seconds".to_string(),
-            ),
-            ("start", format!("{:.3}", at - 3600.0)),
-            ("end", format!("{:.3}", at + 60.0)),
-        ])
-        .send()
-        .await
-        .expect("query_exemplars")
-        .json()
-        .await
-        .expect("JSON");
-    let exemplars: Vec<&Value> = body["data"]
-        .as_array()
-        .expect("series")
-        .iter()
-        .flat_map(|series| series["exemplars"].as_array().into_iter().flatten())
-        .collect();
+    let exemplars = native
+        .query_exemplars(
+            "codearts_pipeline_run_duration_seconds",
+            at - 3600.0,
+            at + 60.0,
+        )
+        .await;
     assert!(
         !exemplars.is_empty() && exemplars.iter().all(|e| e["labels"]["run_id"].is_string()),
-        "{body}"
+        "{exemplars:?}"
     );
     assert!(!native.log().contains("level=error"), "{}", native.log());
 }

@@ -496,37 +496,14 @@ async fn prometheus_leads_from_a_bucket_to_the_trace_of_its_run() {
         Prometheus::start_with(dir.path(), &config, &["--enable-feature=exemplar-storage"]);
     prometheus.wait_ready().await;
 
-    let client = reqwest::Client::new();
-    let exemplars_of = |family: &'static str| {
-        let client = client.clone();
-        let url = format!(
-            "{}/api/v1/query_exemplars?query={family}_bucket&start={}&end={}",
-            prometheus.url,
-            common::harness::now_ms() / 1000.0 - 600.0,
-            common::harness::now_ms() / 1000.0 + 600.0
-        );
-        async move {
-            let body: Value = client
-                .get(&url)
-                .send()
-                .await
-                .expect("query_exemplars")
-                .json()
-                .await
-                .expect("JSON");
-            assert_eq!(body["status"], "success", "{body}");
-            body["data"]
-                .as_array()
-                .expect("series")
-                .iter()
-                .flat_map(|series| series["exemplars"].as_array().cloned().unwrap_or_default())
-                .collect::<Vec<Value>>()
-        }
+    let exemplars_of = |buckets: &'static str| {
+        let now = common::harness::now_ms() / 1000.0;
+        prometheus.query_exemplars(buckets, now - 600.0, now + 600.0)
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
     let (runs, stages) = loop {
-        let runs = exemplars_of("codearts_pipeline_run_duration_seconds").await;
-        let stages = exemplars_of("codearts_pipeline_stage_duration_seconds").await;
+        let runs = exemplars_of("codearts_pipeline_run_duration_seconds_bucket").await;
+        let stages = exemplars_of("codearts_pipeline_stage_duration_seconds_bucket").await;
         if runs.len() >= 5 && !stages.is_empty() {
             break (runs, stages);
         }

@@ -141,16 +141,47 @@ impl Prometheus {
 
     /// The `data` of a successful instant query of `promql` (at "now"); panics on an error.
     pub async fn query(&self, promql: &str) -> Value {
-        let encoded =
-            percent_encoding::utf8_percent_encode(promql, percent_encoding::NON_ALPHANUMERIC);
-        let url = format!("{}/api/v1/query?query={encoded}", self.url);
-        let body: Value = reqwest::get(&url)
+        self.api("query", &[("query", promql.to_string())]).await
+    }
+
+    /// The `data` of an instant query at `time` (epoch seconds).
+    pub async fn query_at(&self, promql: &str, time: f64) -> Value {
+        let params = [
+            ("query", promql.to_string()),
+            ("time", format!("{time:.3}")),
+        ];
+        self.api("query", &params).await
+    }
+
+    /// Every exemplar of the series `promql` selects between `start` and `end` (epoch seconds).
+    pub async fn query_exemplars(&self, promql: &str, start: f64, end: f64) -> Vec<Value> {
+        let params = [
+            ("query", promql.to_string()),
+            ("start", format!("{start:.3}")),
+            ("end", format!("{end:.3}")),
+        ];
+        let data = self.api("query_exemplars", &params).await;
+        data.as_array()
+            .unwrap_or_else(|| panic!("{promql}: exemplars by series, not {data}"))
+            .iter()
+            .flat_map(|series| series["exemplars"].as_array().cloned().unwrap_or_default())
+            .collect()
+    }
+
+    /// The `data` of `GET /api/v1/{endpoint}` with `params`; an answer other than a success
+    /// fails the test.
+    async fn api(&self, endpoint: &str, params: &[(&str, String)]) -> Value {
+        let url = format!("{}/api/v1/{endpoint}", self.url);
+        let body: Value = reqwest::Client::new()
+            .get(&url)
+            .query(params)
+            .send()
             .await
             .unwrap_or_else(|err| panic!("GET {url}: {err}"))
             .json()
             .await
-            .unwrap_or_else(|err| panic!("{promql}: not JSON: {err}"));
-        assert_eq!(body["status"], "success", "{promql}: {body}");
+            .unwrap_or_else(|err| panic!("{url} {params:?}: not JSON: {err}"));
+        assert_eq!(body["status"], "success", "{url} {params:?}: {body}");
         body["data"].clone()
     }
 }
