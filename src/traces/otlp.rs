@@ -359,6 +359,12 @@ mod tests {
 
     const PROJECT: &str = "0123456789abcdef0123456789abcdef";
     const PIPELINE: &str = "fedcba9876543210fedcba9876543210";
+    /// What names [`failed_run`] in ids.
+    const FAILED_RUN: RunKey<'static> = RunKey {
+        project_id: PROJECT,
+        pipeline_id: PIPELINE,
+        run: "run-id-7",
+    };
 
     fn job(name: &str, result: Option<RunResult>, times: Option<(f64, f64)>) -> JobRun {
         JobRun {
@@ -463,11 +469,7 @@ mod tests {
     fn a_failed_run_becomes_its_trace() {
         let run = failed_run();
         let request = round_trip(&run_request(PROJECT, &run).expect("a completed run"));
-        let key = RunKey {
-            project_id: PROJECT,
-            pipeline_id: PIPELINE,
-            run: "run-id-7",
-        };
+        let key = FAILED_RUN;
 
         let resource = request.resource_spans[0]
             .resource
@@ -740,11 +742,7 @@ mod tests {
         run.stages[1].jobs[0].name = "compile".into();
         let request = run_request(PROJECT, &run).expect("a completed run");
         let spans = spans_of(&request);
-        let key = RunKey {
-            project_id: PROJECT,
-            pipeline_id: PIPELINE,
-            run: "run-id-7",
-        };
+        let key = FAILED_RUN;
         assert_eq!(spans[4].span_id, key.span_id("stage", &["构建#2"]).to_vec());
         assert_eq!(
             text(&spans[4].attributes, "cicd.pipeline.task.run.id"),
@@ -767,11 +765,7 @@ mod tests {
         run.stages[1].id = run.stages[0].id.clone();
         let request = run_request(PROJECT, &run).expect("a completed run");
         let spans = spans_of(&request);
-        let key = RunKey {
-            project_id: PROJECT,
-            pipeline_id: PIPELINE,
-            run: "run-id-7",
-        };
+        let key = FAILED_RUN;
         let stage = "aac8063fbf084eec9722c77ece6dd283";
         assert_eq!(spans[2].span_id, key.span_id("stage", &[stage]).to_vec());
         assert_eq!(
