@@ -82,8 +82,8 @@ fn outcome(key: &str, result: Option<RunResult>, attributes: &mut Vec<KeyValue>)
 }
 
 /// What names each stage (or each job of a stage) within its run, for its span id and its
-/// `cicd.pipeline.task.run.id`: its CodeArts id, or its name where the API gave none (v3, or a
-/// stage of the run list without one). Keys are made unique within their list, a key's second
+/// `cicd.pipeline.task.run.id`: its CodeArts id, or its name where the API gave none (the v3
+/// and v5 batch status give stages none; the run list and the run detail do). Keys are made unique within their list, a key's second
 /// occurrence becoming `key#2` and so on: CodeArts does not forbid two stages, or two jobs of a
 /// stage, of one name.
 fn task_keys<'a>(tasks: impl Iterator<Item = (&'a Option<String>, &'a str)>) -> Vec<String> {
