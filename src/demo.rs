@@ -54,13 +54,8 @@ pub async fn run(
     let simulator_task = tokio::spawn(simulator::serve(sim_listener, simulator.clone(), async {
         let _ = simulator_stopped.await;
     }));
-    let mut config = config(&simulator, sim_addr, listen, speed)?;
+    let mut config = config(&simulator, sim_addr, listen, speed, traces_endpoint)?;
     config.server.web_config_file = web_config_file;
-    if let Some(endpoint) = traces_endpoint {
-        let traces = TracesConfig::new(endpoint);
-        traces.validate()?;
-        config.traces = Some(traces);
-    }
     // Each demo simulates a new world: its state lives as long as it runs, in a directory of
     // its own (private to the user, removed when `state_dir` drops, even on an error).
     let state_dir = state_dir().map_err(io("cannot create the demo's state directory"))?;
@@ -89,7 +84,8 @@ fn state_file(dir: &std::path::Path) -> PathBuf {
     dir.join("state.db")
 }
 
-/// An exporter configuration for the simulator at `simulator_addr`.
+/// An exporter configuration for the simulator at `simulator_addr`, sending its traces to
+/// `traces_endpoint` (else to the simulator's stand-in collector).
 ///
 /// Targets alternate between the v5 and v3 status APIs so both paths run (the v3 ones log the
 /// legacy API's warning at start-up); buckets are the
@@ -99,6 +95,7 @@ pub fn config(
     simulator_addr: SocketAddr,
     listen: SocketAddr,
     speed: f64,
+    traces_endpoint: Option<String>,
 ) -> Result<Config, ConfigError> {
     let endpoint = format!("http://{simulator_addr}");
     let defaults = MetricsConfig::default();
@@ -191,9 +188,9 @@ pub fn config(
         sharding: ShardingConfig::default(),
         // `run` gives the demo a state file of its own.
         state: StateConfig::default(),
-        // Traces go to the simulator's stand-in collector, so the trace delivery panels and
-        // alerts have data, and exemplars name traces.
-        traces: Some(TracesConfig::new(endpoint)),
+        // Traces go to `traces_endpoint`, else to the simulator's stand-in collector, so the
+        // trace delivery panels and alerts have data, and exemplars name traces.
+        traces: Some(TracesConfig::new(traces_endpoint.unwrap_or(endpoint))),
     };
     config.validate()?;
     Ok(config)
@@ -220,7 +217,7 @@ mod tests {
             ..SimOptions::default()
         });
         let addr: SocketAddr = "127.0.0.1:1".parse().expect("addr");
-        let config = config(&sim, addr, addr, 60.0).expect("valid");
+        let config = config(&sim, addr, addr, 60.0, None).expect("valid");
         let total: usize = config.targets.iter().map(|t| t.pipeline_ids.len()).sum();
         assert_eq!(total, 7);
         assert_eq!(config.targets[0].status_api, StatusApi::V5);
